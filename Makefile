@@ -1,0 +1,91 @@
+# pop3bridge — one non-recursive Makefile.
+#   make            build ./pop3bridge
+#   make check      install missing deps (as root), build, run every test
+#   make demo       install missing deps (as root), build, run a real sync on loopback
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+DATADIR ?= $(PREFIX)/share
+
+CC      ?= cc
+PKGS    := sqlite3 libconfuse gnutls
+CFLAGS  ?= -O2 -g
+# libetpan is linked by hand: its pkg-config links a non-PIE binary and
+# pulls in -ldb-5.3 -llockfile (LIBETPAN.md, trap 10).
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fPIE -I. $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pie $(LDFLAGS)
+LIBS        = $(PKG_LIBS) -letpan -lgnutls
+
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRCS      := $(sort $(wildcard bridge/*.c store/*.c conf/*.c))
+LIB_SRCS  := $(filter-out bridge/main.c,$(SRCS))
+TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+
+OBJS      := $(SRCS:%.c=build/rel/%.o)
+LIB_OBJS  := $(LIB_SRCS:%.c=build/rel/%.o)
+SAN_OBJS  := $(SRCS:%.c=build/asan/%.o)
+SAN_LIB_OBJS := $(LIB_SRCS:%.c=build/asan/%.o)
+TESTS     := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
+SAN_TESTS := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
+
+.PHONY: all check demo install uninstall clean deps asan unit-tests
+all: pop3bridge
+
+pop3bridge: $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+build/asan/pop3bridge: $(SAN_OBJS)
+	$(CC) $(ALL_LDFLAGS) $(SAN_FLAGS) -o $@ $(SAN_OBJS) $(LIBS)
+
+build/rel/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+build/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -MMD -MP -c -o $@ $<
+
+build/rel/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB_OBJS) $(LIBS)
+
+build/asan/tests/%: tests/unit/%.c $(SAN_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) $(ALL_LDFLAGS) -o $@ $< $(SAN_LIB_OBJS) $(LIBS)
+
+asan: build/asan/pop3bridge $(SAN_TESTS)
+unit-tests: $(TESTS) $(SAN_TESTS)
+
+# Dependencies are installed only when we can (root); otherwise the build
+# says what is missing.
+deps:
+	@if [ "$$(id -u)" = 0 ]; then ./scripts/install-deps; else ./scripts/install-deps || true; fi
+
+check: deps
+	$(MAKE) all asan unit-tests
+	./tests/run
+
+demo: deps
+	$(MAKE) all
+	./scripts/demo
+
+install: pop3bridge
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/doc/pop3bridge
+	install -m 755 pop3bridge $(DESTDIR)$(BINDIR)/pop3bridge
+	install -m 644 conf/pop3bridge.conf.example $(DESTDIR)$(DATADIR)/doc/pop3bridge/
+	install -m 644 README.md $(DESTDIR)$(DATADIR)/doc/pop3bridge/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/pop3bridge
+	rm -rf $(DESTDIR)$(DATADIR)/doc/pop3bridge
+
+clean:
+	rm -rf build pop3bridge
+
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)

@@ -1,0 +1,106 @@
+/* The configuration: parsed with libconfuse, validated, then converted into
+ * these plain structs so that no libconfuse type leaks past conf/.
+ * Strings are owned by the struct conf and freed by conf_free(). */
+#ifndef POP3BRIDGE_CONF_H
+#define POP3BRIDGE_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
+enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2 };
+enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
+
+/* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
+struct conf_server {
+	char *host;
+	unsigned port;              /* default from tls: pop3 995/110, smtp 465/587, imap 993/143 */
+	enum conf_tls tls;          /* default implicit */
+	char *user;                 /* may be NULL */
+	char *password;             /* NULL unless set in the file */
+	char *password_command;     /* NULL unless set; run by conf_password() */
+	enum conf_auth auth;        /* pop3 only */
+	char *ca_file;              /* NULL: system trust store only */
+	unsigned timeout;           /* seconds per protocol step; default 60 */
+	bool allow_plaintext;       /* required for tls=none with a password */
+};
+
+struct conf_store {
+	enum conf_store_type type;  /* default maildir */
+	char *path;                 /* maildir root, "~" expanded, may hold "%u" */
+	struct conf_server imap;    /* type = imap */
+	char *master_user;          /* imap: Dovecot master login, NULL if unset */
+	char *dedup;                /* NULL or "message-id" */
+};
+
+struct conf_account {
+	char *name;
+	char *local_user;           /* default: the invoking user's login name */
+	char *folder;               /* default "INBOX"; "/" separates hierarchy levels */
+	struct conf_server pop3;
+	bool leave_on_server;       /* default true */
+	unsigned delete_after_days; /* default 0 = never */
+	unsigned poll_interval;     /* default: the top-level poll_interval */
+	bool import_seen;           /* default false */
+	bool has_smtp;
+	struct conf_server smtp;
+	char **addresses;
+	size_t n_addresses;
+	char *sent_folder;          /* default "Sent" */
+	int line;                   /* line of the account block, for messages */
+};
+
+struct conf_relay {
+	char **listen;              /* default { "127.0.0.1:1587" } */
+	size_t n_listen;
+	char *tls_cert, *tls_key;   /* NULL if unset */
+	char *passwd_file;
+	unsigned queue_lifetime;    /* seconds, default 432000 */
+};
+
+struct conf {
+	char *path;                 /* the file that was read */
+	char *state_dir;            /* "~" expanded; default ~/.local/state/pop3bridge */
+	unsigned poll_interval;     /* default 300 */
+	unsigned max_parallel;      /* default 4 */
+	unsigned batch_messages;    /* default 100 */
+	uint64_t batch_bytes;       /* default 64 MiB */
+	struct conf_store store;
+	struct conf_account *accounts;
+	size_t n_accounts;
+	struct conf_relay relay;
+};
+
+/* The default path: $XDG_CONFIG_HOME/pop3bridge/pop3bridge.conf if
+ * XDG_CONFIG_HOME is set (else ~/.config/...) and that file exists, else
+ * /etc/pop3bridge.conf. Returns an allocated string. */
+char *conf_default_path(void);
+
+/* Parses and validates path. On success returns 0 and *out (free with
+ * conf_free). On failure prints every error found, one per line, as
+ * "FILE:LINE: message" (or "FILE: message" when there is no line) to errf
+ * and returns EX_CONFIG (78); EX_NOINPUT (66) when the file cannot be read. */
+int conf_load(const char *path, struct conf **out, FILE *errf);
+void conf_free(struct conf *c);
+
+/* Finds an account by name; NULL if none. */
+const struct conf_account *conf_account(const struct conf *c, const char *name);
+
+/* The maildir root of an account: store.path with "%u" replaced by the
+ * account's local_user. Allocated. */
+char *conf_store_path(const struct conf *c, const struct conf_account *a);
+
+/* The secret of a server block: the password, or the first line of
+ * password_command's output (run with /bin/sh -c, stdin from /dev/null,
+ * bounded at 4 KiB, CR/LF/NUL refused). *out is allocated (NULL when the
+ * block has neither); 0 on success, -1 with *err allocated naming the
+ * command's failure but never its output. */
+int conf_password(const struct conf_server *s, char **out, char **err);
+
+/* True if s holds a CR, LF or NUL-free value fit for a protocol line:
+ * no CR, LF, and at most max bytes. */
+bool conf_safe_value(const char *s, size_t max);
+
+#endif

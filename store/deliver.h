@@ -1,0 +1,58 @@
+/* The delivery interface: the sync loop writes every message through one
+ * of these backends and never knows which store it is.
+ *
+ * Protocol, per batch (see DESIGN.md, the import protocol):
+ *   tmp_create()  for each message: a temp file named by its delivery key;
+ *                 the caller writes the message to it and keeps the fd;
+ *   deliver()     makes the whole batch durable in the store (after it
+ *                 returns 0 every message is there and survives a crash);
+ *   find()        after a crash: is the message with this key in the store?
+ *   tmp_discard() removes the temp file of a key that was not delivered;
+ *   tmp_cleanup() removes every temp file a killed run left for an account.
+ * Functions return 0 on success or -1 with *err allocated. */
+#ifndef POP3BRIDGE_DELIVER_H
+#define POP3BRIDGE_DELIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf/conf.h"
+
+#define DELIVER_SEEN 0x1
+
+struct deliver_msg {
+	const char *key;        /* from deliver_key(); also the temp file name */
+	const char *folder;     /* "INBOX", or "a/b" with "/" as hierarchy separator */
+	int fd;                 /* the temp file, written; the backend closes it */
+	uint64_t size;
+	time_t date;            /* the message's internal date */
+	unsigned flags;         /* DELIVER_* */
+	char *location;         /* out, allocated: where it was stored */
+};
+
+struct deliver_backend {
+	const char *name;
+	/* Line endings the store wants in message files: 0 LF, 1 CRLF. */
+	int crlf;
+	/* A session for one account's pass; user is the account's local_user. */
+	int (*open)(const struct conf *c, const struct conf_account *a, void **ctx, char **err);
+	int (*tmp_create)(void *ctx, const char *folder, const char *key, int *fd, char **err);
+	int (*tmp_discard)(void *ctx, const char *folder, const char *key, char **err);
+	int (*tmp_cleanup)(void *ctx, const char *folder, const char *key_tag, char **err);
+	int (*deliver)(void *ctx, struct deliver_msg *msgs, size_t n, char **err);
+	/* 1 found (*location allocated), 0 not found, -1 error. */
+	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
+	void (*close)(void *ctx);
+};
+
+/* The backend for a store type; NULL when it is not built in. */
+const struct deliver_backend *deliver_backend_for(enum conf_store_type t);
+
+/* A new delivery key, unique across processes and hosts, usable as a
+ * Maildir base name: "SECS.MUSECSPPIDQSEQ" + key_tag + "." + host (host with
+ * "/" and ":" escaped as Maildir requires). key_tag (e.g. "X12" for account
+ * 12) lets tmp_cleanup() recognise one account's leftovers. Allocated. */
+char *deliver_key(const char *key_tag);
+
+#endif

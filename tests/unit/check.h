@@ -1,0 +1,46 @@
+/* A tiny unit-test harness: each CHECK prints nothing when it holds and a
+ * "FAIL" line when it does not; each TEST prints one "PASS name" or
+ * "FAIL name" line that tests/run counts. main() returns the failures. */
+#ifndef POP3BRIDGE_CHECK_H
+#define POP3BRIDGE_CHECK_H
+
+#include <stdio.h>
+#include <string.h>
+
+static int check_failures, check_test_failed;
+
+#define CHECK(cond) do { \
+	if (!(cond)) { \
+		printf("  check failed %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+		check_test_failed = 1; \
+	} \
+} while (0)
+
+#define CHECK_STR(a, b) do { \
+	const char *check_a_ = (a), *check_b_ = (b); \
+	if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) { \
+		printf("  check failed %s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, \
+		    __LINE__, #a, check_a_ ? check_a_ : "(null)", check_b_ ? check_b_ : "(null)"); \
+		check_test_failed = 1; \
+	} \
+} while (0)
+
+#define CHECK_INT(a, b) do { \
+	long long check_a_ = (long long)(a), check_b_ = (long long)(b); \
+	if (check_a_ != check_b_) { \
+		printf("  check failed %s:%d: %s == %lld, expected %lld\n", __FILE__, \
+		    __LINE__, #a, check_a_, check_b_); \
+		check_test_failed = 1; \
+	} \
+} while (0)
+
+#define TEST(fn) do { \
+	check_test_failed = 0; \
+	fn(); \
+	printf("%s %s\n", check_test_failed ? "FAIL" : "PASS", #fn); \
+	check_failures += check_test_failed; \
+} while (0)
+
+#define CHECK_DONE() return check_failures ? 1 : 0
+
+#endif
