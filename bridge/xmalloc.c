@@ -1,6 +1,7 @@
 #include "bridge/xmalloc.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ xreallocarray(void *p, size_t nmemb, size_t size)
 {
 	if (size && nmemb > SIZE_MAX / size)
 		oom(SIZE_MAX);
-	p = realloc(p, nmemb * size ? nmemb * size : 1);
+	p = realloc(p, nmemb * size > 0 ? nmemb * size : 1);
 	if (p == NULL)
 		oom(nmemb * size);
 	return p;
