@@ -1,0 +1,192 @@
+#include "bridge/daemon.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/log.h"
+#include "bridge/pool.h"
+#include "bridge/xmalloc.h"
+
+/* When each account is due next, by name (so a reload keeps the schedule
+ * of accounts that stay). */
+struct due {
+	char *name;
+	time_t at;
+};
+
+struct sched {
+	struct conf *c;
+	struct due *due;        /* one per c->accounts[i] */
+	struct pool pool;
+};
+
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
+static void
+notify_systemd(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	socklen_t len;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof sun.sun_path)
+		return;
+	strcpy(sun.sun_path, path);
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0';
+	len = offsetof(struct sockaddr_un, sun_path) + strlen(path);
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
+		return;
+	sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun, len);
+	close(fd);
+}
+
+static unsigned
+interval(const struct conf *c, const struct conf_account *a)
+{
+	return a->poll_interval ? a->poll_interval : c->poll_interval;
+}
+
+/* Builds the schedule for c, keeping the due time of accounts that were
+ * in old (all due now at start). */
+static struct due *
+schedule(const struct conf *c, const struct due *old, size_t n_old)
+{
+	struct due *d = xcalloc(c->n_accounts, sizeof *d);
+	time_t now = time(NULL);
+
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		d[i].name = xstrdup(c->accounts[i].name);
+		d[i].at = now;
+		for (size_t j = 0; j < n_old; j++)
+			if (strcmp(old[j].name, d[i].name) == 0)
+				d[i].at = old[j].at;
+	}
+	return d;
+}
+
+static void
+due_free(struct due *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(d[i].name);
+	free(d);
+}
+
+static void
+reload(struct sched *s, const char *path)
+{
+	struct conf *nc;
+	struct due *nd;
+
+	if (conf_load(path, &nc, stderr) != 0) {
+		log_warnx("reload: %s has errors, keeping the running configuration", path);
+		return;
+	}
+	nd = schedule(nc, s->due, s->c->n_accounts);
+	due_free(s->due, s->c->n_accounts);
+	conf_free(s->c);
+	s->c = nc;
+	s->due = nd;
+	log_info("reloaded %s: %zu accounts", path, nc->n_accounts);
+}
+
+static void
+reap_finished(struct sched *s)
+{
+	char *name;
+	int code;
+
+	while (pool_reap(&s->pool, false, &name, &code) == 1) {
+		for (size_t i = 0; i < s->c->n_accounts; i++)
+			if (strcmp(s->due[i].name, name) == 0)
+				s->due[i].at = time(NULL) + interval(s->c, &s->c->accounts[i]);
+		free(name);
+	}
+}
+
+/* Starts every due account there is room for; returns the seconds until
+ * the next account is due (at most 60). */
+static time_t
+start_due(struct sched *s)
+{
+	time_t now = time(NULL), wait = 60;
+
+	for (size_t i = 0; i < s->c->n_accounts; i++) {
+		const struct conf_account *a = &s->c->accounts[i];
+
+		if (pool_has(&s->pool, a->name))
+			continue;
+		if (s->due[i].at <= now) {
+			if (pool_running(&s->pool) >= s->pool.max ||
+			    pool_start(&s->pool, s->c, a) == -1)
+				continue;
+			/* Not rescheduled until it finishes (reap_finished). */
+			s->due[i].at = now + interval(s->c, a);
+		} else if (s->due[i].at - now < wait)
+			wait = s->due[i].at - now;
+	}
+	return wait;
+}
+
+int
+daemon_run(const char *conf_path, struct conf *c)
+{
+	struct sched s = { .c = c };
+	sigset_t set;
+	siginfo_t si;
+	bool stopping = false;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	/* Signals are taken synchronously with sigtimedwait: the one loop
+	 * owns time, children and reloads. */
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	s.due = schedule(c, NULL, 0);
+	pool_init(&s.pool, c->max_parallel, true);
+	log_info("running: %zu accounts, up to %u at once", c->n_accounts, c->max_parallel);
+	notify_systemd("READY=1");
+	for (;;) {
+		struct timespec ts = { 0 };
+
+		reap_finished(&s);
+		if (stopping && pool_running(&s.pool) == 0)
+			break;
+		ts.tv_sec = stopping ? 60 : start_due(&s);
+		if (ts.tv_sec <= 0)
+			ts.tv_sec = 1;
+		switch (sigtimedwait(&set, &si, &ts)) {
+		case SIGTERM:
+		case SIGINT:
+			if (!stopping)
+				log_info("stopping: waiting for %zu passes to finish their message",
+				    pool_running(&s.pool));
+			stopping = true;
+			notify_systemd("STOPPING=1");
+			pool_signal(&s.pool, SIGTERM);
+			break;
+		case SIGHUP:
+			if (!stopping)
+				reload(&s, conf_path);
+			break;
+		default:
+			break;
+		}
+	}
+	pool_free(&s.pool);
+	due_free(s.due, s.c->n_accounts);
+	conf_free(s.c);
+	log_info("stopped");
+	return EX_OK;
+}

@@ -1,0 +1,174 @@
+/* pop3bridge: command-line parsing and dispatch; nothing else. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <libetpan/libetpan.h>
+
+#include "bridge/daemon.h"
+#include "bridge/log.h"
+#include "bridge/pool.h"
+#include "bridge/status.h"
+#include "bridge/xmalloc.h"
+#include "conf/conf.h"
+
+#define VERSION "0.1.0"
+
+static void
+usage(FILE *f)
+{
+	fputs("usage: pop3bridge [-c FILE] [-v|-q] [-s] COMMAND\n"
+	    "  -c FILE  configuration (default $XDG_CONFIG_HOME/pop3bridge/pop3bridge.conf,\n"
+	    "           else /etc/pop3bridge.conf)\n"
+	    "  -v, -q   more, less output; -s  log to syslog instead of stderr\n"
+	    "  run                 poll every account on its interval (foreground daemon)\n"
+	    "  sync [ACCOUNT...]   one pass over the accounts, then exit\n"
+	    "  check-config        validate the configuration and print a summary\n"
+	    "  status [--json]     per account: last poll, result, messages, errors\n", f);
+}
+
+/* mkdir -p with mode 0700 for the state directory. */
+static int
+make_state_dir(const char *dir)
+{
+	char *p = xstrdup(dir);
+	int rc = 0;
+
+	for (char *s = p + 1; ; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
+			log_warn("state_dir %s", p);
+			rc = -1;
+			break;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	free(p);
+	return rc;
+}
+
+static int
+cmd_sync(const struct conf *c, int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (conf_account(c, argv[i]) == NULL) {
+			log_warnx("no account \"%s\" in %s", argv[i], c->path);
+			return EX_USAGE;
+		}
+	if (make_state_dir(c->state_dir) == -1)
+		return EX_CANTCREAT;
+	return pool_sync(c, argv, argc);
+}
+
+static int
+cmd_status(const struct conf *c, int argc, char **argv)
+{
+	bool json = false;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") != 0) {
+			usage(stderr);
+			return EX_USAGE;
+		}
+		json = true;
+	}
+	return status_print(stdout, c, json);
+}
+
+/* Process-wide setup before anything connects (LIBETPAN.md). */
+static void
+setup_process(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	mailstream_network_delay.tv_sec = 60;
+	mailstream_network_delay.tv_usec = 0;
+	umask(077);
+}
+
+int
+main(int argc, char **argv)
+{
+	enum log_verbosity v = LOG_NORMAL;
+	char *conf_path = NULL;
+	struct conf *c = NULL;
+	const char *cmd;
+	int ch, rc, use_syslog = 0;
+
+	while ((ch = getopt(argc, argv, "+c:vqshV")) != -1) {
+		switch (ch) {
+		case 'c':
+			free(conf_path);
+			conf_path = xstrdup(optarg);
+			break;
+		case 'v':
+			v = LOG_VERBOSE;
+			break;
+		case 'q':
+			v = LOG_QUIET;
+			break;
+		case 's':
+			use_syslog = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return EX_OK;
+		case 'V':
+			printf("pop3bridge %s\n", VERSION);
+			return EX_OK;
+		default:
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	cmd = argv[0];
+	if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "check-config") &&
+	    strcmp(cmd, "status")) {
+		log_warnx("unknown command \"%s\"", cmd);
+		usage(stderr);
+		return EX_USAGE;
+	}
+	log_init(v, use_syslog);
+	setup_process();
+	if (conf_path == NULL)
+		conf_path = conf_default_path();
+	if ((rc = conf_load(conf_path, &c, stderr)) != 0) {
+		free(conf_path);
+		return rc;
+	}
+	if (strcmp(cmd, "check-config") == 0) {
+		status_print_config(stdout, c);
+		rc = EX_OK;
+	} else if (strcmp(cmd, "sync") == 0)
+		rc = cmd_sync(c, argc - 1, argv + 1);
+	else if (strcmp(cmd, "status") == 0)
+		rc = cmd_status(c, argc - 1, argv + 1);
+	else {
+		if (make_state_dir(c->state_dir) == -1)
+			rc = EX_CANTCREAT;
+		else {
+			rc = daemon_run(conf_path, c);
+			c = NULL;	/* owned and freed by the daemon */
+		}
+	}
+	conf_free(c);
+	free(conf_path);
+	return rc;
+}

@@ -1,0 +1,231 @@
+#include "bridge/pool.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "bridge/log.h"
+#include "bridge/sync.h"
+#include "bridge/xmalloc.h"
+#include "store/state.h"
+
+void
+pool_init(struct pool *p, unsigned max, bool daemon)
+{
+	p->max = max ? max : 1;
+	p->jobs = xcalloc(p->max, sizeof *p->jobs);
+	p->daemon = daemon;
+}
+
+void
+pool_free(struct pool *p)
+{
+	for (unsigned i = 0; i < p->max; i++)
+		free(p->jobs[i].account);
+	free(p->jobs);
+	p->jobs = NULL;
+}
+
+static void
+on_stop(int sig)
+{
+	(void)sig;
+	sync_stop = 1;
+}
+
+/* The child's signals: TERM/INT finish the current message and stop; the
+ * child dies with its parent (as a whole process would), so that killing
+ * `pop3bridge sync` never leaves a pass running on its own. */
+static void
+child_signals(pid_t parent)
+{
+	struct sigaction sa = { .sa_handler = on_stop };
+	sigset_t none;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(EX_TEMPFAIL);
+}
+
+static void
+report(const struct pool *p, const struct conf_account *a, const struct sync_result *r, int rc)
+{
+	if (rc != EX_OK) {
+		log_warnx("%s: %s", a->name, r->error ? r->error : "failed");
+		return;
+	}
+	if (p->daemon && r->imported == 0 && r->deleted == 0) {
+		log_debug("%s: %lu on server, nothing new", a->name, r->listed);
+		return;
+	}
+	log_info("%s: %lu on server, %lu new, %lu imported (%llu bytes), %lu deleted%s",
+	    a->name, r->listed, r->fresh, r->imported, (unsigned long long)r->bytes,
+	    r->deleted, sync_stop ? ", interrupted" : "");
+}
+
+static int
+child_pass(const struct pool *p, const struct conf *c, const struct conf_account *a)
+{
+	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
+	struct sync_result res;
+	struct state *st;
+	int rc;
+
+	if (state_open(path, &st, &err) == -1) {
+		log_warnx("%s: %s", a->name, err);
+		free(err);
+		free(path);
+		return EX_IOERR;
+	}
+	free(path);
+	rc = sync_account(c, a, st, &res);
+	report(p, a, &res, rc);
+	sync_result_free(&res);
+	state_close(st);
+	return rc;
+}
+
+int
+pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
+{
+	struct pool_job *slot = NULL;
+	pid_t parent = getpid(), pid;
+
+	for (unsigned i = 0; i < p->max && slot == NULL; i++)
+		if (p->jobs[i].pid == 0)
+			slot = &p->jobs[i];
+	if (slot == NULL)
+		return -1;
+	fflush(NULL);
+	if ((pid = fork()) == -1) {
+		log_warn("%s: fork", a->name);
+		return -1;
+	}
+	if (pid == 0) {
+		child_signals(parent);
+		_exit(child_pass(p, c, a));
+	}
+	slot->pid = pid;
+	slot->account = xstrdup(a->name);
+	return 0;
+}
+
+int
+pool_reap(struct pool *p, bool block, char **account, int *code)
+{
+	int status;
+	pid_t pid;
+
+	if (pool_running(p) == 0)
+		return -1;
+	/* EINTR returns 0 so that the caller sees the signal that woke it. */
+	pid = waitpid(-1, &status, block ? 0 : WNOHANG);
+	if (pid <= 0)
+		return 0;
+	for (unsigned i = 0; i < p->max; i++) {
+		if (p->jobs[i].pid != pid)
+			continue;
+		*account = p->jobs[i].account;
+		p->jobs[i].account = NULL;
+		p->jobs[i].pid = 0;
+		if (WIFEXITED(status))
+			*code = WEXITSTATUS(status);
+		else {
+			log_warnx("%s: pass killed by signal %d", *account, WTERMSIG(status));
+			*code = EX_SOFTWARE;
+		}
+		return 1;
+	}
+	return 0;		/* not ours (cannot happen: we fork nothing else) */
+}
+
+size_t
+pool_running(const struct pool *p)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < p->max; i++)
+		n += p->jobs[i].pid != 0;
+	return n;
+}
+
+bool
+pool_has(const struct pool *p, const char *account)
+{
+	for (unsigned i = 0; i < p->max; i++)
+		if (p->jobs[i].pid != 0 && strcmp(p->jobs[i].account, account) == 0)
+			return true;
+	return false;
+}
+
+void
+pool_signal(struct pool *p, int sig)
+{
+	for (unsigned i = 0; i < p->max; i++)
+		if (p->jobs[i].pid != 0)
+			kill(p->jobs[i].pid, sig);
+}
+
+/* Ctrl-C / SIGTERM while `sync` waits: the children get it too (same
+ * process group, or forwarded) and stop after their current message. */
+static volatile sig_atomic_t sync_got_signal;
+
+static void
+on_sync_signal(int sig)
+{
+	sync_got_signal = sig;
+}
+
+int
+pool_sync(const struct conf *c, char *const *names, size_t n)
+{
+	struct sigaction sa = { .sa_handler = on_sync_signal };
+	struct pool p;
+	size_t total = n ? n : c->n_accounts, next = 0;
+	int worst = EX_OK, code;
+	char *done;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	pool_init(&p, c->max_parallel, false);
+	for (;;) {
+		while (!sync_got_signal && next < total && pool_running(&p) < p.max) {
+			const struct conf_account *a = n ? conf_account(c, names[next]) :
+			    &c->accounts[next];
+
+			if (pool_start(&p, c, a) == -1) {
+				worst = worst ? worst : EX_OSERR;
+				break;
+			}
+			next++;
+		}
+		if (sync_got_signal)
+			pool_signal(&p, SIGTERM);
+		int r = pool_reap(&p, true, &done, &code);
+
+		if (r == -1)
+			break;
+		if (r == 0)
+			continue;
+		if (code != EX_OK && worst == EX_OK)
+			worst = code;
+		free(done);
+	}
+	pool_free(&p);
+	if (sync_got_signal && worst == EX_OK)
+		worst = EX_TEMPFAIL;
+	return worst;
+}

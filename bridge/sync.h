@@ -1,0 +1,43 @@
+/* One account's sync pass: the import protocol of DESIGN.md.
+ *
+ *   lock the account -> reconcile pending rows against the store -> clean
+ *   temp files a killed run left -> connect -> list -> select new UIDLs ->
+ *   per batch: RETR to temp files, pending rows (commit), durable delivery,
+ *   delivered rows (commit) -> deletion policy -> QUIT -> poll log.
+ *
+ * A crash at any point loses nothing and duplicates nothing. */
+#ifndef POP3BRIDGE_SYNC_H
+#define POP3BRIDGE_SYNC_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "store/state.h"
+
+struct sync_result {
+	unsigned long listed;     /* messages on the server */
+	unsigned long fresh;      /* of which new */
+	unsigned long imported;
+	unsigned long deleted;
+	uint64_t bytes;
+	long login_delay;         /* the server's LOGIN-DELAY, -1 when none */
+	char *error;              /* allocated, NULL on success */
+};
+
+/* Set by a signal handler: the pass stops after the current message,
+ * delivers what it fetched, and closes without committing deletions. */
+extern volatile sig_atomic_t sync_stop;
+
+/* Runs one pass for account a with the open state st. Returns a
+ * <sysexits.h> code: EX_OK; EX_TEMPFAIL (network, timeout, server or
+ * account busy: try later); EX_UNAVAILABLE (TLS or login refused);
+ * EX_PROTOCOL (malformed server reply); EX_CONFIG (policy, e.g. plaintext
+ * refused); EX_IOERR (store or state). res->error says why, without the
+ * account name (the caller adds it). The pass is recorded in the poll log. */
+int sync_account(const struct conf *c, const struct conf_account *a,
+    struct state *st, struct sync_result *res);
+
+void sync_result_free(struct sync_result *res);
+
+#endif
