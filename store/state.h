@@ -16,8 +16,9 @@ enum state_msg_state { STATE_PENDING = 0, STATE_DELIVERED = 1, STATE_DELETED = 2
 
 struct state;
 
-/* A message row. Strings are borrowed when passed in, owned by the array
- * (freed by state_msgs_free) when returned. */
+/* A message row. Strings are borrowed when passed in; when returned they
+ * are owned by the row: state_msgs_free frees an array of rows with their
+ * strings, state_msg_clear the strings of one row (e.g. from state_find). */
 struct state_msg {
 	char *uidl;
 	uint64_t size;            /* bytes stored */
@@ -55,6 +56,7 @@ int state_filter_new(struct state *st, int64_t account, const char *const *uidls
 int state_pending(struct state *st, int64_t account, struct state_msg **rows,
     size_t *n, char **err);
 void state_msgs_free(struct state_msg *rows, size_t n);
+void state_msg_clear(struct state_msg *m);
 
 /* Writes a pending row (replacing any earlier row of that uidl). */
 int state_put_pending(struct state *st, int64_t account, const struct state_msg *m, char **err);
@@ -73,7 +75,7 @@ int state_mark_deleted(struct state *st, int64_t account, const char *const *uid
     size_t n, char **err);
 
 /* Looks up one message of an account by UIDL: 1 found (*m filled, free its
- * strings with state_msgs_free(m, 1)), 0 not found, -1 error. */
+ * strings with state_msg_clear(m)), 0 not found, -1 error. */
 int state_find(struct state *st, int64_t account, const char *uidl, struct state_msg *m, char **err);
 
 /* Per-account flags shown by status. */

@@ -1,0 +1,1010 @@
+/* The POP3 session: libetpan provides the socket and TLS streams, we speak
+ * the protocol over them through the bounded reader in pop3_reader.c
+ * (LIBETPAN.md traps 2-7 and 9 explain why libetpan's commands are not
+ * used: crashes on LIST, whole-message buffering, broken APOP, secrets in
+ * its loggers, no line caps, QUIT reported as success on -ERR). */
+#include "bridge/pop3.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/crypto.h>
+#include <libetpan/libetpan.h>
+
+#include "bridge/log.h"
+#include "bridge/pop3_reader.h"
+#include "bridge/tls.h"
+#include "bridge/xmalloc.h"
+
+#define POP3_CMD_MAX	512	/* our own command lines, never a secret */
+#define POP3_NAME_MAX	255	/* user name, password (LIBETPAN.md trap 7) */
+#define POP3_TOKEN_MAX	16384	/* XOAUTH2 bearer tokens are often > 1 KiB */
+#define POP3_CAPA_MAX	1000	/* lines in a CAPA response */
+#define POP3_RFC5034	255	/* longest AUTH line carrying an initial response */
+/* Commands per pipelined write: a few KiB always fit in the socket buffers,
+ * so our write cannot block while the server blocks writing replies. */
+#define POP3_PIPE_MAX	256
+#define POP3_TIMEOUT_DEFAULT 60
+
+struct pop3 {
+	mailpop3 *m;		/* owns the stream (m->pop3_stream) and the
+				 * APOP timestamp; its commands are never used */
+	struct pop3_rd rd;
+	struct pop3_caps caps;
+	char *where;		/* "host:port", prefix of every message */
+	unsigned timeout;
+	bool broken;		/* after POP3_ENET or POP3_EPROTO */
+	unsigned long *queue;	/* the RETR batch announced by pop3_retr_pipeline */
+	size_t nqueue;
+	size_t nsent;		/* queue[0..nsent) are sent */
+	size_t qnext;		/* queue[0..qnext) are read */
+	size_t ndeleted;	/* DELEs accepted: LIST may now have gaps */
+};
+
+enum auth_kind { AUTH_NONE, AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2 };
+
+/* Sets *err to "host:port: msg" (taking msg), marks the session broken when
+ * the stream is left in an unknown state, and returns code. */
+static int
+fail(struct pop3 *p, int code, char **err, char *msg)
+{
+	if (code == POP3_ENET || code == POP3_EPROTO)
+		p->broken = true;
+	if (err != NULL)
+		*err = xasprintf("%s: %s", p->where, msg != NULL ? msg : "error");
+	free(msg);
+	return code;
+}
+
+static int __attribute__((format(printf, 4, 5)))
+failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	return fail(p, code, err, xstrdup(msg));
+}
+
+/* A -ERR (or other refusal) with the server's text, cleaned for a log. */
+static int
+server_err(struct pop3 *p, int code, char **err, const char *what, const char *text)
+{
+	char *clean = pop3_clean_text(text);
+	int rv;
+
+	rv = failf(p, code, err, "%s: -ERR %s", what, clean);
+	free(clean);
+	return rv;
+}
+
+/* The reader's byte source. mailstream_read() blocks for more when asked
+ * for more than it buffers, and loops when asked for more than its buffer
+ * size: ask for exactly what one low-level read can deliver. The low-level
+ * timeout is the time left in the reader's step (whole seconds, >= 1). */
+static ssize_t
+stream_src(void *ctx, void *buf, size_t cap, int ms)
+{
+	mailstream *s = ctx;
+	size_t max;
+
+	if (s->read_buffer_len > 0)
+		max = s->read_buffer_len;
+	else {
+		max = s->buffer_max_size;
+		mailstream_low_set_timeout(mailstream_get_low(s),
+		    ms < 0 ? 0 : (time_t)(ms + 999) / 1000);
+	}
+	return mailstream_read(s, buf, cap < max ? cap : max);
+}
+
+static int
+send_raw(struct pop3 *p, const void *buf, size_t len, char **err)
+{
+	mailstream *s = p->m->pop3_stream;
+
+	mailstream_low_set_timeout(mailstream_get_low(s), p->timeout);
+	if (mailstream_write(s, buf, len) != (ssize_t)len || mailstream_flush(s) != 0)
+		return failf(p, POP3_ENET, err, "connection lost while sending");
+	return POP3_OK;
+}
+
+/* Sends one command line; never with a secret (see send_secret). */
+static int __attribute__((format(printf, 3, 4)))
+send_cmd(struct pop3 *p, char **err, const char *fmt, ...)
+{
+	char line[POP3_CMD_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line - 2)
+		fatalx("pop3: command line too long");
+	memcpy(line + n, "\r\n", 2);
+	return send_raw(p, line, (size_t)n + 2, err);
+}
+
+/* Sends prefix, secret and CRLF, then wipes every copy we control: ours
+ * and the stream's write buffer (libetpan keeps flushed bytes there). */
+static int
+send_secret(struct pop3 *p, const char *prefix, const char *secret, char **err)
+{
+	size_t pl = strlen(prefix), sl = strlen(secret), len = pl + sl + 2;
+	mailstream *s = p->m->pop3_stream;
+	char *line = xmalloc(len);
+	int rv;
+
+	memcpy(line, prefix, pl);
+	memcpy(line + pl, secret, sl);
+	memcpy(line + pl + sl, "\r\n", 2);
+	rv = send_raw(p, line, len, err);
+	explicit_bzero(line, len);
+	free(line);
+	explicit_bzero(s->write_buffer, s->buffer_max_size);
+	return rv;
+}
+
+/* Reads a status line; a "+" continuation is only valid inside AUTH. */
+static int
+reply(struct pop3 *p, bool *ok, char *text, size_t cap, char **err)
+{
+	enum pop3_status st;
+	char *msg = NULL;
+	int rv;
+
+	*ok = false;
+	if ((rv = pop3_rd_status(&p->rd, &st, text, cap, &msg)) != POP3_OK)
+		return fail(p, rv, err, msg);
+	if (st == POP3_ST_CONT)
+		return failf(p, POP3_EPROTO, err, "unexpected \"+\" continuation reply");
+	*ok = st == POP3_ST_OK;
+	return POP3_OK;
+}
+
+/* A body sink that drops everything (abandoned pipelined RETRs). */
+static int
+discard(void *ctx, const unsigned char *b, size_t n, bool eol, char **err)
+{
+	(void)ctx, (void)b, (void)n, (void)eol, (void)err;
+	return POP3_OK;
+}
+
+static void
+queue_clear(struct pop3 *p)
+{
+	free(p->queue);
+	p->queue = NULL;
+	p->nqueue = p->nsent = p->qnext = 0;
+}
+
+/* Makes the session ready for a new command: refuses a broken one, and
+ * reads away the replies to pipelined RETRs the caller did not read. */
+static int
+ready(struct pop3 *p, char **err)
+{
+	char text[POP3_LINE_MAX + 1], *msg = NULL;
+	bool ok;
+	int rv;
+
+	if (p->broken)
+		return failf(p, POP3_ENET, err, "session unusable after an earlier error");
+	for (; p->qnext < p->nsent; p->qnext++) {
+		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+			return rv;
+		if (ok && (rv = pop3_rd_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
+			return fail(p, rv, err, msg);
+	}
+	queue_clear(p);
+	return POP3_OK;
+}
+
+/* Resolves host and connects within the timeout (all addresses together).
+ * getaddrinfo() itself cannot be bounded (LIBETPAN.md trap 9). */
+static int
+connect_one(const struct addrinfo *ai, const struct timespec *deadline, int *saved)
+{
+	struct pollfd pfd;
+	struct timespec now;
+	socklen_t len = sizeof *saved;
+	long ms;
+	int fd, r;
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    ai->ai_protocol);
+	if (fd == -1) {
+		*saved = errno;
+		return -1;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return fd;
+	if (errno != EINPROGRESS)
+		goto fail;
+	do {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ms = (deadline->tv_sec - now.tv_sec) * 1000L +
+		    (deadline->tv_nsec - now.tv_nsec) / 1000000L;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		r = ms > 0 ? poll(&pfd, 1, (int)ms) : 0;
+	} while (r == -1 && errno == EINTR);
+	if (r == 0)
+		errno = ETIMEDOUT;
+	if (r <= 0)
+		goto fail;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, saved, &len) == -1 || *saved != 0) {
+		errno = *saved != 0 ? *saved : errno;
+		goto fail;
+	}
+	return fd;
+fail:
+	*saved = errno;
+	close(fd);
+	return -1;
+}
+
+static int
+tcp_connect(struct pop3 *p, const struct conf_server *s, int *fdp, char **err)
+{
+	struct addrinfo hints, *res, *ai;
+	struct timespec deadline;
+	char port[12];
+	int e, fd = -1, saved = ETIMEDOUT;
+
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(port, sizeof port, "%u", s->port);
+	if ((e = getaddrinfo(s->host, port, &hints, &res)) != 0)
+		return failf(p, POP3_ENET, err, "cannot resolve %s: %s", s->host,
+		    gai_strerror(e));
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += p->timeout;
+	for (ai = res; ai != NULL && fd == -1; ai = ai->ai_next)
+		fd = connect_one(ai, &deadline, &saved);
+	freeaddrinfo(res);
+	if (fd == -1)
+		return failf(p, POP3_ENET, err, "connect: %s", strerror(saved));
+	*fdp = fd;
+	return POP3_OK;
+}
+
+/* Wraps the connected socket in a libetpan stream, plain or TLS (with SNI;
+ * the handshake is bounded by the timeout), with a POP3_CHUNK buffer. */
+static int
+open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
+{
+	mailstream_low *low;
+	mailstream *stream;
+
+	if (s->tls == CONF_TLS_IMPLICIT) {
+		low = mailstream_low_ssl_open_with_callback_timeout(fd, p->timeout,
+		    tls_sni_callback, s->host);
+		if (low == NULL) {
+			close(fd);
+			return failf(p, POP3_ENET, err, "TLS handshake failed");
+		}
+	} else if ((low = mailstream_low_socket_open(fd)) == NULL)
+		fatalx("pop3: out of memory");
+	mailstream_low_set_timeout(low, p->timeout);
+	if ((stream = mailstream_new(low, POP3_CHUNK)) == NULL)
+		fatalx("pop3: out of memory");
+	p->m->pop3_stream = stream;
+	pop3_rd_init(&p->rd, stream_src, stream, p->timeout);
+	return POP3_OK;
+}
+
+/* Before any credential, after every handshake. */
+static int
+verify(struct pop3 *p, const struct conf_server *s, char **err)
+{
+	const char *ca = s->ca_file != NULL && *s->ca_file != '\0' ? s->ca_file : NULL;
+	char *why = NULL;
+
+	if (tls_verify(p->m->pop3_stream, s->host, ca, &why) != 0)
+		return fail(p, POP3_ETLS, err, why);
+	return POP3_OK;
+}
+
+/* The RFC 1939 APOP timestamp "<...>" of a greeting, allocated, or NULL. */
+static char *
+apop_timestamp(const char *text)
+{
+	const char *b, *e;
+
+	if ((b = strchr(text, '<')) == NULL || (e = strchr(b, '>')) == NULL || e == b + 1)
+		return NULL;
+	for (const char *q = b + 1; q < e; q++)
+		if (*q < 0x21 || *q > 0x7e || *q == '<')
+			return NULL;
+	return xstrndup(b, (size_t)(e - b + 1));
+}
+
+static int
+greeting(struct pop3 *p, char **err)
+{
+	char text[POP3_LINE_MAX + 1];
+	bool ok;
+	int rv;
+
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (!ok)
+		return server_err(p, POP3_ENET, err, "server refused the connection", text);
+	/* malloc'd: libetpan frees it if it ever gets the chance. */
+	p->m->pop3_timestamp = apop_timestamp(text);
+	return POP3_OK;
+}
+
+/* CAPA (RFC 2449). A server without it (-ERR) keeps capa = false; on -ERR
+ * after login the capabilities read before login are kept. */
+static int
+read_capa(struct pop3 *p, char **err)
+{
+	char line[POP3_LINE_MAX + 1], *msg = NULL;
+	struct pop3_caps c;
+	bool ok, end;
+	int rv, n;
+
+	if ((rv = send_cmd(p, err, "CAPA")) != POP3_OK ||
+	    (rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
+		return rv;
+	if (!ok)
+		return POP3_OK;
+	pop3_caps_init(&c);
+	c.capa = true;
+	for (n = 0;; n++) {
+		if ((rv = pop3_rd_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
+			return fail(p, rv, err, msg);
+		if (end)
+			break;
+		if (n == POP3_CAPA_MAX)
+			return failf(p, POP3_EPROTO, err, "CAPA reply longer than %d lines",
+			    POP3_CAPA_MAX);
+		pop3_caps_line(&c, line);
+	}
+	p->caps = c;
+	return POP3_OK;
+}
+
+/* STLS (RFC 2595), never falling back to plaintext. */
+static int
+starttls(struct pop3 *p, const struct conf_server *s, char **err)
+{
+	mailstream *stream = p->m->pop3_stream;
+	mailstream_low *low = mailstream_get_low(stream), *tls;
+	char text[POP3_LINE_MAX + 1];
+	bool ok;
+	int rv;
+
+	if (!p->caps.stls)
+		return failf(p, POP3_ETLS, err, "server does not offer STLS");
+	if ((rv = send_cmd(p, err, "STLS")) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (!ok)
+		return server_err(p, POP3_ETLS, err, "STLS refused", text);
+	/* Bytes already received after the +OK were sent in plaintext, so
+	 * anyone on the path could have injected them (CVE-2020-15953). */
+	if (pop3_rd_pending(&p->rd) > 0 || stream->read_buffer_len > 0)
+		return failf(p, POP3_ETLS, err, "unexpected data after the STLS reply");
+	tls = mailstream_low_tls_open_with_callback_timeout(mailstream_low_get_fd(low),
+	    p->timeout, tls_sni_callback, s->host);
+	if (tls == NULL)
+		return failf(p, POP3_ENET, err, "TLS handshake failed");
+	/* The plain layer only wrapped the socket the TLS layer now owns:
+	 * free it without closing the descriptor. */
+	mailstream_low_free(low);
+	mailstream_set_low(stream, tls);
+	mailstream_low_set_timeout(tls, p->timeout);
+	return POP3_OK;
+}
+
+/* Connection, TLS and capabilities, up to the point of logging in. */
+static int
+establish(struct pop3 *p, const struct conf_server *s, char **err)
+{
+	int fd = -1, rv;
+
+	if ((rv = tcp_connect(p, s, &fd, err)) != POP3_OK ||
+	    (rv = open_stream(p, s, fd, err)) != POP3_OK)
+		return rv;
+	if (s->tls == CONF_TLS_IMPLICIT && (rv = verify(p, s, err)) != POP3_OK)
+		return rv;
+	if ((rv = greeting(p, err)) != POP3_OK || (rv = read_capa(p, err)) != POP3_OK)
+		return rv;
+	if (s->tls != CONF_TLS_STARTTLS)
+		return POP3_OK;
+	if ((rv = starttls(p, s, err)) != POP3_OK ||
+	    (rv = verify(p, s, err)) != POP3_OK)
+		return rv;
+	/* Capabilities seen in plaintext may have been forged: read again. */
+	pop3_caps_init(&p->caps);
+	return read_capa(p, err);
+}
+
+/* Refuses values that could inject commands (LIBETPAN.md trap 7): CR, LF
+ * (NUL cannot be in a C string), control characters where the protocol
+ * uses them as separators, and over-long values. */
+static bool
+safe_value(const char *v, size_t max, bool no_ctl)
+{
+	size_t i;
+
+	for (i = 0; v[i] != '\0'; i++) {
+		if (i == max || v[i] == '\r' || v[i] == '\n')
+			return false;
+		if (no_ctl && ((unsigned char)v[i] < 0x20 || v[i] == 0x7f))
+			return false;
+	}
+	return true;
+}
+
+static int
+check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char **err)
+{
+	bool token = s->auth == CONF_AUTH_XOAUTH2;
+	size_t max = token ? POP3_TOKEN_MAX : POP3_NAME_MAX;
+
+	if (s->host == NULL || *s->host == '\0')
+		return failf(p, POP3_ECONFIG, err, "no host");
+	if (s->port > 65535)
+		return failf(p, POP3_ECONFIG, err, "port out of range");
+	if (s->user == NULL || *s->user == '\0')
+		return failf(p, POP3_ECONFIG, err, "no user name");
+	if (!safe_value(s->user, POP3_NAME_MAX, true))
+		return failf(p, POP3_ECONFIG, err, "user name holds a control character "
+		    "or is longer than %d bytes", POP3_NAME_MAX);
+	if (pass != NULL && !safe_value(pass, max, token))
+		return failf(p, POP3_ECONFIG, err, "%s holds CR or LF or is longer than "
+		    "%zu bytes", token ? "token" : "password", max);
+	if (s->tls == CONF_TLS_NONE && pass != NULL && *pass != '\0' && !s->allow_plaintext)
+		return failf(p, POP3_ECONFIG, err, "tls = none with a password requires "
+		    "allow_plaintext = true");
+	return POP3_OK;
+}
+
+/* A refused login. The RFC 2449/3206 response codes IN-USE, LOGIN-DELAY and
+ * SYS/TEMP mean "not now", not "wrong credentials": retry later. */
+static int
+auth_refused(struct pop3 *p, const char *text, char **err)
+{
+	return server_err(p, pop3_resp_temporary(text) ? POP3_ENET : POP3_EAUTH, err,
+	    "login refused", text);
+}
+
+static int
+auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
+{
+	char text[POP3_LINE_MAX + 1];
+	bool ok;
+	int rv;
+
+	if ((rv = send_cmd(p, err, "USER %s", user)) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (!ok)
+		return auth_refused(p, text, err);
+	if ((rv = send_secret(p, "PASS ", pass, err)) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	return ok ? POP3_OK : auth_refused(p, text, err);
+}
+
+/* APOP (RFC 1939) with GnuTLS's MD5: libetpan's is broken on 64-bit. */
+static int
+auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
+{
+	const char *ts = p->m->pop3_timestamp;
+	size_t tl = strlen(ts), pl = strlen(pass), i;
+	unsigned char md5[16];
+	char hex[33], text[POP3_LINE_MAX + 1], *buf = xmalloc(tl + pl + 1);
+	bool ok;
+	int rv;
+
+	memcpy(buf, ts, tl);
+	memcpy(buf + tl, pass, pl);
+	rv = gnutls_hash_fast(GNUTLS_DIG_MD5, buf, tl + pl, md5);
+	explicit_bzero(buf, tl + pl);
+	free(buf);
+	if (rv < 0)
+		return failf(p, POP3_ECONFIG, err, "APOP needs MD5, which GnuTLS refuses");
+	for (i = 0; i < sizeof md5; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md5[i]);
+	if ((rv = send_cmd(p, err, "APOP %s %s", user, hex)) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	return ok ? POP3_OK : auth_refused(p, text, err);
+}
+
+/* Sends AUTH mech with the base64 response b64: inline when the line fits
+ * in 255 octets, else after the server's "+" (RFC 5034 section 4). */
+static int
+sasl_start(struct pop3 *p, const char *mech, const char *b64, char **err)
+{
+	char prefix[32], text[POP3_LINE_MAX + 1], *msg = NULL;
+	enum pop3_status st;
+	int rv;
+
+	snprintf(prefix, sizeof prefix, "AUTH %s ", mech);
+	if (strlen(prefix) + strlen(b64) + 2 <= POP3_RFC5034)
+		return send_secret(p, prefix, b64, err);
+	if ((rv = send_cmd(p, err, "AUTH %s", mech)) != POP3_OK)
+		return rv;
+	if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
+		return fail(p, rv, err, msg);
+	if (st == POP3_ST_ERR)
+		return auth_refused(p, text, err);
+	if (st == POP3_ST_OK)
+		return failf(p, POP3_EPROTO, err, "AUTH %s: +OK before any credential", mech);
+	return send_secret(p, "", b64, err);
+}
+
+/* Reads the outcome of AUTH. A "+" challenge now is an error report
+ * (XOAUTH2 sends its JSON error that way): answer with an empty line
+ * (XOAUTH2) or "*" (cancel, RFC 5034) to get the final -ERR. */
+static int
+sasl_finish(struct pop3 *p, const char *mech, char **err)
+{
+	char text[POP3_LINE_MAX + 1], *msg = NULL;
+	enum pop3_status st;
+	int rv, round;
+
+	for (round = 0; round < 2; round++) {
+		if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
+			return fail(p, rv, err, msg);
+		if (st == POP3_ST_OK)
+			return POP3_OK;
+		if (st == POP3_ST_ERR)
+			return auth_refused(p, text, err);
+		if (round == 0 && (rv = send_cmd(p, err, "%s",
+		    strcmp(mech, "XOAUTH2") == 0 ? "" : "*")) != POP3_OK)
+			return rv;
+	}
+	return failf(p, POP3_EPROTO, err, "AUTH %s: a second challenge", mech);
+}
+
+/* SASL with a one-step mechanism; raw (the credential) is wiped. */
+static int
+auth_sasl(struct pop3 *p, const char *mech, char *raw, size_t rawlen, char **err)
+{
+	char *b64 = pop3_base64(raw, rawlen);
+	int rv;
+
+	explicit_bzero(raw, rawlen);
+	rv = sasl_start(p, mech, b64, err);
+	explicit_bzero(b64, strlen(b64));
+	free(b64);
+	return rv != POP3_OK ? rv : sasl_finish(p, mech, err);
+}
+
+static int
+auth_plain(struct pop3 *p, const char *user, const char *pass, char **err)
+{
+	size_t ul = strlen(user), pl = strlen(pass), n = ul + pl + 2;
+	char *raw = xmalloc(n);
+	int rv;
+
+	/* RFC 4616: empty authzid NUL authcid NUL password. */
+	raw[0] = '\0';
+	memcpy(raw + 1, user, ul);
+	raw[1 + ul] = '\0';
+	memcpy(raw + 2 + ul, pass, pl);
+	rv = auth_sasl(p, "PLAIN", raw, n, err);
+	free(raw);
+	return rv;
+}
+
+static int
+auth_xoauth2(struct pop3 *p, const char *user, const char *token, char **err)
+{
+	char *raw = xasprintf("user=%s\001auth=Bearer %s\001\001", user, token);
+	int rv;
+
+	rv = auth_sasl(p, "XOAUTH2", raw, strlen(raw), err);
+	free(raw);
+	return rv;
+}
+
+static enum auth_kind
+choose_auth(const struct pop3 *p, const struct conf_server *s)
+{
+	bool apop = p->m->pop3_timestamp != NULL;
+
+	switch (s->auth) {
+	case CONF_AUTH_USER:
+		return AUTH_USER;
+	case CONF_AUTH_APOP:
+		return apop ? AUTH_APOP : AUTH_NONE;
+	case CONF_AUTH_PLAIN:
+		return AUTH_PLAIN;
+	case CONF_AUTH_XOAUTH2:
+		return AUTH_XOAUTH2;
+	case CONF_AUTH_AUTO:
+		break;
+	}
+	/* Without TLS, APOP at least keeps the password itself off the wire. */
+	if (s->tls == CONF_TLS_NONE && apop)
+		return AUTH_APOP;
+	if (p->caps.sasl_plain)
+		return AUTH_PLAIN;
+	/* CAPA without USER means USER/PASS is refused (RFC 2449 6.1). */
+	if (p->caps.user || !p->caps.capa)
+		return AUTH_USER;
+	return apop ? AUTH_APOP : AUTH_NONE;
+}
+
+static int
+authenticate(struct pop3 *p, const struct conf_server *s, const char *pass, char **err)
+{
+	switch (choose_auth(p, s)) {
+	case AUTH_USER:
+		return auth_user(p, s->user, pass, err);
+	case AUTH_APOP:
+		return auth_apop(p, s->user, pass, err);
+	case AUTH_PLAIN:
+		return auth_plain(p, s->user, pass, err);
+	case AUTH_XOAUTH2:
+		return auth_xoauth2(p, s->user, pass, err);
+	case AUTH_NONE:
+		break;
+	}
+	if (s->auth == CONF_AUTH_APOP)
+		return failf(p, POP3_ECONFIG, err, "auth = apop but the greeting has "
+		    "no APOP timestamp");
+	return failf(p, POP3_ECONFIG, err, "no usable login: the server offers "
+	    "neither SASL PLAIN, USER nor APOP");
+}
+
+static struct pop3 *
+session_new(const struct conf_server *s)
+{
+	struct pop3 *p = xcalloc(1, sizeof *p);
+	const char *host = s->host != NULL ? s->host : "(no host)";
+
+	/* An IPv6 literal needs brackets to keep "host:port" readable. */
+	p->where = strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, s->port) :
+	    xasprintf("%s:%u", host, s->port);
+	/* 0 would mean libetpan's 300 s per read and no step deadline. */
+	p->timeout = s->timeout != 0 ? s->timeout : POP3_TIMEOUT_DEFAULT;
+	pop3_caps_init(&p->caps);
+	if ((p->m = mailpop3_new(0, NULL)) == NULL)
+		fatalx("pop3: out of memory");
+	mailpop3_set_timeout(p->m, p->timeout);
+	return p;
+}
+
+int
+pop3_open(struct pop3 **out, const struct conf_server *s, const char *password,
+    char **err)
+{
+	struct conf_server c = *s;
+	struct pop3 *p;
+	int rv;
+
+	*out = NULL;
+	c.port = s->port != 0 ? s->port : s->tls == CONF_TLS_IMPLICIT ? 995 : 110;
+	p = session_new(&c);
+	if ((rv = check_config(p, &c, password, err)) != POP3_OK ||
+	    (rv = establish(p, &c, err)) != POP3_OK ||
+	    (rv = authenticate(p, &c, password != NULL ? password : "", err)) != POP3_OK ||
+	    (rv = read_capa(p, err)) != POP3_OK) {
+		pop3_abort(p);
+		return rv;
+	}
+	*out = p;
+	return POP3_OK;
+}
+
+const struct pop3_caps *
+pop3_caps(const struct pop3 *p)
+{
+	return &p->caps;
+}
+
+struct listing {
+	struct pop3_entry *e;
+	size_t n, cap;
+	bool have;		/* the server answered +OK */
+};
+
+static int
+listing_add(struct listing *l, bool uidl, const char *line, char **err)
+{
+	struct pop3_entry *e;
+	int rv;
+
+	if (l->n == l->cap) {
+		l->cap = l->cap != 0 ? l->cap * 2 : 64;
+		l->e = xreallocarray(l->e, l->cap, sizeof *l->e);
+	}
+	e = &l->e[l->n];
+	memset(e, 0, sizeof *e);
+	rv = uidl ? pop3_parse_uidl(line, &e->num, &e->uidl, err) :
+	    pop3_parse_list(line, &e->num, &e->size, err);
+	if (rv == POP3_OK)
+		l->n++;
+	return rv;
+}
+
+/* Reads a UIDL or LIST reply. -ERR to UIDL means the server has none. */
+static int
+read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
+{
+	char line[POP3_LINE_MAX + 1], *msg = NULL;
+	bool ok, end;
+	int rv;
+
+	if ((rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
+		return rv;
+	if (!ok)
+		return uidl ? POP3_OK : server_err(p, POP3_ESERVER, err, "LIST", line);
+	l->have = true;
+	for (;;) {
+		if ((rv = pop3_rd_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
+			return fail(p, rv, err, msg);
+		if (end)
+			return POP3_OK;
+		if (l->n == POP3_LIST_MAX)
+			return failf(p, POP3_EPROTO, err, "%s reply longer than %d lines",
+			    uidl ? "UIDL" : "LIST", POP3_LIST_MAX);
+		if ((rv = listing_add(l, uidl, line, &msg)) != POP3_OK)
+			return fail(p, rv, err, msg);
+	}
+}
+
+int
+pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
+{
+	struct listing uidl, list;
+	char *msg = NULL;
+	int rv;
+
+	*entries = NULL;
+	*n = 0;
+	memset(&uidl, 0, sizeof uidl);
+	memset(&list, 0, sizeof list);
+	if ((rv = ready(p, err)) != POP3_OK)
+		return rv;
+	rv = p->caps.pipelining ? send_raw(p, "UIDL\r\nLIST\r\n", 12, err) :
+	    send_cmd(p, err, "UIDL");
+	if (rv == POP3_OK)
+		rv = read_listing(p, true, &uidl, err);
+	if (rv == POP3_OK && !p->caps.pipelining)
+		rv = send_cmd(p, err, "LIST");
+	if (rv == POP3_OK)
+		rv = read_listing(p, false, &list, err);
+	if (rv == POP3_OK && (rv = pop3_listing_merge(list.e, list.n, uidl.e, uidl.n,
+	    uidl.have, p->ndeleted > 0, &msg)) != POP3_OK)
+		rv = fail(p, rv, err, msg);
+	if (rv == POP3_OK) {
+		*entries = list.e;
+		*n = list.n;
+		list.e = NULL;
+		list.n = 0;
+	}
+	pop3_entries_free(uidl.e, uidl.n);
+	pop3_entries_free(list.e, list.n);
+	return rv;
+}
+
+void
+pop3_entries_free(struct pop3_entry *entries, size_t n)
+{
+	size_t i;
+
+	if (entries == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(entries[i].uidl);
+	free(entries);
+}
+
+int
+pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char **err)
+{
+	struct pop3_out o;
+	struct pop3_retr res;
+	char text[POP3_LINE_MAX + 1], what[32], *msg = NULL;
+	bool ok;
+	int rv;
+
+	if ((rv = ready(p, err)) != POP3_OK ||
+	    (rv = send_cmd(p, err, "TOP %lu 0", num)) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (!ok) {
+		snprintf(what, sizeof what, "TOP %lu", num);
+		return server_err(p, POP3_ESERVER, err, what, text);
+	}
+	pop3_out_init(&o, -1, POP3_EOL_CRLF, 0);
+	if ((rv = pop3_rd_body(&p->rd, pop3_out_sink, &o, &msg)) == POP3_OK)
+		rv = pop3_out_finish(&o, &res, &msg);
+	pop3_out_free(&o);
+	if (rv != POP3_OK)
+		return fail(p, rv, err, msg);
+	memcpy(sha256, res.sha256, sizeof res.sha256);
+	return POP3_OK;
+}
+
+/* Sends the next POP3_PIPE_MAX queued RETRs in one write. */
+static int
+queue_send(struct pop3 *p, char **err)
+{
+	size_t i, len = 0, end = p->nqueue - p->nsent > POP3_PIPE_MAX ?
+	    p->nsent + POP3_PIPE_MAX : p->nqueue;
+	char *buf = xmalloc((end - p->nsent) * 32);
+	int rv;
+
+	for (i = p->nsent; i < end; i++)
+		len += (size_t)snprintf(buf + len, 32, "RETR %lu\r\n", p->queue[i]);
+	rv = send_raw(p, buf, len, err);
+	free(buf);
+	if (rv == POP3_OK)
+		p->nsent = end;
+	return rv;
+}
+
+int
+pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char **err)
+{
+	int rv;
+
+	if ((rv = ready(p, err)) != POP3_OK)
+		return rv;
+	if (!p->caps.pipelining || n == 0)
+		return POP3_OK;		/* pop3_retr() sends each RETR itself */
+	p->queue = xreallocarray(NULL, n, sizeof *p->queue);
+	memcpy(p->queue, nums, n * sizeof *nums);
+	p->nqueue = n;
+	return queue_send(p, err);
+}
+
+/* Sends RETR num, or takes it from the announced batch. */
+static int
+retr_send(struct pop3 *p, unsigned long num, char **err)
+{
+	int rv;
+
+	if (p->qnext == p->nqueue)
+		return send_cmd(p, err, "RETR %lu", num);
+	if (p->queue[p->qnext] != num)
+		fatalx("pop3_retr: message %lu read out of the batch order (%lu is next)",
+		    num, p->queue[p->qnext]);
+	if (p->qnext == p->nsent && (rv = queue_send(p, err)) != POP3_OK)
+		return rv;
+	if (++p->qnext == p->nqueue)
+		queue_clear(p);
+	return POP3_OK;
+}
+
+int
+pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
+    uint64_t max_octets, struct pop3_retr *res, char **err)
+{
+	struct pop3_out o;
+	char text[POP3_LINE_MAX + 1], what[32], *msg = NULL;
+	bool ok;
+	int rv;
+
+	if (p->broken)
+		return ready(p, err);
+	if ((rv = retr_send(p, num, err)) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (!ok) {
+		snprintf(what, sizeof what, "RETR %lu", num);
+		return server_err(p, POP3_ESERVER, err, what, text);
+	}
+	pop3_out_init(&o, fd, eol, max_octets);
+	if ((rv = pop3_rd_body(&p->rd, pop3_out_sink, &o, &msg)) == POP3_OK)
+		rv = pop3_out_finish(&o, res, &msg);
+	pop3_out_free(&o);
+	return rv == POP3_OK ? POP3_OK : fail(p, rv, err, msg);
+}
+
+struct dele_result {
+	size_t failed;
+	char *first;		/* the first refusal, for the message */
+};
+
+/* Sends k DELEs in one write and reads their replies. */
+static int
+dele_window(struct pop3 *p, const unsigned long *nums, size_t k, struct dele_result *d,
+    char **err)
+{
+	char text[POP3_LINE_MAX + 1], *buf = xmalloc(k * 32), *clean;
+	size_t i, len = 0;
+	bool ok;
+	int rv;
+
+	for (i = 0; i < k; i++)
+		len += (size_t)snprintf(buf + len, 32, "DELE %lu\r\n", nums[i]);
+	rv = send_raw(p, buf, len, err);
+	free(buf);
+	for (i = 0; rv == POP3_OK && i < k; i++) {
+		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+			break;
+		if (ok) {
+			p->ndeleted++;
+			continue;
+		}
+		if (d->failed++ == 0) {
+			clean = pop3_clean_text(text);
+			d->first = xasprintf("DELE %lu: -ERR %s", nums[i], clean);
+			free(clean);
+		}
+	}
+	return rv;
+}
+
+int
+pop3_dele(struct pop3 *p, const unsigned long *nums, size_t n, char **err)
+{
+	struct dele_result d = { 0, NULL };
+	size_t i, k, step;
+	int rv;
+
+	if ((rv = ready(p, err)) != POP3_OK)
+		return rv;
+	step = p->caps.pipelining ? POP3_PIPE_MAX : 1;
+	for (i = 0; i < n; i += k) {
+		k = n - i < step ? n - i : step;
+		if ((rv = dele_window(p, nums + i, k, &d, err)) != POP3_OK)
+			break;
+	}
+	if (rv == POP3_OK && d.failed > 0)
+		rv = failf(p, POP3_ESERVER, err, "%zu of %zu DELE refused, first %s",
+		    d.failed, n, d.first);
+	free(d.first);
+	return rv;
+}
+
+int
+pop3_quit(struct pop3 *p, char **err)
+{
+	char text[POP3_LINE_MAX + 1];
+	bool ok;
+	int rv;
+
+	if ((rv = ready(p, err)) == POP3_OK &&
+	    (rv = send_cmd(p, err, "QUIT")) == POP3_OK &&
+	    (rv = reply(p, &ok, text, sizeof text, err)) == POP3_OK && !ok)
+		rv = server_err(p, POP3_ESERVER, err,
+		    "QUIT failed, deletions not committed", text);
+	pop3_abort(p);
+	return rv;
+}
+
+void
+pop3_abort(struct pop3 *p)
+{
+	if (p == NULL)
+		return;
+	/* mailpop3_free() would send QUIT, which commits every DELE
+	 * (LIBETPAN.md trap 3): close the stream ourselves first. */
+	if (p->m->pop3_stream != NULL) {
+		mailstream_close(p->m->pop3_stream);
+		p->m->pop3_stream = NULL;
+	}
+	free(p->m->pop3_timestamp);
+	p->m->pop3_timestamp = NULL;
+	mailpop3_free(p->m);
+	pop3_rd_free(&p->rd);
+	queue_clear(p);
+	free(p->where);
+	free(p);
+}

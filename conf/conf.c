@@ -1,0 +1,389 @@
+/* conf_load() and the small public helpers of conf.h.
+ *
+ * Loading runs in steps: read the file (conf_load), map libconfuse's line
+ * numbers (conf_lines.c), parse and convert into plain structs
+ * (conf_parse.c), check them (conf_check.c). Every step adds its errors to
+ * one list, printed sorted by line at the end, so that the user sees every
+ * problem of the file at once. */
+#include <errno.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "bridge/xmalloc.h"
+#include "conf/conf.h"
+#include "conf/conf_priv.h"
+
+/* A config file larger than this is surely not one. */
+#define CONF_MAX_FILE	(4 * 1024 * 1024)
+
+char *
+conf_vformat(const char *fmt, va_list ap)
+{
+	va_list aq;
+	char *s;
+	int n;
+
+	va_copy(aq, ap);
+	n = vsnprintf(NULL, 0, fmt, aq);
+	va_end(aq);
+	if (n < 0)
+		return xstrdup("(message could not be formatted)");
+	s = xmalloc((size_t)n + 1);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	return s;
+}
+
+void
+conf_verr(struct conf_load *ld, int line, const char *fmt, va_list ap)
+{
+	struct conf_msg *m;
+
+	ld->msgs = xreallocarray(ld->msgs, ld->n_msgs + 1, sizeof *ld->msgs);
+	m = &ld->msgs[ld->n_msgs];
+	m->line = line > 0 ? line : 0;
+	m->seq = ld->n_msgs++;
+	m->text = conf_vformat(fmt, ap);
+}
+
+void
+conf_err(struct conf_load *ld, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	conf_verr(ld, line, fmt, ap);
+	va_end(ap);
+}
+
+static void
+where_add(struct conf_where **w, size_t *n, const void *key, int line)
+{
+	if (line <= 0)
+		return;
+	*w = xreallocarray(*w, *n + 1, sizeof **w);
+	(*w)[*n].key = key;
+	(*w)[*n].line = line;
+	(*n)++;
+}
+
+static int
+where_find(const struct conf_where *w, size_t n, const void *key)
+{
+	while (n-- > 0)
+		if (w[n].key == key)
+			return w[n].line;
+	return 0;
+}
+
+void
+conf_note(struct conf_load *ld, const void *field, int line)
+{
+	where_add(&ld->fields, &ld->n_fields, field, line);
+}
+
+void
+conf_note_block(struct conf_load *ld, const void *block, int line)
+{
+	where_add(&ld->blocks, &ld->n_blocks, block, line);
+}
+
+int
+conf_line(const struct conf_load *ld, const void *field)
+{
+	return where_find(ld->fields, ld->n_fields, field);
+}
+
+int
+conf_block_line(const struct conf_load *ld, const void *block)
+{
+	return where_find(ld->blocks, ld->n_blocks, block);
+}
+
+static int
+msg_cmp(const void *a, const void *b)
+{
+	const struct conf_msg *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Prints the errors in file order; messages without a line come first. */
+static void
+print_msgs(struct conf_load *ld, FILE *errf)
+{
+	size_t i;
+
+	qsort(ld->msgs, ld->n_msgs, sizeof *ld->msgs, msg_cmp);
+	for (i = 0; i < ld->n_msgs; i++) {
+		if (ld->msgs[i].line > 0)
+			fprintf(errf, "%s:%d: %s\n", ld->file, ld->msgs[i].line,
+			    ld->msgs[i].text);
+		else
+			fprintf(errf, "%s: %s\n", ld->file, ld->msgs[i].text);
+	}
+	fflush(errf);
+}
+
+static void
+load_free(struct conf_load *ld)
+{
+	size_t i;
+
+	for (i = 0; i < ld->n_msgs; i++)
+		free(ld->msgs[i].text);
+	free(ld->msgs);
+	free(ld->real_line);
+	free(ld->fields);
+	free(ld->blocks);
+}
+
+/* Reads all of fp into *buf (NUL-terminated); -1 with errno on failure. */
+static int
+read_all(FILE *fp, char **buf, size_t *len)
+{
+	size_t cap = 8192, n;
+
+	*buf = xmalloc(cap);
+	*len = 0;
+	while ((n = fread(*buf + *len, 1, cap - *len - 1, fp)) > 0) {
+		*len += n;
+		if (*len > CONF_MAX_FILE) {
+			errno = EFBIG;
+			return -1;
+		}
+		if (cap - *len - 1 == 0)
+			*buf = xreallocarray(*buf, cap *= 2, 1);
+	}
+	(*buf)[*len] = '\0';
+	return ferror(fp) ? -1 : 0;
+}
+
+/* Parses, converts and checks an in-memory copy of the file. */
+static void
+load_text(struct conf_load *ld, const char *buf, size_t len, mode_t mode,
+    struct conf *c)
+{
+	FILE *mem;
+
+	conf_lines_scan(ld, buf, len);
+	/* libconfuse reads the very bytes the line scan saw. */
+	if ((mem = fmemopen((void *)buf, len, "r")) == NULL) {
+		conf_err(ld, 0, "cannot parse: %s", strerror(errno));
+		return;
+	}
+	if (conf_parse(ld, mem, c) == 0) {
+		/* libconfuse takes the end of file as the missing "}". */
+		if (ld->unclosed > 0)
+			conf_err(ld, ld->unclosed, "\"{\" is never closed "
+			    "(missing \"}\")");
+		conf_check(ld, c);
+		conf_check_mode(ld, c, mode);
+	}
+	fclose(mem);
+}
+
+int
+conf_load(const char *path, struct conf **out, FILE *errf)
+{
+	struct conf_load ld = { .file = path };
+	struct conf *c;
+	struct stat st;
+	FILE *fp;
+	char *buf = NULL;
+	size_t len;
+	int rc = 0, saved;
+
+	*out = NULL;
+	if ((fp = fopen(path, "r")) == NULL || fstat(fileno(fp), &st) == -1 ||
+	    read_all(fp, &buf, &len) == -1) {
+		saved = errno;
+		fprintf(errf, "%s: cannot read: %s\n", path, strerror(saved));
+		if (fp != NULL)
+			fclose(fp);
+		free(buf);
+		return EX_NOINPUT;
+	}
+	fclose(fp);
+	c = xcalloc(1, sizeof *c);
+	c->path = xstrdup(path);
+	load_text(&ld, buf, len, st.st_mode, c);
+	free(buf);
+	if (ld.n_msgs > 0) {
+		print_msgs(&ld, errf);
+		conf_free(c);
+		rc = EX_CONFIG;
+	} else
+		*out = c;
+	load_free(&ld);
+	return rc;
+}
+
+static void
+free_secret(char *s)
+{
+	if (s != NULL) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+static void
+free_server(struct conf_server *s)
+{
+	free(s->host);
+	free(s->user);
+	free_secret(s->password);
+	free(s->password_command);
+	free(s->ca_file);
+}
+
+static void
+free_list(char **v, size_t n)
+{
+	while (n-- > 0)
+		free(v[n]);
+	free(v);
+}
+
+static void
+free_account(struct conf_account *a)
+{
+	free(a->name);
+	free(a->local_user);
+	free(a->folder);
+	free_server(&a->pop3);
+	free_server(&a->smtp);
+	free_list(a->addresses, a->n_addresses);
+	free(a->sent_folder);
+}
+
+void
+conf_free(struct conf *c)
+{
+	size_t i;
+
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->state_dir);
+	free(c->store.path);
+	free_server(&c->store.imap);
+	free(c->store.master_user);
+	free(c->store.dedup);
+	for (i = 0; i < c->n_accounts; i++)
+		free_account(&c->accounts[i]);
+	free(c->accounts);
+	free_list(c->relay.listen, c->relay.n_listen);
+	free(c->relay.tls_cert);
+	free(c->relay.tls_key);
+	free(c->relay.passwd_file);
+	free(c);
+}
+
+const struct conf_account *
+conf_account(const struct conf *c, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_accounts; i++)
+		if (strcmp(c->accounts[i].name, name) == 0)
+			return &c->accounts[i];
+	return NULL;
+}
+
+char *
+conf_store_path(const struct conf *c, const struct conf_account *a)
+{
+	const char *p = c->store.path, *u = a->local_user ? a->local_user : "";
+	size_t n = 0, ulen = strlen(u);
+	char *out, *o;
+
+	for (; (p = strstr(p, "%u")) != NULL; p += 2)
+		n++;
+	o = out = xmalloc(strlen(c->store.path) + n * ulen + 1);
+	for (p = c->store.path; *p != '\0'; ) {
+		if (p[0] == '%' && p[1] == 'u') {
+			memcpy(o, u, ulen);
+			o += ulen;
+			p += 2;
+		} else
+			*o++ = *p++;
+	}
+	*o = '\0';
+	return out;
+}
+
+/* $HOME, else the home directory of the real user; NULL if neither. */
+const char *
+conf_home(void)
+{
+	const char *home = getenv("HOME");
+	struct passwd *pw;
+
+	if (home != NULL && *home != '\0')
+		return home;
+	if ((pw = getpwuid(getuid())) != NULL && pw->pw_dir[0] != '\0')
+		return pw->pw_dir;
+	return NULL;
+}
+
+/* "~" and "~/..." only: "~user" is left alone. NULL if there is no home. */
+char *
+conf_expand_tilde(const char *s)
+{
+	const char *home;
+
+	if (s[0] != '~' || (s[1] != '\0' && s[1] != '/'))
+		return xstrdup(s);
+	if ((home = conf_home()) == NULL)
+		return NULL;
+	return xasprintf("%s%s", home, s + 1);
+}
+
+char *
+conf_default_path(void)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home;
+	char *p = NULL;
+
+	/* The XDG spec says to ignore a relative XDG_CONFIG_HOME. */
+	if (xdg != NULL && xdg[0] == '/')
+		p = xasprintf("%s/pop3bridge/pop3bridge.conf", xdg);
+	else if ((home = conf_home()) != NULL)
+		p = xasprintf("%s/.config/pop3bridge/pop3bridge.conf", home);
+	if (p != NULL && access(p, F_OK) == 0)
+		return p;
+	free(p);
+	return xstrdup("/etc/pop3bridge.conf");
+}
+
+bool
+conf_safe_value(const char *s, size_t max)
+{
+	size_t len;
+
+	if (s == NULL)
+		return false;
+	len = strlen(s);
+	return len <= max && strcspn(s, "\r\n") == len;
+}
+
+/* Account names and local users end up in file names and paths. */
+bool
+conf_name_ok(const char *s)
+{
+	static const char ok[] = "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+-";
+
+	if (s == NULL || s[0] == '\0' || s[0] == '.' || s[0] == '-')
+		return false;
+	return strspn(s, ok) == strlen(s);
+}

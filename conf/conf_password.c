@@ -1,0 +1,180 @@
+/* conf_password(): the literal password, or the first line printed by
+ * password_command. The output is a secret: it never appears in an error
+ * message and the buffer is wiped after use. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bridge/xmalloc.h"
+#include "conf/conf.h"
+
+#define OUTPUT_MAX	4096
+
+/* In the child: only async-signal-safe calls until exec, as the parent
+ * may have threads. */
+static void __attribute__((noreturn))
+child(char *const argv[], int wfd)
+{
+	sigset_t none;
+	int null;
+
+	/* Above 0..2, so that the dup2() below cannot clobber it. */
+	if ((wfd = fcntl(wfd, F_DUPFD_CLOEXEC, 3)) == -1)
+		_exit(127);
+	if ((null = open("/dev/null", O_RDONLY)) == -1 ||
+	    dup2(null, STDIN_FILENO) == -1 || dup2(wfd, STDOUT_FILENO) == -1)
+		_exit(127);
+	/* A daemon may ignore SIGPIPE or block signals; the command
+	 * should not inherit that. */
+	signal(SIGPIPE, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execv("/bin/sh", argv);
+	_exit(127);
+}
+
+/* Starts cmd with its stdout on a pipe; returns the pid and *rfd. */
+static pid_t
+spawn(const char *cmd, int *rfd, char **err)
+{
+	char *argv[] = { "sh", "-c", (char *)cmd, NULL };
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) == -1) {
+		*err = xasprintf("password_command: pipe: %s", strerror(errno));
+		return -1;
+	}
+	if ((pid = fork()) == -1) {
+		*err = xasprintf("password_command: fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0)
+		child(argv, fds[1]);
+	close(fds[1]);
+	*rfd = fds[0];
+	return pid;
+}
+
+/* Reads until end of file or until buf is full (*full). */
+static ssize_t
+read_bounded(int fd, char *buf, size_t cap, bool *full)
+{
+	size_t len = 0;
+	ssize_t n;
+
+	while (len < cap) {
+		n = read(fd, buf + len, cap - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	*full = len == cap;
+	return (ssize_t)len;
+}
+
+static int
+reap(pid_t pid, bool cut_short, char **err)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) == -1) {
+		if (errno != EINTR) {
+			*err = xasprintf("password_command: waitpid: %s",
+			    strerror(errno));
+			return -1;
+		}
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	/* We closed the pipe after 4 KiB: a writer still going gets
+	 * SIGPIPE, which is our doing, not its failure. */
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE && cut_short)
+		return 0;
+	if (WIFEXITED(status))
+		*err = xasprintf("password_command failed (exit status %d)",
+		    WEXITSTATUS(status));
+	else
+		*err = xasprintf("password_command failed (killed by signal "
+		    "%d)", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	return -1;
+}
+
+/* The first line of the output, without its CR/LF ending. */
+static int
+first_line(const char *buf, size_t len, bool cut_short, char **out,
+    char **err)
+{
+	const char *nl = memchr(buf, '\n', len);
+	size_t n = nl != NULL ? (size_t)(nl - buf) : len;
+
+	if (nl == NULL && cut_short) {
+		*err = xstrdup("password_command printed no line end in its "
+		    "first 4 KiB");
+		return -1;
+	}
+	while (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (n == 0)
+		*err = xstrdup("password_command printed an empty first line");
+	else if (memchr(buf, '\0', n) != NULL)
+		*err = xstrdup("password_command printed a NUL byte");
+	else if (memchr(buf, '\r', n) != NULL)
+		*err = xstrdup("password_command printed a CR inside the line");
+	else {
+		*out = xstrndup(buf, n);
+		return 0;
+	}
+	return -1;
+}
+
+static int
+run(const char *cmd, char **out, char **err)
+{
+	char buf[OUTPUT_MAX];
+	bool full = false;
+	ssize_t len;
+	pid_t pid;
+	int fd, rc, saved;
+
+	if ((pid = spawn(cmd, &fd, err)) == -1)
+		return -1;
+	len = read_bounded(fd, buf, sizeof buf, &full);
+	saved = errno;
+	close(fd);
+	rc = reap(pid, full, err);
+	if (rc == 0 && len == -1) {
+		*err = xasprintf("password_command: read: %s", strerror(saved));
+		rc = -1;
+	}
+	if (rc == 0)
+		rc = first_line(buf, (size_t)len, full, out, err);
+	explicit_bzero(buf, sizeof buf);
+	return rc;
+}
+
+int
+conf_password(const struct conf_server *s, char **out, char **err)
+{
+	*out = NULL;
+	*err = NULL;
+	if (s->password != NULL) {
+		*out = xstrdup(s->password);
+		return 0;
+	}
+	if (s->password_command == NULL)
+		return 0;
+	return run(s->password_command, out, err);
+}

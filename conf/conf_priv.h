@@ -1,0 +1,80 @@
+/* Private to conf/: the state of one conf_load() call, shared by the
+ * parser (conf_parse.c), the line repair (conf_lines.c) and the checks
+ * (conf_check.c). Nothing outside conf/ includes this file. */
+#ifndef POP3BRIDGE_CONF_PRIV_H
+#define POP3BRIDGE_CONF_PRIV_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "conf/conf.h"
+
+/* Limits on values sent in protocol lines. */
+#define CONF_MAX_HOST		255
+#define CONF_MAX_USER		255
+#define CONF_MAX_PASSWORD	1024
+#define CONF_MAX_ADDRESS	254
+
+/* One error message; line 0 means "no line". */
+struct conf_msg {
+	int		 line;
+	size_t		 seq;		/* order of discovery, keeps sorting stable */
+	char		*text;		/* owned */
+};
+
+/* Where a value of the plain structs came from: the address of a struct
+ * field (or of a whole block) and its line in the file. */
+struct conf_where {
+	const void	*key;
+	int		 line;
+};
+
+struct conf_load {
+	const char		*file;		/* as given by the caller */
+	struct conf_msg		*msgs;		/* owned */
+	size_t			 n_msgs;
+	int			*real_line;	/* libconfuse line -> real line */
+	size_t			 n_real;
+	int			 n_lines;	/* lines in the file */
+	int			 unclosed;	/* line of a "{" never closed */
+	struct conf_where	*fields;	/* lines of fields */
+	size_t			 n_fields;
+	struct conf_where	*blocks;	/* lines of blocks ({ lines) */
+	size_t			 n_blocks;
+};
+
+/* conf.c */
+char	*conf_vformat(const char *, va_list)
+	    __attribute__((format(printf, 1, 0)));
+void	conf_err(struct conf_load *, int, const char *, ...)
+	    __attribute__((format(printf, 3, 4)));
+void	conf_verr(struct conf_load *, int, const char *, va_list)
+	    __attribute__((format(printf, 3, 0)));
+void	conf_note(struct conf_load *, const void *, int);
+void	conf_note_block(struct conf_load *, const void *, int);
+int	conf_line(const struct conf_load *, const void *);
+int	conf_block_line(const struct conf_load *, const void *);
+char	*conf_expand_tilde(const char *);
+const char *conf_home(void);
+bool	conf_name_ok(const char *);
+
+/* conf_lines.c: libconfuse 3.3 miscounts lines after comments; this scans
+ * the text as its lexer does and maps its line numbers back to real ones.
+ * It also reports NUL bytes and unterminated strings, and sets
+ * ld->unclosed, which libconfuse would all let pass. */
+void	conf_lines_scan(struct conf_load *, const char *, size_t);
+int	conf_lines_real(const struct conf_load *, int);
+
+/* conf_parse.c: parses fp into c; -1 when libconfuse stopped on a syntax
+ * error (already reported through ld), else 0 (other errors may have been
+ * reported: the caller counts ld->n_msgs). */
+int	conf_parse(struct conf_load *, FILE *, struct conf *);
+
+/* conf_check.c: the semantic checks on the converted structs. */
+void	conf_check(struct conf_load *, const struct conf *);
+void	conf_check_mode(struct conf_load *, const struct conf *, mode_t);
+
+#endif

@@ -1,0 +1,883 @@
+#include "store/maildir.h"
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/log.h"
+#include "bridge/xmalloc.h"
+#include "store/mutf7.h"
+
+/* Dovecot's subscriptions file (src/lib-storage/list/subscription-file.c):
+ * version 2 starts with this header, then one mailbox per line with its
+ * hierarchy levels separated by tabs; version 1 has no header and names
+ * with the list's separator, "." for Maildir++. Writers hold the dotlock
+ * "subscriptions.lock" and rename it over the file. */
+#define SUBS_FILE "subscriptions"
+#define SUBS_LOCK "subscriptions.lock"
+#define SUBS_V2 "V\t2\n\n"
+#define SUBS_STALE 30           /* seconds: Dovecot's stale lock timeout */
+#define SUBS_WAIT_MS 10000
+#define SUBS_MAX (1 << 20)
+
+struct folder {
+	char *name;             /* as configured */
+	char *dir;              /* relative to the root: "" or ".a.b" */
+	bool ready;             /* known to exist with tmp/ new/ cur/ */
+};
+
+struct maildir {
+	char *account;          /* for log messages */
+	char *root;
+	bool chown;             /* running as root: new entries get uid/gid */
+	uid_t uid;
+	gid_t gid;
+	bool root_ready;
+	struct folder *folders;
+	size_t n_folders;
+};
+
+/*
+ * Names.
+ */
+
+static int
+check_level(const char *folder, const char *s, size_t n, char **err)
+{
+	size_t i;
+
+	if (n == 0) {
+		*err = xasprintf("folder \"%s\": empty hierarchy level", folder);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (s[i] == '.') {
+			*err = xasprintf("folder \"%s\": \".\" is the Maildir++ hierarchy"
+			    " separator and cannot be part of a name (use \"/\")", folder);
+			return -1;
+		}
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+			*err = xasprintf("folder \"%s\": control character in the name", folder);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Appends "." and the modified UTF-7 of level s[0..n) to *dir. */
+static void
+append_level(char **dir, const char *s, size_t n, bool first)
+{
+	char *lvl = xstrndup(s, n), *enc, *d;
+
+	/* IMAP's INBOX is case-insensitive, also as a parent: Dovecot
+	 * stores "inbox/x" as ".INBOX.x". */
+	if (first && strcasecmp(lvl, "INBOX") == 0)
+		memcpy(lvl, "INBOX", 5);
+	if (mutf7_encode(lvl, &enc) == -1)
+		fatalx("maildir: UTF-8 checked, yet not encodable");
+	d = xasprintf("%s.%s", *dir, enc);
+	free(*dir);
+	*dir = d;
+	free(enc);
+	free(lvl);
+}
+
+int
+maildir_folder_dir(const char *folder, char **dir, char **err)
+{
+	const char *p = folder, *slash;
+	size_t n;
+	char *d;
+
+	if (strcasecmp(folder, "INBOX") == 0) {
+		*dir = xstrdup("");
+		return 0;
+	}
+	if (!mutf7_utf8_valid(folder, strlen(folder))) {
+		*err = xstrdup("folder name is not valid UTF-8");
+		return -1;
+	}
+	d = xstrdup("");
+	for (;;) {
+		slash = strchr(p, '/');
+		n = slash ? (size_t)(slash - p) : strlen(p);
+
+		if (check_level(folder, p, n, err) == -1) {
+			free(d);
+			return -1;
+		}
+		append_level(&d, p, n, p == folder);
+		if (slash == NULL)
+			break;
+		p = slash + 1;
+	}
+	if (strlen(d) > NAME_MAX) {
+		*err = xasprintf("folder \"%s\": name too long for a directory", folder);
+		free(d);
+		return -1;
+	}
+	*dir = d;
+	return 0;
+}
+
+static const char *
+skip_digits(const char *p)
+{
+	const char *q = p;
+
+	while (*q >= '0' && *q <= '9')
+		q++;
+	return q == p ? NULL : q;
+}
+
+bool
+maildir_key_has_tag(const char *name, const char *key_tag)
+{
+	size_t tl = strlen(key_tag);
+	const char *p, *q;
+
+	if ((p = skip_digits(name)) == NULL || strncmp(p, ".M", 2) != 0)
+		return false;
+	if ((p = skip_digits(p + 2)) == NULL || *p != 'P')
+		return false;
+	if ((p = skip_digits(p + 1)) == NULL || *p != 'Q')
+		return false;
+	/* Q's digits end where the tag starts; a tag could begin with a
+	 * digit itself, so try every split after at least one digit. */
+	for (q = p + 2; q[-1] >= '0' && q[-1] <= '9'; q++)
+		if (strncmp(q, key_tag, tl) == 0 && q[tl] == '.')
+			return true;
+	return false;
+}
+
+/* A key becomes a file name: nothing that could leave tmp/ or clash with
+ * the ":2,flags" suffix (keys are read back from the state database). */
+static int
+check_key(const char *key, char **err)
+{
+	if (key[0] == '\0' || key[0] == '.' || strchr(key, '/') || strchr(key, ':')) {
+		*err = xasprintf("invalid delivery key \"%s\"", key);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Directories, owners, durability.
+ */
+
+/* The directory holding path: "." or "/" at the top. Allocated. */
+static char *
+parent_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+/* The owner new entries get when we run as root: the root's, or, while it
+ * does not exist, that of its nearest existing ancestor. */
+static int
+find_owner(struct maildir *md, char **err)
+{
+	char *p = xstrdup(md->root), *up;
+	struct stat sb;
+
+	while (stat(p, &sb) == -1) {
+		if (errno != ENOENT) {
+			*err = xasprintf("%s: %s", p, strerror(errno));
+			free(p);
+			return -1;
+		}
+		up = parent_dir(p);
+		free(p);
+		p = up;
+	}
+	md->uid = sb.st_uid;
+	md->gid = sb.st_gid;
+	free(p);
+	return 0;
+}
+
+static int
+sync_dir(const char *path, char **err)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd == -1 || fsync(fd) == -1) {
+		*err = xasprintf("fsync %s: %s", path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Syncs path and the directory holding it, so that a new directory (and
+ * what it holds) survives a crash. */
+static int
+sync_dir_and_parent(const char *path, char **err)
+{
+	char *parent;
+	int r;
+
+	if (sync_dir(path, err) == -1)
+		return -1;
+	parent = parent_dir(path);
+	r = sync_dir(parent, err);
+	free(parent);
+	return r;
+}
+
+/* mkdir 0700 with the maildir's owner: 1 made, 0 existed, -1 error. */
+static int
+make_dir(struct maildir *md, const char *path, char **err)
+{
+	if (mkdir(path, 0700) == -1) {
+		if (errno == EEXIST)
+			return 0;
+		*err = xasprintf("creating %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (md->chown && chown(path, md->uid, md->gid) == -1) {
+		*err = xasprintf("chown %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 1;
+}
+
+/* make_dir, creating missing ancestors first. Each new directory's parent
+ * is synced: the whole chain must survive a crash with the mail in it. */
+static int
+make_dirs(struct maildir *md, const char *path, char **err)
+{
+	struct stat sb;
+	char *parent;
+	int r;
+
+	if (stat(path, &sb) == 0)
+		return 0;
+	parent = parent_dir(path);
+	r = make_dirs(md, parent, err);
+	if (r != -1 && (r = make_dir(md, path, err)) == 1 && sync_dir(parent, err) == -1)
+		r = -1;
+	free(parent);
+	return r;
+}
+
+/* Creates an empty file with the maildir's owner: 1 made, 0 existed. */
+static int
+make_file(struct maildir *md, const char *path, char **err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+	if (fd == -1) {
+		if (errno == EEXIST)
+			return 0;
+		*err = xasprintf("creating %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (md->chown && fchown(fd, md->uid, md->gid) == -1) {
+		*err = xasprintf("chown %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 1;
+}
+
+/* Makes root/dir a maildir: tmp/ new/ cur/, and below the root the
+ * "maildirfolder" file that marks a Maildir++ folder. *made is set when
+ * the folder's own directory was created by this call. */
+static int
+make_maildir(struct maildir *md, const char *dir, bool *made, char **err)
+{
+	static const char *const subs[] = { "tmp", "new", "cur" };
+	char *path = xasprintf("%s%s%s", md->root, dir[0] ? "/" : "", dir), *p;
+	int r, any;
+	size_t i;
+
+	r = dir[0] ? make_dir(md, path, err) : make_dirs(md, path, err);
+	*made = r == 1;
+	any = r;
+	for (i = 0; r != -1 && i < 3; i++) {
+		p = xasprintf("%s/%s", path, subs[i]);
+		if ((r = make_dir(md, p, err)) == 1)
+			any = 1;
+		free(p);
+	}
+	if (r != -1 && dir[0]) {
+		p = xasprintf("%s/maildirfolder", path);
+		if ((r = make_file(md, p, err)) == 1)
+			any = 1;
+		free(p);
+	}
+	if (r != -1 && any == 1)
+		r = sync_dir_and_parent(path, err);
+	free(path);
+	return r == -1 ? -1 : 0;
+}
+
+/*
+ * Subscriptions: a folder we create is subscribed, as a client creating it
+ * would do, so that clients showing subscribed folders only see it too.
+ */
+
+/* Takes Dovecot's dotlock: the fd of the new lock file, or -1. */
+static int
+subs_lock(struct maildir *md, const char *lock, char **err)
+{
+	struct timespec pause = { 0, 100 * 1000 * 1000 };
+	struct stat sb;
+	int fd, waited;
+
+	for (waited = 0;; waited += 100) {
+		fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd != -1)
+			break;
+		if (errno != EEXIST) {
+			*err = xasprintf("creating %s: %s", lock, strerror(errno));
+			return -1;
+		}
+		/* Left by a killed writer: Dovecot overrides it after 30 s too. */
+		if (stat(lock, &sb) == 0 && sb.st_mtime < time(NULL) - SUBS_STALE) {
+			unlink(lock);
+			continue;
+		}
+		if (waited >= SUBS_WAIT_MS) {
+			*err = xasprintf("%s is held by another process", lock);
+			return -1;
+		}
+		nanosleep(&pause, NULL);
+	}
+	if (md->chown && fchown(fd, md->uid, md->gid) == -1) {
+		*err = xasprintf("chown %s: %s", lock, strerror(errno));
+		close(fd);
+		unlink(lock);
+		return -1;
+	}
+	return fd;
+}
+
+/* Reads the whole file into *buf (NUL-terminated): 0, or 1 when it does
+ * not exist, -1 on error. */
+static int
+read_small(const char *path, char **buf, size_t *len, char **err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = 0, n = 0;
+	ssize_t r = 0;
+	char *b = NULL;
+
+	if (fd == -1) {
+		if (errno == ENOENT)
+			return 1;
+		*err = xasprintf("opening %s: %s", path, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		if (cap - n < 2) {
+			if (cap >= SUBS_MAX)
+				break;
+			cap = cap ? 2 * cap : 4096;
+			b = xreallocarray(b, cap, 1);
+		}
+		if ((r = read(fd, b + n, cap - n - 1)) <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	if (r != 0) {
+		*err = r == -1 ? xasprintf("reading %s: %s", path, strerror(errno)) :
+		    xasprintf("%s: larger than %d bytes", path, SUBS_MAX);
+		free(b);
+		return -1;
+	}
+	b[n] = '\0';
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+static bool
+has_line(const char *buf, const char *line)
+{
+	size_t n = strlen(line);
+	const char *p;
+
+	for (p = buf; (p = strstr(p, line)) != NULL; p++)
+		if ((p == buf || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+static int
+write_all(int fd, const char *s, size_t n)
+{
+	ssize_t r;
+
+	while (n > 0) {
+		if ((r = write(fd, s, n)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		s += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Fills the lock file with the new contents: the old ones (or a version 2
+ * header for a new file), then name on a line of its own. */
+static int
+subs_write(int fd, const char *old, size_t len, const char *name)
+{
+	if (old == NULL) {
+		old = SUBS_V2;
+		len = strlen(SUBS_V2);
+	}
+	if (write_all(fd, old, len) == -1 ||
+	    (len > 0 && old[len - 1] != '\n' && write_all(fd, "\n", 1) == -1) ||
+	    write_all(fd, name, strlen(name)) == -1 || write_all(fd, "\n", 1) == -1)
+		return -1;
+	return fsync(fd);
+}
+
+/* Under the lock: adds the folder of directory dir to the file unless it
+ * is there. 1 added, 0 present, -1 error. */
+static int
+subs_update(const char *path, const char *lock, int fd, const char *dir, char **err)
+{
+	char *old = NULL, *name, *p;
+	size_t len = 0;
+	bool v2;
+	int r;
+
+	if ((r = read_small(path, &old, &len, err)) == -1)
+		return -1;
+	/* A new file is started as version 2, as Dovecot 2.3 does; an old
+	 * one keeps its version. Levels are mUTF-7: never a tab or newline,
+	 * so nothing needs Dovecot's tab-escaping. */
+	v2 = r == 1 || strncmp(old, SUBS_V2, strlen(SUBS_V2)) == 0;
+	name = xstrdup(dir + 1);
+	if (v2)
+		for (p = name; (p = strchr(p, '.')) != NULL; p++)
+			*p = '\t';
+	r = 0;
+	if (old == NULL || !has_line(old + (v2 ? strlen(SUBS_V2) : 0), name)) {
+		if (subs_write(fd, old, len, name) == -1 || rename(lock, path) == -1) {
+			*err = xasprintf("writing %s: %s", lock, strerror(errno));
+			r = -1;
+		} else
+			r = 1;
+	}
+	free(name);
+	free(old);
+	return r;
+}
+
+/* Subscribes folder directory dir (".a.b"). Only cosmetic: a failure is
+ * logged and delivery goes on. */
+static void
+subscribe(struct maildir *md, const char *dir)
+{
+	char *path = xasprintf("%s/" SUBS_FILE, md->root);
+	char *lock = xasprintf("%s/" SUBS_LOCK, md->root);
+	char *err = NULL;
+	int fd, r = -1;
+
+	if ((fd = subs_lock(md, lock, &err)) != -1) {
+		r = subs_update(path, lock, fd, dir, &err);
+		close(fd);
+		if (r != 1)
+			unlink(lock);
+	}
+	if (r == -1)
+		log_warnx("%s: not subscribing folder %s: %s", md->account, dir, err);
+	free(err);
+	free(path);
+	free(lock);
+}
+
+/*
+ * Folders.
+ */
+
+/* The folder of that name; with create, also made to exist on disk. */
+static struct folder *
+folder_get(struct maildir *md, const char *name, bool create, char **err)
+{
+	struct folder *f = NULL;
+	bool made;
+	size_t i;
+	char *dir;
+
+	for (i = 0; i < md->n_folders && f == NULL; i++)
+		if (strcmp(md->folders[i].name, name) == 0)
+			f = &md->folders[i];
+	if (f == NULL) {
+		if (maildir_folder_dir(name, &dir, err) == -1)
+			return NULL;
+		md->folders = xreallocarray(md->folders, md->n_folders + 1, sizeof *f);
+		f = &md->folders[md->n_folders++];
+		f->name = xstrdup(name);
+		f->dir = dir;
+		f->ready = false;
+	}
+	if (!create || f->ready)
+		return f;
+	/* Dovecot needs the root to be a maildir for INBOX in any case. */
+	if (!md->root_ready) {
+		if (make_maildir(md, "", &made, err) == -1)
+			return NULL;
+		md->root_ready = true;
+	}
+	if (f->dir[0] != '\0') {
+		if (make_maildir(md, f->dir, &made, err) == -1)
+			return NULL;
+		if (made)
+			subscribe(md, f->dir);
+	}
+	f->ready = true;
+	return f;
+}
+
+/* root/dir/sub[/name] */
+static char *
+fpath(const struct maildir *md, const struct folder *f, const char *sub, const char *name)
+{
+	return xasprintf("%s%s%s/%s%s%s", md->root, f->dir[0] ? "/" : "", f->dir, sub,
+	    name ? "/" : "", name ? name : "");
+}
+
+/* The location: dir/sub/name, relative to the root. */
+static char *
+flocation(const struct folder *f, const char *sub, const char *name)
+{
+	return xasprintf("%s%s%s/%s", f->dir, f->dir[0] ? "/" : "", sub, name);
+}
+
+/*
+ * The backend.
+ */
+
+static int
+md_open(const struct conf *c, const struct conf_account *a, void **ctx, char **err)
+{
+	struct maildir *md = xcalloc(1, sizeof *md);
+
+	md->account = xstrdup(a->name ? a->name : "");
+	md->root = conf_store_path(c, a);
+	md->chown = geteuid() == 0;
+	if (md->root[0] == '\0')
+		*err = xasprintf("%s: the store path is empty", md->account);
+	if (md->root[0] == '\0' || (md->chown && find_owner(md, err) == -1)) {
+		free(md->account);
+		free(md->root);
+		free(md);
+		return -1;
+	}
+	*ctx = md;
+	return 0;
+}
+
+static void
+md_close(void *ctx)
+{
+	struct maildir *md = ctx;
+	size_t i;
+
+	if (md == NULL)
+		return;
+	for (i = 0; i < md->n_folders; i++) {
+		free(md->folders[i].name);
+		free(md->folders[i].dir);
+	}
+	free(md->folders);
+	free(md->account);
+	free(md->root);
+	free(md);
+}
+
+static int
+md_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
+{
+	struct maildir *md = ctx;
+	struct folder *f;
+	char *path;
+
+	if (check_key(key, err) == -1 || (f = folder_get(md, folder, true, err)) == NULL)
+		return -1;
+	path = fpath(md, f, "tmp", key);
+	*fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	if (*fd == -1)
+		*err = xasprintf("creating %s: %s", path, strerror(errno));
+	else if (md->chown && fchown(*fd, md->uid, md->gid) == -1) {
+		*err = xasprintf("chown %s: %s", path, strerror(errno));
+		close(*fd);
+		unlink(path);
+		*fd = -1;
+	}
+	free(path);
+	return *fd == -1 ? -1 : 0;
+}
+
+static int
+md_tmp_discard(void *ctx, const char *folder, const char *key, char **err)
+{
+	struct maildir *md = ctx;
+	struct folder *f;
+	char *path;
+	int r = 0;
+
+	if (check_key(key, err) == -1 || (f = folder_get(md, folder, false, err)) == NULL)
+		return -1;
+	path = fpath(md, f, "tmp", key);
+	if (unlink(path) == -1 && errno != ENOENT && errno != ENOTDIR) {
+		*err = xasprintf("removing %s: %s", path, strerror(errno));
+		r = -1;
+	}
+	free(path);
+	return r;
+}
+
+static int
+md_tmp_cleanup(void *ctx, const char *folder, const char *key_tag, char **err)
+{
+	struct maildir *md = ctx;
+	struct dirent *de;
+	struct folder *f;
+	char *path;
+	DIR *d;
+	int r = 0;
+
+	if ((f = folder_get(md, folder, false, err)) == NULL)
+		return -1;
+	path = fpath(md, f, "tmp", NULL);
+	if ((d = opendir(path)) == NULL) {
+		if (errno != ENOENT) {
+			*err = xasprintf("opening %s: %s", path, strerror(errno));
+			r = -1;
+		}
+		free(path);
+		return r;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!maildir_key_has_tag(de->d_name, key_tag))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == -1 && errno != ENOENT) {
+			*err = xasprintf("removing %s/%s: %s", path, de->d_name, strerror(errno));
+			r = -1;
+			break;
+		}
+		log_debug("%s: removed %s/%s left by an interrupted run", md->account,
+		    path, de->d_name);
+	}
+	closedir(d);
+	free(path);
+	return r;
+}
+
+/* Makes one written temp file durable and moves it into new/ (cur/ when
+ * seen). Closes the fd. Sets m->location and *dir, the directory to sync. */
+static int
+deliver_one(struct maildir *md, struct deliver_msg *m, char **dir, char **err)
+{
+	bool seen = (m->flags & DELIVER_SEEN) != 0;
+	const char *sub = seen ? "cur" : "new";
+	char *src = NULL, *dst = NULL, *name = NULL;
+	struct folder *f;
+	int fd = m->fd, r = -1;
+
+	m->fd = -1;
+	if (check_key(m->key, err) == -1 || (f = folder_get(md, m->folder, true, err)) == NULL)
+		goto out;
+	src = fpath(md, f, "tmp", m->key);
+	name = seen ? xasprintf("%s:2,S", m->key) : xstrdup(m->key);
+	dst = fpath(md, f, sub, name);
+	/* Dovecot shows a Maildir message's mtime as its INTERNALDATE. */
+	if (m->date > 0) {
+		struct timespec ts[2] = { { m->date, 0 }, { m->date, 0 } };
+
+		if (futimens(fd, ts) == -1)
+			log_warn("%s: setting the date of %s", md->account, src);
+	}
+	if (fsync(fd) == -1) {
+		*err = xasprintf("fsync %s: %s", src, strerror(errno));
+		goto out;
+	}
+	r = close(fd);
+	fd = -1;
+	if (r == -1) {
+		*err = xasprintf("closing %s: %s", src, strerror(errno));
+		goto out;
+	}
+	r = -1;
+	if (rename(src, dst) == -1) {
+		*err = xasprintf("renaming %s to %s: %s", src, dst, strerror(errno));
+		goto out;
+	}
+	m->location = flocation(f, sub, name);
+	*dir = fpath(md, f, sub, NULL);
+	r = 0;
+out:
+	if (fd != -1)
+		close(fd);
+	free(src);
+	free(dst);
+	free(name);
+	return r;
+}
+
+/* Adds dir to the set dirs[0..*n) unless there; takes ownership of it. */
+static void
+dir_set_add(char **dirs, size_t *n, char *dir)
+{
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if (strcmp(dirs[i], dir) == 0) {
+			free(dir);
+			return;
+		}
+	dirs[(*n)++] = dir;
+}
+
+static int
+md_deliver(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
+{
+	struct maildir *md = ctx;
+	char **dirs = xcalloc(n ? n : 1, sizeof *dirs), *dir, *serr = NULL;
+	size_t i, n_dirs = 0;
+	int r = 0;
+
+	for (i = 0; i < n; i++) {
+		if (r == -1) {
+			/* After a failure the rest stay in tmp/, but the
+			 * backend owns their fds. */
+			close(msgs[i].fd);
+			msgs[i].fd = -1;
+		} else if (deliver_one(md, &msgs[i], &dir, err) == -1)
+			r = -1;
+		else
+			dir_set_add(dirs, &n_dirs, dir);
+	}
+	/* One fsync per directory for the whole batch. Also after a failure:
+	 * reconciliation may find the files already moved and record them. */
+	for (i = 0; i < n_dirs; i++) {
+		if (sync_dir(dirs[i], r == 0 ? err : &serr) == -1)
+			r = -1;
+		free(serr);
+		serr = NULL;
+		free(dirs[i]);
+	}
+	free(dirs);
+	for (i = 0; r == -1 && i < n; i++) {
+		free(msgs[i].location);
+		msgs[i].location = NULL;
+	}
+	return r;
+}
+
+/* True if name is key, or key with Maildir info (":2,FLAGS") or Dovecot's
+ * ",S=size"-style fields appended, as a client moving it to cur/ makes it. */
+static bool
+name_is_key(const char *name, const char *key, size_t kl)
+{
+	return strncmp(name, key, kl) == 0 &&
+	    (name[kl] == '\0' || name[kl] == ':' || name[kl] == ',');
+}
+
+/* Looks for key in cur/: 1 found (*name allocated), 0 not, -1 error. */
+static int
+scan_cur(const char *cur, const char *key, char **name, char **err)
+{
+	size_t kl = strlen(key);
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	if ((d = opendir(cur)) == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		*err = xasprintf("opening %s: %s", cur, strerror(errno));
+		return -1;
+	}
+	while (r == 0 && (de = readdir(d)) != NULL)
+		if (name_is_key(de->d_name, key, kl)) {
+			*name = xstrdup(de->d_name);
+			r = 1;
+		}
+	closedir(d);
+	return r;
+}
+
+static int
+md_find(void *ctx, const char *folder, const char *key, char **location, char **err)
+{
+	struct maildir *md = ctx;
+	char *path, *name = NULL;
+	const char *sub = "new";
+	struct folder *f;
+	struct stat sb;
+	int r;
+
+	if (check_key(key, err) == -1 || (f = folder_get(md, folder, false, err)) == NULL)
+		return -1;
+	path = fpath(md, f, "new", key);
+	r = stat(path, &sb) == 0;
+	if (!r && errno != ENOENT && errno != ENOTDIR) {
+		*err = xasprintf("%s: %s", path, strerror(errno));
+		r = -1;
+	}
+	free(path);
+	if (r == 1)
+		name = xstrdup(key);
+	else if (r == 0) {
+		sub = "cur";
+		path = fpath(md, f, "cur", NULL);
+		r = scan_cur(path, key, &name, err);
+		free(path);
+	}
+	if (r != 1)
+		return r;
+	/* A run killed between rename and directory fsync leaves a file that
+	 * is visible but not yet durable: make it so before it is recorded. */
+	path = fpath(md, f, sub, NULL);
+	if (sync_dir(path, err) == -1)
+		r = -1;
+	else
+		*location = flocation(f, sub, name);
+	free(path);
+	free(name);
+	return r;
+}
+
+const struct deliver_backend maildir_backend = {
+	.name = "maildir",
+	.crlf = 0,
+	.open = md_open,
+	.tmp_create = md_tmp_create,
+	.tmp_discard = md_tmp_discard,
+	.tmp_cleanup = md_tmp_cleanup,
+	.deliver = md_deliver,
+	.find = md_find,
+	.close = md_close,
+};

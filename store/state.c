@@ -1,0 +1,952 @@
+#include "store/state.h"
+
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bridge/log.h"
+#include "bridge/xmalloc.h"
+
+/*
+ * The schema, as forward migrations: migrations[i] takes PRAGMA
+ * user_version i to i + 1, in its own transaction. Append, never edit.
+ */
+static const char *const migrations[] = {
+	/* 1: accounts, messages, poll log */
+	"CREATE TABLE accounts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  created_at INTEGER NOT NULL,"
+	"  no_uidl INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE messages ("
+	"  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  uidl TEXT NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  sha256 TEXT NOT NULL,"
+	"  message_id TEXT,"
+	"  delivery_key TEXT NOT NULL,"
+	"  folder TEXT NOT NULL,"
+	"  location TEXT,"
+	"  state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	"  fetched_at INTEGER NOT NULL,"
+	"  delivered_at INTEGER,"
+	"  deleted_at INTEGER,"
+	"  PRIMARY KEY (account_id, uidl)) WITHOUT ROWID;"
+	"CREATE INDEX messages_state ON messages(account_id, state);"
+	/* For cross-account de-duplication (dedup = message-id). */
+	"CREATE INDEX messages_message_id ON messages(message_id)"
+	"  WHERE message_id IS NOT NULL;"
+	"CREATE TABLE poll_log ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  started_at INTEGER NOT NULL,"
+	"  finished_at INTEGER NOT NULL,"
+	"  ok INTEGER NOT NULL,"
+	"  imported INTEGER NOT NULL,"
+	"  deleted INTEGER NOT NULL,"
+	"  bytes INTEGER NOT NULL,"
+	"  error TEXT);"
+	"CREATE INDEX poll_log_account ON poll_log(account_id, id);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* Poll log rows kept per account; the newest ok row and the newest row
+ * with an error are kept beyond that, since status shows them. */
+#define POLL_LOG_KEEP 1000
+
+/* Per connection, in memory: the server's UIDL list of one query. */
+static const char temp_schema[] =
+    "CREATE TEMP TABLE IF NOT EXISTS uidl_in ("
+    "  i INTEGER PRIMARY KEY,"
+    "  uidl TEXT NOT NULL)";
+
+#define MSG_COLUMNS "uidl, size, sha256, message_id, delivery_key, folder," \
+	" location, state, fetched_at, delivered_at"
+
+/* Every statement, prepared on first use and kept for the connection. */
+enum stmt_id {
+	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_SP_BEGIN, S_SP_RELEASE, S_SP_ROLLBACK,
+	S_ACCOUNT_ADD, S_ACCOUNT_GET, S_NO_UIDL,
+	S_TMP_CLEAR, S_TMP_ADD, S_FILTER_NEW, S_DUE,
+	S_PENDING, S_FIND, S_PUT_PENDING, S_MARK_DELIVERED, S_DROP_PENDING,
+	S_MARK_DELETED,
+	S_POLL_ADD, S_POLL_PRUNE,
+	S_ST_LAST, S_ST_LAST_OK, S_ST_LAST_ERROR, S_ST_COUNTS, S_ST_ACCOUNT,
+	S_COUNT
+};
+
+static const char *const sql[S_COUNT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	/* A savepoint nests inside a caller's transaction and is a
+	 * transaction of its own outside one. */
+	[S_SP_BEGIN] = "SAVEPOINT state_sp",
+	[S_SP_RELEASE] = "RELEASE state_sp",
+	[S_SP_ROLLBACK] = "ROLLBACK TO state_sp",
+	[S_ACCOUNT_ADD] = "INSERT OR IGNORE INTO accounts(name, created_at) VALUES (?1, ?2)",
+	[S_ACCOUNT_GET] = "SELECT id FROM accounts WHERE name = ?1",
+	[S_NO_UIDL] = "UPDATE accounts SET no_uidl = ?2 WHERE id = ?1",
+	[S_TMP_CLEAR] = "DELETE FROM temp.uidl_in",
+	[S_TMP_ADD] = "INSERT INTO temp.uidl_in(i, uidl) VALUES (?1, ?2)",
+	[S_FILTER_NEW] =
+	    "SELECT t.i FROM temp.uidl_in t WHERE NOT EXISTS"
+	    " (SELECT 1 FROM messages m WHERE m.account_id = ?1 AND m.uidl = t.uidl)"
+	    " ORDER BY t.i",
+	[S_DUE] =
+	    "SELECT t.i FROM temp.uidl_in t WHERE EXISTS"
+	    " (SELECT 1 FROM messages m WHERE m.account_id = ?1 AND m.uidl = t.uidl"
+	    "  AND m.state IN (1, 2) AND m.delivered_at <= ?2)"
+	    " ORDER BY t.i",
+	[S_PENDING] = "SELECT " MSG_COLUMNS " FROM messages"
+	    " WHERE account_id = ?1 AND state = 0 ORDER BY fetched_at, uidl",
+	[S_FIND] = "SELECT " MSG_COLUMNS " FROM messages"
+	    " WHERE account_id = ?1 AND uidl = ?2",
+	[S_PUT_PENDING] =
+	    "INSERT OR REPLACE INTO messages(account_id, uidl, size, sha256,"
+	    " message_id, delivery_key, folder, location, state, fetched_at,"
+	    " delivered_at, deleted_at)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0, ?8, NULL, NULL)",
+	[S_MARK_DELIVERED] =
+	    "UPDATE messages SET state = 1, location = ?3, delivered_at = ?4"
+	    " WHERE account_id = ?1 AND uidl = ?2 AND state = 0",
+	[S_DROP_PENDING] =
+	    "DELETE FROM messages WHERE account_id = ?1 AND uidl = ?2 AND state = 0",
+	[S_MARK_DELETED] =
+	    "UPDATE messages SET state = 2, deleted_at = ?3"
+	    " WHERE account_id = ?1 AND uidl = ?2 AND state = 1",
+	[S_POLL_ADD] =
+	    "INSERT INTO poll_log(account_id, started_at, finished_at, ok,"
+	    " imported, deleted, bytes, error)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[S_POLL_PRUNE] =
+	    "DELETE FROM poll_log WHERE account_id = ?1 AND id <"
+	    " (SELECT id FROM poll_log WHERE account_id = ?1"
+	    "  ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+	    " AND id <> coalesce((SELECT max(id) FROM poll_log"
+	    "  WHERE account_id = ?1 AND ok = 1), 0)"
+	    " AND id <> coalesce((SELECT max(id) FROM poll_log"
+	    "  WHERE account_id = ?1 AND error IS NOT NULL), 0)",
+	[S_ST_LAST] =
+	    "SELECT started_at, finished_at, ok, imported, deleted, bytes, error"
+	    " FROM poll_log WHERE account_id = ?1 ORDER BY id DESC LIMIT 1",
+	[S_ST_LAST_OK] =
+	    "SELECT finished_at FROM poll_log WHERE account_id = ?1 AND ok = 1"
+	    " ORDER BY id DESC LIMIT 1",
+	[S_ST_LAST_ERROR] =
+	    "SELECT error, finished_at FROM poll_log"
+	    " WHERE account_id = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
+	[S_ST_COUNTS] =
+	    "SELECT state, count(*) FROM messages WHERE account_id = ?1 GROUP BY state",
+	[S_ST_ACCOUNT] = "SELECT no_uidl FROM accounts WHERE id = ?1",
+};
+
+struct state {
+	sqlite3 *db;
+	char *path;
+	sqlite3_stmt *stmt[S_COUNT];
+};
+
+static int
+fail(struct state *st, const char *what, char **err)
+{
+	if (err != NULL)
+		*err = xasprintf("%s: %s", what, sqlite3_errmsg(st->db));
+	return -1;
+}
+
+static int
+failx(const char *what, char **err)
+{
+	if (err != NULL)
+		*err = xstrdup(what);
+	return -1;
+}
+
+/* The cached statement id, prepared on first use; NULL with *err set. */
+static sqlite3_stmt *
+stmt(struct state *st, enum stmt_id id, const char *what, char **err)
+{
+	if (st->stmt[id] == NULL && sqlite3_prepare_v3(st->db, sql[id], -1,
+	    SQLITE_PREPARE_PERSISTENT, &st->stmt[id], NULL) != SQLITE_OK) {
+		fail(st, what, err);
+		return NULL;
+	}
+	return st->stmt[id];
+}
+
+/* Readies s for its next use. */
+static void
+done(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* Steps s once (a statement without rows, or the first row ignored),
+ * then resets it. bound is the OR of the bind results: SQLITE_OK is 0. */
+static int
+run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
+{
+	int rc;
+
+	if (bound != SQLITE_OK) {
+		fail(st, what, err);
+		done(s);
+		return -1;
+	}
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		fail(st, what, err);
+		done(s);
+		return -1;
+	}
+	done(s);
+	return 0;
+}
+
+/* Runs the cached statement id, which takes no parameters. */
+static int
+run_id(struct state *st, enum stmt_id id, const char *what, char **err)
+{
+	sqlite3_stmt *s = stmt(st, id, what, err);
+
+	return s == NULL ? -1 : run(st, s, SQLITE_OK, what, err);
+}
+
+static int
+exec(struct state *st, const char *q, const char *what, char **err)
+{
+	if (sqlite3_exec(st->db, q, NULL, NULL, NULL) != SQLITE_OK)
+		return fail(st, what, err);
+	return 0;
+}
+
+static int
+need_transaction(struct state *st, const char *what, char **err)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		return 0;
+	*err = xasprintf("%s: not inside a transaction", what);
+	return -1;
+}
+
+/* Savepoints nest inside a caller's transaction, or are one of their own
+ * (*outer) outside one. */
+static int
+sp_begin(struct state *st, bool *outer, const char *what, char **err)
+{
+	*outer = sqlite3_get_autocommit(st->db) != 0;
+	return run_id(st, S_SP_BEGIN, what, err);
+}
+
+/* Ends the savepoint: kept if r is 0, undone if -1. Returns r, or -1 when
+ * it cannot be released (committed, when outer). */
+static int
+sp_end(struct state *st, bool outer, int r, const char *what, char **err)
+{
+	if (r == -1)
+		run_id(st, S_SP_ROLLBACK, what, NULL);
+	if (run_id(st, S_SP_RELEASE, what, r == 0 ? err : NULL) == -1) {
+		/* Never leave a transaction of ours open behind the caller. */
+		if (outer && !sqlite3_get_autocommit(st->db))
+			run_id(st, S_ROLLBACK, what, NULL);
+		r = -1;
+	}
+	return r;
+}
+
+/*
+ * Opening and the schema.
+ */
+
+/* Creates the database's directory (mode 0700: message ids are private);
+ * its parent must exist. */
+static int
+make_db_dir(const char *path, char **err)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir;
+	int r = 0;
+
+	if (slash == NULL || slash == path)
+		return 0;
+	dir = xstrndup(path, (size_t)(slash - path));
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+		*err = xasprintf("creating %s: %s", dir, strerror(errno));
+		r = -1;
+	}
+	free(dir);
+	return r;
+}
+
+static int
+user_version(struct state *st, int *v, char **err)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+		return fail(st, "reading the schema version", err);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*v = sqlite3_column_int(s, 0);
+	else
+		fail(st, "reading the schema version", err);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int
+too_new(int v, char **err)
+{
+	*err = xasprintf("schema version %d is newer than the %d this pop3bridge"
+	    " knows: refusing to use it (upgrade pop3bridge)", v, SCHEMA_VERSION);
+	return -1;
+}
+
+/* Applies migration v (to version v + 1) in its own transaction. The
+ * version is read again under the write lock: another process may have
+ * migrated since. Sets *now to the version reached. */
+static int
+migrate_one(struct state *st, int v, int *now, char **err)
+{
+	char *what = xasprintf("migrating the state schema to version %d", v + 1);
+	char q[64];
+	int r = -1, cur;
+
+	if (exec(st, "BEGIN IMMEDIATE", what, err) == -1)
+		goto out;
+	if (user_version(st, &cur, err) == -1)
+		goto rollback;
+	if (cur != v) {
+		*now = cur;
+		r = exec(st, "COMMIT", what, err);
+		goto out;
+	}
+	snprintf(q, sizeof q, "PRAGMA user_version = %d", v + 1);
+	if (exec(st, migrations[v], what, err) == -1 || exec(st, q, what, err) == -1 ||
+	    exec(st, "COMMIT", what, err) == -1)
+		goto rollback;
+	*now = v + 1;
+	r = 0;
+	goto out;
+rollback:
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+	free(what);
+	return r;
+}
+
+static int
+migrate(struct state *st, char **err)
+{
+	int v;
+
+	if (user_version(st, &v, err) == -1)
+		return -1;
+	while (v < SCHEMA_VERSION) {
+		if (migrate_one(st, v, &v, err) == -1)
+			return -1;
+	}
+	if (v > SCHEMA_VERSION)
+		return too_new(v, err);
+	return 0;
+}
+
+/* WAL lets status read while a pass writes; a file system without shared
+ * memory keeps the rollback journal, durable all the same. */
+static int
+set_wal(struct state *st, char **err)
+{
+	sqlite3_stmt *s;
+	const char *mode = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK)
+		return fail(st, "setting WAL mode", err);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		mode = (const char *)sqlite3_column_text(s, 0);
+	else
+		fail(st, "setting WAL mode", err);
+	if (mode != NULL && strcmp(mode, "wal") != 0)
+		log_warnx("%s: journal mode is %s, not wal", st->path, mode);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int
+configure(struct state *st, char **err)
+{
+	if (sqlite3_busy_timeout(st->db, 30000) != SQLITE_OK)
+		return fail(st, "setting the busy timeout", err);
+	if (set_wal(st, err) == -1)
+		return -1;
+	return exec(st, "PRAGMA synchronous = FULL;"
+	    "PRAGMA foreign_keys = ON;"
+	    "PRAGMA temp_store = MEMORY", "configuring the state database", err);
+}
+
+int
+state_open(const char *path, struct state **out, char **err)
+{
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+	struct state *st;
+	char *what;
+
+	if (make_db_dir(path, err) == -1)
+		return -1;
+	st = xcalloc(1, sizeof *st);
+	st->path = xstrdup(path);
+	if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
+		*err = xasprintf("opening: %s", st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		goto fail;
+	}
+	if (configure(st, err) == -1 || migrate(st, err) == -1 ||
+	    exec(st, temp_schema, "creating the temporary UIDL table", err) == -1)
+		goto fail;
+	*out = st;
+	return 0;
+fail:
+	/* Every message above says what failed; this says where. */
+	what = *err;
+	*err = xasprintf("state database %s: %s", path, what);
+	free(what);
+	state_close(st);
+	return -1;
+}
+
+void
+state_close(struct state *st)
+{
+	size_t i;
+
+	if (st == NULL)
+		return;
+	for (i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	if (st->db != NULL) {
+		/* Cheap, and keeps the query planner's statistics current. */
+		sqlite3_exec(st->db, "PRAGMA optimize", NULL, NULL, NULL);
+		sqlite3_close(st->db);
+	}
+	free(st->path);
+	free(st);
+}
+
+/*
+ * Accounts and transactions.
+ */
+
+int
+state_account(struct state *st, const char *name, int64_t *id, char **err)
+{
+	const char *what = "looking up the account";
+	sqlite3_stmt *s;
+	int b, rc;
+
+	if ((s = stmt(st, S_ACCOUNT_ADD, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 2, (int64_t)time(NULL));
+	if (run(st, s, b, "creating the account", err) == -1)
+		return -1;
+	if ((s = stmt(st, S_ACCOUNT_GET, what, err)) == NULL)
+		return -1;
+	if (sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+		fail(st, what, err);
+		done(s);
+		return -1;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(s, 0);
+	else if (rc == SQLITE_DONE)
+		failx("looking up the account: it vanished as it was created", err);
+	else
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+int
+state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **err)
+{
+	const char *what = "recording the account's UIDL support";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_NO_UIDL, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_int(s, 2, no_uidl);
+	return run(st, s, b, what, err);
+}
+
+int
+state_begin(struct state *st, char **err)
+{
+	return run_id(st, S_BEGIN, "beginning a transaction", err);
+}
+
+int
+state_commit(struct state *st, char **err)
+{
+	return run_id(st, S_COMMIT, "committing", err);
+}
+
+void
+state_rollback(struct state *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		run_id(st, S_ROLLBACK, "rolling back", NULL);
+}
+
+/*
+ * The UIDL list queries: the list goes into a temp table with one cached
+ * insert in one savepoint, then one statement answers for all of it.
+ */
+
+static int
+load_uidls(struct state *st, const char *const *uidls, size_t n, char **err)
+{
+	const char *what = "loading the server's UIDL list";
+	sqlite3_stmt *s;
+	size_t i;
+	int b;
+
+	if (run_id(st, S_TMP_CLEAR, what, err) == -1)
+		return -1;
+	if ((s = stmt(st, S_TMP_ADD, what, err)) == NULL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		b = sqlite3_bind_int64(s, 1, (int64_t)i);
+		b |= sqlite3_bind_text(s, 2, uidls[i], -1, SQLITE_STATIC);
+		if (run(st, s, b, what, err) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Steps s, collecting column 0 as indices into an array of at most n. */
+static int
+collect(struct state *st, sqlite3_stmt *s, size_t n, size_t **idx, size_t *n_idx,
+    const char *what, char **err)
+{
+	size_t *v = xreallocarray(NULL, n ? n : 1, sizeof *v), k = 0;
+	int rc;
+
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && k < n)
+		v[k++] = (size_t)sqlite3_column_int64(s, 0);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		fail(st, what, err);
+		free(v);
+		return -1;
+	}
+	*idx = v;
+	*n_idx = k;
+	return 0;
+}
+
+/* Loads uidls, then runs query q (?1 the account, ?2 cutoff if it has
+ * one) for the indices it selects. */
+static int
+uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
+    const char *const *uidls, size_t n, size_t **idx, size_t *n_idx,
+    const char *what, char **err)
+{
+	size_t *v = NULL, k = 0;
+	sqlite3_stmt *s;
+	bool outer;
+	int b, r = -1;
+
+	if (sp_begin(st, &outer, what, err) == -1)
+		return -1;
+	if (load_uidls(st, uidls, n, err) == -1 || (s = stmt(st, q, what, err)) == NULL)
+		goto out;
+	b = sqlite3_bind_int64(s, 1, account);
+	if (sqlite3_bind_parameter_count(s) >= 2)
+		b |= sqlite3_bind_int64(s, 2, cutoff);
+	if (b != SQLITE_OK)
+		fail(st, what, err);
+	else
+		r = collect(st, s, n, &v, &k, what, err);
+	done(s);
+out:
+	if ((r = sp_end(st, outer, r, what, err)) == -1) {
+		free(v);
+		return -1;
+	}
+	*idx = v;
+	*n_idx = k;
+	return 0;
+}
+
+int
+state_filter_new(struct state *st, int64_t account, const char *const *uidls,
+    size_t n, size_t **idx, size_t *n_idx, char **err)
+{
+	return uidl_query(st, S_FILTER_NEW, account, 0, uidls, n, idx, n_idx,
+	    "finding new messages", err);
+}
+
+int
+state_due_for_delete(struct state *st, int64_t account, const char *const *uidls,
+    size_t n, int64_t cutoff, size_t **idx, size_t *n_idx, char **err)
+{
+	return uidl_query(st, S_DUE, account, cutoff, uidls, n, idx, n_idx,
+	    "finding messages due for deletion", err);
+}
+
+/*
+ * Message rows.
+ */
+
+static char *
+col_str(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	return t == NULL ? NULL : xstrdup((const char *)t);
+}
+
+/* Fills m from a row of MSG_COLUMNS. */
+static void
+read_msg(sqlite3_stmt *s, struct state_msg *m)
+{
+	const unsigned char *sha = sqlite3_column_text(s, 2);
+
+	memset(m, 0, sizeof *m);
+	m->uidl = col_str(s, 0);
+	m->size = (uint64_t)sqlite3_column_int64(s, 1);
+	snprintf(m->sha256, sizeof m->sha256, "%s", sha ? (const char *)sha : "");
+	m->message_id = col_str(s, 3);
+	m->delivery_key = col_str(s, 4);
+	m->folder = col_str(s, 5);
+	m->location = col_str(s, 6);
+	m->state = (enum state_msg_state)sqlite3_column_int(s, 7);
+	m->fetched_at = sqlite3_column_int64(s, 8);
+	m->delivered_at = sqlite3_column_int64(s, 9);
+}
+
+int
+state_pending(struct state *st, int64_t account, struct state_msg **rows,
+    size_t *n, char **err)
+{
+	const char *what = "listing pending messages";
+	struct state_msg *v = NULL;
+	size_t k = 0, cap = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = stmt(st, S_PENDING, what, err)) == NULL)
+		return -1;
+	if (sqlite3_bind_int64(s, 1, account) != SQLITE_OK) {
+		fail(st, what, err);
+		done(s);
+		return -1;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (k == cap) {
+			cap = cap ? 2 * cap : 16;
+			v = xreallocarray(v, cap, sizeof *v);
+		}
+		read_msg(s, &v[k++]);
+	}
+	if (rc != SQLITE_DONE) {
+		fail(st, what, err);
+		done(s);
+		state_msgs_free(v, k);
+		return -1;
+	}
+	done(s);
+	*rows = v;
+	*n = k;
+	return 0;
+}
+
+void
+state_msg_clear(struct state_msg *m)
+{
+	free(m->uidl);
+	free(m->message_id);
+	free(m->delivery_key);
+	free(m->folder);
+	free(m->location);
+	memset(m, 0, sizeof *m);
+}
+
+void
+state_msgs_free(struct state_msg *rows, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		state_msg_clear(&rows[i]);
+	free(rows);
+}
+
+int
+state_find(struct state *st, int64_t account, const char *uidl, struct state_msg *m,
+    char **err)
+{
+	const char *what = "looking up a message";
+	sqlite3_stmt *s;
+	int b, rc;
+
+	if ((s = stmt(st, S_FIND, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, uidl, -1, SQLITE_STATIC);
+	rc = b == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW)
+		read_msg(s, m);
+	else if (rc != SQLITE_DONE)
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+state_put_pending(struct state *st, int64_t account, const struct state_msg *m,
+    char **err)
+{
+	const char *what = "recording a pending message";
+	sqlite3_stmt *s;
+	int b;
+
+	if (need_transaction(st, what, err) == -1 ||
+	    (s = stmt(st, S_PUT_PENDING, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, m->uidl, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, (int64_t)m->size);
+	b |= sqlite3_bind_text(s, 4, m->sha256, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 5, m->message_id, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 6, m->delivery_key, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 7, m->folder, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 8, m->fetched_at ? m->fetched_at : (int64_t)time(NULL));
+	return run(st, s, b, what, err);
+}
+
+int
+state_mark_delivered(struct state *st, int64_t account, const char *uidl,
+    const char *location, char **err)
+{
+	const char *what = "marking a message delivered";
+	sqlite3_stmt *s;
+	int b;
+
+	if (need_transaction(st, what, err) == -1 ||
+	    (s = stmt(st, S_MARK_DELIVERED, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, uidl, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 3, location, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 4, (int64_t)time(NULL));
+	if (run(st, s, b, what, err) == -1)
+		return -1;
+	/* A missing pending row means the protocol was not followed: say so
+	 * rather than record a delivery nothing will remember. */
+	if (sqlite3_changes(st->db) != 1) {
+		*err = xasprintf("%s: UIDL %s has no pending row", what, uidl);
+		return -1;
+	}
+	return 0;
+}
+
+int
+state_drop_pending(struct state *st, int64_t account, const char *uidl, char **err)
+{
+	const char *what = "forgetting a pending message";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_DROP_PENDING, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, uidl, -1, SQLITE_STATIC);
+	return run(st, s, b, what, err);
+}
+
+int
+state_mark_deleted(struct state *st, int64_t account, const char *const *uidls,
+    size_t n, char **err)
+{
+	const char *what = "marking messages deleted";
+	int64_t now = (int64_t)time(NULL);
+	sqlite3_stmt *s;
+	size_t i;
+	int b;
+
+	if (need_transaction(st, what, err) == -1 ||
+	    (s = stmt(st, S_MARK_DELETED, what, err)) == NULL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		b = sqlite3_bind_int64(s, 1, account);
+		b |= sqlite3_bind_text(s, 2, uidls[i], -1, SQLITE_STATIC);
+		b |= sqlite3_bind_int64(s, 3, now);
+		if (run(st, s, b, what, err) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * The poll log and status.
+ */
+
+int
+state_poll_log(struct state *st, int64_t account, const struct state_poll *p, char **err)
+{
+	const char *what = "writing the poll log";
+	sqlite3_stmt *s;
+	bool outer;
+	int b, r = -1;
+
+	if (sp_begin(st, &outer, what, err) == -1)
+		return -1;
+	if ((s = stmt(st, S_POLL_ADD, what, err)) == NULL)
+		goto out;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_int64(s, 2, p->started);
+	b |= sqlite3_bind_int64(s, 3, p->finished);
+	b |= sqlite3_bind_int(s, 4, p->ok);
+	b |= sqlite3_bind_int64(s, 5, (int64_t)p->imported);
+	b |= sqlite3_bind_int64(s, 6, (int64_t)p->deleted);
+	b |= sqlite3_bind_int64(s, 7, (int64_t)p->bytes);
+	b |= sqlite3_bind_text(s, 8, p->error, -1, SQLITE_STATIC);
+	if (run(st, s, b, what, err) == -1 ||
+	    (s = stmt(st, S_POLL_PRUNE, what, err)) == NULL)
+		goto out;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_int(s, 2, POLL_LOG_KEEP - 1);
+	r = run(st, s, b, "pruning the poll log", err);
+out:
+	return sp_end(st, outer, r, what, err);
+}
+
+/* Binds ?1 = account to the cached statement id and steps it to its
+ * first row: 1 a row, 0 none, -1 error. */
+static int
+first_row(struct state *st, enum stmt_id id, int64_t account, sqlite3_stmt **out,
+    char **err)
+{
+	const char *what = "reading the account's status";
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = stmt(st, id, what, err)) == NULL)
+		return -1;
+	*out = s;
+	rc = sqlite3_bind_int64(s, 1, account) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	fail(st, what, err);
+	done(s);
+	return -1;
+}
+
+static int
+status_polls(struct state *st, int64_t account, struct state_status *t, char **err)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	if ((r = first_row(st, S_ST_LAST, account, &s, err)) == -1)
+		return -1;
+	if (r == 1) {
+		t->has_poll = true;
+		t->last.started = sqlite3_column_int64(s, 0);
+		t->last.finished = sqlite3_column_int64(s, 1);
+		t->last.ok = sqlite3_column_int(s, 2) != 0;
+		t->last.imported = (unsigned long)sqlite3_column_int64(s, 3);
+		t->last.deleted = (unsigned long)sqlite3_column_int64(s, 4);
+		t->last.bytes = (uint64_t)sqlite3_column_int64(s, 5);
+		t->last.error = col_str(s, 6);
+	}
+	done(s);
+	if ((r = first_row(st, S_ST_LAST_OK, account, &s, err)) == -1)
+		return -1;
+	if (r == 1)
+		t->last_ok = sqlite3_column_int64(s, 0);
+	done(s);
+	if ((r = first_row(st, S_ST_LAST_ERROR, account, &s, err)) == -1)
+		return -1;
+	if (r == 1) {
+		t->last_error = col_str(s, 0);
+		t->last_error_at = sqlite3_column_int64(s, 1);
+	}
+	done(s);
+	return 0;
+}
+
+static int
+status_counts(struct state *st, int64_t account, struct state_status *t, char **err)
+{
+	sqlite3_stmt *s;
+	unsigned long c;
+	int r, rc;
+
+	if ((r = first_row(st, S_ST_ACCOUNT, account, &s, err)) == -1)
+		return -1;
+	t->no_uidl = r == 1 && sqlite3_column_int(s, 0) != 0;
+	done(s);
+	if ((r = first_row(st, S_ST_COUNTS, account, &s, err)) == -1)
+		return -1;
+	for (rc = r == 1 ? SQLITE_ROW : SQLITE_DONE; rc == SQLITE_ROW; rc = sqlite3_step(s)) {
+		c = (unsigned long)sqlite3_column_int64(s, 1);
+		switch (sqlite3_column_int(s, 0)) {
+		case STATE_PENDING:
+			t->pending = c;
+			break;
+		case STATE_DELIVERED:
+			t->on_server = c;
+			t->imported += c;
+			break;
+		case STATE_DELETED:
+			t->imported += c;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE)
+		fail(st, "counting the account's messages", err);
+	done(s);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+state_status(struct state *st, int64_t account, struct state_status *s, char **err)
+{
+	const char *what = "reading the account's status";
+	bool outer;
+	int r = -1;
+
+	memset(s, 0, sizeof *s);
+	/* One read transaction, so that the figures agree with each other. */
+	if (sp_begin(st, &outer, what, err) == -1)
+		return -1;
+	if (status_polls(st, account, s, err) == 0 && status_counts(st, account, s, err) == 0)
+		r = 0;
+	if ((r = sp_end(st, outer, r, what, err)) == -1)
+		state_status_free(s);
+	return r;
+}
+
+void
+state_status_free(struct state_status *s)
+{
+	free(s->last.error);
+	free(s->last_error);
+	s->last.error = NULL;
+	s->last_error = NULL;
+}

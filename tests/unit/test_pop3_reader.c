@@ -1,0 +1,612 @@
+/* Unit tests of the bounded POP3 reader and parsers, fed from memory (whole
+ * or one byte at a time, which splits every terminator and CRLF). */
+#include <sys/mman.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/crypto.h>
+
+#include "bridge/pop3_reader.h"
+#include "tests/unit/check.h"
+
+/* Frees an error message and forgets it, so a failed CHECK cannot turn
+ * into a double free further on. */
+static void
+clear(char **err)
+{
+	free(*err);
+	*err = NULL;
+}
+
+struct mem {
+	const unsigned char *p;
+	size_t len, off;
+	size_t step;		/* bytes per read; 0: as many as fit */
+	useconds_t delay;	/* before each read */
+};
+
+static ssize_t
+mem_src(void *ctx, void *buf, size_t cap, int ms)
+{
+	struct mem *m = ctx;
+	size_t n = m->len - m->off;
+
+	(void)ms;
+	if (m->delay != 0)
+		usleep(m->delay);
+	if (n > cap)
+		n = cap;
+	if (m->step != 0 && n > m->step)
+		n = m->step;
+	memcpy(buf, m->p + m->off, n);
+	m->off += n;
+	return (ssize_t)n;
+}
+
+static void
+rd_open(struct pop3_rd *r, struct mem *m, const void *data, size_t len, size_t step)
+{
+	memset(m, 0, sizeof *m);
+	m->p = data;
+	m->len = len;
+	m->step = step;
+	pop3_rd_init(r, mem_src, m, 5);
+}
+
+/* Reads one status line from data; returns the code, the text in text. */
+static int
+status_of(const char *data, size_t step, enum pop3_status *st, char *text, char **err)
+{
+	struct pop3_rd r;
+	struct mem m;
+	int rv;
+
+	rd_open(&r, &m, data, strlen(data), step);
+	rv = pop3_rd_status(&r, st, text, POP3_LINE_MAX + 1, err);
+	pop3_rd_free(&r);
+	return rv;
+}
+
+static void
+test_status(void)
+{
+	static const size_t steps[] = { 0, 1 };
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	enum pop3_status st;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		CHECK_INT(status_of("+OK ready <1.2@x>\r\n", steps[i], &st, text, NULL), POP3_OK);
+		CHECK_INT(st, POP3_ST_OK);
+		CHECK_STR(text, "ready <1.2@x>");
+		CHECK_INT(status_of("-ERR [IN-USE] locked\r\n", steps[i], &st, text, NULL),
+		    POP3_OK);
+		CHECK_INT(st, POP3_ST_ERR);
+		CHECK_STR(text, "[IN-USE] locked");
+		CHECK_INT(status_of("+OK\r\n", steps[i], &st, text, NULL), POP3_OK);
+		CHECK_STR(text, "");
+		CHECK_INT(status_of("+OK bare lf\n", steps[i], &st, text, NULL), POP3_OK);
+		CHECK_STR(text, "bare lf");
+		CHECK_INT(status_of("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n", steps[i], &st, text, NULL),
+		    POP3_OK);
+		CHECK_INT(st, POP3_ST_CONT);
+	}
+	CHECK_INT(status_of("+OKAY\r\n", 0, &st, text, &err), POP3_EPROTO);
+	CHECK(err != NULL && strstr(err, "malformed") != NULL);
+	clear(&err);
+	CHECK_INT(status_of("\r\n", 0, &st, text, NULL), POP3_EPROTO);
+	CHECK_INT(status_of("OK fine\r\n", 0, &st, text, NULL), POP3_EPROTO);
+	CHECK_INT(status_of("-ERRor\r\n", 1, &st, text, NULL), POP3_EPROTO);
+	CHECK_INT(status_of("+OK half a line", 1, &st, text, &err), POP3_ENET);
+	CHECK(err != NULL && strstr(err, "closed") != NULL);
+	clear(&err);
+	CHECK_INT(status_of("", 0, &st, text, NULL), POP3_ENET);
+}
+
+static void
+test_status_limits(void)
+{
+	char text[POP3_LINE_MAX + 1], *line, *err = NULL;
+	enum pop3_status st;
+	struct pop3_rd r;
+	struct mem m;
+
+	line = malloc(POP3_LINE_MAX + 16);
+	memcpy(line, "+OK ", 4);
+	memset(line + 4, 'x', POP3_LINE_MAX - 4);
+	strcpy(line + POP3_LINE_MAX, "\r\n");
+	CHECK_INT(status_of(line, 0, &st, text, NULL), POP3_OK);	/* exactly the cap */
+	CHECK_INT(strlen(text), POP3_LINE_MAX - 4);
+	memset(line + 4, 'x', POP3_LINE_MAX - 3);
+	strcpy(line + POP3_LINE_MAX + 1, "\r\n");
+	CHECK_INT(status_of(line, 0, &st, text, &err), POP3_EPROTO);
+	CHECK_STR(err, "reply line too long");
+	clear(&err);
+	free(line);
+	/* An endless line without LF is refused once past the cap. */
+	line = malloc(100000);
+	memset(line, 'y', 100000);
+	rd_open(&r, &m, line, 100000, 0);
+	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, NULL), POP3_EPROTO);
+	CHECK(m.off < 2 * POP3_CHUNK);
+	pop3_rd_free(&r);
+	free(line);
+	rd_open(&r, &m, "+OK a\0b\r\n", 9, 0);
+	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, &err), POP3_EPROTO);
+	CHECK_STR(err, "NUL byte in a reply line");
+	clear(&err);
+	pop3_rd_free(&r);
+}
+
+/* A server dripping one byte every 0.3 s: per-read timeouts would never
+ * fire, the per-step deadline (1 s here) does. */
+static void
+test_deadline(void)
+{
+	static const char drip[] = "+OK this line takes far too long to arrive\r\n";
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	struct timespec t0, t1;
+	enum pop3_status st;
+	struct pop3_rd r;
+	struct mem m;
+
+	rd_open(&r, &m, drip, sizeof drip - 1, 1);
+	r.timeout = 1;
+	m.delay = 300000;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, &err), POP3_ENET);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK_STR(err, "timed out after 1 s");
+	CHECK(t1.tv_sec - t0.tv_sec <= 2);
+	CHECK(m.off < 10);
+	clear(&err);
+	pop3_rd_free(&r);
+}
+
+/* Collects a body into memory (the reader calls it piece by piece). */
+struct collect {
+	unsigned char *p;
+	size_t len, lines, pieces;
+};
+
+static int
+collect_sink(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
+{
+	struct collect *c = ctx;
+
+	(void)err;
+	c->p = realloc(c->p, c->len + n + 1);
+	memcpy(c->p + c->len, p, n);
+	c->len += n;
+	c->pieces++;
+	if (eol) {
+		c->p[c->len++] = '|';
+		c->lines++;
+	}
+	return POP3_OK;
+}
+
+/* The same inside a body line: pieces arriving do not restart the clock. */
+static void
+test_deadline_body(void)
+{
+	static const char drip[] = "a body line that never seems to end, dripping\r\n.\r\n";
+	struct timespec t0, t1;
+	struct collect c;
+	struct pop3_rd r;
+	struct mem m;
+	char *err = NULL;
+
+	memset(&c, 0, sizeof c);
+	rd_open(&r, &m, drip, sizeof drip - 1, 1);
+	r.timeout = 1;
+	m.delay = 300000;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(pop3_rd_body(&r, collect_sink, &c, &err), POP3_ENET);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK_STR(err, "timed out after 1 s");
+	CHECK(t1.tv_sec - t0.tv_sec <= 2);
+	clear(&err);
+	free(c.p);
+	pop3_rd_free(&r);
+}
+
+static void
+test_mline(void)
+{
+	static const char capa[] = "+OK\r\nUIDL\r\n..dot\r\nSASL PLAIN\n.\r\n+OK next\r\n";
+	char line[POP3_LINE_MAX + 1];
+	enum pop3_status st;
+	struct pop3_rd r;
+	struct mem m;
+	size_t step;
+	bool end;
+
+	for (step = 0; step < 2; step++) {
+		rd_open(&r, &m, capa, sizeof capa - 1, step);
+		CHECK_INT(pop3_rd_status(&r, &st, line, sizeof line, NULL), POP3_OK);
+		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK(!end);
+		CHECK_STR(line, "UIDL");
+		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK_STR(line, ".dot");
+		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK_STR(line, "SASL PLAIN");
+		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK(end);
+		/* Pipelined: the next reply follows in the same buffer. */
+		CHECK_INT(pop3_rd_status(&r, &st, line, sizeof line, NULL), POP3_OK);
+		CHECK_STR(line, "next");
+		pop3_rd_free(&r);
+	}
+}
+
+static int
+body_of(const void *data, size_t len, size_t step, struct collect *c, size_t *left)
+{
+	struct pop3_rd r;
+	struct mem m;
+	int rv;
+
+	memset(c, 0, sizeof *c);
+	rd_open(&r, &m, data, len, step);
+	rv = pop3_rd_body(&r, collect_sink, c, NULL);
+	if (left != NULL)
+		*left = m.len - m.off + pop3_rd_pending(&r);
+	pop3_rd_free(&r);
+	return rv;
+}
+
+static void
+test_body(void)
+{
+	static const char body[] = "Subject: x\r\n\r\n..stuffed\r\n.\r\n";
+	static const char body2[] = "a\nbare\r\n\r\nx\ry\r\n..\r\n.\r\n+OK";
+	static const char want[] = "Subject: x||.stuffed|";
+	static const char want2[] = "a|bare||x\ry|.|";
+	struct collect c;
+	size_t step, left;
+
+	for (step = 0; step < 4; step++) {
+		CHECK_INT(body_of(body, sizeof body - 1, step, &c, &left), POP3_OK);
+		CHECK_INT(c.len, strlen(want));
+		CHECK(c.p != NULL && memcmp(c.p, want, c.len) == 0);
+		free(c.p);
+		CHECK_INT(body_of(body2, sizeof body2 - 1, step, &c, &left), POP3_OK);
+		CHECK_INT(c.len, strlen(want2));
+		CHECK(c.p != NULL && memcmp(c.p, want2, c.len) == 0);
+		CHECK_INT(left, 3);	/* "+OK" of the next reply is untouched */
+		free(c.p);
+	}
+	/* Bare-LF terminator, and an empty body. */
+	CHECK_INT(body_of("x\n.\n", 4, 1, &c, NULL), POP3_OK);
+	CHECK_INT(c.lines, 1);
+	free(c.p);
+	CHECK_INT(body_of(".\r\n", 3, 1, &c, NULL), POP3_OK);
+	CHECK_INT(c.len, 0);
+	free(c.p);
+	/* ". ", ".x" and ".\rx" are stuffed lines, not terminators. */
+	CHECK_INT(body_of(". \r\n.x\r\n.\rx\r\n.\r\n", 16, 1, &c, NULL), POP3_OK);
+	CHECK(c.len == 7 && memcmp(c.p, " |x|\rx|", 7) == 0);
+	free(c.p);
+}
+
+static void
+test_body_truncated(void)
+{
+	static const char *const cut[] = { "line\r\n", "line\r\n.", "line\r\n.\r",
+	    "line\r\npartial", "" };
+	struct collect c;
+	size_t i;
+
+	for (i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+		CHECK_INT(body_of(cut[i], strlen(cut[i]), 1, &c, NULL), POP3_ENET);
+		free(c.p);
+	}
+}
+
+static void
+test_body_nul_and_long_line(void)
+{
+	size_t n = 1024 * 1024 + 7, i;
+	unsigned char *big = malloc(n + 16);
+	struct collect c;
+
+	for (i = 0; i < n; i++)
+		big[i] = (unsigned char)(i % 251);	/* NULs, CRs and dots included */
+	for (i = 0; i < n; i++)
+		if (big[i] == '\n')
+			big[i] = 'n';
+	big[0] = 'A';
+	memcpy(big + n, "\r\n.\r\n", 5);
+	CHECK_INT(body_of(big, n + 5, 0, &c, NULL), POP3_OK);
+	CHECK_INT(c.len, n + 1);
+	CHECK_INT(c.lines, 1);
+	CHECK(c.pieces > 1);		/* streamed in pieces, never whole */
+	CHECK(c.p != NULL && memcmp(c.p, big, n) == 0);
+	free(c.p);
+	/* A CR at a piece boundary is data when no LF follows it. */
+	CHECK_INT(body_of("a\r", 2, 1, &c, NULL), POP3_ENET);
+	free(c.p);
+	CHECK_INT(body_of("a\rb\r\n.\r\n", 8, 1, &c, NULL), POP3_OK);
+	CHECK(c.len == 4 && memcmp(c.p, "a\rb|", 4) == 0);
+	free(c.p);
+	free(big);
+}
+
+/* RETR into a file: both line-ending modes, hashes and octet counts. */
+static void
+retr_check(const char *wire, size_t wlen, enum pop3_eol eol, const char *want,
+    size_t wantlen, uint64_t octets)
+{
+	unsigned char sha[32], got[256];
+	struct pop3_retr res;
+	struct pop3_out o;
+	struct pop3_rd r;
+	struct mem m;
+	int fd = memfd_create("retr", 0);
+	ssize_t n;
+
+	rd_open(&r, &m, wire, wlen, 1);
+	pop3_out_init(&o, fd, eol, 0);
+	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_out_finish(&o, &res, NULL), POP3_OK);
+	pop3_out_free(&o);
+	pop3_rd_free(&r);
+	n = pread(fd, got, sizeof got, 0);
+	CHECK_INT(n, wantlen);
+	CHECK(n >= 0 && memcmp(got, want, wantlen) == 0);
+	CHECK_INT(res.written, wantlen);
+	CHECK_INT(res.octets, octets);
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wantlen, sha);
+	CHECK(memcmp(sha, res.sha256, 32) == 0);
+	close(fd);
+}
+
+static void
+test_retr_out(void)
+{
+	static const char wire[] = "A: b\r\n\r\nnul\0here\nbare lf\r\n..dot\r\n.\r\n";
+	static const char lf[] = "A: b\n\nnul\0here\nbare lf\n.dot\n";
+	static const char crlf[] = "A: b\r\n\r\nnul\0here\r\nbare lf\r\n.dot\r\n";
+
+	/* Octets as sent with CRLF, unstuffed: 4+0+8+7+4 bytes + 5 CRLF. */
+	retr_check(wire, sizeof wire - 1, POP3_EOL_LF, lf, sizeof lf - 1, 33);
+	retr_check(wire, sizeof wire - 1, POP3_EOL_CRLF, crlf, sizeof crlf - 1, 33);
+}
+
+static void
+test_retr_limits(void)
+{
+	static const char wire[] = "0123456789\r\n0123456789\r\n.\r\n+OK after\r\n";
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	struct pop3_retr res;
+	enum pop3_status st;
+	struct pop3_out o;
+	struct pop3_rd r;
+	struct mem m;
+	int fd;
+
+	rd_open(&r, &m, wire, sizeof wire - 1, 0);
+	pop3_out_init(&o, -1, POP3_EOL_LF, 23);
+	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, &err), POP3_EPROTO);
+	CHECK_STR(err, "message larger than 23 octets");
+	clear(&err);
+	pop3_out_free(&o);
+	pop3_rd_free(&r);
+	/* A full disk: the reader still reads to the end, then ELOCAL. */
+	if ((fd = open("/dev/full", O_WRONLY)) == -1)
+		return;
+	rd_open(&r, &m, wire, sizeof wire - 1, 1);
+	pop3_out_init(&o, fd, POP3_EOL_LF, 0);
+	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_out_finish(&o, &res, &err), POP3_ELOCAL);
+	CHECK(err != NULL && strstr(err, "No space") != NULL);
+	clear(&err);
+	pop3_out_free(&o);
+	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, NULL), POP3_OK);
+	CHECK_STR(text, "after");
+	pop3_rd_free(&r);
+	close(fd);
+}
+
+static void
+test_caps(void)
+{
+	struct pop3_caps c;
+
+	pop3_caps_init(&c);
+	CHECK_INT(c.login_delay, -1);
+	CHECK_INT(c.expire, -1);
+	pop3_caps_line(&c, "UIDL");
+	pop3_caps_line(&c, "top");
+	pop3_caps_line(&c, "USER");
+	pop3_caps_line(&c, "PIPELINING");
+	pop3_caps_line(&c, "STLS");
+	pop3_caps_line(&c, "SASL LOGIN PLAIN XOAUTH2");
+	pop3_caps_line(&c, "LOGIN-DELAY 900 USER");
+	pop3_caps_line(&c, "EXPIRE NEVER");
+	pop3_caps_line(&c, "IMPLEMENTATION Dovecot");
+	CHECK(c.uidl && c.top && c.user && c.pipelining && c.stls);
+	CHECK(c.sasl_plain && c.sasl_xoauth2);
+	CHECK_INT(c.login_delay, 900);
+	CHECK(c.expire == LONG_MAX);
+	pop3_caps_line(&c, "EXPIRE 31");
+	CHECK_INT(c.expire, 31);
+	pop3_caps_line(&c, "EXPIRE -3");
+	CHECK_INT(c.expire, -1);
+	pop3_caps_line(&c, "LOGIN-DELAY 99999999999999999999999");
+	CHECK_INT(c.login_delay, -1);
+	pop3_caps_init(&c);
+	pop3_caps_line(&c, "SASL GSSAPI");
+	pop3_caps_line(&c, "");
+	pop3_caps_line(&c, "UIDLX");
+	CHECK(!c.sasl_plain && !c.uidl);
+}
+
+static void
+test_parse_lines(void)
+{
+	unsigned long num;
+	uint64_t size;
+	char *uidl = NULL, *err = NULL;
+
+	CHECK_INT(pop3_parse_list("1 120", &num, &size, NULL), POP3_OK);
+	CHECK(num == 1 && size == 120);
+	CHECK_INT(pop3_parse_list("2 18446744073709551615 extra", &num, &size, NULL), POP3_OK);
+	CHECK(size == UINT64_MAX);
+	CHECK_INT(pop3_parse_list("2 18446744073709551616", &num, &size, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_parse_list("2  5", &num, &size, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_parse_list("-1 5", &num, &size, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_parse_list("3 5x", &num, &size, &err), POP3_EPROTO);
+	CHECK_STR(err, "malformed LIST line \"3 5x\"");
+	clear(&err);
+	CHECK_INT(pop3_parse_uidl("7 00000001abcdef", &num, &uidl, NULL), POP3_OK);
+	CHECK(num == 7);
+	CHECK_STR(uidl, "00000001abcdef");
+	free(uidl);
+	CHECK_INT(pop3_parse_uidl("7 a b", &num, &uidl, &err), POP3_EPROTO);
+	CHECK_STR(err, "UIDL of message 7 holds a byte outside 0x21-0x7E");
+	clear(&err);
+	CHECK_INT(pop3_parse_uidl("7 caf\xc3\xa9", &num, &uidl, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_parse_uidl("7 ", &num, &uidl, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_parse_uidl("7", &num, &uidl, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_parse_uidl("7 "
+	    "0123456789012345678901234567890123456789012345678901234567890123456789",
+	    &num, &uidl, NULL), POP3_OK);
+	free(uidl);
+	CHECK_INT(pop3_parse_uidl("7 "
+	    "0123456789012345678901234567890123456789012345678901234567890123456789X",
+	    &num, &uidl, NULL), POP3_EPROTO);
+}
+
+static struct pop3_entry *
+entries(size_t n, const unsigned long *nums, const char *const *uidls)
+{
+	struct pop3_entry *e = calloc(n + 1, sizeof *e);
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		e[i].num = nums[i];
+		e[i].size = 100 * nums[i];
+		e[i].uidl = uidls != NULL ? strdup(uidls[i]) : NULL;
+	}
+	return e;
+}
+
+static void
+free_entries(struct pop3_entry *e, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(e[i].uidl);
+	free(e);
+}
+
+static int
+merge(const unsigned long *ln, size_t nl, const unsigned long *un,
+    const char *const *u, size_t nu, bool gaps, char **err, char **uidl2)
+{
+	struct pop3_entry *l = entries(nl, ln, NULL), *x = entries(nu, un, u);
+	int rv = pop3_listing_merge(l, nl, x, nu, true, gaps, err);
+
+	if (uidl2 != NULL)
+		*uidl2 = rv == POP3_OK && nl > 1 && l[1].uidl ? strdup(l[1].uidl) : NULL;
+	free_entries(l, nl);
+	free_entries(x, nu);
+	return rv;
+}
+
+static void
+test_merge(void)
+{
+	static const unsigned long n3[] = { 1, 2, 3 }, gap[] = { 1, 3, 4 },
+	    dup[] = { 1, 2, 2 }, zero[] = { 0, 1, 2 }, down[] = { 1, 3, 2 };
+	static const char *const u3[] = { "a", "b", "c" }, *const ud[] = { "a", "b", "a" };
+	char *err = NULL, *u = NULL;
+	struct pop3_entry *l;
+
+	CHECK_INT(merge(n3, 3, n3, u3, 3, false, NULL, &u), POP3_OK);
+	CHECK_STR(u, "b");
+	free(u);
+	CHECK_INT(merge(n3, 3, n3, ud, 3, false, &err, NULL), POP3_EPROTO);
+	CHECK_STR(err, "duplicate UIDL \"a\" (messages 1 and 3)");
+	clear(&err);
+	CHECK_INT(merge(gap, 3, gap, u3, 3, false, &err, NULL), POP3_EPROTO);
+	CHECK_STR(err, "LIST lacks message 2");
+	clear(&err);
+	CHECK_INT(merge(gap, 3, gap, u3, 3, true, NULL, NULL), POP3_OK);
+	CHECK_INT(merge(dup, 3, dup, u3, 3, true, &err, NULL), POP3_EPROTO);
+	CHECK_STR(err, "LIST repeats or reorders message 2");
+	clear(&err);
+	CHECK_INT(merge(down, 3, down, u3, 3, true, NULL, NULL), POP3_EPROTO);
+	CHECK_INT(merge(zero, 3, zero, u3, 3, true, &err, NULL), POP3_EPROTO);
+	CHECK_STR(err, "LIST names message 0");
+	clear(&err);
+	CHECK_INT(merge(n3, 3, n3, u3, 2, false, &err, NULL), POP3_EPROTO);
+	CHECK_STR(err, "UIDL lists 2 messages, LIST 3");
+	clear(&err);
+	CHECK_INT(merge(n3, 3, gap, u3, 3, true, &err, NULL), POP3_EPROTO);
+	CHECK(err != NULL && strstr(err, "disagree") != NULL);
+	clear(&err);
+	/* Without UIDL every entry keeps uidl NULL. */
+	l = entries(3, n3, NULL);
+	CHECK_INT(pop3_listing_merge(l, 3, NULL, 0, false, false, NULL), POP3_OK);
+	CHECK(l[0].uidl == NULL && l[2].size == 300);
+	free_entries(l, 3);
+}
+
+static void
+test_misc(void)
+{
+	static const char *const in[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
+	static const char *const out[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==",
+	    "Zm9vYmE=", "Zm9vYmFy" };
+	char *s;
+	size_t i;
+
+	for (i = 0; i < 7; i++) {
+		s = pop3_base64(in[i], strlen(in[i]));
+		CHECK_STR(s, out[i]);
+		free(s);
+	}
+	s = pop3_base64("\0u\0p", 4);
+	CHECK_STR(s, "AHUAcA==");
+	free(s);
+	CHECK(pop3_resp_temporary("[IN-USE] mailbox locked"));
+	CHECK(pop3_resp_temporary("[login-delay] wait"));
+	CHECK(pop3_resp_temporary("[SYS/TEMP] try later"));
+	CHECK(!pop3_resp_temporary("[AUTH] Authentication failed."));
+	CHECK(!pop3_resp_temporary("[SYS/PERM] gone"));
+	s = pop3_clean_text("bad\x1b[31m\ttext\x7f!");
+	CHECK_STR(s, "bad[31mtext!");
+	free(s);
+}
+
+int
+main(void)
+{
+	TEST(test_status);
+	TEST(test_status_limits);
+	TEST(test_deadline);
+	TEST(test_deadline_body);
+	TEST(test_mline);
+	TEST(test_body);
+	TEST(test_body_truncated);
+	TEST(test_body_nul_and_long_line);
+	TEST(test_retr_out);
+	TEST(test_retr_limits);
+	TEST(test_caps);
+	TEST(test_parse_lines);
+	TEST(test_merge);
+	TEST(test_misc);
+	CHECK_DONE();
+}

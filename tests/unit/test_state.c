@@ -1,0 +1,615 @@
+/* Unit tests of store/state.c against real SQLite files in a temp dir. */
+#include "store/state.h"
+
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/xmalloc.h"
+#include "tests/unit/check.h"
+
+static char tmpdir[] = "/tmp/test_state.XXXXXX";
+
+static char *
+db_path(const char *name)
+{
+	return xasprintf("%s/%s/state.db", tmpdir, name);
+}
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Runs SQL on the file through a second connection, as another process
+ * (or a tampering user) would. */
+static void
+raw_sql(const char *path, const char *q)
+{
+	sqlite3 *db;
+
+	if (sqlite3_open(path, &db) != SQLITE_OK ||
+	    sqlite3_exec(db, q, NULL, NULL, NULL) != SQLITE_OK)
+		printf("  raw_sql: %s\n", sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+static long long
+raw_int(const char *path, const char *q)
+{
+	sqlite3_stmt *s;
+	sqlite3 *db;
+	long long v = -1;
+
+	sqlite3_open(path, &db);
+	if (sqlite3_prepare_v2(db, q, -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			v = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	sqlite3_close(db);
+	return v;
+}
+
+static struct state *
+open_ok(const char *path)
+{
+	struct state *st = NULL;
+	char *err = NULL;
+
+	if (state_open(path, &st, &err) == -1) {
+		printf("  state_open: %s\n", err);
+		free(err);
+	}
+	return st;
+}
+
+static struct state_msg
+msg(const char *uidl, const char *key)
+{
+	struct state_msg m = { 0 };
+
+	m.uidl = (char *)uidl;
+	m.size = 1234;
+	memset(m.sha256, 'a', 64);
+	m.message_id = (char *)"<id@example.com>";
+	m.delivery_key = (char *)key;
+	m.folder = (char *)"INBOX";
+	m.fetched_at = 1000;
+	return m;
+}
+
+/* Writes pending rows for uidls[0..n) and, if deliver, marks them
+ * delivered, each in one transaction. */
+static int
+import(struct state *st, int64_t acct, const char *const *uidls, size_t n, int deliver)
+{
+	char *err = NULL;
+	struct state_msg m;
+	size_t i;
+
+	if (state_begin(st, &err) == -1)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		m = msg(uidls[i], uidls[i]);
+		if (state_put_pending(st, acct, &m, &err) == -1)
+			goto fail;
+	}
+	if (state_commit(st, &err) == -1 || !deliver)
+		goto out;
+	if (state_begin(st, &err) == -1)
+		goto fail;
+	for (i = 0; i < n; i++)
+		if (state_mark_delivered(st, acct, uidls[i], "new/x", &err) == -1)
+			goto fail;
+	if (state_commit(st, &err) == -1)
+		goto fail;
+out:
+	return err == NULL ? 0 : -1;
+fail:
+	printf("  import: %s\n", err);
+	free(err);
+	state_rollback(st);
+	return -1;
+}
+
+static void
+test_open_migrate_reopen(void)
+{
+	char *path = db_path("open");
+	struct state *st = open_ok(path);
+
+	CHECK(st != NULL);
+	state_close(st);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 1);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+	    " AND name IN ('accounts', 'messages', 'poll_log')"), 3);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+	    " AND name IN ('messages_state', 'messages_message_id', 'poll_log_account')"), 3);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
+	st = open_ok(path);
+	CHECK(st != NULL);
+	state_close(st);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 1);
+	free(path);
+}
+
+static void
+test_refuse_newer(void)
+{
+	char *path = db_path("newer"), *err = NULL, *want;
+	struct state *st = open_ok(path);
+
+	state_close(st);
+	raw_sql(path, "PRAGMA user_version = 99");
+	st = NULL;
+	CHECK_INT(state_open(path, &st, &err), -1);
+	CHECK(st == NULL);
+	want = xasprintf("state database %s: schema version 99 is newer", path);
+	CHECK(err != NULL && strncmp(err, want, strlen(want)) == 0);
+	free(want);
+	free(err);
+	err = NULL;
+	/* Not a database at all: a clear error, not a crash. */
+	free(path);
+	path = xasprintf("%s/garbage.db", tmpdir);
+	FILE *f = fopen(path, "w");
+	fputs("this is not an SQLite database, not even close to one....\n", f);
+	fclose(f);
+	CHECK_INT(state_open(path, &st, &err), -1);
+	CHECK(err != NULL);
+	free(err);
+	free(path);
+}
+
+static void
+test_accounts(void)
+{
+	char *path = db_path("acct"), *err = NULL;
+	struct state *st = open_ok(path);
+	int64_t a = 0, b = 0, a2 = 0;
+
+	CHECK_INT(state_account(st, "work", &a, &err), 0);
+	CHECK_INT(state_account(st, "home", &b, &err), 0);
+	CHECK_INT(state_account(st, "work", &a2, &err), 0);
+	CHECK(a > 0 && b > 0 && a != b);
+	CHECK_INT(a, a2);
+	state_close(st);
+	st = open_ok(path);
+	CHECK_INT(state_account(st, "home", &a2, &err), 0);
+	CHECK_INT(a2, b);
+	state_close(st);
+	free(path);
+}
+
+static void
+test_transitions(void)
+{
+	char *path = db_path("trans"), *err = NULL;
+	struct state *st = open_ok(path);
+	struct state_msg m = msg("u1", "KEY1"), got;
+	const char *del[] = { "u1", "unknown" };
+	int64_t a;
+
+	state_account(st, "a", &a, &err);
+	/* Outside a transaction the writes are refused. */
+	CHECK_INT(state_put_pending(st, a, &m, &err), -1);
+	CHECK(err != NULL && strstr(err, "not inside a transaction") != NULL);
+	free(err);
+	err = NULL;
+
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_put_pending(st, a, &m, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_find(st, a, "u1", &got, &err), 1);
+	CHECK_INT(got.state, STATE_PENDING);
+	CHECK_STR(got.delivery_key, "KEY1");
+	CHECK_STR(got.message_id, "<id@example.com>");
+	CHECK_STR(got.sha256, m.sha256);
+	CHECK_INT(got.size, 1234);
+	CHECK(got.location == NULL);
+	state_msg_clear(&got);
+
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_delivered(st, a, "u1", ".Work/new/KEY1", &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_find(st, a, "u1", &got, &err), 1);
+	CHECK_INT(got.state, STATE_DELIVERED);
+	CHECK_STR(got.location, ".Work/new/KEY1");
+	CHECK(got.delivered_at >= time(NULL) - 5);
+	state_msg_clear(&got);
+
+	/* Delivered twice is a broken protocol, and an error. */
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_delivered(st, a, "u1", "x", &err), -1);
+	CHECK(err != NULL && strstr(err, "no pending row") != NULL);
+	free(err);
+	err = NULL;
+	CHECK_INT(state_mark_deleted(st, a, del, 2, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_find(st, a, "u1", &got, &err), 1);
+	CHECK_INT(got.state, STATE_DELETED);
+	state_msg_clear(&got);
+	CHECK_INT(state_find(st, a, "unknown", &got, &err), 0);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages WHERE deleted_at IS NOT NULL"), 1);
+	state_close(st);
+	free(path);
+}
+
+static char **
+make_uidls(size_t n)
+{
+	char **v = xcalloc(n, sizeof *v);
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		v[i] = xasprintf("UID%08zx-%zu", i * 2654435761u % 100000, i);
+	return v;
+}
+
+static void
+free_uidls(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static void
+test_filter_new_10k(void)
+{
+	enum { N = 10000 };
+	char *path = db_path("filter"), *err = NULL, **u = make_uidls(N);
+	const char *const *cu = (const char *const *)u;
+	struct state *st = open_ok(path);
+	size_t *idx = NULL, n_idx = 0, i, k;
+	const char *known[3000];
+	int64_t a, b;
+	double t0;
+	int ok = 1;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	/* Every third UIDL is known: pending, delivered or deleted. */
+	for (i = 0, k = 0; i < N && k < 3000; i += 3)
+		known[k++] = u[i];
+	CHECK_INT(import(st, a, known, 1000, 0), 0);
+	CHECK_INT(import(st, a, known + 1000, 2000, 1), 0);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_deleted(st, a, known + 2000, 1000, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+
+	t0 = now_ms();
+	CHECK_INT(state_filter_new(st, a, cu, N, &idx, &n_idx, &err), 0);
+	printf("  filter_new: %d UIDLs (3000 known) in %.1f ms\n", N, now_ms() - t0);
+	CHECK_INT(n_idx, N - 3000);
+	for (i = 0, k = 0; i < N; i++) {
+		int is_known = i % 3 == 0 && i / 3 < 3000;
+
+		if (!is_known && (k >= n_idx || idx[k++] != i))
+			ok = 0;
+	}
+	CHECK(ok);
+	free(idx);
+
+	/* Another account knows none of them; a second call reuses the
+	 * temp table. */
+	CHECK_INT(state_filter_new(st, b, cu, N, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, N);
+	free(idx);
+	CHECK_INT(state_filter_new(st, a, cu, 0, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 0);
+	free(idx);
+	/* Inside a caller's transaction too. */
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_filter_new(st, a, cu, 10, &idx, &n_idx, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(n_idx, 6);
+	free(idx);
+	state_close(st);
+	free_uidls(u, N);
+	free(path);
+}
+
+/* The whole import path at scale: 10,000 messages in batches of 100,
+ * each batch one pending and one delivered transaction. */
+static void
+test_import_10k(void)
+{
+	enum { N = 10000, BATCH = 100 };
+	char *path = db_path("import"), *err = NULL, **u = make_uidls(N);
+	const char *const *cu = (const char *const *)u;
+	struct state *st = open_ok(path);
+	struct state_status s;
+	size_t i;
+	int64_t a;
+	double t0;
+
+	state_account(st, "a", &a, &err);
+	t0 = now_ms();
+	for (i = 0; i < N; i += BATCH)
+		if (import(st, a, cu + i, BATCH, 1) == -1)
+			break;
+	printf("  import: %d messages in batches of %d (2 fsync'd commits each) in %.0f ms\n",
+	    N, BATCH, now_ms() - t0);
+	CHECK_INT(state_status(st, a, &s, &err), 0);
+	CHECK_INT(s.imported, N);
+	CHECK_INT(s.on_server, N);
+	CHECK_INT(s.pending, 0);
+	state_status_free(&s);
+	state_close(st);
+	free_uidls(u, N);
+	free(path);
+}
+
+static void
+test_due_for_delete(void)
+{
+	char *path = db_path("due"), *err = NULL;
+	const char *u[] = { "p", "d-old", "d-new", "x-old", "unknown" };
+	const char *gone[] = { "x-old" };
+	struct state *st = open_ok(path);
+	size_t *idx = NULL, n_idx = 0;
+	int64_t a, b;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	CHECK_INT(import(st, a, u, 1, 0), 0);
+	CHECK_INT(import(st, a, u + 1, 3, 1), 0);
+	CHECK_INT(import(st, b, u + 1, 1, 1), 0);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_deleted(st, a, gone, 1, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	raw_sql(path, "UPDATE messages SET delivered_at = 100 WHERE uidl LIKE '%-old';"
+	    "UPDATE messages SET delivered_at = 200 WHERE uidl = 'd-new'");
+
+	CHECK_INT(state_due_for_delete(st, a, u, 5, 99, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 0);
+	free(idx);
+	CHECK_INT(state_due_for_delete(st, a, u, 5, 150, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 2);
+	if (n_idx == 2) {
+		CHECK_INT(idx[0], 1);
+		CHECK_INT(idx[1], 3);
+	}
+	free(idx);
+	CHECK_INT(state_due_for_delete(st, a, u, 5, 200, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 3);
+	free(idx);
+	/* Account b delivered only d-old, long ago. */
+	CHECK_INT(state_due_for_delete(st, b, u, 5, time(NULL), &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 1);
+	if (n_idx == 1)
+		CHECK_INT(idx[0], 1);
+	free(idx);
+	state_close(st);
+	free(path);
+}
+
+static void
+test_pending_and_drop(void)
+{
+	char *path = db_path("pending"), *err = NULL;
+	const char *u[] = { "p1", "p2", "d1" };
+	struct state *st = open_ok(path);
+	struct state_msg *rows = NULL;
+	size_t n = 0;
+	int64_t a, b;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	CHECK_INT(import(st, a, u, 2, 0), 0);
+	CHECK_INT(import(st, a, u + 2, 1, 1), 0);
+	CHECK_INT(import(st, b, u, 1, 0), 0);
+	CHECK_INT(state_pending(st, a, &rows, &n, &err), 0);
+	CHECK_INT(n, 2);
+	if (n == 2) {
+		CHECK_STR(rows[0].uidl, "p1");
+		CHECK_STR(rows[1].uidl, "p2");
+		CHECK_STR(rows[1].delivery_key, "p2");
+		CHECK_STR(rows[1].folder, "INBOX");
+		CHECK_INT(rows[1].state, STATE_PENDING);
+	}
+	state_msgs_free(rows, n);
+
+	CHECK_INT(state_drop_pending(st, a, "p1", &err), 0);
+	/* A delivered row is never dropped. */
+	CHECK_INT(state_drop_pending(st, a, "d1", &err), 0);
+	CHECK_INT(state_pending(st, a, &rows, &n, &err), 0);
+	CHECK_INT(n, 1);
+	state_msgs_free(rows, n);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages WHERE uidl = 'd1'"), 1);
+	CHECK_INT(state_pending(st, b, &rows, &n, &err), 0);
+	CHECK_INT(n, 1);
+	state_msgs_free(rows, n);
+	state_close(st);
+	free(path);
+}
+
+static void
+test_status(void)
+{
+	char *path = db_path("status"), *err = NULL;
+	const char *u[] = { "a", "b", "c", "d" };
+	struct state *st = open_ok(path);
+	struct state_poll ok1 = { 100, 110, true, 3, 0, 3000, NULL };
+	struct state_poll bad = { 200, 210, false, 0, 0, 0, (char *)"connection refused" };
+	struct state_poll ok2 = { 300, 310, true, 1, 1, 100, NULL };
+	struct state_status s;
+	int64_t a, b;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	CHECK_INT(state_status(st, a, &s, &err), 0);
+	CHECK(!s.has_poll);
+	CHECK(s.last_error == NULL);
+	CHECK_INT(s.last_ok, 0);
+	state_status_free(&s);
+
+	CHECK_INT(import(st, a, u, 1, 0), 0);
+	CHECK_INT(import(st, a, u + 1, 3, 1), 0);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_deleted(st, a, u + 3, 1, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_set_no_uidl(st, a, true, &err), 0);
+	CHECK_INT(state_poll_log(st, a, &ok1, &err), 0);
+	CHECK_INT(state_poll_log(st, a, &bad, &err), 0);
+	CHECK_INT(state_poll_log(st, a, &ok2, &err), 0);
+
+	CHECK_INT(state_status(st, a, &s, &err), 0);
+	CHECK(s.has_poll);
+	CHECK_INT(s.last.started, 300);
+	CHECK_INT(s.last.finished, 310);
+	CHECK(s.last.ok);
+	CHECK_INT(s.last.imported, 1);
+	CHECK_INT(s.last.deleted, 1);
+	CHECK_INT(s.last.bytes, 100);
+	CHECK(s.last.error == NULL);
+	CHECK_INT(s.last_ok, 310);
+	CHECK_STR(s.last_error, "connection refused");
+	CHECK_INT(s.last_error_at, 210);
+	CHECK_INT(s.imported, 3);
+	CHECK_INT(s.pending, 1);
+	CHECK_INT(s.on_server, 2);
+	CHECK(s.no_uidl);
+	state_status_free(&s);
+
+	CHECK_INT(state_status(st, b, &s, &err), 0);
+	CHECK(!s.has_poll && !s.no_uidl && s.imported == 0);
+	state_status_free(&s);
+	state_close(st);
+	free(path);
+}
+
+/* The poll log keeps a bounded history, but never loses the newest error
+ * nor the newest success. */
+static void
+test_poll_log_pruned(void)
+{
+	char *path = db_path("prune"), *err = NULL;
+	struct state *st = open_ok(path);
+	struct state_poll p = { 0, 0, false, 0, 0, 0, (char *)"old failure" };
+	struct state_status s;
+	int64_t a, b;
+	int i;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	CHECK_INT(state_poll_log(st, a, &p, &err), 0);
+	CHECK_INT(state_poll_log(st, b, &p, &err), 0);
+	p.error = NULL;
+	p.ok = true;
+	for (i = 1; i <= 1500; i++) {
+		p.started = p.finished = i;
+		if (state_poll_log(st, a, &p, &err) == -1)
+			break;
+	}
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM poll_log WHERE account_id = 1"), 1001);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM poll_log WHERE account_id = 2"), 1);
+	CHECK_INT(state_status(st, a, &s, &err), 0);
+	CHECK_STR(s.last_error, "old failure");
+	CHECK_INT(s.last_ok, 1500);
+	state_status_free(&s);
+	state_close(st);
+	free(path);
+}
+
+static void
+test_rollback(void)
+{
+	char *path = db_path("rollback"), *err = NULL;
+	struct state *st = open_ok(path);
+	struct state_msg m = msg("r1", "K"), got;
+	struct state_status s;
+	int64_t a;
+
+	state_account(st, "a", &a, &err);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_put_pending(st, a, &m, &err), 0);
+	state_rollback(st);
+	state_rollback(st);	/* harmless outside a transaction */
+	CHECK_INT(state_find(st, a, "r1", &got, &err), 0);
+	CHECK_INT(state_status(st, a, &s, &err), 0);
+	CHECK_INT(s.pending, 0);
+	state_status_free(&s);
+	state_close(st);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages"), 0);
+	/* Nor does a transaction the process never committed. */
+	st = open_ok(path);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_put_pending(st, a, &m, &err), 0);
+	state_close(st);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages"), 0);
+	free(path);
+}
+
+/* WAL: a second connection (status, another process) reads while a
+ * pass holds the write transaction, and sees only committed rows. */
+static void
+test_concurrent_reader(void)
+{
+	char *path = db_path("wal"), *err = NULL;
+	struct state *w = open_ok(path), *r = open_ok(path);
+	struct state_msg m = msg("c1", "K");
+	const char *u[] = { "c1" };
+	struct state_status s;
+	size_t *idx = NULL, n_idx = 0;
+	int64_t a, a2;
+
+	state_account(w, "a", &a, &err);
+	state_account(r, "a", &a2, &err);
+	CHECK_INT(a, a2);
+	CHECK_INT(state_begin(w, &err), 0);
+	CHECK_INT(state_put_pending(w, a, &m, &err), 0);
+	CHECK_INT(state_status(r, a, &s, &err), 0);
+	CHECK_INT(s.pending, 0);
+	state_status_free(&s);
+	CHECK_INT(state_filter_new(r, a, u, 1, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 1);
+	free(idx);
+	CHECK_INT(state_commit(w, &err), 0);
+	CHECK_INT(state_filter_new(r, a, u, 1, &idx, &n_idx, &err), 0);
+	CHECK_INT(n_idx, 0);
+	free(idx);
+	state_close(r);
+	state_close(w);
+	free(path);
+}
+
+static int
+rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+	(void)sb, (void)flag, (void)f;
+	return remove(p);
+}
+
+int
+main(void)
+{
+	if (mkdtemp(tmpdir) == NULL) {
+		perror("mkdtemp");
+		return 1;
+	}
+	TEST(test_open_migrate_reopen);
+	TEST(test_refuse_newer);
+	TEST(test_accounts);
+	TEST(test_transitions);
+	TEST(test_filter_new_10k);
+	TEST(test_import_10k);
+	TEST(test_due_for_delete);
+	TEST(test_pending_and_drop);
+	TEST(test_status);
+	TEST(test_poll_log_pruned);
+	TEST(test_rollback);
+	TEST(test_concurrent_reader);
+	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	CHECK_DONE();
+}
