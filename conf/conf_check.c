@@ -112,7 +112,8 @@ static void
 check_folder(struct conf_load *ld, const struct conf *c, const char *key,
     const char *f, int line)
 {
-	const char *why = folder_problem(f, c->store.type == CONF_STORE_MAILDIR);
+	bool maildir = c->store.type == CONF_STORE_MAILDIR;
+	const char *why = folder_problem(f, maildir);
 
 	if (why != NULL)
 		conf_err(ld, line, "%s %s", key, why);
@@ -176,7 +177,8 @@ check_store(struct conf_load *ld, const struct conf *c)
 	int bline = conf_block_line(ld, st);
 
 	if (*c->state_dir == '\0')
-		conf_err(ld, conf_line(ld, &c->state_dir), "state_dir is empty");
+		conf_err(ld, conf_line(ld, &c->state_dir), "state_dir is "
+		    "empty");
 	if (*st->path == '\0')
 		conf_err(ld, line_or(ld, &st->path, bline), "store.path is "
 		    "empty");
@@ -223,9 +225,10 @@ check_relay(struct conf_load *ld, const struct conf_relay *r)
 			conf_err(ld, line_or(ld, &r->listen[i], bline),
 			    "relay.listen: entry %zu is not HOST:PORT", i + 1);
 	if ((r->tls_cert == NULL) != (r->tls_key == NULL))
-		conf_err(ld, line_or(ld, r->tls_cert ? (const void *)&r->tls_cert :
-		    (const void *)&r->tls_key, bline), "relay: tls_cert and "
-		    "tls_key must be set together");
+		conf_err(ld, r->tls_cert != NULL ?
+		    line_or(ld, &r->tls_cert, bline) :
+		    line_or(ld, &r->tls_key, bline),
+		    "relay: tls_cert and tls_key must be set together");
 	if (*r->passwd_file == '\0')
 		conf_err(ld, line_or(ld, &r->passwd_file, bline), "relay."
 		    "passwd_file is empty");

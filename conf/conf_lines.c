@@ -1,19 +1,23 @@
 /* Line numbers that libconfuse 3.3 gets wrong, repaired.
  *
- * Its lexer counts the newline that ends a "#" or "//" comment three times
- * (twice at end of file) and adds one line for each block comment, so every
- * comment shifts all later line numbers. We cannot fix the library, so this
- * file walks the text the way its lexer does (same token rules, see
- * lexer.l), counting both the real line and libconfuse's count, and keeps
- * a table from the latter back to the former.
+ * Its lexer, as measured on 3.3, counts three lines for the newline that
+ * ends a "#" or "//" comment (two at end of file) and one extra line for
+ * each block comment, so every comment shifts all later line numbers. We
+ * cannot fix the library, so this file walks the text the way that lexer
+ * does (its token rules, lexer.l, with "//" always opening a comment as in
+ * 3.3), counting both the real line and libconfuse's count, and keeps a
+ * table from the latter back to the former. tests/unit/test_conf.c checks
+ * exact line numbers after comments, so a libconfuse that counts
+ * differently fails there.
  *
- * The same walk finds what libconfuse would accept silently: NUL bytes
- * (raw, or the escapes \0 and \x00, which cut a string short without a
- * word) and a block left open at end of file (which it takes as closed),
- * and names the line where an unterminated string starts (libconfuse only
- * says "premature end of file").
- * A wrong guess here can only misplace a line number or add an error, never
- * change what the file means: libconfuse still parses the original text. */
+ * The same walk finds what libconfuse lets pass silently: NUL bytes (raw,
+ * or the escapes \0 and \x00, which cut a string short without a word)
+ * and a block left open at end of file (which it takes as closed); and it
+ * names the line where an unterminated string starts, where libconfuse
+ * only says "premature end of file".
+ *
+ * A wrong guess here can only misplace a line number or add an error,
+ * never change what the file means: libconfuse still parses the text. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -21,6 +25,12 @@
 
 #include "bridge/xmalloc.h"
 #include "conf/conf_priv.h"
+
+/* What libconfuse 3.3 adds to its count for a line comment ending in a
+ * newline, for one ending at end of file, and for a block comment's end. */
+#define LINE_COMMENT_NL		3
+#define LINE_COMMENT_EOF	2
+#define BLOCK_COMMENT_END	1
 
 /* Bytes that end an unquoted token in libconfuse's lexer. */
 static const char stop_chars[] = " #\"'\t\n\r={}()+,*";
@@ -31,7 +41,7 @@ struct scan {
 	int			 real;		/* the real line */
 	int			 lib;		/* libconfuse's count */
 	size_t			 cap;
-	int			 nul_line;	/* last line a NUL was reported on */
+	int			 nul_line;	/* line of the last NUL error */
 	int			*open;		/* lines of the unclosed "{" */
 	size_t			 n_open, cap_open;
 };
@@ -79,11 +89,11 @@ line_comment(struct scan *s)
 
 	if (nl == NULL) {
 		s->p = s->end;
-		advance(s, 0, 2);
+		advance(s, 0, LINE_COMMENT_EOF);
 		return;
 	}
 	s->p = nl + 1;
-	advance(s, 1, 3);
+	advance(s, 1, LINE_COMMENT_NL);
 }
 
 static void
@@ -94,7 +104,7 @@ block_comment(struct scan *s)
 			advance(s, 1, 1);
 		else if (*s->p == '*' && s->p + 1 < s->end && s->p[1] == '/') {
 			s->p += 2;
-			advance(s, 0, 1);
+			advance(s, 0, BLOCK_COMMENT_END);
 			return;
 		}
 	}

@@ -31,8 +31,8 @@
 #define MAX_BATCH	1000000
 
 /* Declared first in every block, see the top of the file. */
-#define SECTION_LINE_OPT \
-	{ .name = SECTION_LINE, .type = CFGT_STR, .def = { .parsed = (char *)"0" } }
+#define SECTION_LINE_OPT { .name = SECTION_LINE, .type = CFGT_STR, \
+	.def = { .parsed = (char *)"0" } }
 
 static cfg_opt_t pop3_opts[] = {
 	SECTION_LINE_OPT,

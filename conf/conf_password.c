@@ -100,8 +100,12 @@ reap(pid_t pid, bool cut_short, char **err)
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	/* We closed the pipe after 4 KiB: a writer still going gets
-	 * SIGPIPE, which is our doing, not its failure. */
-	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE && cut_short)
+	 * SIGPIPE, which is our doing, not its failure. The shell reports
+	 * a pipeline killed so as exit status 128 + SIGPIPE. */
+	if (cut_short && WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE)
+		return 0;
+	if (cut_short && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 128 + SIGPIPE)
 		return 0;
 	if (WIFEXITED(status))
 		*err = xasprintf("password_command failed (exit status %d)",
@@ -127,7 +131,9 @@ first_line(const char *buf, size_t len, bool cut_short, char **out,
 	}
 	while (n > 0 && buf[n - 1] == '\r')
 		n--;
-	if (n == 0)
+	if (len == 0)
+		*err = xstrdup("password_command printed nothing");
+	else if (n == 0)
 		*err = xstrdup("password_command printed an empty first line");
 	else if (memchr(buf, '\0', n) != NULL)
 		*err = xstrdup("password_command printed a NUL byte");

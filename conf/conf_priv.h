@@ -21,7 +21,7 @@
 /* One error message; line 0 means "no line". */
 struct conf_msg {
 	int		 line;
-	size_t		 seq;		/* order of discovery, keeps sorting stable */
+	size_t		 seq;		/* order found: keeps the sort stable */
 	char		*text;		/* owned */
 };
 
@@ -36,7 +36,7 @@ struct conf_load {
 	const char		*file;		/* as given by the caller */
 	struct conf_msg		*msgs;		/* owned */
 	size_t			 n_msgs;
-	int			*real_line;	/* libconfuse line -> real line */
+	int			*real_line;	/* libconfuse's line -> real */
 	size_t			 n_real;
 	int			 n_lines;	/* lines in the file */
 	int			 unclosed;	/* line of a "{" never closed */

@@ -361,17 +361,24 @@ migrate(struct state *st, char **err)
 }
 
 /* WAL lets status read while a pass writes; a file system without shared
- * memory keeps the rollback journal, durable all the same. */
+ * memory keeps the rollback journal, durable all the same. Passes of
+ * several accounts open a new database at once, and the switch to WAL
+ * answers SQLITE_BUSY without calling the busy handler when they race:
+ * retry for as long as the busy timeout would have waited. */
 static int
 set_wal(struct state *st, char **err)
 {
+	struct timespec pause = { 0, 10 * 1000 * 1000 };
 	sqlite3_stmt *s;
 	const char *mode = NULL;
-	int rc;
+	int rc, tries = 0;
 
 	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK)
 		return fail(st, "setting WAL mode", err);
-	rc = sqlite3_step(s);
+	while ((rc = sqlite3_step(s)) == SQLITE_BUSY && tries++ < 3000) {
+		sqlite3_reset(s);
+		nanosleep(&pause, NULL);
+	}
 	if (rc == SQLITE_ROW)
 		mode = (const char *)sqlite3_column_text(s, 0);
 	else
