@@ -212,8 +212,8 @@ ready(struct pop3 *p, char **err)
 	return POP3_OK;
 }
 
-/* Resolves host and connects within the timeout (all addresses together).
- * getaddrinfo() itself cannot be bounded (LIBETPAN.md trap 9). */
+/* Connects a non-blocking socket to one address before the deadline;
+ * returns it, or -1 with the reason in *saved. */
 static int
 connect_one(const struct addrinfo *ai, const struct timespec *deadline, int *saved)
 {
@@ -256,6 +256,8 @@ fail:
 	return -1;
 }
 
+/* Resolves host and connects within the timeout (all addresses together).
+ * getaddrinfo() itself cannot be bounded (LIBETPAN.md trap 9). */
 static int
 tcp_connect(struct pop3 *p, const struct conf_server *s, int *fdp, char **err)
 {
@@ -323,11 +325,11 @@ verify(struct pop3 *p, const struct conf_server *s, char **err)
 static char *
 apop_timestamp(const char *text)
 {
-	const char *b, *e;
+	const char *b, *e, *q;
 
 	if ((b = strchr(text, '<')) == NULL || (e = strchr(b, '>')) == NULL || e == b + 1)
 		return NULL;
-	for (const char *q = b + 1; q < e; q++)
+	for (q = b + 1; q < e; q++)
 		if (*q < 0x21 || *q > 0x7e || *q == '<')
 			return NULL;
 	return xstrndup(b, (size_t)(e - b + 1));
@@ -478,12 +480,20 @@ check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char
 }
 
 /* A refused login. The RFC 2449/3206 response codes IN-USE, LOGIN-DELAY and
- * SYS/TEMP mean "not now", not "wrong credentials": retry later. */
+ * SYS/TEMP mean "not now", not "wrong credentials": retry later. Some
+ * servers echo the rejected command: a reply holding the secret (or its
+ * base64 form, b64 may be NULL) is withheld from the message. */
 static int
-auth_refused(struct pop3 *p, const char *text, char **err)
+auth_refused(struct pop3 *p, const char *text, const char *secret, const char *b64,
+    char **err)
 {
-	return server_err(p, pop3_resp_temporary(text) ? POP3_ENET : POP3_EAUTH, err,
-	    "login refused", text);
+	int code = pop3_resp_temporary(text) ? POP3_ENET : POP3_EAUTH;
+
+	if ((*secret != '\0' && strstr(text, secret) != NULL) ||
+	    (b64 != NULL && *b64 != '\0' && strstr(text, b64) != NULL))
+		return failf(p, code, err, "login refused (reply withheld: it "
+		    "repeats the credential)");
+	return server_err(p, code, err, "login refused", text);
 }
 
 static int
@@ -497,11 +507,11 @@ auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok)
-		return auth_refused(p, text, err);
+		return auth_refused(p, text, pass, NULL, err);
 	if ((rv = send_secret(p, "PASS ", pass, err)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, err);
+	return ok ? POP3_OK : auth_refused(p, text, pass, NULL, err);
 }
 
 /* APOP (RFC 1939) with GnuTLS's MD5: libetpan's is broken on 64-bit. */
@@ -527,13 +537,14 @@ auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
 	if ((rv = send_cmd(p, err, "APOP %s %s", user, hex)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, err);
+	return ok ? POP3_OK : auth_refused(p, text, pass, hex, err);
 }
 
 /* Sends AUTH mech with the base64 response b64: inline when the line fits
  * in 255 octets, else after the server's "+" (RFC 5034 section 4). */
 static int
-sasl_start(struct pop3 *p, const char *mech, const char *b64, char **err)
+sasl_start(struct pop3 *p, const char *mech, const char *b64, const char *secret,
+    char **err)
 {
 	char prefix[32], text[POP3_LINE_MAX + 1], *msg = NULL;
 	enum pop3_status st;
@@ -547,7 +558,7 @@ sasl_start(struct pop3 *p, const char *mech, const char *b64, char **err)
 	if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_ERR)
-		return auth_refused(p, text, err);
+		return auth_refused(p, text, secret, b64, err);
 	if (st == POP3_ST_OK)
 		return failf(p, POP3_EPROTO, err, "AUTH %s: +OK before any credential", mech);
 	return send_secret(p, "", b64, err);
@@ -557,7 +568,8 @@ sasl_start(struct pop3 *p, const char *mech, const char *b64, char **err)
  * (XOAUTH2 sends its JSON error that way): answer with an empty line
  * (XOAUTH2) or "*" (cancel, RFC 5034) to get the final -ERR. */
 static int
-sasl_finish(struct pop3 *p, const char *mech, char **err)
+sasl_finish(struct pop3 *p, const char *mech, const char *b64, const char *secret,
+    char **err)
 {
 	char text[POP3_LINE_MAX + 1], *msg = NULL;
 	enum pop3_status st;
@@ -569,7 +581,7 @@ sasl_finish(struct pop3 *p, const char *mech, char **err)
 		if (st == POP3_ST_OK)
 			return POP3_OK;
 		if (st == POP3_ST_ERR)
-			return auth_refused(p, text, err);
+			return auth_refused(p, text, secret, b64, err);
 		if (round == 0 && (rv = send_cmd(p, err, "%s",
 		    strcmp(mech, "XOAUTH2") == 0 ? "" : "*")) != POP3_OK)
 			return rv;
@@ -577,18 +589,21 @@ sasl_finish(struct pop3 *p, const char *mech, char **err)
 	return failf(p, POP3_EPROTO, err, "AUTH %s: a second challenge", mech);
 }
 
-/* SASL with a one-step mechanism; raw (the credential) is wiped. */
+/* SASL with a one-step mechanism: raw is the response built around the
+ * secret; both copies (raw and its base64 form) are wiped afterwards. */
 static int
-auth_sasl(struct pop3 *p, const char *mech, char *raw, size_t rawlen, char **err)
+auth_sasl(struct pop3 *p, const char *mech, char *raw, size_t rawlen,
+    const char *secret, char **err)
 {
 	char *b64 = pop3_base64(raw, rawlen);
 	int rv;
 
 	explicit_bzero(raw, rawlen);
-	rv = sasl_start(p, mech, b64, err);
+	if ((rv = sasl_start(p, mech, b64, secret, err)) == POP3_OK)
+		rv = sasl_finish(p, mech, b64, secret, err);
 	explicit_bzero(b64, strlen(b64));
 	free(b64);
-	return rv != POP3_OK ? rv : sasl_finish(p, mech, err);
+	return rv;
 }
 
 static int
@@ -603,7 +618,7 @@ auth_plain(struct pop3 *p, const char *user, const char *pass, char **err)
 	memcpy(raw + 1, user, ul);
 	raw[1 + ul] = '\0';
 	memcpy(raw + 2 + ul, pass, pl);
-	rv = auth_sasl(p, "PLAIN", raw, n, err);
+	rv = auth_sasl(p, "PLAIN", raw, n, pass, err);
 	free(raw);
 	return rv;
 }
@@ -614,7 +629,7 @@ auth_xoauth2(struct pop3 *p, const char *user, const char *token, char **err)
 	char *raw = xasprintf("user=%s\001auth=Bearer %s\001\001", user, token);
 	int rv;
 
-	rv = auth_sasl(p, "XOAUTH2", raw, strlen(raw), err);
+	rv = auth_sasl(p, "XOAUTH2", raw, strlen(raw), token, err);
 	free(raw);
 	return rv;
 }

@@ -43,12 +43,17 @@ void
 conf_verr(struct conf_load *ld, int line, const char *fmt, va_list ap)
 {
 	struct conf_msg *m;
+	char *p;
 
 	ld->msgs = xreallocarray(ld->msgs, ld->n_msgs + 1, sizeof *ld->msgs);
 	m = &ld->msgs[ld->n_msgs];
 	m->line = line > 0 ? line : 0;
 	m->seq = ld->n_msgs++;
 	m->text = conf_vformat(fmt, ap);
+	/* One line per error, whatever token libconfuse quotes. */
+	for (p = m->text; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 }
 
 void

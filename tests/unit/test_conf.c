@@ -449,12 +449,16 @@ test_bad_syntax(void)
 	static const char *const empty[] = {
 		": no account defined", NULL
 	};
+	static const char *const nopop3[] = {
+		":2: pop3.host is required", NULL
+	};
 
 	expect_errors(FIX "bad_syntax.conf", want);
 	expect_errors(FIX "bad_unclosed.conf", unclosed);
 	expect_errors(FIX "bad_string.conf", string);
 	expect_errors(FIX "bad_nul.conf", nul);
 	expect_errors(FIX "empty.conf", empty);
+	expect_errors(FIX "bad_nopop3.conf", nopop3);
 }
 
 static void
@@ -656,19 +660,44 @@ test_default_path(void)
 	p = conf_default_path();
 	CHECK_STR(p, file);
 	free(p);
-	setenv("XDG_CONFIG_HOME", "relative", 1);	/* ignored */
-	setenv("HOME", tmpdir, 1);
-	p = conf_default_path();
-	CHECK_STR(p, "/etc/pop3bridge.conf");
-	free(p);
-	setenv("HOME", HOME, 1);
-	unsetenv("XDG_CONFIG_HOME");
 	unlink(file);
 	rmdir(dir);
 	rmdir(xdg);
 	free(file);
 	free(dir);
 	free(xdg);
+}
+
+/* Without XDG_CONFIG_HOME (or with a relative one, which the XDG spec
+ * says to ignore): ~/.config/pop3bridge/pop3bridge.conf if it exists. */
+static void
+test_default_path_home(void)
+{
+	char *dot = xasprintf("%s/.config", tmpdir), *dir, *file, *p;
+
+	dir = xasprintf("%s/pop3bridge", dot);
+	file = xasprintf("%s/pop3bridge.conf", dir);
+	setenv("HOME", tmpdir, 1);
+	setenv("XDG_CONFIG_HOME", "relative", 1);
+	p = conf_default_path();
+	CHECK_STR(p, "/etc/pop3bridge.conf");
+	free(p);
+	CHECK(mkdir(dot, 0700) == 0 && mkdir(dir, 0700) == 0);
+	free(write_file(".config/pop3bridge/pop3bridge.conf", "", 0600));
+	p = conf_default_path();
+	CHECK_STR(p, file);
+	free(p);
+	unsetenv("XDG_CONFIG_HOME");
+	p = conf_default_path();
+	CHECK_STR(p, file);
+	free(p);
+	setenv("HOME", HOME, 1);
+	unlink(file);
+	rmdir(dir);
+	rmdir(dot);
+	free(file);
+	free(dir);
+	free(dot);
 }
 
 int
@@ -701,6 +730,7 @@ main(void)
 	TEST(test_password_from_file);
 	TEST(test_safe_value);
 	TEST(test_default_path);
+	TEST(test_default_path_home);
 	rmdir(tmpdir);
 	CHECK_DONE();
 }
