@@ -134,15 +134,13 @@ main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
-	if (argc < 1) {
-		usage(stderr);
-		return EX_USAGE;
-	}
-	cmd = argv[0];
+	cmd = argc > 0 ? argv[0] : "";
 	if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "check-config") &&
 	    strcmp(cmd, "status")) {
-		log_warnx("unknown command \"%s\"", cmd);
+		if (*cmd)
+			log_warnx("unknown command \"%s\"", cmd);
 		usage(stderr);
+		free(conf_path);
 		return EX_USAGE;
 	}
 	log_init(v, use_syslog);

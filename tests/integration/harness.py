@@ -400,16 +400,27 @@ class Dovecot:
         return os.path.join(self.mail_root, user, 'Maildir')
 
     def set_user(self, user, password):
-        """Adds or changes a user (passwd-file is re-read by Dovecot on change)."""
+        """Adds or changes a user, live: Dovecot re-reads its passwd-file when
+        the file's mtime or size changes, checking at most once a second, so
+        the change takes effect within about a second (wait_for a login).
+        Creates the user's Maildir."""
         self.users[user] = password
         self._write_passwd()
+        make_maildir(self.maildir(user))
 
     def _write_passwd(self):
+        try:
+            old = os.stat(self.passwd_path).st_mtime
+        except OSError:
+            old = 0
         tmp = self.passwd_path + '.tmp'
         with open(tmp, 'w') as f:
             for u, pw in self.users.items():
                 f.write('%s:{PLAIN}%s::::::\n' % (u, pw))
         os.chmod(tmp, 0o644)
+        # Dovecot compares mtime in whole seconds: make sure it moves
+        m = max(time.time(), int(old) + 1)
+        os.utime(tmp, (m, m))
         os.replace(tmp, self.passwd_path)
 
     def _conf(self):
@@ -455,6 +466,9 @@ class Dovecot:
             lines.append('  inet_listener %ss {\n    address = 127.0.0.1\n    port = %d\n'
                          '    ssl = yes\n  }' % (proto, self.ports[proto + 's']))
             lines.append('}')
+        # no growing delay after failed logins from 127.0.0.1 (tests fail
+        # logins on purpose); auth_failure_delay = 0 removes the fixed one
+        lines.append('service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}')
         if self.extra_conf:
             lines.append(self.extra_conf)
         return '\n'.join(lines) + '\n'
@@ -462,6 +476,7 @@ class Dovecot:
     def write_config(self):
         os.makedirs(self.mail_root, exist_ok=True)
         os.chmod(self.mail_root, 0o755)
+        _chown(self.mail_root, *mail_ids())  # Dovecot may create users' dirs
         make_traversable(self.mail_root)
         make_traversable(self.dir)
         self._write_passwd()
@@ -1008,13 +1023,17 @@ def _server_name(m, folder):
     return mutf7_encode(folder.replace('/', delim or '/'))
 
 
-def imap_list(dovecot, user='alice', password='secret', sep='/'):
+def imap_list(dovecot, user='alice', password='secret', sep='/', selectable=False):
     """Folder names (str, decoded from modified UTF-7), sorted; the server's
-    hierarchy delimiter is shown as sep (None: as the server sends it)."""
+    hierarchy delimiter is shown as sep (None: as the server sends it).
+    selectable: leave out \\Noselect / \\NonExistent names (e.g. "Lists"
+    when only "Lists/News" exists)."""
     m = imap_connect(dovecot, user, password)
     try:
         out = []
         for flags, delim, name in _list(m):
+            if selectable and re.search(r'(?i)\\(noselect|nonexistent)\b', flags):
+                continue
             name = mutf7_decode(name)
             if sep is not None and delim:
                 name = name.replace(delim, sep)
@@ -1210,6 +1229,20 @@ def stop_process(p, sig=signal.SIGTERM, timeout=15):
     return p.returncode
 
 
+_SANITIZER_RE = re.compile(r'ERROR: (?:Address|Leak|Memory|Thread)Sanitizer|runtime error: |'
+                           r'SUMMARY: (?:Address|UndefinedBehavior)Sanitizer')
+
+
+def sanitizer_report(text):
+    """The first line of an ASan/LSan/UBSan report in text (str or bytes), or None."""
+    if isinstance(text, bytes):
+        text = text.decode('utf-8', 'replace')
+    for line in (text or '').splitlines():
+        if _SANITIZER_RE.search(line):
+            return line.strip()
+    return None
+
+
 # ---------------------------------------------------------------- test framework
 
 class TestFailure(Exception):
@@ -1287,24 +1320,36 @@ class Context:
 
     def run_bridge(self, config, *args, **kw):
         """run_bridge(), with the command and its output kept in t.tmp and
-        shown if the test fails."""
+        shown if the test fails; a sanitizer report in its stderr is a
+        failed check."""
         self._n += 1
         p = run_bridge(config, *args, **kw)
         log = self.path('bridge-%02d-%s.out' % (self._n, args[0] if args else 'none'))
-        with open(log, 'w' if isinstance(p.stdout, str) else 'wb') as f:
-            nl = '\n' if isinstance(p.stdout, str) else b'\n'
-            f.write(type(p.stdout)('$ %s -> exit %d' % (' '.join(p.args), p.returncode))
-                    if isinstance(p.stdout, str) else
-                    ('$ %s -> exit %d' % (' '.join(p.args), p.returncode)).encode())
-            f.write(nl + (p.stdout or type(nl)()) + nl + (p.stderr or type(nl)()))
+        out, err = p.stdout or '', p.stderr or ''
+        if isinstance(out, bytes) or isinstance(err, bytes):
+            out = out.decode('utf-8', 'replace') if isinstance(out, bytes) else out
+            err = err.decode('utf-8', 'replace') if isinstance(err, bytes) else err
+        with open(log, 'w') as f:
+            f.write('$ %s\nexit %d\n--- stdout\n%s\n--- stderr\n%s\n'
+                    % (' '.join(p.args), p.returncode, out, err))
         self.add_log(log, 'pop3bridge %s' % ' '.join(map(str, args)))
+        rep = sanitizer_report(err)
+        self.check(rep is None, 'sanitizer: pop3bridge %s: %s' % (' '.join(map(str, args)), rep))
         return p
 
     def start_bridge(self, config, *args, **kw):
+        """start_bridge(), stopped at the end of the test; its log is shown
+        on failure and checked for sanitizer reports."""
         self._n += 1
         kw.setdefault('log', self.path('bridge-%02d-%s.log' % (self._n, args[0] if args else 'x')))
         p = start_bridge(config, *args, **kw)
-        self.cleanup(lambda: stop_process(p))
+
+        def stop():
+            stop_process(p)
+            with open(p.log_path, 'rb') as f:
+                rep = sanitizer_report(f.read())
+            self.check(rep is None, 'sanitizer: pop3bridge %s: %s' % (' '.join(map(str, args)), rep))
+        self.cleanup(stop)
         self.add_log(p.log_path, 'pop3bridge %s' % ' '.join(map(str, args)))
         return p
 
