@@ -1,4 +1,5 @@
 #include "store/state.h"
+#include "store/state_priv.h"
 
 #include <sys/stat.h>
 
@@ -52,6 +53,47 @@ static const char *const migrations[] = {
 	"  bytes INTEGER NOT NULL,"
 	"  error TEXT);"
 	"CREATE INDEX poll_log_account ON poll_log(account_id, id);",
+
+	/* 2: the IMAP store and consolidation: where APPEND put a message
+	 * (APPENDUID), a fingerprint (size + header hash) that recognises
+	 * known content under new UIDLs, cross-account duplicates, and the
+	 * per-account warning status shows (UIDL resets). */
+	"ALTER TABLE messages ADD COLUMN header_sha256 TEXT;"
+	"ALTER TABLE messages ADD COLUMN uidvalidity INTEGER;"
+	"ALTER TABLE messages ADD COLUMN uid INTEGER;"
+	"ALTER TABLE messages ADD COLUMN duplicate_of_account INTEGER;"
+	"CREATE INDEX messages_fingerprint ON messages(account_id, size, header_sha256)"
+	"  WHERE header_sha256 IS NOT NULL;"
+	"ALTER TABLE accounts ADD COLUMN uidl_resets INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE accounts ADD COLUMN warning TEXT;"
+	"ALTER TABLE accounts ADD COLUMN warning_at INTEGER;",
+
+	/* 3: the outbound queue (store/outbox.c): one row per submitted
+	 * message, its spool file, and one row per recipient with its own
+	 * result, so a partial upstream refusal bounces only those. */
+	"CREATE TABLE outbox ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+	"  auth_user TEXT,"
+	"  mail_from TEXT NOT NULL,"
+	"  spool_file TEXT NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  next_attempt_at INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  state INTEGER NOT NULL CHECK (state IN (0, 1, 2, 3)),"
+	"  sent_copy_done INTEGER NOT NULL DEFAULT 0,"
+	"  bounce_done INTEGER NOT NULL DEFAULT 0,"
+	"  last_error TEXT,"
+	"  finished_at INTEGER);"
+	"CREATE INDEX outbox_due ON outbox(state, next_attempt_at);"
+	"CREATE TABLE outbox_rcpt ("
+	"  outbox_id INTEGER NOT NULL REFERENCES outbox(id) ON DELETE CASCADE,"
+	"  rcpt TEXT NOT NULL,"
+	"  state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	"  last_code INTEGER,"
+	"  last_response TEXT,"
+	"  PRIMARY KEY (outbox_id, rcpt)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -956,4 +998,16 @@ state_status_free(struct state_status *s)
 	free(s->last_error);
 	s->last.error = NULL;
 	s->last_error = NULL;
+}
+
+sqlite3 *
+state_sqlite(struct state *st)
+{
+	return st->db;
+}
+
+int
+state_error(struct state *st, const char *what, char **err)
+{
+	return fail(st, what, err);
 }

@@ -328,7 +328,9 @@ def _chown(path, uid, gid):
 _live = []  # Dovecots and Popens stopped at exit
 
 
-def _stop_all_at_exit():
+def stop_all():
+    """Stops every Dovecot and pop3bridge process the harness started (also
+    done at exit)."""
     for obj in reversed(list(_live)):
         try:
             if isinstance(obj, Dovecot):
@@ -339,7 +341,7 @@ def _stop_all_at_exit():
             pass
 
 
-atexit.register(_stop_all_at_exit)
+atexit.register(stop_all)
 
 
 class DovecotError(RuntimeError):

@@ -129,16 +129,18 @@ test_open_migrate_reopen(void)
 
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 1);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 3);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-	    " AND name IN ('accounts', 'messages', 'poll_log')"), 3);
+	    " AND name IN ('accounts', 'messages', 'poll_log', 'outbox', 'outbox_rcpt')"), 5);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('messages')"
+	    " WHERE name IN ('header_sha256', 'uidvalidity', 'uid')"), 3);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
 	    " AND name IN ('messages_state', 'messages_message_id', 'poll_log_account')"), 3);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
 	st = open_ok(path);
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 1);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 3);
 	free(path);
 }
 

@@ -1,0 +1,17 @@
+/* For the other SQL modules of store/ only (store/outbox.c): the one SQLite
+ * connection of a struct state, so that every table lives in one database
+ * with one schema (the migrations in state.c). Not for bridge/. */
+#ifndef POP3BRIDGE_STATE_PRIV_H
+#define POP3BRIDGE_STATE_PRIV_H
+
+#include <sqlite3.h>
+
+#include "store/state.h"
+
+sqlite3 *state_sqlite(struct state *st);
+
+/* Sets *err (when err is not NULL) to "what: SQLite's last message" and
+ * returns -1. */
+int state_error(struct state *st, const char *what, char **err);
+
+#endif
