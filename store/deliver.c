@@ -1,7 +1,10 @@
 #include "store/deliver.h"
 
+#include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,4 +65,88 @@ deliver_key(const char *key_tag)
 	maildir_host(host, sizeof host);
 	return xasprintf("%lld.M%ldP%ldQ%lu%s.%s", (long long)ts.tv_sec,
 	    ts.tv_nsec / 1000, (long)getpid(), q, key_tag, host);
+}
+
+/* Copies path into fd converting line endings to the store's: LF, or CRLF
+ * (a bare LF gains a CR; an existing CRLF is kept). */
+static int
+copy_converted(FILE *in, int fd, int crlf, uint64_t *size)
+{
+	char buf[65536];
+	size_t n, o = 0;
+	int c, prev = 0;
+
+	*size = 0;
+	while ((c = getc(in)) != EOF) {
+		if (c == '\n' && crlf && prev != '\r')
+			buf[o++] = '\r';
+		else if (c == '\n' && !crlf && prev == '\r')
+			o--;		/* CRLF -> LF: drop the CR just written */
+		buf[o++] = (char)c;
+		prev = c;
+		if (o >= sizeof buf - 2) {
+			/* Keep a trailing CR back: the next byte may be its LF. */
+			n = (buf[o - 1] == '\r') ? o - 1 : o;
+			if (write(fd, buf, n) != (ssize_t)n)
+				return -1;
+			*size += n;
+			memmove(buf, buf + n, o - n);
+			o -= n;
+		}
+	}
+	if (ferror(in) || (o > 0 && write(fd, buf, o) != (ssize_t)o))
+		return -1;
+	*size += o;
+	return 0;
+}
+
+int
+deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
+    const char *key, const char *path, unsigned flags, time_t date, char **location,
+    char **err)
+{
+	const struct deliver_backend *be = deliver_backend_for(c->store.type);
+	struct deliver_msg m = { .key = key, .folder = folder, .fd = -1, .date = date,
+	    .flags = flags };
+	void *ctx = NULL;
+	FILE *in = NULL;
+	int rc = -1, found;
+
+	if (location)
+		*location = NULL;
+	if (be == NULL) {
+		*err = xstrdup("this store type is not supported");
+		return -1;
+	}
+	if (be->open(c, a, &ctx, err) == -1)
+		return -1;
+	if ((found = be->find(ctx, folder, key, &m.location, err)) != 0) {
+		rc = found == 1 ? 0 : -1;
+		goto out;
+	}
+	if ((in = fopen(path, "re")) == NULL) {
+		*err = xasprintf("%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (be->tmp_create(ctx, folder, key, &m.fd, err) == -1)
+		goto out;
+	if (copy_converted(in, m.fd, be->crlf, &m.size) == -1) {
+		*err = xasprintf("copying %s into the store: %s", path, strerror(errno));
+		char *derr = NULL;
+
+		close(m.fd);
+		be->tmp_discard(ctx, folder, key, &derr);
+		free(derr);
+		goto out;
+	}
+	rc = be->deliver(ctx, &m, 1, err);
+out:
+	if (in)
+		fclose(in);
+	if (rc == 0 && location)
+		*location = m.location;
+	else
+		free(m.location);
+	be->close(ctx);
+	return rc;
 }

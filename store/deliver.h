@@ -29,6 +29,8 @@ struct deliver_msg {
 	time_t date;            /* the message's internal date */
 	unsigned flags;         /* DELIVER_* */
 	char *location;         /* out, allocated: where it was stored */
+	uint32_t uidvalidity;   /* out: IMAP APPENDUID, 0 when unknown */
+	uint32_t uid;           /* out: IMAP APPENDUID, 0 when unknown */
 };
 
 struct deliver_backend {
@@ -46,6 +48,17 @@ struct deliver_backend {
 	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
 	void (*close)(void *ctx);
 };
+
+/* Stores one message outside the POP3 import (a Sent copy, a bounce): the
+ * content of the file at path (any line endings; converted to what the
+ * store wants) into folder of account a's store, with flags and date, under
+ * the delivery key key (deliver_key(), or a fixed key so that a retry after
+ * a crash can find() it instead of storing it twice: when find() says the
+ * key is there already, nothing is stored and 0 is returned). *location
+ * (may be NULL) receives where it went. 0, or -1 with *err allocated. */
+int deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
+    const char *key, const char *path, unsigned flags, time_t date, char **location,
+    char **err);
 
 /* The backend for a store type; NULL when it is not built in. */
 const struct deliver_backend *deliver_backend_for(enum conf_store_type t);

@@ -59,6 +59,7 @@ static const char *const migrations[] = {
 	 * known content under new UIDLs, cross-account duplicates, and the
 	 * per-account warning status shows (UIDL resets). */
 	"ALTER TABLE messages ADD COLUMN header_sha256 TEXT;"
+	"ALTER TABLE messages ADD COLUMN body_sha256 TEXT;"
 	"ALTER TABLE messages ADD COLUMN uidvalidity INTEGER;"
 	"ALTER TABLE messages ADD COLUMN uid INTEGER;"
 	"ALTER TABLE messages ADD COLUMN duplicate_of_account INTEGER;"
