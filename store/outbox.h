@@ -1,0 +1,97 @@
+/* The outbound queue's durable state: one row per submitted message (the
+ * outbox table of schema v3 in store/state.c), one per recipient, and the
+ * message itself as a file in the spool directory (STATE_DIR/spool).
+ *
+ * Submission (bridge/relay.c, `sendmail`) calls outbox_enqueue() and only
+ * then answers 250: the message survives any crash after that. Delivery
+ * (bridge/queue.c) takes due messages, records each recipient's result,
+ * and reschedules, finishes or bounces the message.
+ * Functions return 0, or -1 with *err allocated. */
+#ifndef POP3BRIDGE_OUTBOX_H
+#define POP3BRIDGE_OUTBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/state.h"
+
+enum outbox_state {
+	OUTBOX_QUEUED = 0,      /* some recipient still to try */
+	OUTBOX_SENT = 1,        /* every recipient accepted upstream */
+	OUTBOX_BOUNCED = 2,     /* finished, some recipient failed for good */
+	OUTBOX_DROPPED = 3,     /* removed by `queue drop` */
+};
+
+enum outbox_rcpt_state { RCPT_PENDING = 0, RCPT_DELIVERED = 1, RCPT_FAILED = 2 };
+
+struct outbox_rcpt {
+	char *addr;
+	enum outbox_rcpt_state state;
+	int last_code;          /* the upstream reply code, 0 none yet */
+	char *last_response;    /* its text, NULL none */
+};
+
+struct outbox_msg {
+	int64_t id;
+	char *account;          /* account name */
+	char *auth_user;        /* who submitted; NULL for local `sendmail` */
+	char *mail_from;
+	char *spool_path;       /* absolute path of the message file */
+	uint64_t size;
+	int64_t created_at, next_attempt_at;
+	unsigned attempts;
+	enum outbox_state state;
+	bool sent_copy_done, bounce_done;
+	char *last_error;
+	struct outbox_rcpt *rcpts;
+	size_t n_rcpts;
+};
+
+/* Makes the message in the open file fd (its final content, CRLF line
+ * endings, written by the caller) durable in the spool — fsync the file,
+ * link it into STATE_DIR/spool under a unique name, fsync the directory —
+ * and commits its outbox rows, due now. *id receives the queue id. The
+ * caller still owns and closes fd. */
+int outbox_enqueue(struct state *st, const char *state_dir, const char *account,
+    const char *auth_user, const char *mail_from, char *const *rcpts, size_t n_rcpts,
+    int fd, int64_t *id, char **err);
+
+/* Messages in state OUTBOX_QUEUED with next_attempt_at <= now (all queued
+ * ones when now is INT64_MAX), oldest first, with their recipients. Also
+ * messages sent or bounced whose Sent copy or bounce is not done yet. */
+int outbox_due(struct state *st, const char *state_dir, int64_t now,
+    struct outbox_msg **msgs, size_t *n, char **err);
+
+/* Every message not yet finished (for `queue list`). */
+int outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
+    size_t *n, char **err);
+
+/* One message by id: 1 found, 0 not, -1 error. */
+int outbox_get(struct state *st, const char *state_dir, int64_t id,
+    struct outbox_msg *m, char **err);
+
+void outbox_msg_clear(struct outbox_msg *m);
+void outbox_msgs_free(struct outbox_msg *msgs, size_t n);
+
+/* Records one delivery attempt's results for m (the rcpts' state, code and
+ * response as the caller set them), attempts + 1, and either the next
+ * attempt time (next_attempt_at > 0: still queued) or the final state.
+ * One transaction. */
+int outbox_record_attempt(struct state *st, const struct outbox_msg *m,
+    enum outbox_state state, int64_t next_attempt_at, const char *error, char **err);
+
+/* The Sent copy / the bounce of m is stored (so it is never stored twice). */
+int outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **err);
+
+/* Makes every queued message due now (`queue flush`). */
+int outbox_flush(struct state *st, char **err);
+
+/* Removes a queued message (`queue drop ID`) and its spool file: 1 dropped,
+ * 0 no such queued message. */
+int outbox_drop(struct state *st, int64_t id, char **err);
+
+/* Removes the spool files of finished messages whose copy/bounce is done. */
+int outbox_cleanup(struct state *st, const char *state_dir, char **err);
+
+#endif
