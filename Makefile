@@ -19,7 +19,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fPIE -I. $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = -pie $(LDFLAGS)
-LIBS        = $(PKG_LIBS) -letpan -lgnutls
+LIBS        = $(PKG_LIBS) -letpan -lgnutls -lcrypt
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -34,7 +34,7 @@ SAN_LIB_OBJS := $(LIB_SRCS:%.c=build/asan/%.o)
 TESTS     := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
 SAN_TESTS := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all check demo install uninstall clean deps asan unit-tests
+.PHONY: all check demo bench install uninstall clean deps asan unit-tests
 all: pop3bridge
 
 pop3bridge: $(OBJS)
@@ -74,6 +74,11 @@ check: deps
 demo: deps
 	$(MAKE) all
 	./scripts/demo
+
+# Not a test: pop3bridge against mpop, fetchmail and getmail6, as ratios.
+bench: all
+	./scripts/install-deps --bench
+	./bench/run
 
 install: pop3bridge
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/doc/pop3bridge

@@ -3,17 +3,21 @@
 Everything runs on 127.0.0.1, on free high ports, with throwaway Dovecot
 instances (see /work/shared/TESTING.md for the traps this works around).
 
-    free_port()                          a free TCP port on 127.0.0.1
-    Certs(dir)                           private CA + server/wrong-name/self-signed certs
-    default_certs()                      one Certs per run (cached, see P3B_CERTS)
-    Dovecot(workdir, users=..., ...)     a POP3/POP3S/IMAP/IMAPS server over Maildirs
-    seed(dovecot, user, messages)        write messages into a user's Maildir cur/
-    make_message(), make_corpus(), big_message()
-    pop3_stat(), pop3_uidls(), pop3_retr_all()
-    imap_list(), imap_fetch_all(), imap_count()
-    canonical(), body_hash()
-    bridge_binary(), write_config(), config_text(), account_block(),
-    run_bridge(), start_bridge(), stop_process()
+    free_port(), port_open(port), wait_for(pred, timeout), tail(path)
+    Certs(dir), default_certs()        test CA; server, wrong-name, self-signed certs
+    mail_ids()                          (uid, gid) owning test mail (user p3b-mail)
+    Dovecot(workdir, users=, cert=, key=, ca_file=, uidl_format=, protocols=,
+            mail_root=, extra_conf=)     .start() .stop() .restart(**changes)
+                                        .ports .ca_file .maildir(user) .log_path
+                                        .set_user(user, pw)
+    make_maildir(path, subfolders), seed(dovecot, user, messages), maildir_files()
+    make_message(i, ...), make_corpus(n, seed), big_message(mb)
+    pop3_connect/pop3_stat/pop3_uidls/pop3_retr_all(dovecot, user, pw, tls=False)
+    imap_connect/imap_list/imap_fetch_all/imap_count(dovecot, user, pw, ...)
+    header(body, name), canonical(b), body_hash(b), pop3_view(b), imap_view(b)
+    bridge_binary(), write_config(path, text), config_text(), account_block(),
+    run_bridge(config, *args), start_bridge(config, *args), stop_process(p),
+    sanitizer_report(text), stop_all()
     main()                               run a test module's test_* functions
 
 A test module:
@@ -27,7 +31,10 @@ A test module:
         harness.main()
 
 Each test prints exactly one "PASS name", "FAIL name: reason" or
-"SKIP name: reason" line; everything else it prints is indented.
+"SKIP name: reason" line; everything else it prints is indented. t is a
+Context (t.tmp, t.check, t.require, t.dovecot, t.run_bridge, ...). In a test
+module, `ASAN = False` makes tests/run run it once (not again with the ASan
+binary) and `TIMEOUT = N` sets the seconds each test may take (300).
 """
 
 import atexit
@@ -384,6 +391,12 @@ class Dovecot:
         self.ports = {}
         self.proc = None
         self.start_seconds = None  # how long the last start() took
+        # Dovecot's sockets live in base_dir: keep their paths under the
+        # 108-byte limit of a unix socket name
+        self.base_dir = os.path.join(self.dir, 'run')
+        if len(self.base_dir) > 64:
+            self.base_dir = tempfile.mkdtemp(prefix='p3b-dv-')
+            atexit.register(shutil.rmtree, self.base_dir, True)
         self._pick_ports()
 
     def __repr__(self):
@@ -432,7 +445,7 @@ class Dovecot:
             '# written by tests/integration/harness.py',
             'instance_name = p3b-%s-%d' % (re.sub(r'[^A-Za-z0-9_-]', '_', self.name)[:20],
                                            self.ports[self.protocols[0]]),
-            'base_dir = %s' % j('run'),
+            'base_dir = %s' % self.base_dir,
             'state_dir = %s' % j('state'),
             'log_path = %s' % self.log_path,
             'protocols = %s' % ' '.join(self.protocols),
@@ -461,8 +474,12 @@ class Dovecot:
             me = pwd.getpwuid(os.getuid()).pw_name
             lines += ['default_internal_user = %s' % me, 'default_login_user = %s' % me,
                       'default_internal_group = %s' % grp.getgrgid(os.getgid()).gr_name]
+        # as non-root, Dovecot cannot chroot its login and anvil processes
+        nochroot = '  chroot =\n' if os.geteuid() != 0 else ''
         for proto in self.protocols:
             lines.append('service %s-login {' % proto)
+            if nochroot:
+                lines.append(nochroot.rstrip('\n'))
             lines.append('  inet_listener %s {\n    address = 127.0.0.1\n    port = %d\n  }'
                          % (proto, self.ports[proto]))
             lines.append('  inet_listener %ss {\n    address = 127.0.0.1\n    port = %d\n'
@@ -470,7 +487,8 @@ class Dovecot:
             lines.append('}')
         # no growing delay after failed logins from 127.0.0.1 (tests fail
         # logins on purpose); auth_failure_delay = 0 removes the fixed one
-        lines.append('service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}')
+        lines.append('service anvil {\n%s  unix_listener anvil-auth-penalty {\n    mode = 0\n'
+                     '  }\n}' % nochroot)
         if self.extra_conf:
             lines.append(self.extra_conf)
         return '\n'.join(lines) + '\n'
@@ -573,7 +591,7 @@ class Dovecot:
                 time.sleep(0.01)
         self.proc = None
         try:
-            os.unlink(os.path.join(self.dir, 'run', 'master.pid'))
+            os.unlink(os.path.join(self.base_dir, 'master.pid'))
         except OSError:
             pass
         if self in _live:
@@ -681,18 +699,20 @@ _WORDS = ('mail bridge import message server client folder header body pop imap 
 
 
 def _text_lines(rnd, nbytes, eol=b'\r\n', width=72):
-    """Filler text of exactly nbytes (line endings included)."""
+    """Filler text of exactly nbytes, whole lines each ending in eol."""
     out = bytearray()
     while len(out) < nbytes:
+        left = nbytes - len(out)
+        if left < len(eol):  # no room for another line ending: widen the last line
+            pos = max(len(out) - len(eol), 0)
+            out[pos:pos] = b'x' * left
+            break
         words, n = [], 0
         while n < width:
             w = rnd.choice(_WORDS)
             words.append(w)
             n += len(w) + 1
-        out += ' '.join(words).encode() + eol
-    del out[nbytes:]
-    if nbytes >= len(eol):
-        out[-len(eol):] = eol
+        out += ' '.join(words).encode()[:left - len(eol)] + eol
     return bytes(out)
 
 
@@ -1408,6 +1428,12 @@ def run_test(name, fn, timeout=300):
         for l in tb[-25:]:
             print('    ' + l)
         result, reason = 'FAIL', '%s: %s' % (type(e).__name__, str(e).splitlines()[0] if str(e) else '')
+    except BaseException:  # SIGTERM (tests/run's timeout), Ctrl-C: report, clean up, go on dying
+        signal.signal(signal.SIGALRM, old)
+        t._finish()
+        print('  kept %s' % t.tmp)
+        print('FAIL %s: interrupted' % name, flush=True)
+        raise
     finally:
         signal.signal(signal.SIGALRM, old)
         t._finish()

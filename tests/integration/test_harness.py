@@ -28,8 +28,9 @@ def test_corpus_properties(t):
     t.check(min(sizes) >= 200 and max(sizes) <= 200 * 1024, 'sizes %d..%d' % (min(sizes), max(sizes)))
     t.check(max(sizes) > 100 * 1024, 'some messages are large')
     t.check(sum(b'\x00' in m for m in corpus) == 1, 'exactly one message has a NUL')
-    t.check(any(re.search(rb'[^\r]\n', m.split(b'\n\n')[0] if b'\r\n' not in m else m)
-                for m in corpus), 'bare LF lines')
+    t.check(any(b'\r\n' in m and re.search(rb'(?<!\r)\n', m) for m in corpus),
+            'CRLF messages with bare LF lines')
+    t.check(any(b'\r' not in m for m in corpus), 'LF-only messages')
     t.check(any(re.search(rb'(?m)^Subject: .*[\x80-\xff]', m) for m in corpus), '8-bit headers')
     t.check(any(b'Content-Transfer-Encoding: base64' in m for m in corpus), 'a base64 attachment')
     t.check(any(re.search(rb'\r\n\.\r\n', m) for m in corpus), 'a line holding only "."')
@@ -37,7 +38,12 @@ def test_corpus_properties(t):
     a = harness.make_message(1, subject='a')
     b = harness.make_message(1, subject='b')
     t.check(harness.header(a, 'Message-ID') != harness.header(b, 'Message-ID'), 'ids differ')
-    t.check(len(harness.make_message(3, size=5000)) == 5000, 'exact size')
+    for size in (300, 1001, 5000, 5001, 5002, 70001):
+        for eol in (b'\r\n', b'\n'):
+            m = harness.make_message(3, size=size, eol=eol)
+            t.check(len(m) == size, 'exact size %d: %d' % (size, len(m)))
+            t.check(m.endswith(eol) and (eol == b'\n' or not re.search(rb'\r(?!\n)|(?<!\r)\n', m)),
+                    'clean %r line endings at size %d' % (eol, size))
     big = harness.big_message(20)
     t.check(19 * 2**20 < len(big) < 22 * 2**20, 'big message is ~20 MB: %d' % len(big))
     t.check(harness.canonical(b'a\nb\r\nc\rd\n') == b'a\r\nb\r\nc\rd\r\n', 'canonical')
@@ -266,6 +272,15 @@ def test_stop_leaves_no_process(t):
     t.check(not harness.port_open(d.ports['pop3']), 'port closed')
     d.start()
     t.check(harness.pop3_stat(d)[0] == 1, 'start again after stop')
+
+
+def test_long_workdir(t):
+    """Unix socket names are limited to 108 bytes: a deep workdir still works."""
+    deep = t.path(*(['a-rather-long-directory-name'] * 4))
+    d = t.dovecot(os.path.relpath(deep, t.tmp))
+    harness.seed(d, 'alice', [harness.make_message(1)])
+    t.check(harness.pop3_stat(d)[0] == 1, 'POP3 works')
+    t.check(len(d.base_dir) <= 64, 'base_dir moved: %s' % d.base_dir)
 
 
 def test_framework_output(t):
