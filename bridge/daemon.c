@@ -12,6 +12,8 @@
 
 #include "bridge/log.h"
 #include "bridge/pool.h"
+#include "bridge/queue.h"
+#include "bridge/relay.h"
 #include "bridge/xmalloc.h"
 
 /* When each account is due next, by name (so a reload keeps the schedule
@@ -141,6 +143,8 @@ int
 daemon_run(const char *conf_path, struct conf *c)
 {
 	struct sched s = { .c = c };
+	struct queue_runner queue = { 0 };	/* the outbound queue (queue.h) */
+	struct relay_proc relay = { 0 };	/* SMTP submission (relay.h) */
 	sigset_t set;
 	siginfo_t si;
 	bool stopping = false;
@@ -153,6 +157,11 @@ daemon_run(const char *conf_path, struct conf *c)
 	/* Signals are taken synchronously with sigtimedwait: the one loop
 	 * owns time, children and reloads. */
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* The relay binds its ports now: one in use is an error at start. */
+	if (relay_start(&relay, c) == -1) {
+		conf_free(c);
+		return EX_UNAVAILABLE;
+	}
 	s.due = schedule(c, NULL, 0);
 	pool_init(&s.pool, c->max_parallel, true);
 	log_info("running: %zu accounts, up to %u at once", c->n_accounts, c->max_parallel);
@@ -161,9 +170,16 @@ daemon_run(const char *conf_path, struct conf *c)
 		struct timespec ts = { 0 };
 
 		reap_finished(&s);
-		if (stopping && pool_running(&s.pool) == 0)
+		if (!stopping)
+			relay_check(&relay, s.c);
+		/* The outbound queue runner: restarted if it ends while running. */
+		if (!queue_runner_check(&queue) && !stopping)
+			queue_runner_start(&queue, s.c);
+		if (stopping && pool_running(&s.pool) == 0 && queue.pid == 0)
 			break;
 		ts.tv_sec = stopping ? 60 : start_due(&s);
+		if (queue.pid == 0 && !stopping && ts.tv_sec > 5)
+			ts.tv_sec = 5;
 		if (ts.tv_sec <= 0)
 			ts.tv_sec = 1;
 		switch (sigtimedwait(&set, &si, &ts)) {
@@ -175,10 +191,17 @@ daemon_run(const char *conf_path, struct conf *c)
 			stopping = true;
 			notify_systemd("STOPPING=1");
 			pool_signal(&s.pool, SIGTERM);
+			queue_runner_signal(&queue, SIGTERM);
+			relay_stop(&relay);
 			break;
 		case SIGHUP:
-			if (!stopping)
+			if (!stopping) {
 				reload(&s, conf_path);
+				/* It restarts with the new configuration. */
+				queue_runner_signal(&queue, SIGTERM);
+				relay_stop(&relay);
+				relay_start(&relay, s.c);
+			}
 			break;
 		default:
 			break;

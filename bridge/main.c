@@ -15,6 +15,7 @@
 #include "bridge/daemon.h"
 #include "bridge/log.h"
 #include "bridge/pool.h"
+#include "bridge/queue_cmd.h"
 #include "bridge/status.h"
 #include "bridge/xmalloc.h"
 #include "conf/conf.h"
@@ -31,7 +32,10 @@ usage(FILE *f)
 	    "  run                 poll every account on its interval (foreground daemon)\n"
 	    "  sync [ACCOUNT...]   one pass over the accounts, then exit\n"
 	    "  check-config        validate the configuration and print a summary\n"
-	    "  status [--json]     per account: last poll, result, messages, errors\n", f);
+	    "  status [--json]     per account: last poll, result, messages, errors\n"
+	    "  where ACCOUNT UIDL  where one imported message went\n"
+	    "  sendmail [-t] [-i] [-f FROM] [RCPT...]  queue a message read on stdin\n"
+	    "  queue [list|flush|drop ID]  show, deliver now, or remove queued mail\n", f);
 }
 
 /* mkdir -p with mode 0700 for the state directory. */
@@ -136,7 +140,8 @@ main(int argc, char **argv)
 	argv += optind;
 	cmd = argc > 0 ? argv[0] : "";
 	if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "check-config") &&
-	    strcmp(cmd, "status")) {
+	    strcmp(cmd, "status") && strcmp(cmd, "where") && strcmp(cmd, "sendmail") &&
+	    strcmp(cmd, "queue")) {
 		if (*cmd)
 			log_warnx("unknown command \"%s\"", cmd);
 		usage(stderr);
@@ -158,6 +163,17 @@ main(int argc, char **argv)
 		rc = cmd_sync(c, argc - 1, argv + 1);
 	else if (strcmp(cmd, "status") == 0)
 		rc = cmd_status(c, argc - 1, argv + 1);
+	else if (strcmp(cmd, "sendmail") == 0 || strcmp(cmd, "queue") == 0) {
+		if (make_state_dir(c->state_dir) == -1)
+			rc = EX_CANTCREAT;
+		else if (strcmp(cmd, "sendmail") == 0)
+			rc = queue_cmd_sendmail(c, argc - 1, argv + 1);
+		else
+			rc = queue_cmd_queue(c, argc - 1, argv + 1);
+	}
+	else if (strcmp(cmd, "where") == 0)
+		rc = argc == 3 ? status_where(stdout, c, argv[1], argv[2]) :
+		    (usage(stderr), EX_USAGE);
 	else {
 		if (make_state_dir(c->state_dir) == -1)
 			rc = EX_CANTCREAT;

@@ -22,6 +22,7 @@
 #include <libetpan/libetpan.h>
 
 #include "bridge/log.h"
+#include "bridge/net.h"
 #include "bridge/pop3_reader.h"
 #include "bridge/tls.h"
 #include "bridge/xmalloc.h"
@@ -212,75 +213,14 @@ ready(struct pop3 *p, char **err)
 	return POP3_OK;
 }
 
-/* Connects a non-blocking socket to one address before the deadline;
- * returns it, or -1 with the reason in *saved. */
-static int
-connect_one(const struct addrinfo *ai, const struct timespec *deadline, int *saved)
-{
-	struct pollfd pfd;
-	struct timespec now;
-	socklen_t len = sizeof *saved;
-	long ms;
-	int fd, r;
-
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    ai->ai_protocol);
-	if (fd == -1) {
-		*saved = errno;
-		return -1;
-	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-		return fd;
-	if (errno != EINPROGRESS)
-		goto fail;
-	do {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ms = (deadline->tv_sec - now.tv_sec) * 1000L +
-		    (deadline->tv_nsec - now.tv_nsec) / 1000000L;
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		r = ms > 0 ? poll(&pfd, 1, (int)ms) : 0;
-	} while (r == -1 && errno == EINTR);
-	if (r == 0)
-		errno = ETIMEDOUT;
-	if (r <= 0)
-		goto fail;
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, saved, &len) == -1 || *saved != 0) {
-		errno = *saved != 0 ? *saved : errno;
-		goto fail;
-	}
-	return fd;
-fail:
-	*saved = errno;
-	close(fd);
-	return -1;
-}
-
-/* Resolves host and connects within the timeout (all addresses together).
- * getaddrinfo() itself cannot be bounded (LIBETPAN.md trap 9). */
+/* Resolves host and connects within the timeout (bridge/net.c). */
 static int
 tcp_connect(struct pop3 *p, const struct conf_server *s, int *fdp, char **err)
 {
-	struct addrinfo hints, *res, *ai;
-	struct timespec deadline;
-	char port[12];
-	int e, fd = -1, saved = ETIMEDOUT;
+	char *why = NULL;
 
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	snprintf(port, sizeof port, "%u", s->port);
-	if ((e = getaddrinfo(s->host, port, &hints, &res)) != 0)
-		return failf(p, POP3_ENET, err, "cannot resolve %s: %s", s->host,
-		    gai_strerror(e));
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += p->timeout;
-	for (ai = res; ai != NULL && fd == -1; ai = ai->ai_next)
-		fd = connect_one(ai, &deadline, &saved);
-	freeaddrinfo(res);
-	if (fd == -1)
-		return failf(p, POP3_ENET, err, "connect: %s", strerror(saved));
-	*fdp = fd;
+	if (net_connect(s->host, s->port, p->timeout, fdp, &why) == -1)
+		return fail(p, POP3_ENET, err, why);
 	return POP3_OK;
 }
 
@@ -649,6 +589,7 @@ choose_auth(const struct pop3 *p, const struct conf_server *s)
 	case CONF_AUTH_XOAUTH2:
 		return AUTH_XOAUTH2;
 	case CONF_AUTH_AUTO:
+	case CONF_AUTH_LOGIN:	/* smtp {} only: never parsed for pop3 */
 		break;
 	}
 	/* Without TLS, APOP at least keeps the password itself off the wire. */
@@ -851,7 +792,7 @@ pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char 
 	pop3_out_free(&o);
 	if (rv != POP3_OK)
 		return fail(p, rv, err, msg);
-	memcpy(sha256, res.sha256, sizeof res.sha256);
+	memcpy(sha256, res.header_sha256, sizeof res.header_sha256);
 	return POP3_OK;
 }
 

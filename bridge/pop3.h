@@ -41,10 +41,17 @@ struct pop3_entry {
 
 enum pop3_eol { POP3_EOL_LF, POP3_EOL_CRLF };
 
+/* The header block is the lines up to and including the first empty line
+ * (all lines when there is none). header_sha256 hashes it with CRLF line
+ * endings, exactly as pop3_top_hash() does from TOP n 0, so that a fetched
+ * message and a listed one compare (the UIDL-reset fingerprint);
+ * body_sha256 hashes what follows it as written (after EOL conversion). */
 struct pop3_retr {
 	uint64_t octets;         /* message octets as sent (CRLF, dot-unstuffed) */
 	uint64_t written;        /* bytes written to the file (after EOL conversion) */
 	unsigned char sha256[32];/* of the bytes written */
+	unsigned char header_sha256[32];
+	unsigned char body_sha256[32];
 };
 
 struct pop3;
@@ -68,7 +75,8 @@ int pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err
 void pop3_entries_free(struct pop3_entry *entries, size_t n);
 
 /* SHA-256 of the header block of message num (TOP num 0), for servers
- * without UIDL. */
+ * without UIDL and for the UIDL-reset guard: the same bytes as
+ * pop3_retr()'s header_sha256 of that message. */
 int pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char **err);
 
 /* Announces the RETRs of a batch. When the server has PIPELINING they are

@@ -578,8 +578,11 @@ pop3_out_init(struct pop3_out *o, int fd, enum pop3_eol eol, uint64_t max_octets
 	o->fd = fd;
 	o->eol = eol;
 	o->max_octets = max_octets;
+	o->line_start = true;
 	o->buf = xmalloc(POP3_CHUNK);
-	if (gnutls_hash_init(&o->sha, GNUTLS_DIG_SHA256) < 0)
+	if (gnutls_hash_init(&o->sha, GNUTLS_DIG_SHA256) < 0 ||
+	    gnutls_hash_init(&o->hsha, GNUTLS_DIG_SHA256) < 0 ||
+	    gnutls_hash_init(&o->bsha, GNUTLS_DIG_SHA256) < 0)
 		fatalx("SHA-256 is not available from GnuTLS");
 }
 
@@ -596,6 +599,9 @@ out_flush(struct pop3_out *o)
 	if (o->len == 0 || o->write_errno != 0)
 		return;
 	gnutls_hash(o->sha, o->buf, o->len);
+	if (o->in_body)
+		gnutls_hash(o->bsha, o->buf + o->body_off, o->len - o->body_off);
+	o->body_off = 0;
 	while (o->fd >= 0 && left > 0) {
 		if ((w = write(o->fd, p, left)) < 0 && errno == EINTR)
 			continue;
@@ -627,6 +633,26 @@ out_put(struct pop3_out *o, const void *data, size_t n)
 	}
 }
 
+/* Hashes a piece of the header block with CRLF line endings, whatever eol
+ * the file gets: TOP n 0 must give the same hash. The empty line ending the
+ * block belongs to it (TOP sends it); the body starts in the buffer right
+ * after it. */
+static void
+out_header(struct pop3_out *o, const unsigned char *p, size_t n, bool eol)
+{
+	gnutls_hash(o->hsha, p, n);
+	if (!eol) {
+		o->line_start = o->line_start && n == 0;
+		return;
+	}
+	gnutls_hash(o->hsha, "\r\n", 2);
+	if (o->line_start && n == 0) {
+		o->in_body = true;
+		o->body_off = o->len;
+	}
+	o->line_start = true;
+}
+
 int
 pop3_out_sink(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
 {
@@ -641,6 +667,8 @@ pop3_out_sink(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
 	if (eol)
 		out_put(o, o->eol == POP3_EOL_CRLF ? "\r\n" : "\n",
 		    o->eol == POP3_EOL_CRLF ? 2 : 1);
+	if (!o->in_body)
+		out_header(o, p, n, eol);
 	return POP3_OK;
 }
 
@@ -655,6 +683,8 @@ pop3_out_finish(struct pop3_out *o, struct pop3_retr *res, char **err)
 		res->octets = o->octets;
 		res->written = o->written;
 		gnutls_hash_output(o->sha, res->sha256);
+		gnutls_hash_output(o->hsha, res->header_sha256);
+		gnutls_hash_output(o->bsha, res->body_sha256);
 	}
 	return POP3_OK;
 }
@@ -664,7 +694,11 @@ pop3_out_free(struct pop3_out *o)
 {
 	if (o->sha != NULL)
 		gnutls_hash_deinit(o->sha, NULL);
-	o->sha = NULL;
+	if (o->hsha != NULL)
+		gnutls_hash_deinit(o->hsha, NULL);
+	if (o->bsha != NULL)
+		gnutls_hash_deinit(o->bsha, NULL);
+	o->sha = o->hsha = o->bsha = NULL;
 	free(o->buf);
 	o->buf = NULL;
 }

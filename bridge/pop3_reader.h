@@ -121,15 +121,21 @@ char *pop3_base64(const void *p, size_t n);
 
 /* The RETR/TOP writer: a pop3_sink_fn (ctx = struct pop3_out) that writes
  * lines to fd with eol line endings through a 64 KiB buffer, hashes the
- * bytes written with SHA-256 and counts octets as sent (CRLF). fd -1 only
- * hashes. After a write error it keeps accepting (and dropping) data so the
- * session can read the response to its end; pop3_out_finish reports it. */
+ * bytes written with SHA-256 and counts octets as sent (CRLF). Besides, it
+ * hashes the header block with CRLF endings and the body as written (see
+ * struct pop3_retr). fd -1 only hashes. After a write error it keeps
+ * accepting (and dropping) data so the session can read the response to
+ * its end; pop3_out_finish reports it. */
 struct pop3_out {
 	int fd;
 	enum pop3_eol eol;
 	uint64_t max_octets;		/* 0: no limit */
 	uint64_t octets, written;
 	gnutls_hash_hd_t sha;
+	gnutls_hash_hd_t hsha, bsha;	/* header block, body */
+	bool in_body;			/* the header block's empty line was seen */
+	bool line_start;		/* the next piece starts a line */
+	size_t body_off;		/* in buf: where the body starts */
 	int write_errno;		/* non-zero once a write failed */
 	unsigned char *buf;		/* owned, POP3_CHUNK bytes */
 	size_t len;

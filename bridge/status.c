@@ -94,6 +94,11 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	json_string(out, s->last_error);
 	fputs(", \"last_error_at\": ", out);
 	json_time(out, s->last_error_at);
+	fprintf(out, ", \"imap_locations\": %lu, \"duplicates\": %lu, \"uidl_resets\": %lu"
+	    ", \"warning\": ", s->imap_locations, s->duplicates, s->uidl_resets);
+	json_string(out, s->warning);
+	fputs(", \"warning_at\": ", out);
+	json_time(out, s->warning_at);
 	fputc('}', out);
 	free(path);
 }
@@ -120,9 +125,17 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	}
 	fprintf(out, "  messages: %lu imported, %lu pending, %lu still on the server\n",
 	    s->imported, s->pending, s->on_server);
+	if (s->duplicates > 0)
+		fprintf(out, "  of which %lu already stored for another account (dedup)\n",
+		    s->duplicates);
 	if (s->no_uidl)
 		fputs("  note: the server has no UIDL; messages are identified by size and header hash\n",
 		    out);
+	if (s->warning) {
+		fputs("  warning: ", out);
+		print_time(out, s->warning_at);
+		fprintf(out, ": %s\n", s->warning);
+	}
 	if (s->last_error) {
 		fputs("  last error: ", out);
 		print_time(out, s->last_error_at);
@@ -181,6 +194,97 @@ status_print(FILE *out, const struct conf *c, bool json)
 	if (st)
 		state_close(st);
 	return rc;
+}
+
+static const char *
+state_name(enum state_msg_state s)
+{
+	return s == STATE_PENDING ? "pending (being delivered, or a pass was interrupted)" :
+	    s == STATE_DELIVERED ? "delivered" : "delivered, since deleted from the server";
+}
+
+static void
+print_where(FILE *out, const struct conf *c, const struct conf_account *a,
+    const struct state_msg *m)
+{
+	char *path = conf_store_path(c, a);
+
+	fprintf(out, "%s %s\n  state:      %s\n", a->name, m->uidl, state_name(m->state));
+	if (c->store.type == CONF_STORE_IMAP)
+		fprintf(out, "  store:      imap %s:%u\n", c->store.imap.host, c->store.imap.port);
+	else
+		fprintf(out, "  store:      maildir %s\n", path);
+	fprintf(out, "  folder:     %s\n  location:   %s\n", m->folder,
+	    m->location ? m->location : "(not yet known)");
+	if (m->uid != 0)
+		fprintf(out, "  imap:       UIDVALIDITY %" PRIu32 " UID %" PRIu32 "\n",
+		    m->uidvalidity, m->uid);
+	if (m->duplicate_of != 0)
+		fprintf(out, "  duplicate:  stored once, as account %s's copy (dedup)\n",
+		    m->duplicate_of_name ? m->duplicate_of_name : "?");
+	fprintf(out, "  message-id: %s\n  size:       %" PRIu64 " bytes\n  fetched:    ",
+	    m->message_id ? m->message_id : "(none)", m->size);
+	print_time(out, m->fetched_at);
+	if (m->state != STATE_PENDING) {
+		fputs("\n  delivered:  ", out);
+		print_time(out, m->delivered_at);
+	}
+	fputc('\n', out);
+	free(path);
+}
+
+/* Opens the state database without creating it: 1 opened, 0 none yet,
+ * -1 error (logged). */
+static int
+open_state(const struct conf *c, struct state **st)
+{
+	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
+	struct stat sb;
+	int r = 0;
+
+	*st = NULL;
+	if (stat(path, &sb) == 0) {
+		if ((r = state_open(path, st, &err)) == -1) {
+			log_warnx("%s", err);
+			free(err);
+		} else
+			r = 1;
+	}
+	free(path);
+	return r;
+}
+
+int
+status_where(FILE *out, const struct conf *c, const char *account, const char *uidl)
+{
+	const struct conf_account *a = conf_account(c, account);
+	struct state *st;
+	struct state_msg m;
+	char *err = NULL;
+	int64_t id;
+	int r;
+
+	if (a == NULL) {
+		log_warnx("no account \"%s\" in %s", account, c->path);
+		return EX_USAGE;
+	}
+	if ((r = open_state(c, &st)) == 1 && (r = state_account(st, a->name, &id, &err)) == 0)
+		r = state_find(st, id, uidl, &m, &err);
+	if (st)
+		state_close(st);
+	if (r == -1) {
+		if (err != NULL)
+			log_warnx("%s: %s", a->name, err);
+		free(err);
+		return EX_IOERR;
+	}
+	if (r == 0) {
+		log_warnx("%s: no message with UIDL %s was imported", a->name, uidl);
+		return 1;
+	}
+	print_where(out, c, a, &m);
+	state_msg_clear(&m);
+	return EX_OK;
 }
 
 void

@@ -12,6 +12,13 @@
  * Returns an exit code (EX_IOERR when the state cannot be read). */
 int status_print(FILE *out, const struct conf *c, bool json);
 
+/* `where ACCOUNT UIDL`: where one imported message went (state, store,
+ * folder, location, IMAP UIDVALIDITY/UID when known, the account whose
+ * copy it shares under dedup, times). Returns EX_OK, 1 (printing why on
+ * stderr) when the state knows no such message, EX_USAGE when the
+ * account is not configured, EX_IOERR when the state cannot be read. */
+int status_where(FILE *out, const struct conf *c, const char *account, const char *uidl);
+
 /* The summary check-config prints for a valid configuration. */
 void status_print_config(FILE *out, const struct conf *c);
 

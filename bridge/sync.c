@@ -20,6 +20,11 @@
 
 volatile sig_atomic_t sync_stop;
 
+/* Dedup: a copy another account's pass began storing less than this many
+ * seconds ago is waited for (next pass) rather than stored a second time;
+ * an older pending row is a crashed pass, which must not hold mail back. */
+#define DEDUP_WAIT 3600
+
 /* Everything one pass works with. */
 struct pass {
 	const struct conf *c;
@@ -37,7 +42,13 @@ struct pass {
 	char **derived;                 /* owned derived ids (no-UIDL servers) */
 	struct sync_result *res;
 	bool progress;                  /* show a progress line on the terminal */
+	char *store_id;                 /* the resolved store: the dedup scope */
+	bool dedup;                     /* store { dedup = "message-id" } */
 };
+
+/* What becomes of a fetched message: stored, recorded as a duplicate of
+ * another account's copy, or left for the next pass (dedup). */
+enum fate { F_STORE, F_DUP, F_DEFER };
 
 /* One fetched message of a batch, between RETR and "delivered". */
 struct fetched {
@@ -45,7 +56,15 @@ struct fetched {
 	char *key;
 	struct header_info h;
 	struct state_msg sm;
+	enum fate fate;
 };
+
+static void
+hex32(const unsigned char h[32], char out[65])
+{
+	for (int k = 0; k < 32; k++)
+		snprintf(out + 2 * k, 3, "%02x", h[k]);
+}
 
 static int
 fail(struct pass *ps, int code, char *err)
@@ -202,8 +221,7 @@ derive_uidls(struct pass *ps)
 
 		if ((r = pop3_top_hash(ps->p, ps->ent[i].num, h, &err)) != POP3_OK)
 			return pop3_fail(ps, r, err);
-		for (int k = 0; k < 32; k++)
-			snprintf(hex + 2 * k, 3, "%02x", h[k]);
+		hex32(h, hex);
 		ps->derived[i] = xasprintf("nouidl-%llu-%.32s",
 		    (unsigned long long)ps->ent[i].size, hex);
 		for (size_t j = 0; j < i; j++)
@@ -280,8 +298,12 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	f->e = e;
 	f->sm.uidl = (char *)uidl;
 	f->sm.size = rr.written;
-	for (int k = 0; k < 32; k++)
-		snprintf(f->sm.sha256 + 2 * k, 3, "%02x", rr.sha256[k]);
+	hex32(rr.sha256, f->sm.sha256);
+	/* The fingerprint as the UIDL-reset guard will see it: LIST's size
+	 * and the header hash TOP n 0 gives. */
+	f->sm.pop3_size = e->size;
+	hex32(rr.header_sha256, f->sm.header_sha256);
+	hex32(rr.body_sha256, f->sm.body_sha256);
 	f->sm.message_id = f->h.message_id;
 	f->sm.delivery_key = f->key;
 	f->sm.folder = (char *)folder;
@@ -290,79 +312,150 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	return 0;
 }
 
-/* Steps b-d of the import protocol for a whole batch: one transaction of
- * pending rows, one durable delivery of every file, one transaction of
- * delivered rows. fds are handed to the backend, which closes them. */
+/* Dedup, inside the pending-row transaction: is f already in this store
+ * for another account (same Message-ID and body)? Then its row points at
+ * that copy (F_DUP). A copy another pass is storing right now (pending)
+ * is waited for: f stays on the server for the next pass (F_DEFER). The
+ * transaction (BEGIN IMMEDIATE) serialises this look-up and the pending
+ * row of the other pass, so two accounts never both store one message. */
 static int
-deliver_batch(struct pass *ps, struct fetched *f, int *fds, size_t n)
+dedup_one(struct pass *ps, struct fetched *f, char **err)
+{
+	struct state_msg orig;
+	int64_t owner;
+	int r;
+
+	f->fate = F_STORE;
+	if (!ps->dedup || f->sm.message_id == NULL)
+		return 0;
+	r = state_dedup_find(ps->st, ps->acct, ps->store_id, f->sm.message_id,
+	    f->sm.body_sha256, &orig, &owner, err);
+	if (r != 1)
+		return r;
+	if (orig.state != STATE_PENDING) {
+		f->fate = F_DUP;
+		r = state_put_duplicate(ps->st, ps->acct, &f->sm, &orig, owner, err);
+	} else if (time(NULL) - orig.fetched_at < DEDUP_WAIT)
+		f->fate = F_DEFER;
+	state_msg_clear(&orig);
+	return r == -1 ? -1 : 0;
+}
+
+/* Step b for a batch in one transaction: a pending row for each message
+ * to store, a delivered row for each duplicate. */
+static int
+put_rows(struct pass *ps, struct fetched *f, size_t n, char **err)
+{
+	if (state_begin(ps->st, err) == -1)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (dedup_one(ps, &f[i], err) == -1 || (f[i].fate == F_STORE &&
+		    state_put_pending(ps->st, ps->acct, &f[i].sm, err) == -1)) {
+			state_rollback(ps->st);
+			return -1;
+		}
+	return state_commit(ps->st, err);
+}
+
+/* Removes the temp files of the messages not stored (all of them when
+ * all): nothing refers to them. */
+static void
+discard(struct pass *ps, struct fetched *f, int *fds, size_t n, bool all)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *derr = NULL;
+
+		if (!all && f[i].fate == F_STORE)
+			continue;
+		if (fds[i] != -1)
+			close(fds[i]);
+		fds[i] = -1;
+		if (ps->be->tmp_discard(ps->bctx, f[i].sm.folder, f[i].key, &derr) == -1)
+			log_warnx("%s: %s", ps->a->name, derr);
+		free(derr);
+	}
+}
+
+/* Step d: the stored messages' rows become delivered, with where the
+ * store put them. */
+static int
+mark_rows(struct pass *ps, struct fetched *f, const size_t *map,
+    const struct deliver_msg *dm, size_t k, char **err)
+{
+	if (state_begin(ps->st, err) == -1)
+		return -1;
+	for (size_t j = 0; j < k; j++)
+		if (state_mark_delivered_uid(ps->st, ps->acct, f[map[j]].sm.uidl,
+		    dm[j].location, dm[j].uidvalidity, dm[j].uid, err) == -1) {
+			state_rollback(ps->st);
+			return -1;
+		}
+	return state_commit(ps->st, err);
+}
+
+/* Steps c-d for the messages to store. fds are handed to the backend,
+ * which closes them. */
+static int
+store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 {
 	struct deliver_msg *dm = xcalloc(n, sizeof *dm);
+	size_t *map = xcalloc(n, sizeof *map), k = 0;
 	char *err = NULL;
 	int rc = 0;
-	size_t i;
 
-	if (state_begin(ps->st, &err) == -1)
-		goto state_failed;
-	for (i = 0; i < n; i++)
-		if (state_put_pending(ps->st, ps->acct, &f[i].sm, &err) == -1) {
-			state_rollback(ps->st);
-			goto state_failed;
-		}
-	if (state_commit(ps->st, &err) == -1)
-		goto state_failed;
-
-	for (i = 0; i < n; i++) {
-		dm[i].key = f[i].key;
-		dm[i].folder = f[i].sm.folder;
-		dm[i].fd = fds[i];
-		dm[i].size = f[i].sm.size;
-		dm[i].date = header_internal_date(&f[i].h, f[i].sm.fetched_at);
-		dm[i].flags = ps->a->import_seen ? DELIVER_SEEN : 0;
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].fate != F_STORE)
+			continue;
+		dm[k].key = f[i].key;
+		dm[k].folder = f[i].sm.folder;
+		dm[k].fd = fds[i];
+		dm[k].size = f[i].sm.size;
+		dm[k].date = header_internal_date(&f[i].h, f[i].sm.fetched_at);
+		dm[k].flags = ps->a->import_seen ? DELIVER_SEEN : 0;
 		fds[i] = -1;
+		map[k++] = i;
 	}
-	if (ps->be->deliver(ps->bctx, dm, n, &err) == -1) {
+	if (k > 0 && ps->be->deliver(ps->bctx, dm, k, &err) == -1) {
 		/* Some files may be in the store already: settle each row now
 		 * exactly as a restart would. */
 		rc = fail(ps, EX_IOERR, err);
 		recover(ps);
-		goto out;
-	}
-	if (state_begin(ps->st, &err) == -1)
-		goto delivered_failed;
-	for (i = 0; i < n; i++)
-		if (state_mark_delivered(ps->st, ps->acct, f[i].sm.uidl, dm[i].location, &err) == -1) {
-			state_rollback(ps->st);
-			goto delivered_failed;
+	} else if (k > 0 && mark_rows(ps, f, map, dm, k, &err) == -1) {
+		/* The files are durable and the rows pending: the next run's
+		 * reconciliation finds them and marks them delivered. */
+		rc = fail(ps, EX_IOERR, err);
+	} else
+		for (size_t j = 0; j < k; j++) {
+			ps->res->imported++;
+			ps->res->bytes += f[map[j]].sm.size;
 		}
-	if (state_commit(ps->st, &err) == -1)
-		goto delivered_failed;
-	for (i = 0; i < n; i++) {
-		ps->res->imported++;
-		ps->res->bytes += f[i].sm.size;
-	}
-	goto out;
-
-state_failed:
-	rc = fail(ps, EX_IOERR, err);
-	for (i = 0; i < n; i++) {
-		char *derr = NULL;
-
-		if (fds[i] != -1)
-			close(fds[i]);
-		fds[i] = -1;
-		ps->be->tmp_discard(ps->bctx, f[i].sm.folder, f[i].key, &derr);
-		free(derr);
-	}
-	goto out;
-delivered_failed:
-	/* The files are durable and the rows pending: the next run's
-	 * reconciliation finds them and marks them delivered. */
-	rc = fail(ps, EX_IOERR, err);
-out:
-	for (i = 0; i < n; i++)
-		free(dm[i].location);
+	for (size_t j = 0; j < k; j++)
+		free(dm[j].location);
 	free(dm);
+	free(map);
 	return rc;
+}
+
+/* Steps b-d of the import protocol for a whole batch: one transaction of
+ * pending rows, one durable delivery of every file, one transaction of
+ * delivered rows. */
+static int
+deliver_batch(struct pass *ps, struct fetched *f, int *fds, size_t n)
+{
+	char *err = NULL;
+	int rc;
+
+	if (put_rows(ps, f, n, &err) == -1) {
+		rc = fail(ps, EX_IOERR, err);
+		discard(ps, f, fds, n, true);
+		return rc;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ps->res->duplicates += f[i].fate == F_DUP;
+		ps->res->deferred += f[i].fate == F_DEFER;
+	}
+	discard(ps, f, fds, n, false);
+	return store_rows(ps, f, fds, n);
 }
 
 /* How many of the next messages form a batch: bounded by batch_messages
@@ -444,6 +537,106 @@ show_progress(const struct pass *ps, bool done)
 	    ps->res->imported, ps->res->fresh, done ? "\n" : "");
 }
 
+/* The header hashes (TOP n 0) of the unknown messages idx[0..n), as
+ * fingerprints. A server refusing TOP leaves the guard blind: importing
+ * everything again is what it exists to prevent, so the pass stops. */
+static int
+fingerprints(struct pass *ps, const size_t *idx, size_t n, struct state_fp *fps,
+    char (*hex)[65])
+{
+	unsigned char h[32];
+	char *err = NULL;
+	int r;
+
+	for (size_t j = 0; j < n; j++) {
+		const struct pop3_entry *e = &ps->ent[idx[j]];
+
+		r = pop3_top_hash(ps->p, e->num, h, &err);
+		if (r == POP3_ESERVER) {
+			char *why = xasprintf("most UIDLs are unknown (a UIDL reset?)"
+			    " and the server refused TOP to compare them (%s):"
+			    " nothing imported; set uidl_reset_threshold = 0 to"
+			    " import them all", err);
+
+			free(err);
+			return fail(ps, EX_UNAVAILABLE, why);
+		}
+		if (r != POP3_OK)
+			return pop3_fail(ps, r, err);
+		hex32(h, hex[j]);
+		fps[j] = (struct state_fp){ ps->uidls[idx[j]], e->size, hex[j] };
+	}
+	return 0;
+}
+
+/* Records the adoption: new UIDLs for known rows, the warning, the count,
+ * in one transaction. */
+static int
+adopt(struct pass *ps, const struct state_fp *fps, size_t n, bool *adopted,
+    size_t *n_adopted)
+{
+	char *err = NULL, *warn;
+
+	if (state_begin(ps->st, &err) == -1 ||
+	    state_adopt_uidls(ps->st, ps->acct, ps->uidls, ps->n_ent, fps, n,
+	    adopted, n_adopted, &err) == -1)
+		goto failed;
+	if (*n_adopted > 0) {
+		warn = xasprintf("server renumbered %zu messages (UIDL reset);"
+		    " adopted their new UIDLs, nothing re-imported", *n_adopted);
+		if (state_note_uidl_reset(ps->st, ps->acct, warn, &err) == 0)
+			log_warnx("%s: %s", ps->a->name, warn);
+		free(warn);
+		if (err != NULL)
+			goto failed;
+	}
+	if (state_commit(ps->st, &err) == 0)
+		return 0;
+failed:
+	state_rollback(ps->st);
+	return fail(ps, EX_IOERR, err);
+}
+
+/* The UIDL-reset guard: when most of the server's UIDLs are unknown and
+ * the account imported mail before, unknown messages whose fingerprint
+ * (LIST size, header hash) matches an imported row that is no longer on
+ * the server are that row under a new UIDL: adopted, not imported again.
+ * Removes them from idx[0..*n). */
+static int
+guard_uidl_reset(struct pass *ps, size_t *idx, size_t *n)
+{
+	unsigned th = ps->a->uidl_reset_threshold;
+	struct state_fp *fps;
+	char (*hex)[65], *err = NULL;
+	size_t n_adopted = 0, k = 0;
+	bool *adopted, known;
+	int rc;
+
+	if (th == 0 || ps->derived != NULL || *n == 0 ||
+	    (uint64_t)*n * 100 <= (uint64_t)th * ps->n_ent)
+		return 0;
+	if (state_has_imported(ps->st, ps->acct, &known, &err) == -1)
+		return fail(ps, EX_IOERR, err);
+	if (!known)
+		return 0;
+	fps = xcalloc(*n, sizeof *fps);
+	hex = xcalloc(*n, sizeof *hex);
+	adopted = xcalloc(*n, sizeof *adopted);
+	if ((rc = fingerprints(ps, idx, *n, fps, hex)) == 0)
+		rc = adopt(ps, fps, *n, adopted, &n_adopted);
+	for (size_t j = 0; rc == 0 && j < *n; j++)
+		if (!adopted[j])
+			idx[k++] = idx[j];
+	if (rc == 0) {
+		*n = k;
+		ps->res->adopted = n_adopted;
+	}
+	free(fps);
+	free(hex);
+	free(adopted);
+	return rc;
+}
+
 static int
 import_new(struct pass *ps)
 {
@@ -453,6 +646,10 @@ import_new(struct pass *ps)
 
 	if (state_filter_new(ps->st, ps->acct, ps->uidls, ps->n_ent, &idx, &n, &err) == -1)
 		return fail(ps, EX_IOERR, err);
+	if ((rc = guard_uidl_reset(ps, idx, &n)) != 0) {
+		free(idx);
+		return rc;
+	}
 	ps->res->fresh = n;
 	while (rc == 0 && i < n && !sync_stop) {
 		k = batch_len(ps, idx + i, n - i);
@@ -462,6 +659,12 @@ import_new(struct pass *ps)
 	}
 	if (n > 0)
 		show_progress(ps, true);
+	if (ps->res->duplicates > 0)
+		log_info("%s: %lu messages already in the store for another account:"
+		    " recorded, not stored again", ps->a->name, ps->res->duplicates);
+	if (ps->res->deferred > 0)
+		log_info("%s: %lu messages left for the next pass: another account"
+		    " is storing them right now", ps->a->name, ps->res->deferred);
 	free(idx);
 	return rc;
 }
@@ -578,6 +781,58 @@ pass_free(struct pass *ps)
 	free(ps->uidls);
 	pop3_entries_free(ps->ent, ps->n_ent);
 	free(ps->tag);
+	free(ps->store_id);
+}
+
+/* u with every "%u" replaced by user. Allocated. */
+static char *
+expand_user(const char *u, const char *user)
+{
+	const char *p;
+	char *out = xstrdup(""), *t;
+
+	while ((p = strstr(u, "%u")) != NULL) {
+		t = xasprintf("%s%.*s%s", out, (int)(p - u), u, user);
+		free(out);
+		out = t;
+		u = p + 2;
+	}
+	t = xasprintf("%s%s", out, u);
+	free(out);
+	return t;
+}
+
+/* Names the store this account's pass writes to, after "%u" expansion:
+ * accounts with the same name share a store (the dedup scope). */
+static char *
+store_id(const struct conf *c, const struct conf_account *a)
+{
+	const struct conf_server *s = &c->store.imap;
+	char *u, *id;
+
+	if (c->store.type == CONF_STORE_IMAP) {
+		u = expand_user(s->user ? s->user : "%u", a->local_user);
+		id = xasprintf("imap:%s@%s:%u", u, s->host ? s->host : "", s->port);
+	} else {
+		u = conf_store_path(c, a);
+		id = xasprintf("maildir:%s", u);
+	}
+	free(u);
+	return id;
+}
+
+/* Records the account's store, for other accounts' dedup look-ups. */
+static int
+note_store(struct pass *ps)
+{
+	char *err = NULL;
+
+	ps->store_id = store_id(ps->c, ps->a);
+	ps->dedup = ps->c->store.dedup != NULL &&
+	    strcmp(ps->c->store.dedup, "message-id") == 0;
+	if (state_set_store(ps->st, ps->acct, ps->store_id, &err) == -1)
+		return fail(ps, EX_IOERR, err);
+	return 0;
 }
 
 int
@@ -605,7 +860,7 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	else if (ps.be->open(c, a, &ps.bctx, &err) == -1) {
 		ps.bctx = NULL;
 		rc = fail(&ps, EX_IOERR, err);
-	} else
+	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);
 out:

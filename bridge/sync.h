@@ -19,6 +19,9 @@ struct sync_result {
 	unsigned long listed;     /* messages on the server */
 	unsigned long fresh;      /* of which new */
 	unsigned long imported;
+	unsigned long duplicates; /* dedup: recorded at another account's copy */
+	unsigned long deferred;   /* dedup: another account is storing it now */
+	unsigned long adopted;    /* UIDL reset: known messages under new UIDLs */
 	unsigned long deleted;
 	uint64_t bytes;
 	long login_delay;         /* the server's LOGIN-DELAY, -1 when none */

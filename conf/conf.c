@@ -287,6 +287,7 @@ conf_free(struct conf *c)
 		free_account(&c->accounts[i]);
 	free(c->accounts);
 	free_list(c->relay.listen, c->relay.n_listen);
+	free_list(c->relay.listen_tls, c->relay.n_listen_tls);
 	free(c->relay.tls_cert);
 	free(c->relay.tls_key);
 	free(c->relay.passwd_file);

@@ -10,7 +10,8 @@
 #include <stdio.h>
 
 enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
-enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2 };
+enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
+    CONF_AUTH_LOGIN /* smtp only */ };
 enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
 
 /* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
@@ -21,7 +22,7 @@ struct conf_server {
 	char *user;                 /* may be NULL */
 	char *password;             /* NULL unless set in the file */
 	char *password_command;     /* NULL unless set; run by conf_password() */
-	enum conf_auth auth;        /* pop3 only */
+	enum conf_auth auth;        /* pop3; smtp: auto, plain, login, xoauth2 */
 	char *ca_file;              /* NULL: system trust store only */
 	unsigned timeout;           /* seconds per protocol step; default 60 */
 	bool allow_plaintext;       /* required for tls=none with a password */
@@ -42,6 +43,7 @@ struct conf_account {
 	struct conf_server pop3;
 	bool leave_on_server;       /* default true */
 	unsigned delete_after_days; /* default 0 = never */
+	unsigned uidl_reset_threshold; /* percent of unknown UIDLs that means a reset; 0 off, default 50 */
 	unsigned poll_interval;     /* default: the top-level poll_interval */
 	bool import_seen;           /* default false */
 	bool has_smtp;
@@ -58,6 +60,13 @@ struct conf_relay {
 	char *tls_cert, *tls_key;   /* NULL if unset */
 	char *passwd_file;
 	unsigned queue_lifetime;    /* seconds, default 432000 */
+	char **listen_tls;          /* implicit-TLS listeners (submissions); default none */
+	size_t n_listen_tls;
+	uint64_t max_message_size;  /* bytes, default 35 MiB */
+	unsigned max_recipients;    /* per message, default 100 */
+	unsigned max_connections;   /* sessions at once, default 20 */
+	unsigned timeout;           /* seconds per client command, default 300 (DATA: twice) */
+	unsigned retry_initial;     /* seconds before the first retry, doubling to 1 h; default 60 */
 };
 
 struct conf {

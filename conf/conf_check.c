@@ -103,6 +103,9 @@ folder_problem(const char *f, bool maildir)
 		if (maildir && memchr(level, '.', len) != NULL)
 			return "holds a \".\", the Maildir++ separator (use "
 			    "\"/\" between levels)";
+		if (!maildir && (memchr(level, '*', len) != NULL ||
+		    memchr(level, '%', len) != NULL))
+			return "holds \"*\" or \"%\", the IMAP LIST wildcards";
 		if (level[len] == '\0')
 			return NULL;
 	}
@@ -190,6 +193,18 @@ check_store(struct conf_load *ld, const struct conf *c)
 	check_server(ld, &st->imap, "store", bline);
 	check_value(ld, "store", "master_user", st->master_user, CONF_MAX_USER,
 	    line_or(ld, &st->master_user, bline));
+	/* The store is always logged in to (PREAUTH is refused): as user,
+	 * or as "user*master_user" with the master's password. */
+	if (st->imap.user == NULL || *st->imap.user == '\0')
+		conf_err(ld, line_or(ld, &st->imap.user, bline), "store.user is "
+		    "required with type = \"imap\" (\"%%u\" for the account's "
+		    "local_user)");
+	if (st->imap.password == NULL && st->imap.password_command == NULL)
+		conf_err(ld, bline, "store: password or password_command is "
+		    "required with type = \"imap\"");
+	if (st->master_user != NULL && strchr(st->master_user, '*') != NULL)
+		conf_err(ld, line_or(ld, &st->master_user, bline), "store."
+		    "master_user must not hold \"*\", the master login separator");
 }
 
 /* "HOST:PORT" or "[V6]:PORT" */
@@ -224,6 +239,13 @@ check_relay(struct conf_load *ld, const struct conf_relay *r)
 		if (!listen_ok(r->listen[i]))
 			conf_err(ld, line_or(ld, &r->listen[i], bline),
 			    "relay.listen: entry %zu is not HOST:PORT", i + 1);
+	for (i = 0; i < r->n_listen_tls; i++)
+		if (!listen_ok(r->listen_tls[i]))
+			conf_err(ld, line_or(ld, &r->listen_tls[i], bline),
+			    "relay.listen_tls: entry %zu is not HOST:PORT", i + 1);
+	if (r->n_listen_tls > 0 && r->tls_cert == NULL)
+		conf_err(ld, line_or(ld, &r->listen_tls[0], bline),
+		    "relay.listen_tls needs tls_cert and tls_key");
 	if ((r->tls_cert == NULL) != (r->tls_key == NULL))
 		conf_err(ld, r->tls_cert != NULL ?
 		    line_or(ld, &r->tls_cert, bline) :
@@ -232,18 +254,6 @@ check_relay(struct conf_load *ld, const struct conf_relay *r)
 	if (*r->passwd_file == '\0')
 		conf_err(ld, line_or(ld, &r->passwd_file, bline), "relay."
 		    "passwd_file is empty");
-}
-
-/* The IMAP store is not written yet. Its keys are checked like the rest
- * (so a file written for it is right already), then the type itself is
- * refused here, and only here: delete this when the IMAP store lands. */
-static void
-check_imap_supported(struct conf_load *ld, const struct conf *c)
-{
-	if (c->store.type == CONF_STORE_IMAP)
-		conf_err(ld, line_or(ld, &c->store.type,
-		    conf_block_line(ld, &c->store)),
-		    "store type \"imap\" is not yet supported");
 }
 
 void
@@ -259,7 +269,6 @@ conf_check(struct conf_load *ld, const struct conf *c)
 	for (i = 0; i < c->n_accounts; i++)
 		check_account(ld, c, &c->accounts[i]);
 	check_relay(ld, &c->relay);
-	check_imap_supported(ld, c);
 }
 
 static bool

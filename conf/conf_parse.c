@@ -57,6 +57,7 @@ static cfg_opt_t smtp_opts[] = {
 	CFG_STR("user", NULL, CFGF_NONE),
 	CFG_STR("password", NULL, CFGF_NONE),
 	CFG_STR("password_command", NULL, CFGF_NONE),
+	CFG_STR("auth", "auto", CFGF_NONE),
 	CFG_STR("ca_file", NULL, CFGF_NONE),
 	CFG_INT("timeout", 60, CFGF_NONE),
 	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE),
@@ -89,6 +90,7 @@ static cfg_opt_t account_opts[] = {
 	CFG_BOOL("import_seen", cfg_false, CFGF_NONE),
 	CFG_BOOL("leave_on_server", cfg_true, CFGF_NONE),
 	CFG_INT("delete_after_days", 0, CFGF_NONE),
+	CFG_INT("uidl_reset_threshold", 50, CFGF_NONE),
 	CFG_SEC("pop3", pop3_opts, CFGF_MULTI),
 	CFG_SEC("smtp", smtp_opts, CFGF_MULTI),
 	CFG_STR_LIST("addresses", NULL, CFGF_NONE),
@@ -105,6 +107,12 @@ static cfg_opt_t relay_opts[] = {
 	CFG_STR("tls_key", NULL, CFGF_NONE),
 	CFG_STR("passwd_file", "/etc/pop3bridge/users", CFGF_NONE),
 	CFG_INT("queue_lifetime", 432000, CFGF_NONE),
+	CFG_STR_LIST("listen_tls", NULL, CFGF_NONE),
+	CFG_INT("max_message_size", 36700160, CFGF_NONE),
+	CFG_INT("max_recipients", 100, CFGF_NONE),
+	CFG_INT("max_connections", 20, CFGF_NONE),
+	CFG_INT("timeout", 300, CFGF_NONE),
+	CFG_INT("retry_initial", 60, CFGF_NONE),
 	CFG_END()
 };
 
@@ -126,6 +134,13 @@ static cfg_opt_t root_opts[] = {
 static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
 static const char *const auth_names[] = {
 	"auto", "user", "apop", "plain", "xoauth2", NULL
+};
+/* smtp {} auth: the names, and the enum conf_auth value of each. */
+static const char *const smtp_auth_names[] = {
+	"auto", "plain", "login", "xoauth2", NULL
+};
+static const enum conf_auth smtp_auth_values[] = {
+	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2
 };
 static const char *const store_names[] = { "maildir", "imap", NULL };
 
@@ -466,6 +481,9 @@ conv_server(cfg_t *sec, struct conf_server *s, enum server_kind kind)
 	    &s->password_command);
 	if (kind == KIND_POP3)
 		s->auth = get_enum(sec, "auth", auth_names, &s->auth);
+	else if (kind == KIND_SMTP)
+		s->auth = smtp_auth_values[get_enum(sec, "auth", smtp_auth_names,
+		    &s->auth)];
 	s->ca_file = get_path(sec, "ca_file", true, &s->ca_file);
 	s->timeout = get_num(sec, "timeout", 1, MAX_TIMEOUT, &s->timeout);
 	s->allow_plaintext = get_bool(sec, "allow_plaintext",
@@ -513,6 +531,8 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	    &a->leave_on_server);
 	a->delete_after_days = get_num(sec, "delete_after_days", 0, MAX_DAYS,
 	    &a->delete_after_days);
+	a->uidl_reset_threshold = get_num(sec, "uidl_reset_threshold", 0, 100,
+	    &a->uidl_reset_threshold);
 	conv_server(one_section(sec, "pop3"), &a->pop3, KIND_POP3);
 	if ((a->has_smtp = cfg_size(sec, "smtp") > 0))
 		conv_server(one_section(sec, "smtp"), &a->smtp, KIND_SMTP);
@@ -536,6 +556,17 @@ conv_relay(cfg_t *sec, struct conf_relay *r)
 	r->passwd_file = get_path(sec, "passwd_file", false, &r->passwd_file);
 	r->queue_lifetime = get_num(sec, "queue_lifetime", 1, MAX_LIFETIME,
 	    &r->queue_lifetime);
+	if (is_set(sec, "listen_tls"))
+		r->listen_tls = get_list(sec, "listen_tls", &r->n_listen_tls);
+	r->max_message_size = get_num(sec, "max_message_size", 1024,
+	    1L << 30, &r->max_message_size);
+	r->max_recipients = get_num(sec, "max_recipients", 1, 10000,
+	    &r->max_recipients);
+	r->max_connections = get_num(sec, "max_connections", 1, 10000,
+	    &r->max_connections);
+	r->timeout = get_num(sec, "timeout", 1, 3600, &r->timeout);
+	r->retry_initial = get_num(sec, "retry_initial", 1, 3600,
+	    &r->retry_initial);
 }
 
 static void

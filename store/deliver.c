@@ -11,6 +11,7 @@
 
 #include "bridge/log.h"
 #include "bridge/xmalloc.h"
+#include "store/imap.h"
 #include "store/maildir.h"
 
 const struct deliver_backend *
@@ -20,8 +21,7 @@ deliver_backend_for(enum conf_store_type t)
 	case CONF_STORE_MAILDIR:
 		return &maildir_backend;
 	case CONF_STORE_IMAP:
-		/* store/imap.c is not written yet: add it here. */
-		return NULL;
+		return &imap_backend;
 	}
 	return NULL;
 }

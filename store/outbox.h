@@ -48,6 +48,11 @@ struct outbox_msg {
 	size_t n_rcpts;
 };
 
+/* STATE_DIR/spool, allocated. Submitters may create the message file there
+ * (O_TMPFILE, or a temporary name) so that outbox_enqueue() can link it
+ * instead of copying it. */
+char *outbox_spool_dir(const char *state_dir);
+
 /* Makes the message in the open file fd (its final content, CRLF line
  * endings, written by the caller) durable in the spool — fsync the file,
  * link it into STATE_DIR/spool under a unique name, fsync the directory —
@@ -87,8 +92,8 @@ int outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **e
 /* Makes every queued message due now (`queue flush`). */
 int outbox_flush(struct state *st, char **err);
 
-/* Removes a queued message (`queue drop ID`) and its spool file: 1 dropped,
- * 0 no such queued message. */
+/* Removes a queued message (`queue drop ID`): 1 dropped, 0 no such queued
+ * message. Its spool file goes with the next outbox_cleanup(). */
 int outbox_drop(struct state *st, int64_t id, char **err);
 
 /* Removes the spool files of finished messages whose copy/bounce is done. */

@@ -55,16 +55,19 @@ static const char *const migrations[] = {
 	"CREATE INDEX poll_log_account ON poll_log(account_id, id);",
 
 	/* 2: the IMAP store and consolidation: where APPEND put a message
-	 * (APPENDUID), a fingerprint (size + header hash) that recognises
-	 * known content under new UIDLs, cross-account duplicates, and the
-	 * per-account warning status shows (UIDL resets). */
+	 * (APPENDUID), a fingerprint (POP3 size + header hash) that
+	 * recognises known content under new UIDLs, cross-account
+	 * duplicates (Message-ID + body hash, among accounts of one store),
+	 * and the per-account warning status shows (UIDL resets). */
+	"ALTER TABLE messages ADD COLUMN pop3_size INTEGER;"
 	"ALTER TABLE messages ADD COLUMN header_sha256 TEXT;"
 	"ALTER TABLE messages ADD COLUMN body_sha256 TEXT;"
 	"ALTER TABLE messages ADD COLUMN uidvalidity INTEGER;"
 	"ALTER TABLE messages ADD COLUMN uid INTEGER;"
 	"ALTER TABLE messages ADD COLUMN duplicate_of_account INTEGER;"
-	"CREATE INDEX messages_fingerprint ON messages(account_id, size, header_sha256)"
+	"CREATE INDEX messages_fingerprint ON messages(account_id, pop3_size, header_sha256)"
 	"  WHERE header_sha256 IS NOT NULL;"
+	"ALTER TABLE accounts ADD COLUMN store TEXT;"
 	"ALTER TABLE accounts ADD COLUMN uidl_resets INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE accounts ADD COLUMN warning TEXT;"
 	"ALTER TABLE accounts ADD COLUMN warning_at INTEGER;",
@@ -90,6 +93,7 @@ static const char *const migrations[] = {
 	"CREATE INDEX outbox_due ON outbox(state, next_attempt_at);"
 	"CREATE TABLE outbox_rcpt ("
 	"  outbox_id INTEGER NOT NULL REFERENCES outbox(id) ON DELETE CASCADE,"
+	"  pos INTEGER NOT NULL,"	/* submission order, kept in reports */
 	"  rcpt TEXT NOT NULL,"
 	"  state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
 	"  last_code INTEGER,"
@@ -102,14 +106,19 @@ static const char *const migrations[] = {
  * with an error are kept beyond that, since status shows them. */
 #define POLL_LOG_KEEP 1000
 
-/* Per connection, in memory: the server's UIDL list of one query. */
+/* Per connection, in memory: the server's UIDL list of one query. The
+ * index serves "not on the server" (UIDL-reset adoption). */
 static const char temp_schema[] =
     "CREATE TEMP TABLE IF NOT EXISTS uidl_in ("
     "  i INTEGER PRIMARY KEY,"
-    "  uidl TEXT NOT NULL)";
+    "  uidl TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS temp.uidl_in_uidl ON uidl_in(uidl)";
 
 #define MSG_COLUMNS "uidl, size, sha256, message_id, delivery_key, folder," \
-	" location, state, fetched_at, delivered_at"
+	" location, state, fetched_at, delivered_at, pop3_size, header_sha256," \
+	" body_sha256, uidvalidity, uid, duplicate_of_account," \
+	" (SELECT a.name FROM accounts a WHERE a.id = duplicate_of_account)"
+#define MSG_NCOLUMNS 17
 
 /* Every statement, prepared on first use and kept for the connection. */
 enum stmt_id {
@@ -118,7 +127,8 @@ enum stmt_id {
 	S_ACCOUNT_ADD, S_ACCOUNT_GET, S_NO_UIDL,
 	S_TMP_CLEAR, S_TMP_ADD, S_FILTER_NEW, S_DUE,
 	S_PENDING, S_FIND, S_PUT_PENDING, S_MARK_DELIVERED, S_DROP_PENDING,
-	S_MARK_DELETED,
+	S_MARK_DELETED, S_SET_STORE, S_DEDUP_FIND, S_PUT_DUPLICATE,
+	S_HAS_IMPORTED, S_ADOPT, S_UIDL_RESET,
 	S_POLL_ADD, S_POLL_PRUNE,
 	S_ST_LAST, S_ST_LAST_OK, S_ST_LAST_ERROR, S_ST_COUNTS, S_ST_ACCOUNT,
 	S_COUNT
@@ -154,16 +164,49 @@ static const char *const sql[S_COUNT] = {
 	[S_PUT_PENDING] =
 	    "INSERT OR REPLACE INTO messages(account_id, uidl, size, sha256,"
 	    " message_id, delivery_key, folder, location, state, fetched_at,"
-	    " delivered_at, deleted_at)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0, ?8, NULL, NULL)",
+	    " delivered_at, deleted_at, pop3_size, header_sha256, body_sha256)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0, ?8, NULL, NULL,"
+	    " ?9, ?10, ?11)",
 	[S_MARK_DELIVERED] =
-	    "UPDATE messages SET state = 1, location = ?3, delivered_at = ?4"
+	    "UPDATE messages SET state = 1, location = ?3, delivered_at = ?4,"
+	    " uidvalidity = ?5, uid = ?6"
 	    " WHERE account_id = ?1 AND uidl = ?2 AND state = 0",
 	[S_DROP_PENDING] =
 	    "DELETE FROM messages WHERE account_id = ?1 AND uidl = ?2 AND state = 0",
 	[S_MARK_DELETED] =
 	    "UPDATE messages SET state = 2, deleted_at = ?3"
 	    " WHERE account_id = ?1 AND uidl = ?2 AND state = 1",
+	[S_SET_STORE] = "UPDATE accounts SET store = ?2 WHERE id = ?1 AND store IS NOT ?2",
+	/* An original (not itself a duplicate) of another account of the
+	 * same store; delivered rows first, then the oldest. */
+	[S_DEDUP_FIND] = "SELECT " MSG_COLUMNS ", account_id FROM messages"
+	    " WHERE message_id = ?2 AND body_sha256 = ?3"
+	    " AND duplicate_of_account IS NULL AND account_id IN"
+	    "  (SELECT id FROM accounts WHERE store = ?4 AND id <> ?1)"
+	    " ORDER BY state = 0, fetched_at LIMIT 1",
+	[S_PUT_DUPLICATE] =
+	    "INSERT OR REPLACE INTO messages(account_id, uidl, size, sha256,"
+	    " message_id, delivery_key, folder, location, state, fetched_at,"
+	    " delivered_at, deleted_at, pop3_size, header_sha256, body_sha256,"
+	    " uidvalidity, uid, duplicate_of_account)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, NULL,"
+	    " ?11, ?12, ?13, ?14, ?15, ?16)",
+	[S_HAS_IMPORTED] = "SELECT 1 FROM messages"
+	    " WHERE account_id = ?1 AND state IN (1, 2) LIMIT 1",
+	/* The oldest imported row with this fingerprint whose UIDL is no
+	 * longer on the server takes the new UIDL; once renamed it is on
+	 * the server, so identical messages each take their own row. The
+	 * index is named: without ANALYZE statistics the planner would scan
+	 * the account's rows once per message. */
+	[S_ADOPT] =
+	    "UPDATE messages SET uidl = ?2 WHERE account_id = ?1 AND uidl ="
+	    " (SELECT m.uidl FROM messages m INDEXED BY messages_fingerprint"
+	    "  WHERE m.account_id = ?1"
+	    "  AND m.pop3_size = ?3 AND m.header_sha256 = ?4 AND m.state IN (1, 2)"
+	    "  AND m.uidl NOT IN (SELECT u.uidl FROM temp.uidl_in u)"
+	    "  ORDER BY m.fetched_at, m.uidl LIMIT 1)",
+	[S_UIDL_RESET] = "UPDATE accounts SET uidl_resets = uidl_resets + 1,"
+	    " warning = ?2, warning_at = ?3 WHERE id = ?1",
 	[S_POLL_ADD] =
 	    "INSERT INTO poll_log(account_id, started_at, finished_at, ok,"
 	    " imported, deleted, bytes, error)"
@@ -186,8 +229,10 @@ static const char *const sql[S_COUNT] = {
 	    "SELECT error, finished_at FROM poll_log"
 	    " WHERE account_id = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
 	[S_ST_COUNTS] =
-	    "SELECT state, count(*) FROM messages WHERE account_id = ?1 GROUP BY state",
-	[S_ST_ACCOUNT] = "SELECT no_uidl FROM accounts WHERE id = ?1",
+	    "SELECT state, count(*), count(uid), count(duplicate_of_account)"
+	    " FROM messages WHERE account_id = ?1 GROUP BY state",
+	[S_ST_ACCOUNT] = "SELECT no_uidl, uidl_resets, warning, warning_at"
+	    " FROM accounts WHERE id = ?1",
 };
 
 struct state {
@@ -667,6 +712,31 @@ col_str(sqlite3_stmt *s, int i)
 	return t == NULL ? NULL : xstrdup((const char *)t);
 }
 
+/* Copies a hex digest column into a char[65]; "" when NULL. */
+static void
+col_hex(sqlite3_stmt *s, int i, char *hex)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	snprintf(hex, 65, "%s", t ? (const char *)t : "");
+}
+
+/* Binds a hex digest, NULL when empty (not known). */
+static int
+bind_hex(sqlite3_stmt *s, int i, const char *hex)
+{
+	if (hex[0] == '\0')
+		return sqlite3_bind_null(s, i);
+	return sqlite3_bind_text(s, i, hex, -1, SQLITE_STATIC);
+}
+
+/* Binds an IMAP UID or UIDVALIDITY, NULL when 0 (not known). */
+static int
+bind_uid(sqlite3_stmt *s, int i, uint32_t v)
+{
+	return v == 0 ? sqlite3_bind_null(s, i) : sqlite3_bind_int64(s, i, v);
+}
+
 /* Fills m from a row of MSG_COLUMNS. */
 static void
 read_msg(sqlite3_stmt *s, struct state_msg *m)
@@ -684,6 +754,13 @@ read_msg(sqlite3_stmt *s, struct state_msg *m)
 	m->state = (enum state_msg_state)sqlite3_column_int(s, 7);
 	m->fetched_at = sqlite3_column_int64(s, 8);
 	m->delivered_at = sqlite3_column_int64(s, 9);
+	m->pop3_size = (uint64_t)sqlite3_column_int64(s, 10);
+	col_hex(s, 11, m->header_sha256);
+	col_hex(s, 12, m->body_sha256);
+	m->uidvalidity = (uint32_t)sqlite3_column_int64(s, 13);
+	m->uid = (uint32_t)sqlite3_column_int64(s, 14);
+	m->duplicate_of = sqlite3_column_int64(s, 15);
+	m->duplicate_of_name = col_str(s, 16);
 }
 
 int
@@ -730,6 +807,7 @@ state_msg_clear(struct state_msg *m)
 	free(m->delivery_key);
 	free(m->folder);
 	free(m->location);
+	free(m->duplicate_of_name);
 	memset(m, 0, sizeof *m);
 }
 
@@ -783,12 +861,22 @@ state_put_pending(struct state *st, int64_t account, const struct state_msg *m,
 	b |= sqlite3_bind_text(s, 6, m->delivery_key, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 7, m->folder, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 8, m->fetched_at ? m->fetched_at : (int64_t)time(NULL));
+	b |= sqlite3_bind_int64(s, 9, (int64_t)m->pop3_size);
+	b |= bind_hex(s, 10, m->header_sha256);
+	b |= bind_hex(s, 11, m->body_sha256);
 	return run(st, s, b, what, err);
 }
 
 int
 state_mark_delivered(struct state *st, int64_t account, const char *uidl,
     const char *location, char **err)
+{
+	return state_mark_delivered_uid(st, account, uidl, location, 0, 0, err);
+}
+
+int
+state_mark_delivered_uid(struct state *st, int64_t account, const char *uidl,
+    const char *location, uint32_t uidvalidity, uint32_t uid, char **err)
 {
 	const char *what = "marking a message delivered";
 	sqlite3_stmt *s;
@@ -801,6 +889,8 @@ state_mark_delivered(struct state *st, int64_t account, const char *uidl,
 	b |= sqlite3_bind_text(s, 2, uidl, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 3, location, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 4, (int64_t)time(NULL));
+	b |= bind_uid(s, 5, uidvalidity);
+	b |= bind_uid(s, 6, uid);
 	if (run(st, s, b, what, err) == -1)
 		return -1;
 	/* A missing pending row means the protocol was not followed: say so
@@ -847,6 +937,151 @@ state_mark_deleted(struct state *st, int64_t account, const char *const *uidls,
 			return -1;
 	}
 	return 0;
+}
+
+/*
+ * Consolidation (cross-account de-duplication) and the UIDL-reset guard.
+ */
+
+int
+state_set_store(struct state *st, int64_t account, const char *store, char **err)
+{
+	const char *what = "recording the account's store";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_SET_STORE, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, store, -1, SQLITE_STATIC);
+	return run(st, s, b, what, err);
+}
+
+int
+state_dedup_find(struct state *st, int64_t account, const char *store,
+    const char *message_id, const char *body_sha256, struct state_msg *orig,
+    int64_t *owner, char **err)
+{
+	const char *what = "looking for a copy in another account";
+	sqlite3_stmt *s;
+	int b, rc;
+
+	if ((s = stmt(st, S_DEDUP_FIND, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, message_id, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 3, body_sha256, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 4, store, -1, SQLITE_STATIC);
+	rc = b == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW) {
+		read_msg(s, orig);
+		*owner = sqlite3_column_int64(s, MSG_NCOLUMNS);
+	} else if (rc != SQLITE_DONE)
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+state_put_duplicate(struct state *st, int64_t account, const struct state_msg *m,
+    const struct state_msg *orig, int64_t owner, char **err)
+{
+	const char *what = "recording a duplicate message";
+	int64_t now = (int64_t)time(NULL);
+	sqlite3_stmt *s;
+	int b;
+
+	if (need_transaction(st, what, err) == -1 ||
+	    (s = stmt(st, S_PUT_DUPLICATE, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, m->uidl, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, (int64_t)m->size);
+	b |= sqlite3_bind_text(s, 4, m->sha256, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 5, m->message_id, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 6, orig->delivery_key, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 7, orig->folder, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 8, orig->location, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 9, m->fetched_at ? m->fetched_at : now);
+	b |= sqlite3_bind_int64(s, 10, now);
+	b |= sqlite3_bind_int64(s, 11, (int64_t)m->pop3_size);
+	b |= bind_hex(s, 12, m->header_sha256);
+	b |= bind_hex(s, 13, m->body_sha256);
+	b |= bind_uid(s, 14, orig->uidvalidity);
+	b |= bind_uid(s, 15, orig->uid);
+	b |= sqlite3_bind_int64(s, 16, owner);
+	return run(st, s, b, what, err);
+}
+
+int
+state_has_imported(struct state *st, int64_t account, bool *yes, char **err)
+{
+	const char *what = "looking for imported messages";
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = stmt(st, S_HAS_IMPORTED, what, err)) == NULL)
+		return -1;
+	rc = sqlite3_bind_int64(s, 1, account) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	*yes = rc == SQLITE_ROW;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* One S_ADOPT per fingerprint; the server's list is in temp.uidl_in. */
+static int
+adopt_each(struct state *st, int64_t account, const struct state_fp *fps, size_t n,
+    bool *adopted, size_t *n_adopted, char **err)
+{
+	const char *what = "adopting new UIDLs";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_ADOPT, what, err)) == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		b = sqlite3_bind_int64(s, 1, account);
+		b |= sqlite3_bind_text(s, 2, fps[i].uidl, -1, SQLITE_STATIC);
+		b |= sqlite3_bind_int64(s, 3, (int64_t)fps[i].size);
+		b |= sqlite3_bind_text(s, 4, fps[i].header_sha256, -1, SQLITE_STATIC);
+		if (run(st, s, b, what, err) == -1)
+			return -1;
+		adopted[i] = sqlite3_changes(st->db) == 1;
+		*n_adopted += adopted[i];
+	}
+	return 0;
+}
+
+int
+state_adopt_uidls(struct state *st, int64_t account, const char *const *server,
+    size_t n_server, const struct state_fp *fps, size_t n, bool *adopted,
+    size_t *n_adopted, char **err)
+{
+	const char *what = "adopting new UIDLs";
+
+	*n_adopted = 0;
+	if (need_transaction(st, what, err) == -1 ||
+	    load_uidls(st, server, n_server, err) == -1)
+		return -1;
+	return adopt_each(st, account, fps, n, adopted, n_adopted, err);
+}
+
+int
+state_note_uidl_reset(struct state *st, int64_t account, const char *warning,
+    char **err)
+{
+	const char *what = "recording the UIDL reset";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_UIDL_RESET, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, warning, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, (int64_t)time(NULL));
+	return run(st, s, b, what, err);
 }
 
 /*
@@ -949,12 +1184,19 @@ status_counts(struct state *st, int64_t account, struct state_status *t, char **
 
 	if ((r = first_row(st, S_ST_ACCOUNT, account, &s, err)) == -1)
 		return -1;
-	t->no_uidl = r == 1 && sqlite3_column_int(s, 0) != 0;
+	if (r == 1) {
+		t->no_uidl = sqlite3_column_int(s, 0) != 0;
+		t->uidl_resets = (unsigned long)sqlite3_column_int64(s, 1);
+		t->warning = col_str(s, 2);
+		t->warning_at = sqlite3_column_int64(s, 3);
+	}
 	done(s);
 	if ((r = first_row(st, S_ST_COUNTS, account, &s, err)) == -1)
 		return -1;
 	for (rc = r == 1 ? SQLITE_ROW : SQLITE_DONE; rc == SQLITE_ROW; rc = sqlite3_step(s)) {
 		c = (unsigned long)sqlite3_column_int64(s, 1);
+		t->imap_locations += (unsigned long)sqlite3_column_int64(s, 2);
+		t->duplicates += (unsigned long)sqlite3_column_int64(s, 3);
 		switch (sqlite3_column_int(s, 0)) {
 		case STATE_PENDING:
 			t->pending = c;
@@ -997,8 +1239,10 @@ state_status_free(struct state_status *s)
 {
 	free(s->last.error);
 	free(s->last_error);
+	free(s->warning);
 	s->last.error = NULL;
 	s->last_error = NULL;
+	s->warning = NULL;
 }
 
 sqlite3 *

@@ -29,6 +29,15 @@ struct state_msg {
 	char *location;           /* where the store put it; NULL while pending */
 	enum state_msg_state state;
 	int64_t fetched_at, delivered_at;
+	/* The fingerprint that recognises the message under a new UIDL:
+	 * octets as LIST counts them and the header block's hash (hex, as
+	 * pop3_top_hash() computes it; "" when not known). */
+	uint64_t pop3_size;
+	char header_sha256[65];
+	char body_sha256[65];     /* hex of the body as stored, for dedup; "" unknown */
+	uint32_t uidvalidity, uid;/* IMAP APPENDUID; 0 when not known */
+	int64_t duplicate_of;     /* dedup: the account whose copy this row points to, 0 none */
+	char *duplicate_of_name;  /* returned only: that account's name */
 };
 
 /* Opens (creating the file and its directory's parent must exist) and
@@ -63,6 +72,9 @@ int state_put_pending(struct state *st, int64_t account, const struct state_msg 
 /* pending -> delivered, recording location and delivered_at = now. */
 int state_mark_delivered(struct state *st, int64_t account, const char *uidl,
     const char *location, char **err);
+/* The same, with the IMAP APPENDUID (0, 0 when not known). */
+int state_mark_delivered_uid(struct state *st, int64_t account, const char *uidl,
+    const char *location, uint32_t uidvalidity, uint32_t uid, char **err);
 /* Forgets a pending row whose delivery did not happen (reconciliation). */
 int state_drop_pending(struct state *st, int64_t account, const char *uidl, char **err);
 
@@ -80,6 +92,48 @@ int state_find(struct state *st, int64_t account, const char *uidl, struct state
 
 /* Per-account flags shown by status. */
 int state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **err);
+
+/* Cross-account de-duplication (store { dedup = "message-id" }).
+ *
+ * state_set_store records which store an account's pass resolved to (an
+ * opaque string: accounts with equal strings share one store, e.g. the
+ * same Maildir after "%u" expansion). state_dedup_find looks, among the
+ * other accounts of that store, for an original row (not itself a
+ * duplicate) with this Message-ID and body hash: 1 found (*orig filled,
+ * free with state_msg_clear; *owner its account; delivered or deleted
+ * rows are preferred, but a pending one is returned when that is all
+ * there is: another pass is storing it right now), 0 none, -1 error.
+ * state_put_duplicate records m (uidl, sizes, hashes, Message-ID) as
+ * delivered at orig's place (key, folder, location, UID), with
+ * duplicate_of = owner; inside a transaction. */
+int state_set_store(struct state *st, int64_t account, const char *store, char **err);
+int state_dedup_find(struct state *st, int64_t account, const char *store,
+    const char *message_id, const char *body_sha256, struct state_msg *orig,
+    int64_t *owner, char **err);
+int state_put_duplicate(struct state *st, int64_t account, const struct state_msg *m,
+    const struct state_msg *orig, int64_t owner, char **err);
+
+/* The UIDL-reset guard.
+ *
+ * state_has_imported: does the account have any delivered or deleted row?
+ * state_adopt_uidls (inside a transaction): server[0..n_server) is the
+ * server's whole UIDL list; for each fps[i] (an unknown UIDL with its
+ * fingerprint), the oldest imported row with the same fingerprint whose
+ * UIDL is no longer on the server takes the new UIDL (adopted[i] true).
+ * Identical messages each take a row of their own. *n_adopted counts them.
+ * state_note_uidl_reset stores the warning status shows (with its time)
+ * and counts the reset. */
+struct state_fp {
+	const char *uidl;
+	uint64_t size;              /* LIST octets */
+	const char *header_sha256;  /* hex */
+};
+int state_has_imported(struct state *st, int64_t account, bool *yes, char **err);
+int state_adopt_uidls(struct state *st, int64_t account, const char *const *server,
+    size_t n_server, const struct state_fp *fps, size_t n, bool *adopted,
+    size_t *n_adopted, char **err);
+int state_note_uidl_reset(struct state *st, int64_t account, const char *warning,
+    char **err);
 
 /* The poll log: one row per pass. */
 struct state_poll {
@@ -103,6 +157,11 @@ struct state_status {
 	unsigned long pending;
 	unsigned long on_server;      /* delivered and not yet deleted */
 	bool no_uidl;
+	unsigned long imap_locations; /* rows with an IMAP UID known */
+	unsigned long duplicates;     /* rows pointing at another account's copy */
+	unsigned long uidl_resets;    /* UIDL resets survived */
+	char *warning;                /* the last warning (UIDL reset), NULL none */
+	int64_t warning_at;
 };
 int state_status(struct state *st, int64_t account, struct state_status *s, char **err);
 void state_status_free(struct state_status *s);

@@ -400,17 +400,28 @@ test_bad_folders(void)
 	expect_errors(FIX "bad_folders.conf", want);
 }
 
-/* All keys of an IMAP store are accepted, and a "." in a folder name is
- * fine there: only the type itself is refused, for now. */
+/* Every key of an IMAP store is accepted, and a "." in a folder name is
+ * fine there (Maildir++ only uses it as its separator). */
 static void
 test_imap_keys(void)
 {
-	static const char *const want[] = {
-		":3: store type \"imap\" is not yet supported",
-		NULL
-	};
+	struct conf *c = NULL;
+	int rc;
 
-	expect_errors(FIX "imap.conf", want);
+	free(load(FIX "imap.conf", &rc, &c));
+	CHECK_INT(rc, 0);
+	if (c == NULL)
+		return;
+	CHECK_INT(c->store.type, CONF_STORE_IMAP);
+	CHECK_STR(c->store.imap.host, "imap.example.com");
+	CHECK_INT(c->store.imap.port, 10993);
+	CHECK_INT(c->store.imap.tls, CONF_TLS_IMPLICIT);
+	CHECK_STR(c->store.imap.user, "pop3bridge");
+	CHECK_STR(c->store.master_user, "pop3bridge-master");
+	CHECK_STR(c->store.dedup, "message-id");
+	CHECK_INT(c->store.imap.timeout, 30);
+	CHECK_STR(c->accounts[0].folder, "Lists.2024");
+	conf_free(c);
 }
 
 static void
@@ -418,7 +429,6 @@ test_bad_imap(void)
 {
 	static const char *const want[] = {
 		":1: store.host is required",
-		":2: store type \"imap\" is not yet supported",
 		":3: store.port must be between 1 and 65535",
 		":4: store: password over plaintext refused (tls = \"none\"); "
 		    "set allow_plaintext = true",

@@ -342,9 +342,11 @@ test_body_nul_and_long_line(void)
 }
 
 /* RETR into a file: both line-ending modes, hashes and octet counts. */
+/* hdr: the header block with CRLF endings (as TOP n 0 would hash it);
+ * body_off: where the body starts in want. */
 static void
 retr_check(const char *wire, size_t wlen, enum pop3_eol eol, const char *want,
-    size_t wantlen, uint64_t octets)
+    size_t wantlen, uint64_t octets, const char *hdr, size_t body_off)
 {
 	unsigned char sha[32], got[256];
 	struct pop3_retr res;
@@ -367,6 +369,10 @@ retr_check(const char *wire, size_t wlen, enum pop3_eol eol, const char *want,
 	CHECK_INT(res.octets, octets);
 	gnutls_hash_fast(GNUTLS_DIG_SHA256, want, wantlen, sha);
 	CHECK(memcmp(sha, res.sha256, 32) == 0);
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, hdr, strlen(hdr), sha);
+	CHECK(memcmp(sha, res.header_sha256, 32) == 0);
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, want + body_off, wantlen - body_off, sha);
+	CHECK(memcmp(sha, res.body_sha256, 32) == 0);
 	close(fd);
 }
 
@@ -378,8 +384,16 @@ test_retr_out(void)
 	static const char crlf[] = "A: b\r\n\r\nnul\0here\r\nbare lf\r\n.dot\r\n";
 
 	/* Octets as sent with CRLF, unstuffed: 4+0+8+7+4 bytes + 5 CRLF. */
-	retr_check(wire, sizeof wire - 1, POP3_EOL_LF, lf, sizeof lf - 1, 33);
-	retr_check(wire, sizeof wire - 1, POP3_EOL_CRLF, crlf, sizeof crlf - 1, 33);
+	static const char hwire[] = "A: b\r\nC: d\n\r\n.\r\n";
+	static const char hlf[] = "A: b\nC: d\n\n";
+
+	retr_check(wire, sizeof wire - 1, POP3_EOL_LF, lf, sizeof lf - 1, 33,
+	    "A: b\r\n\r\n", 6);
+	retr_check(wire, sizeof wire - 1, POP3_EOL_CRLF, crlf, sizeof crlf - 1, 33,
+	    "A: b\r\n\r\n", 8);
+	/* TOP n 0: the header block only (bare LF counts as a line end). */
+	retr_check(hwire, sizeof hwire - 1, POP3_EOL_LF, hlf, sizeof hlf - 1, 14,
+	    "A: b\r\nC: d\r\n\r\n", sizeof hlf - 1);
 }
 
 static void

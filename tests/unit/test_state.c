@@ -593,6 +593,189 @@ rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
 	return remove(p);
 }
 
+/* A delivered row with a fingerprint and a body hash, in its own
+ * transactions. */
+static void
+put_delivered(struct state *st, int64_t acct, const char *uidl, uint64_t size,
+    char h, char b, uint32_t uid)
+{
+	struct state_msg m = msg(uidl, uidl);
+	char *err = NULL;
+
+	m.pop3_size = size;
+	memset(m.header_sha256, h, 64);
+	memset(m.body_sha256, b, 64);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_put_pending(st, acct, &m, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_delivered_uid(st, acct, uidl, "new/K", uid ? 7 : 0, uid, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+}
+
+static void
+test_dedup(void)
+{
+	char *path = db_path("dedup"), *err = NULL, body[65];
+	struct state *st = open_ok(path);
+	struct state_msg m = msg("b1", "KEYB"), got;
+	struct state_status ss;
+	int64_t a, b, c, d, owner = 0;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	state_account(st, "c", &c, &err);
+	state_account(st, "d", &d, &err);
+	CHECK_INT(state_set_store(st, a, "maildir:/x", &err), 0);
+	CHECK_INT(state_set_store(st, b, "maildir:/x", &err), 0);
+	CHECK_INT(state_set_store(st, c, "maildir:/y", &err), 0);
+	CHECK_INT(state_set_store(st, d, "maildir:/x", &err), 0);
+	put_delivered(st, a, "a1", 100, 'h', 'b', 42);
+	memset(body, 'b', 64);
+	body[64] = '\0';
+	/* Found for b (same store), not for a itself, c (another store), or
+	 * another body. */
+	CHECK_INT(state_dedup_find(st, b, "maildir:/x", "<id@example.com>", body, &got,
+	    &owner, &err), 1);
+	CHECK_INT(owner, a);
+	CHECK_INT(got.uid, 42);
+	CHECK_STR(got.location, "new/K");
+	CHECK_INT(state_dedup_find(st, a, "maildir:/x", "<id@example.com>", body, &m,
+	    &owner, &err), 0);
+	CHECK_INT(state_dedup_find(st, c, "maildir:/y", "<id@example.com>", body, &m,
+	    &owner, &err), 0);
+	CHECK_INT(state_dedup_find(st, b, "maildir:/x", "<id@example.com>", "ff", &m,
+	    &owner, &err), 0);
+	/* b records its UIDL at a's copy. */
+	m = msg("b1", "KEYB");
+	memset(m.body_sha256, 'b', 64);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_put_duplicate(st, b, &m, &got, owner, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	state_msg_clear(&got);
+	CHECK_INT(state_find(st, b, "b1", &got, &err), 1);
+	CHECK_INT(got.state, STATE_DELIVERED);
+	CHECK_INT(got.duplicate_of, a);
+	CHECK_STR(got.duplicate_of_name, "a");
+	CHECK_STR(got.delivery_key, "a1");
+	CHECK_INT(got.uidvalidity, 7);
+	state_msg_clear(&got);
+	CHECK_INT(state_status(st, b, &ss, &err), 0);
+	CHECK_INT(ss.duplicates, 1);
+	CHECK_INT(ss.imap_locations, 1);
+	CHECK_INT(ss.imported, 1);
+	state_status_free(&ss);
+	/* A third account finds the original, never a duplicate. */
+	CHECK_INT(state_dedup_find(st, d, "maildir:/x", "<id@example.com>", body, &got,
+	    &owner, &err), 1);
+	CHECK_INT(owner, a);
+	state_msg_clear(&got);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
+static void
+test_adopt(void)
+{
+	char *path = db_path("adopt"), *err = NULL, h[65], k[65];
+	struct state *st = open_ok(path);
+	const char *server[] = { "n1", "n2", "n3", "n4" };
+	const char *server2[] = { "n1", "n2", "n4", "x" };
+	struct state_fp fps[4];
+	struct state_status ss;
+	struct state_msg got;
+	bool adopted[4], yes;
+	size_t n;
+	int64_t a, e;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "empty", &e, &err);
+	CHECK_INT(state_has_imported(st, e, &yes, &err), 0);
+	CHECK(!yes);
+	put_delivered(st, a, "old1", 100, 'h', 'b', 0);
+	put_delivered(st, a, "old2", 100, 'h', 'b', 0);
+	put_delivered(st, a, "old3", 100, 'k', 'c', 0);
+	CHECK_INT(state_has_imported(st, a, &yes, &err), 0);
+	CHECK(yes);
+	memset(h, 'h', 64);
+	memset(k, 'k', 64);
+	h[64] = k[64] = '\0';
+	/* Two identical known messages and a third copy: two adopted. */
+	fps[0] = (struct state_fp){ "n1", 100, h };
+	fps[1] = (struct state_fp){ "n2", 100, h };
+	fps[2] = (struct state_fp){ "n3", 100, h };
+	fps[3] = (struct state_fp){ "n4", 100, k };
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_adopt_uidls(st, a, server, 4, fps, 4, adopted, &n, &err), 0);
+	CHECK_INT(state_note_uidl_reset(st, a, "renumbered", &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(n, 3);
+	CHECK(adopted[0] && adopted[1] && !adopted[2] && adopted[3]);
+	CHECK_INT(state_find(st, a, "n4", &got, &err), 1);
+	CHECK_STR(got.delivery_key, "old3");
+	state_msg_clear(&got);
+	CHECK_INT(state_find(st, a, "old1", &got, &err), 0);
+	/* Rows whose UIDL is on the server are never taken. */
+	fps[0] = (struct state_fp){ "x", 100, h };
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_adopt_uidls(st, a, server2, 4, fps, 1, adopted, &n, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(n, 0);
+	CHECK_INT(state_status(st, a, &ss, &err), 0);
+	CHECK_INT(ss.uidl_resets, 1);
+	CHECK_STR(ss.warning, "renumbered");
+	CHECK(ss.warning_at >= time(NULL) - 5);
+	state_status_free(&ss);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
+/* Adoption at scale: 10,000 renumbered messages in one transaction. */
+static void
+test_adopt_10k(void)
+{
+	enum { N = 10000 };
+	char *path = db_path("adopt10k"), *err = NULL;
+	struct state *st = open_ok(path);
+	static char uidl[N][16], nuidl[N][16], hex[N][65];
+	const char *server[N];
+	struct state_fp *fps = xcalloc(N, sizeof *fps);
+	bool *adopted = xcalloc(N, sizeof *adopted);
+	struct state_msg m;
+	double t0;
+	size_t n = 0;
+	int64_t a;
+
+	state_account(st, "a", &a, &err);
+	CHECK_INT(state_begin(st, &err), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(uidl[i], sizeof uidl[i], "old%d", i);
+		snprintf(nuidl[i], sizeof nuidl[i], "new%d", i);
+		snprintf(hex[i], sizeof hex[i], "%064d", i);
+		m = msg(uidl[i], uidl[i]);
+		m.pop3_size = 1000 + (uint64_t)(i % 7);
+		memcpy(m.header_sha256, hex[i], 65);
+		state_put_pending(st, a, &m, &err);
+		state_mark_delivered(st, a, uidl[i], "new/x", &err);
+		server[i] = nuidl[i];
+		fps[i] = (struct state_fp){ nuidl[i], m.pop3_size, hex[i] };
+	}
+	CHECK_INT(state_commit(st, &err), 0);
+	t0 = now_ms();
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_adopt_uidls(st, a, server, N, fps, N, adopted, &n, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	printf("  adopt: %d renumbered messages in %.1f ms\n", N, now_ms() - t0);
+	CHECK_INT(n, N);
+	CHECK(err == NULL);
+	free(fps);
+	free(adopted);
+	state_close(st);
+	free(path);
+}
+
 int
 main(void)
 {
@@ -612,6 +795,9 @@ main(void)
 	TEST(test_poll_log_pruned);
 	TEST(test_rollback);
 	TEST(test_concurrent_reader);
+	TEST(test_dedup);
+	TEST(test_adopt);
+	TEST(test_adopt_10k);
 	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	CHECK_DONE();
 }

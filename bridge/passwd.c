@@ -1,0 +1,211 @@
+#include "bridge/passwd.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <gnutls/crypto.h>
+
+#include "bridge/xmalloc.h"
+
+struct passwd_ent {
+	char *user;
+	char *field;            /* "{SCHEME}hash", as in the file */
+};
+
+struct passwd_db {
+	char *path;
+	bool loaded;
+	struct stat st;         /* of the file as loaded: reload when it differs */
+	struct passwd_ent *ents;
+	size_t n;
+};
+
+/* Compared against when the user does not exist, so that a wrong user name
+ * costs as much time as a wrong password (the password is "x"). */
+#define DUMMY_HASH "{SHA512-CRYPT}$6$p3bdummysalt$NLp8jjnXhkaRfaJ3KFQRdUj1CpC7DYd" \
+	"epfo/hj7yn3xhYO6BzBQW89YyWdXMzgRFngx/PIvXryxoc.VGtvYHB."
+
+struct passwd_db *
+passwd_open(const char *path)
+{
+	struct passwd_db *db = xcalloc(1, sizeof *db);
+
+	db->path = xstrdup(path);
+	return db;
+}
+
+static void
+clear_ents(struct passwd_db *db)
+{
+	for (size_t i = 0; i < db->n; i++) {
+		free(db->ents[i].user);
+		if (db->ents[i].field != NULL)
+			explicit_bzero(db->ents[i].field, strlen(db->ents[i].field));
+		free(db->ents[i].field);
+	}
+	free(db->ents);
+	db->ents = NULL;
+	db->n = 0;
+	db->loaded = false;
+}
+
+void
+passwd_free(struct passwd_db *db)
+{
+	if (db == NULL)
+		return;
+	clear_ents(db);
+	free(db->path);
+	free(db);
+}
+
+/* Constant time over the digests: neither the content nor the length of
+ * the secret leaks through how long a comparison takes. */
+static bool
+ct_equal(const char *a, const char *b)
+{
+	unsigned char da[32], db[32], diff = 0;
+
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, a, strlen(a), da) != 0 ||
+	    gnutls_hash_fast(GNUTLS_DIG_SHA256, b, strlen(b), db) != 0)
+		return false;
+	for (size_t i = 0; i < sizeof da; i++)
+		diff |= da[i] ^ db[i];
+	return diff == 0;
+}
+
+static int
+verify_crypt(const char *hash, const char *pass)
+{
+	struct crypt_data *cd = xcalloc(1, sizeof *cd);
+	const char *out;
+	int rc;
+
+	out = crypt_rn(pass, hash, cd, sizeof *cd);
+	if (out == NULL || out[0] == '*')
+		rc = -1;        /* a setting crypt(3) does not support */
+	else
+		rc = ct_equal(out, hash) ? 1 : 0;
+	explicit_bzero(cd, sizeof *cd);
+	free(cd);
+	return rc;
+}
+
+/* Schemes whose hash is a crypt(3) string, with the prefix it must have. */
+static const struct {
+	const char *scheme, *prefix;
+} crypt_schemes[] = {
+	{ "SHA512-CRYPT", "$6$" },
+	{ "SHA256-CRYPT", "$5$" },
+	{ "MD5-CRYPT", "$1$" },
+	{ "BLF-CRYPT", "$2" },
+	{ "CRYPT", "" },
+};
+
+int
+passwd_verify(const char *field, const char *pass)
+{
+	const char *end, *hash = field;
+	size_t len;
+
+	if (field[0] != '{')
+		return *field ? verify_crypt(field, pass) : -1;
+	if ((end = strchr(field, '}')) == NULL)
+		return -1;
+	len = end - field - 1;
+	hash = end + 1;
+#define IS(name) (len == strlen(name) && strncasecmp(field + 1, name, len) == 0)
+	if (IS("PLAIN") || IS("CLEAR") || IS("CLEARTEXT"))
+		return ct_equal(hash, pass) ? 1 : 0;
+	for (size_t i = 0; i < sizeof crypt_schemes / sizeof *crypt_schemes; i++) {
+		if (!IS(crypt_schemes[i].scheme))
+			continue;
+		if (strncmp(hash, crypt_schemes[i].prefix,
+		    strlen(crypt_schemes[i].prefix)) != 0 || *hash == '\0')
+			return -1;
+		return verify_crypt(hash, pass);
+	}
+#undef IS
+	return -1;
+}
+
+/* One line of the file into db (user and password fields only). */
+static void
+add_line(struct passwd_db *db, char *line)
+{
+	char *colon, *pw, *end;
+
+	line[strcspn(line, "\r\n")] = '\0';
+	if (*line == '\0' || *line == '#' || (colon = strchr(line, ':')) == NULL)
+		return;
+	*colon = '\0';
+	pw = colon + 1;
+	if ((end = strchr(pw, ':')) != NULL)
+		*end = '\0';
+	db->ents = xreallocarray(db->ents, db->n + 1, sizeof *db->ents);
+	db->ents[db->n].user = xstrdup(line);
+	db->ents[db->n].field = xstrdup(pw);
+	db->n++;
+}
+
+static int
+load(struct passwd_db *db, const struct stat *st, char **err)
+{
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+
+	clear_ents(db);
+	if ((f = fopen(db->path, "re")) == NULL) {
+		*err = xasprintf("passwd_file %s: %s", db->path, strerror(errno));
+		return -1;
+	}
+	while (getline(&line, &cap, f) != -1)
+		add_line(db, line);
+	if (line != NULL)
+		explicit_bzero(line, cap);
+	free(line);
+	if (ferror(f)) {
+		*err = xasprintf("passwd_file %s: read error", db->path);
+		fclose(f);
+		clear_ents(db);
+		return -1;
+	}
+	fclose(f);
+	db->st = *st;
+	db->loaded = true;
+	return 0;
+}
+
+static bool
+changed(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino != b->st_ino || a->st_dev != b->st_dev ||
+	    a->st_size != b->st_size || a->st_mtim.tv_sec != b->st_mtim.tv_sec ||
+	    a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
+}
+
+int
+passwd_check(struct passwd_db *db, const char *user, const char *pass, char **err)
+{
+	struct stat st;
+
+	if (stat(db->path, &st) == -1) {
+		clear_ents(db);
+		*err = xasprintf("passwd_file %s: %s", db->path, strerror(errno));
+		return -1;
+	}
+	if ((!db->loaded || changed(&st, &db->st)) && load(db, &st, err) == -1)
+		return -1;
+	for (size_t i = 0; i < db->n; i++)
+		if (strcmp(db->ents[i].user, user) == 0)
+			return passwd_verify(db->ents[i].field, pass) == 1 ? 1 : 0;
+	(void)passwd_verify(DUMMY_HASH, pass);
+	return 0;
+}

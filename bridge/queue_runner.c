@@ -1,0 +1,120 @@
+/* The queue runner as a child process of `run`: a crash or a hung
+ * upstream cannot take the daemon with it, and it has its own SQLite
+ * connection and libetpan state. */
+#include "bridge/queue.h"
+
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge/log.h"
+#include "bridge/xmalloc.h"
+
+#define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */
+#define RUNNER_RESTART	5	/* seconds between restarts after a crash */
+
+static void
+on_stop(int sig)
+{
+	(void)sig;
+	queue_stop = 1;
+}
+
+static void
+child_signals(pid_t parent)
+{
+	struct sigaction sa = { .sa_handler = on_stop };
+	sigset_t none;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(EX_TEMPFAIL);
+}
+
+static int
+runner_main(const struct conf *c)
+{
+	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
+	struct timespec pause = { RUNNER_SLEEP, 0 };
+	struct state *st;
+
+	if (state_open(path, &st, &err) == -1) {
+		log_warnx("queue: %s", err);
+		free(err);
+		free(path);
+		return EX_IOERR;
+	}
+	free(path);
+	while (!queue_stop) {
+		if (queue_pass(c, st, (int64_t)time(NULL), &err) == -1) {
+			log_warnx("queue: %s", err);
+			free(err);
+			err = NULL;
+		}
+		/* A signal cuts the pause short (EINTR). */
+		if (!queue_stop)
+			nanosleep(&pause, NULL);
+	}
+	state_close(st);
+	return EX_OK;
+}
+
+void
+queue_runner_start(struct queue_runner *q, const struct conf *c)
+{
+	pid_t parent = getpid(), pid;
+	time_t now = time(NULL);
+
+	if (q->pid != 0 || (q->started != 0 && now - q->started < RUNNER_RESTART))
+		return;
+	fflush(NULL);
+	if ((pid = fork()) == -1) {
+		log_warn("queue: fork");
+		return;
+	}
+	if (pid == 0) {
+		child_signals(parent);
+		_exit(runner_main(c));
+	}
+	q->pid = pid;
+	q->started = now;
+}
+
+bool
+queue_runner_check(struct queue_runner *q)
+{
+	int status;
+	pid_t r;
+
+	if (q->pid == 0)
+		return false;
+	r = waitpid(q->pid, &status, WNOHANG);
+	if (r == 0 || (r == -1 && errno != ECHILD))
+		return true;
+	if (r == q->pid && WIFSIGNALED(status))
+		log_warnx("queue: runner killed by signal %d", WTERMSIG(status));
+	else if (r == q->pid && WEXITSTATUS(status) != EX_OK)
+		log_warnx("queue: runner exited with %d", WEXITSTATUS(status));
+	q->pid = 0;
+	return false;
+}
+
+void
+queue_runner_signal(struct queue_runner *q, int sig)
+{
+	if (q->pid != 0)
+		kill(q->pid, sig);
+}

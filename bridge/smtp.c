@@ -1,0 +1,506 @@
+/* The upstream SMTP session. libetpan provides the streams, the greeting,
+ * the capability parser and SASL; the transaction commands are ours (see
+ * smtp.h for why). */
+#include "bridge/smtp.h"
+
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libetpan/libetpan.h>
+
+#include "bridge/log.h"
+#include "bridge/net.h"
+#include "bridge/tls.h"
+#include "bridge/xmalloc.h"
+
+/* libetpan exports it without declaring it: parses m->response (the text
+ * of an EHLO reply, one line per "\n") into m->esmtp and m->auth. */
+int mailesmtp_parse_ehlo(mailsmtp *m);
+
+#define SMTP_CHUNK	8192
+#define SMTP_LINE_MAX	2048	/* a reply line (RFC 5321: 512) */
+#define SMTP_LINES_MAX	200	/* lines of one reply */
+#define SMTP_ADDR_MAX	256
+#define SMTP_SECRET_MAX	16384	/* XOAUTH2 tokens are long */
+#define SMTP_TIMEOUT_DEFAULT 60
+
+struct smtp {
+	mailsmtp *m;		/* owns the stream; only its connect, SASL and
+				 * EHLO parser are used */
+	char *where;		/* "host:port", prefix of every message */
+	char helo[64];		/* our address literal */
+	bool broken;		/* after SMTP_ENET or SMTP_EPROTO */
+};
+
+static int
+fail(struct smtp *sm, int code, char **err, char *msg)
+{
+	if (code == SMTP_ENET || code == SMTP_EPROTO)
+		sm->broken = true;
+	if (err != NULL)
+		*err = xasprintf("%s: %s", sm->where, msg != NULL ? msg : "error");
+	free(msg);
+	return code;
+}
+
+static int __attribute__((format(printf, 4, 5)))
+failf(struct smtp *sm, int code, char **err, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatalx("smtp: out of memory");
+	va_end(ap);
+	return fail(sm, code, err, msg);
+}
+
+bool
+smtp_address_ok(const char *addr, bool null_ok)
+{
+	size_t n = strlen(addr);
+
+	if (n == 0)
+		return null_ok;
+	return n <= SMTP_ADDR_MAX && strpbrk(addr, "\r\n<> \t") == NULL;
+}
+
+/*
+ * Replies and commands.
+ */
+
+/* Appends one reply line's text to r (lines joined by " ", control
+ * characters dropped, truncated to fit). */
+static void
+reply_add(struct smtp_reply *r, const char *text)
+{
+	size_t o = strlen(r->text);
+
+	if (o > 0 && o + 1 < sizeof r->text)
+		r->text[o++] = ' ';
+	for (; *text != '\0' && o + 1 < sizeof r->text; text++)
+		if ((unsigned char)*text >= 0x20 && *text != 0x7f)
+			r->text[o++] = *text;
+	r->text[o] = '\0';
+}
+
+/* Reads one (multi-line) reply into r, and into libetpan's response
+ * buffer too so that mailesmtp_parse_ehlo() can read an EHLO reply. */
+static int
+reply(struct smtp *sm, struct smtp_reply *r, char **err)
+{
+	mailsmtp *m = sm->m;
+	char *line;
+	int n, code;
+
+	memset(r, 0, sizeof *r);
+	mmap_string_assign(m->response_buffer, "");
+	for (n = 0; n < SMTP_LINES_MAX; n++) {
+		line = mailstream_read_line_remove_eol(m->stream, m->line_buffer);
+		if (line == NULL)
+			return failf(sm, SMTP_ENET, err, "connection lost or timed out");
+		if (strlen(line) > SMTP_LINE_MAX || strlen(line) < 3 ||
+		    strspn(line, "0123456789") != 3 ||
+		    (line[3] != '\0' && line[3] != ' ' && line[3] != '-'))
+			return failf(sm, SMTP_EPROTO, err, "malformed reply");
+		code = atoi(line);
+		if (r->code != 0 && code != r->code)
+			return failf(sm, SMTP_EPROTO, err, "reply codes differ across lines");
+		r->code = code;
+		reply_add(r, line[3] ? line + 4 : "");
+		mmap_string_append(m->response_buffer, line[3] ? line + 4 : "");
+		mmap_string_append_c(m->response_buffer, '\n');
+		if (line[3] != '-') {
+			m->response = m->response_buffer->str;
+			m->response_code = code;
+			return SMTP_OK;
+		}
+	}
+	return failf(sm, SMTP_EPROTO, err, "reply longer than %d lines", SMTP_LINES_MAX);
+}
+
+/* Sends one command line (never a secret) and reads its reply. */
+static int __attribute__((format(printf, 4, 5)))
+command(struct smtp *sm, struct smtp_reply *r, char **err, const char *fmt, ...)
+{
+	char line[SMTP_ADDR_MAX + 128];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line - 2)
+		return failf(sm, SMTP_ECONFIG, err, "command too long");
+	memcpy(line + n, "\r\n", 3);
+	if (mailstream_write(sm->m->stream, line, (size_t)n + 2) == -1 ||
+	    mailstream_flush(sm->m->stream) == -1)
+		return failf(sm, SMTP_ENET, err, "write failed");
+	return reply(sm, r, err);
+}
+
+/*
+ * Connecting.
+ */
+
+/* Our EHLO argument: the address literal of our end of the connection
+ * (RFC 5321 4.1.3), which says nothing the server does not know already,
+ * unlike gethostname() (LIBETPAN.md trap 11). */
+static void
+set_helo(struct smtp *sm, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char a[INET6_ADDRSTRLEN];
+
+	snprintf(sm->helo, sizeof sm->helo, "[127.0.0.1]");
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return;
+	if (ss.ss_family == AF_INET && inet_ntop(AF_INET,
+	    &((struct sockaddr_in *)&ss)->sin_addr, a, sizeof a) != NULL)
+		snprintf(sm->helo, sizeof sm->helo, "[%s]", a);
+	else if (ss.ss_family == AF_INET6 && inet_ntop(AF_INET6,
+	    &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof a) != NULL)
+		snprintf(sm->helo, sizeof sm->helo, "[IPv6:%s]", a);
+}
+
+static int
+verify(struct smtp *sm, const struct conf_server *s, char **err)
+{
+	const char *ca = s->ca_file != NULL && *s->ca_file != '\0' ? s->ca_file : NULL;
+	char *why = NULL;
+
+	if (tls_verify(sm->m->stream, s->host, ca, &why) != 0)
+		return fail(sm, SMTP_ETLS, err, why);
+	return SMTP_OK;
+}
+
+/* Connects, wraps the socket (TLS at once for implicit TLS, verified),
+ * and reads the greeting. */
+static int
+connect_stream(struct smtp *sm, const struct conf_server *s, unsigned timeout,
+    char **err)
+{
+	struct smtp_reply r;
+	mailstream_low *low;
+	char *why = NULL;
+	int fd, rv;
+
+	if (net_connect(s->host, s->port, timeout, &fd, &why) == -1)
+		return fail(sm, SMTP_ENET, err, why);
+	set_helo(sm, fd);
+	if (s->tls == CONF_TLS_IMPLICIT) {
+		low = mailstream_low_ssl_open_with_callback_timeout(fd, timeout,
+		    tls_sni_callback, s->host);
+		if (low == NULL) {
+			close(fd);
+			return failf(sm, SMTP_ENET, err, "TLS handshake failed");
+		}
+	} else if ((low = mailstream_low_socket_open(fd)) == NULL)
+		fatalx("smtp: out of memory");
+	mailstream_low_set_timeout(low, timeout);
+	if ((sm->m->stream = mailstream_new(low, SMTP_CHUNK)) == NULL)
+		fatalx("smtp: out of memory");
+	if (s->tls == CONF_TLS_IMPLICIT && (rv = verify(sm, s, err)) != SMTP_OK)
+		return rv;
+	if ((rv = reply(sm, &r, err)) != SMTP_OK)
+		return rv;
+	if (r.code != 220)
+		return failf(sm, SMTP_ENET, err, "server refused the connection: %d %s",
+		    r.code, r.text);
+	return SMTP_OK;
+}
+
+static int
+ehlo(struct smtp *sm, char **err)
+{
+	struct smtp_reply r;
+	int rv;
+
+	if ((rv = command(sm, &r, err, "EHLO %s", sm->helo)) != SMTP_OK)
+		return rv;
+	if (r.code != 250)
+		return failf(sm, SMTP_EPROTO, err, "EHLO refused: %d %s", r.code, r.text);
+	mailesmtp_parse_ehlo(sm->m);
+	return SMTP_OK;
+}
+
+/* STARTTLS (RFC 3207), never falling back to plaintext (trap 8). */
+static int
+starttls(struct smtp *sm, const struct conf_server *s, unsigned timeout, char **err)
+{
+	mailstream *stream = sm->m->stream;
+	mailstream_low *low = mailstream_get_low(stream), *tls;
+	struct smtp_reply r;
+	int rv;
+
+	if (!(sm->m->esmtp & MAILSMTP_ESMTP_STARTTLS))
+		return failf(sm, SMTP_ETLS, err, "server does not offer STARTTLS");
+	if ((rv = command(sm, &r, err, "STARTTLS")) != SMTP_OK)
+		return rv;
+	if (r.code != 220)
+		return failf(sm, SMTP_ETLS, err, "STARTTLS refused: %d %s", r.code, r.text);
+	/* Bytes after the 220 came in plaintext: injected (CVE-2020-15953). */
+	if (stream->read_buffer_len > 0)
+		return failf(sm, SMTP_ETLS, err, "unexpected data after the STARTTLS reply");
+	tls = mailstream_low_tls_open_with_callback_timeout(mailstream_low_get_fd(low),
+	    timeout, tls_sni_callback, s->host);
+	if (tls == NULL)
+		return failf(sm, SMTP_ENET, err, "TLS handshake failed");
+	mailstream_low_free(low);
+	mailstream_set_low(stream, tls);
+	mailstream_low_set_timeout(tls, timeout);
+	if ((rv = verify(sm, s, err)) != SMTP_OK)
+		return rv;
+	/* What was announced in plaintext may have been forged. */
+	return ehlo(sm, err);
+}
+
+/*
+ * Authentication.
+ */
+
+static int
+check_config(struct smtp *sm, const struct conf_server *s, const char *secret,
+    char **err)
+{
+	bool has_user = s->user != NULL && *s->user != '\0';
+
+	if (s->host == NULL || !conf_safe_value(s->host, 255))
+		return failf(sm, SMTP_ECONFIG, err, "bad host name");
+	if (has_user && !conf_safe_value(s->user, 255))
+		return failf(sm, SMTP_ECONFIG, err, "user name holds CR, LF or is too long");
+	if (secret != NULL && !conf_safe_value(secret, SMTP_SECRET_MAX))
+		return failf(sm, SMTP_ECONFIG, err, "password holds CR, LF or is too long");
+	if (has_user && s->tls == CONF_TLS_NONE && !s->allow_plaintext)
+		return failf(sm, SMTP_ECONFIG, err, "password over plaintext refused"
+		    " (tls = \"none\" without allow_plaintext)");
+	return SMTP_OK;
+}
+
+static const char *
+choose_mech(const struct smtp *sm, const struct conf_server *s)
+{
+	switch (s->auth) {
+	case CONF_AUTH_PLAIN:
+		return "PLAIN";
+	case CONF_AUTH_LOGIN:
+		return "LOGIN";
+	case CONF_AUTH_XOAUTH2:
+		return "XOAUTH2";
+	default:
+		break;
+	}
+	if (sm->m->auth & MAILSMTP_AUTH_PLAIN)
+		return "PLAIN";
+	if (sm->m->auth & MAILSMTP_AUTH_LOGIN)
+		return "LOGIN";
+	return NULL;
+}
+
+/* libetpan's reply text, on one line; never holds our secret (the server
+ * only ever echoes its own text). */
+static char *
+last_text(const struct smtp *sm)
+{
+	struct smtp_reply r = { 0 };
+
+	reply_add(&r, sm->m->response != NULL ? sm->m->response : "");
+	for (char *p = r.text; *p != '\0'; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return xasprintf("%d %s", sm->m->response_code, r.text);
+}
+
+static int
+authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
+    char **err)
+{
+	const char *mech;
+	char *text;
+	int r;
+
+	if (s->user == NULL || *s->user == '\0')
+		return SMTP_OK;
+	if ((mech = choose_mech(sm, s)) == NULL)
+		return failf(sm, SMTP_EAUTH, err, "server offers no AUTH PLAIN or LOGIN");
+	if (strcmp(mech, "XOAUTH2") == 0)
+		r = mailsmtp_oauth2_authenticate(sm->m, s->user, secret ? secret : "");
+	else
+		r = mailesmtp_auth_sasl(sm->m, mech, s->host, NULL, NULL, s->user,
+		    s->user, secret ? secret : "", NULL);
+	if (r == MAILSMTP_NO_ERROR)
+		return SMTP_OK;
+	if (r == MAILSMTP_ERROR_STREAM)
+		return failf(sm, SMTP_ENET, err, "connection lost during AUTH");
+	text = last_text(sm);
+	r = failf(sm, SMTP_EAUTH, err, "AUTH %s refused: %s", mech, text);
+	free(text);
+	return r;
+}
+
+int
+smtp_open(struct smtp **out, const struct conf_server *s, const char *secret,
+    char **err)
+{
+	struct smtp *sm = xcalloc(1, sizeof *sm);
+	unsigned timeout = s->timeout ? s->timeout : SMTP_TIMEOUT_DEFAULT;
+	const char *host = s->host != NULL ? s->host : "(no host)";
+	int rv;
+
+	*out = NULL;
+	sm->where = strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, s->port) :
+	    xasprintf("%s:%u", host, s->port);
+	if ((sm->m = mailsmtp_new(0, NULL)) == NULL)
+		fatalx("smtp: out of memory");
+	mailsmtp_set_timeout(sm->m, timeout);
+	if ((rv = check_config(sm, s, secret, err)) != SMTP_OK ||
+	    (rv = connect_stream(sm, s, timeout, err)) != SMTP_OK ||
+	    (rv = ehlo(sm, err)) != SMTP_OK ||
+	    (s->tls == CONF_TLS_STARTTLS && (rv = starttls(sm, s, timeout, err)) != SMTP_OK) ||
+	    (rv = authenticate(sm, s, secret, err)) != SMTP_OK) {
+		sm->broken = true;
+		smtp_close(sm);
+		return rv;
+	}
+	*out = sm;
+	return SMTP_OK;
+}
+
+bool
+smtp_has_8bitmime(const struct smtp *sm)
+{
+	return (sm->m->esmtp & MAILSMTP_ESMTP_8BITMIME) != 0;
+}
+
+/*
+ * The transaction.
+ */
+
+int
+smtp_mail(struct smtp *sm, const char *from, uint64_t size, bool eightbit,
+    struct smtp_reply *r, char **err)
+{
+	char size_param[32] = "";
+
+	if (!smtp_address_ok(from, true))
+		return failf(sm, SMTP_ECONFIG, err, "unusable sender address");
+	if ((sm->m->esmtp & MAILSMTP_ESMTP_SIZE) && size > 0)
+		snprintf(size_param, sizeof size_param, " SIZE=%llu",
+		    (unsigned long long)size);
+	return command(sm, r, err, "MAIL FROM:<%s>%s%s", from, size_param,
+	    eightbit && smtp_has_8bitmime(sm) ? " BODY=8BITMIME" : "");
+}
+
+int
+smtp_rcpt(struct smtp *sm, const char *to, struct smtp_reply *r, char **err)
+{
+	if (!smtp_address_ok(to, false))
+		return failf(sm, SMTP_ECONFIG, err, "unusable recipient address");
+	return command(sm, r, err, "RCPT TO:<%s>", to);
+}
+
+/* Writes buf[0..n) dot-stuffed; *bol says whether a line starts at buf. */
+static int
+write_stuffed(mailstream *s, const char *buf, size_t n, bool *bol)
+{
+	size_t i, start = 0;
+
+	for (i = 0; i < n; i++) {
+		if (*bol && buf[i] == '.') {
+			/* Send what came before, then the extra dot. */
+			if (mailstream_write(s, buf + start, i - start) == -1 ||
+			    mailstream_write(s, ".", 1) == -1)
+				return -1;
+			start = i;
+		}
+		*bol = buf[i] == '\n';
+	}
+	return mailstream_write(s, buf + start, n - start) == -1 ? -1 : 0;
+}
+
+/* Streams fd as the message body; the end marker needs the body to end
+ * with CRLF, added only when it does not (trap 11). */
+static int
+send_body(struct smtp *sm, int fd, char **err)
+{
+	mailstream *s = sm->m->stream;
+	char buf[65536], last[2] = { '\r', '\n' };
+	bool bol = true;
+	ssize_t n;
+
+	if (lseek(fd, 0, SEEK_SET) == -1)
+		return failf(sm, SMTP_ELOCAL, err, "message file: %s", strerror(errno));
+	while ((n = read(fd, buf, sizeof buf)) > 0) {
+		if (write_stuffed(s, buf, (size_t)n, &bol) == -1)
+			return failf(sm, SMTP_ENET, err, "write failed during DATA");
+		if (n >= 2)
+			memcpy(last, buf + n - 2, 2);
+		else {
+			last[0] = last[1];
+			last[1] = buf[0];
+		}
+	}
+	if (n == -1) {
+		/* The server is waiting for the body: the session is lost. */
+		sm->broken = true;
+		return failf(sm, SMTP_ELOCAL, err, "message file: %s", strerror(errno));
+	}
+	if ((memcmp(last, "\r\n", 2) != 0 && mailstream_write(s, "\r\n", 2) == -1) ||
+	    mailstream_write(s, ".\r\n", 3) == -1 || mailstream_flush(s) == -1)
+		return failf(sm, SMTP_ENET, err, "write failed during DATA");
+	return SMTP_OK;
+}
+
+int
+smtp_data(struct smtp *sm, int fd, struct smtp_reply *r, char **err)
+{
+	int rv;
+
+	if ((rv = command(sm, r, err, "DATA")) != SMTP_OK || r->code != 354)
+		return rv;
+	if ((rv = send_body(sm, fd, err)) != SMTP_OK)
+		return rv;
+	return reply(sm, r, err);
+}
+
+int
+smtp_rset(struct smtp *sm, char **err)
+{
+	struct smtp_reply r;
+	int rv;
+
+	if ((rv = command(sm, &r, err, "RSET")) != SMTP_OK)
+		return rv;
+	if (r.code != 250)
+		return failf(sm, SMTP_EPROTO, err, "RSET refused: %d %s", r.code, r.text);
+	return SMTP_OK;
+}
+
+void
+smtp_close(struct smtp *sm)
+{
+	struct smtp_reply r;
+
+	if (sm == NULL)
+		return;
+	if (sm->m->stream != NULL) {
+		if (!sm->broken)
+			command(sm, &r, NULL, "QUIT");
+		mailstream_close(sm->m->stream);
+		sm->m->stream = NULL;
+	}
+	/* With no stream, mailsmtp_free() sends nothing. */
+	mailsmtp_free(sm->m);
+	free(sm->where);
+	free(sm);
+}

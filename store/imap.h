@@ -1,0 +1,25 @@
+/* The IMAP delivery backend: messages are APPENDed to an IMAP server (a
+ * local Dovecot, or any server) over one libetpan session per open(),
+ * TLS verified by bridge/tls.c before any credential is sent.
+ *
+ * Temp files live in STATE_DIR/spool/imap/KEY (the folder argument of
+ * tmp_* does not matter there). Each starts with the header line
+ *   X-Pop3bridge-Key: KEY CRLF
+ * which therefore stays part of every stored message: find() looks for it
+ * (UID SEARCH HEADER) to settle a delivery a crash interrupted.
+ * Folder "a/b": "/" is mapped to the server's hierarchy delimiter (LIST ""
+ * ""), each level is encoded in modified UTF-7; INBOX (any case) is INBOX.
+ * A missing folder is created and subscribed.
+ * Locations: "FOLDER;UIDVALIDITY=V;UID=U" when the server returns APPENDUID
+ * (RFC 4315), else "FOLDER" (FOLDER as configured).
+ * On a failed deliver() no location is set and every fd is closed. */
+#ifndef POP3BRIDGE_IMAP_H
+#define POP3BRIDGE_IMAP_H
+
+#include "store/deliver.h"
+
+#define IMAP_KEY_HEADER "X-Pop3bridge-Key"
+
+extern const struct deliver_backend imap_backend;
+
+#endif

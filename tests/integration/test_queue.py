@@ -1,0 +1,238 @@
+"""The outbound queue: sendmail enqueues, the runner delivers upstream
+(tests/integration/smtpd.py), files a \\Seen copy in Sent, retries 4xx,
+bounces 5xx (RFC 3464) into INBOX, survives SIGKILL, verifies STARTTLS;
+queue list / flush / drop."""
+
+import email
+import email.policy
+import os
+import signal
+import time
+
+import harness as h
+from smtpd import Upstream
+
+TIMEOUT = 240
+FROM = 'alice@example.com'
+
+
+def account(up, tls='none', ca=None):
+    smtp = ['host = "localhost"', 'port = %d' % up.port, 'tls = "%s"' % tls,
+            'user = "relay"', 'password = "relaypw"']
+    if tls == 'none':
+        smtp.append('allow_plaintext = true')
+    if ca:
+        smtp.append('ca_file = "%s"' % ca)
+    return ('account "work" {\n  local_user = "alice"\n'
+            '  pop3 {\n    host = "localhost"\n    port = %d\n    tls = "none"\n'
+            '    user = "alice"\n    password = "x"\n    allow_plaintext = true\n  }\n'
+            '  smtp {\n    %s\n  }\n  addresses = { "%s" }\n  sent_folder = "Sent"\n}\n'
+            % (h.free_port(), '\n    '.join(smtp), FROM))
+
+
+def config(t, up, lifetime=3600, **kw):
+    relay = ('relay {\n  listen = { "127.0.0.1:%d" }\n  retry_initial = 1\n'
+             '  queue_lifetime = %d\n}\n' % (h.free_port(), lifetime))
+    return h.write_config(t.path('p3b.conf'), h.config_text(
+        t.path('state'), t.path('dest', '%u', 'Maildir'), [account(up, **kw)], relay))
+
+
+def message(subject='hello', to='bob@example.net', extra=b''):
+    return (b'From: Alice <alice@example.com>\nTo: ' + to.encode() + b'\n'
+            b'Subject: ' + subject.encode() + b'\nMessage-ID: <' + subject.encode() +
+            b'@example.com>\n' + extra + b'\nHello Bob,\n.leading dot\n\xc3\xa9t\xc3\xa9\n')
+
+
+def crlf(b):
+    return b.replace(b'\n', b'\r\n')
+
+
+def sendmail(t, conf, msg, *args, expect=0):
+    p = t.run_bridge(conf, 'sendmail', *args, input=msg)
+    t.require(p.returncode == expect, 'sendmail exited %d, expected %d: %r'
+              % (p.returncode, expect, p.stderr))
+    return p
+
+
+def flush(t, conf):
+    p = t.run_bridge(conf, 'queue', 'flush')
+    t.require(p.returncode == 0, 'queue flush: %r' % p.stderr)
+
+
+def qlist(t, conf):
+    p = t.run_bridge(conf, 'queue', 'list')
+    t.require(p.returncode == 0, 'queue list: %r' % p.stderr)
+    return p.stdout
+
+
+def folder_files(t, folder=None):
+    root = t.path('dest', 'alice', 'Maildir')
+    if not os.path.isdir(root):
+        return []
+    return h.maildir_files(root, folder)
+
+
+def read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def test_sendmail_t_delivers_and_files_sent(t):
+    up = Upstream(t).start()
+    dst = t.dovecot('dst', mail_root=t.path('dest'))
+    conf = config(t, up)
+    msg = message(extra=b'Cc: carol@example.org\nBcc: dave@example.org\n')
+    p = sendmail(t, conf, msg, '-t', '-i')
+    t.check(not p.stdout and not p.stderr, 'sendmail prints nothing: %r' % (p.stdout + p.stderr))
+    t.check('bob@example.net' in qlist(t, conf), 'queued message listed')
+    flush(t, conf)
+    got = up.messages()
+    t.require(len(got) == 1, 'one message upstream, got %d' % len(got))
+    m = got[0]
+    t.check(m['mail_from'] == FROM, 'envelope sender %r' % m['mail_from'])
+    t.check(sorted(m['rcpt_tos']) == ['bob@example.net', 'carol@example.org',
+                                      'dave@example.org'], 'recipients %r' % m['rcpt_tos'])
+    want = crlf(msg.replace(b'Bcc: dave@example.org\n', b''))
+    t.check(m['content'] == want, 'byte-identical upstream (Bcc removed):\n%r\n%r'
+            % (m['content'], want))
+    t.check('BODY=8BITMIME' in m['mail_options'], '8-bit body announced: %r' % m['mail_options'])
+    sent = folder_files(t, '.Sent')
+    t.require(len(sent) == 1, 'one Sent copy in the Maildir, got %d' % len(sent))
+    t.check(sent[0].rsplit(':2,', 1)[-1].find('S') >= 0, 'Sent copy is \\Seen: %s' % sent[0])
+    t.check(read(sent[0]).replace(b'\r\n', b'\n') == want.replace(b'\r\n', b'\n'),
+            'Sent copy is the message')
+    imap = h.imap_connect(dst, 'alice', 'secret')
+    try:
+        typ, _ = imap.select('Sent', readonly=True)
+        t.require(typ == 'OK', 'Sent folder over IMAP')
+        typ, data = imap.search(None, 'SEEN')
+        t.check(len(data[0].split()) == 1, 'IMAP: one \\Seen message in Sent: %r' % data)
+    finally:
+        imap.logout()
+    t.check('empty' in qlist(t, conf), 'queue empty after delivery')
+    flush(t, conf)
+    t.check(len(up.messages()) == 1 and len(folder_files(t, '.Sent')) == 1,
+            'a second flush sends and files nothing')
+
+
+def test_tempfail_then_success(t):
+    up = Upstream(t, script={'bob@example.net': ['451 4.3.0 try again later']}).start()
+    conf = config(t, up)
+    sendmail(t, conf, message(), 'bob@example.net')
+    flush(t, conf)
+    t.check(up.messages() == [], 'nothing accepted on the 451')
+    out = qlist(t, conf)
+    t.check('pending' in out and '451' in out and 'attempts 1' in out, 'deferred: %r' % out)
+    flush(t, conf)
+    got = up.messages()
+    t.check(len(got) == 1 and got[0]['rcpt_tos'] == ['bob@example.net'],
+            'delivered once on retry: %r' % [g['rcpt_tos'] for g in got])
+    flush(t, conf)
+    t.check(len(up.messages()) == 1, 'still once')
+
+
+def test_permanent_failure_bounces(t):
+    up = Upstream(t, script={'bad@example.net': ['550 5.1.1 no such user here'] * 5}).start()
+    conf = config(t, up)
+    sendmail(t, conf, message(subject='bouncy'), 'good@example.net', 'bad@example.net')
+    flush(t, conf)
+    got = up.messages()
+    t.check(len(got) == 1 and got[0]['rcpt_tos'] == ['good@example.net'],
+            'only the good recipient got it: %r' % [g['rcpt_tos'] for g in got])
+    inbox = folder_files(t)
+    t.require(len(inbox) == 1, 'one bounce in INBOX, got %d' % len(inbox))
+    b = email.message_from_bytes(read(inbox[0]), policy=email.policy.compat32)
+    t.check(b.get_content_type() == 'multipart/report', 'multipart/report: %s' % b.get_content_type())
+    t.check(b.get_param('report-type') == 'delivery-status', 'report-type delivery-status')
+    parts = b.get_payload()
+    t.require(len(parts) == 3, 'three parts, got %d' % len(parts))
+    t.check(parts[1].get_content_type() == 'message/delivery-status', 'delivery-status part')
+    blocks = parts[1].get_payload()
+    fields = {}
+    for blk in blocks:
+        for k, v in blk.items():
+            fields.setdefault(k.lower(), []).append(v)
+    t.check(fields.get('reporting-mta', [''])[0].startswith('dns;'), 'Reporting-MTA: %r' % fields)
+    t.check(fields.get('final-recipient') == ['rfc822; bad@example.net'],
+            'Final-Recipient: %r' % fields.get('final-recipient'))
+    t.check(fields.get('action') == ['failed'], 'Action: failed')
+    t.check(fields.get('status') == ['5.1.1'], 'Status 5.1.1: %r' % fields.get('status'))
+    t.check('550' in fields.get('diagnostic-code', [''])[0], 'Diagnostic-Code has the reply')
+    t.check(parts[2].get_content_type() == 'text/rfc822-headers', 'original headers part')
+    t.check(b'Subject: bouncy' in parts[2].as_bytes(), 'original Subject in the bounce')
+    t.check(len(folder_files(t, '.Sent')) == 1, 'the delivered part is in Sent')
+    flush(t, conf)
+    t.check(len(folder_files(t)) == 1, 'the bounce is stored once')
+
+
+def test_upstream_down_then_up(t):
+    up = Upstream(t)
+    conf = config(t, up)
+    d = t.start_bridge(conf, 'run')
+    sendmail(t, conf, message(), 'bob@example.net')
+    h.wait_for(lambda: 'last error' in qlist(t, conf), 20, what='a failed attempt')
+    up.start()
+    h.wait_for(lambda: len(up.messages()) >= 1, 30, what='delivery after the upstream came up')
+    h.wait_for(lambda: len(folder_files(t, '.Sent')) == 1, 10, what='the Sent copy')
+    time.sleep(3)
+    t.check(len(up.messages()) == 1, 'delivered once: %d' % len(up.messages()))
+    t.check(h.stop_process(d) == 0, 'daemon stops cleanly on SIGTERM')
+
+
+def test_sigkill_after_enqueue_delivers_once(t):
+    up = Upstream(t).start()
+    conf = config(t, up)
+    for i, delay in enumerate((0.0, 0.05, 0.2, 0.5)):
+        sendmail(t, conf, message(subject='kill%d' % i), 'bob@example.net')
+        d = t.start_bridge(conf, 'run')
+        time.sleep(delay)
+        h.stop_process(d, signal.SIGKILL)
+    d = t.start_bridge(conf, 'run')
+    h.wait_for(lambda: 'empty' in qlist(t, conf), 30, what='the queue to drain')
+    subjects = sorted(h.header(m['content'], 'Subject') for m in up.messages())
+    t.check(subjects == ['kill0', 'kill1', 'kill2', 'kill3'], 'each once: %r' % subjects)
+    t.check(len(folder_files(t, '.Sent')) == 4, 'four Sent copies')
+    h.stop_process(d)
+
+
+def test_starttls_verified(t):
+    c = t.certs
+    up = Upstream(t, starttls=(c.cert, c.key)).start()
+    conf = config(t, up, tls='starttls')
+    sendmail(t, conf, message(), 'bob@example.net')
+    flush(t, conf)
+    out = qlist(t, conf)
+    t.check(up.messages() == [] and 'pending' in out, 'unknown CA: nothing sent, still queued')
+    t.check('certif' in out.lower(), 'the error names the certificate: %r' % out)
+    conf = config(t, up, tls='starttls', ca=c.ca_file)
+    flush(t, conf)
+    got = up.messages()
+    t.check(len(got) == 1 and got[0]['tls'], 'delivered over TLS with the CA: %r' % got)
+
+
+def test_queue_list_drop_and_refusals(t):
+    up = Upstream(t)
+    conf = config(t, up)
+    sendmail(t, conf, message(subject='one'), 'bob@example.net')
+    sendmail(t, conf, message(subject='two'), 'bob@example.net')
+    out = qlist(t, conf)
+    ids = [l.split()[0] for l in out.splitlines() if not l.startswith(' ')]
+    t.require(len(ids) == 2, 'two queued: %r' % out)
+    spool = t.path('state', 'spool')
+    t.check(len([f for f in os.listdir(spool) if f.endswith('.msg')]) == 2, 'two spool files')
+    p = t.run_bridge(conf, 'queue', 'drop', ids[0])
+    t.check(p.returncode == 0, 'drop: %r' % p.stderr)
+    out = qlist(t, conf)
+    t.check(len([l for l in out.splitlines() if not l.startswith(' ')]) == 1, 'one left: %r' % out)
+    t.check(len([f for f in os.listdir(spool) if f.endswith('.msg')]) == 1, 'its file is gone')
+    t.check(t.run_bridge(conf, 'queue', 'drop', '999').returncode == 66, 'unknown id: 66')
+    t.check(t.run_bridge(conf, 'queue', 'bogus').returncode == 64, 'bad subcommand: 64')
+    sendmail(t, conf, message(), '-f', 'mallory@example.com', 'bob@example.net', expect=77)
+    sendmail(t, conf, message(), 'bob\r@example.net', expect=65)
+    sendmail(t, conf, message(), expect=64)
+    t.check(len([l for l in qlist(t, conf).splitlines() if not l.startswith(' ')]) == 1,
+            'refused messages were not queued')
+
+
+if __name__ == '__main__':
+    h.main()
