@@ -30,13 +30,15 @@ TIMEOUT = 240
 MAX_SIZE = 200000
 
 
-def setup(t, extra_listen=(), limits=''):
+def setup(t, extra_listen=(), limits='', upstream_port=None):
     """A Dovecot (the passwd-file: alice/secret, bob/hunter2), a config with
     a relay for alice's account, and the daemon running. Returns (conf,
     port, tls_port, daemon)."""
     dv = t.dovecot('dv', users={'alice': 'secret', 'bob': 'hunter2'})
     port, tls_port = h.free_port(), h.free_port()
-    dead = h.free_port()        # upstream: nothing listens, mail stays queued
+    # upstream: unless a test starts one on upstream_port, nothing listens
+    # there and mail stays queued
+    dead = upstream_port or h.free_port()
     listen = ', '.join(h.cq(x) for x in ['127.0.0.1:%d' % port] + list(extra_listen))
     certs = t.certs
     acct = h.account_block('work', dv, extra='''
@@ -270,6 +272,40 @@ def test_sigkill_after_250(t):
     t.check(len(outbox(t)) == 1, 'still one message after restart')
     if q.returncode == 0:
         t.check(str(rows[0][0]) in q.stdout, 'queue list shows it: %s' % q.stdout)
+
+
+def test_device_to_upstream_exactly_once_across_sigkill(t):
+    """A device submits through the relay; the daemon dies (SIGKILL) right
+    after the 250, before anything could be relayed; with the upstream up
+    and the daemon restarted, the message arrives upstream exactly once and
+    one \\Seen copy lands in Sent."""
+    from smtpd import Upstream
+    up_port = h.free_port()
+    conf, port, _, p = setup(t, upstream_port=up_port)
+    s = client(port)
+    s.login('alice', 'secret')
+    s.mail('alice@example.com')
+    s.rcpt('bob@example.net')
+    body = message('end to end')
+    code, _ = s.data(body)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    t.check(code == 250, 'DATA %d' % code)
+    s.close()
+    up = Upstream(t, user=None, port=up_port).start()
+    h.wait_for(lambda: not h.port_open(port), 10, what='old relay gone')
+    p2 = t.start_bridge(conf, 'run')
+    h.wait_for(lambda: len(up.messages()) >= 1, 30, what='relayed upstream')
+    time.sleep(4)               # the runner polls every ~2 s: a repeat would show
+    got = up.messages()
+    t.check(len(got) == 1, 'delivered exactly once, got %d' % len(got))
+    t.check(got and got[0]['content'].endswith(body) and
+            got[0]['content'].startswith(b'Received: '),
+            'the submitted bytes, under our Received: trace header')
+    sent = h.wait_for(lambda: h.maildir_files(t.path('dest', 'alice', 'Maildir'), '.Sent'),
+                      20, what='a Sent copy')
+    t.check(len(sent) == 1 and sent[0].endswith(':2,S'), 'one \\Seen copy in Sent: %s' % sent)
+    t.check(h.stop_process(p2) == 0, 'the daemon stops cleanly')
 
 
 def test_limits_connections_and_timeout(t):
