@@ -73,12 +73,12 @@ static void
 print_json(FILE *out, const struct conf *c, const struct conf_account *a,
     const struct state_status *s, bool first)
 {
-	char *path = conf_store_path(c, a);
+	char *where = conf_store_location(c, a);
 
 	fprintf(out, "%s\n    {\"name\": ", first ? "" : ",");
 	json_string(out, a->name);
-	fprintf(out, ", \"store\": \"%s\", \"store_path\": ", store_name(c));
-	json_string(out, path);
+	fprintf(out, ", \"store\": \"%s\", \"store_location\": ", store_name(c));
+	json_string(out, where);
 	fputs(", \"folder\": ", out);
 	json_string(out, a->folder);
 	fputs(", \"last_poll\": ", out);
@@ -100,18 +100,18 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
 	fputc('}', out);
-	free(path);
+	free(where);
 }
 
 static void
 print_text(FILE *out, const struct conf *c, const struct conf_account *a,
     const struct state_status *s)
 {
-	char *path = conf_store_path(c, a);
+	char *where = conf_store_location(c, a);
 
-	fprintf(out, "%s: %s:%u -> %s %s, folder %s\n", a->name, a->pop3.host,
-	    a->pop3.port, store_name(c), path, a->folder);
-	free(path);
+	fprintf(out, "%s: %s:%u -> %s, folder %s\n", a->name, a->pop3.host,
+	    a->pop3.port, where, a->folder);
+	free(where);
 	if (!s->has_poll)
 		fputs("  last poll: never\n", out);
 	else {
@@ -207,13 +207,10 @@ static void
 print_where(FILE *out, const struct conf *c, const struct conf_account *a,
     const struct state_msg *m)
 {
-	char *path = conf_store_path(c, a);
+	char *where = conf_store_location(c, a);
 
-	fprintf(out, "%s %s\n  state:      %s\n", a->name, m->uidl, state_name(m->state));
-	if (c->store.type == CONF_STORE_IMAP)
-		fprintf(out, "  store:      imap %s:%u\n", c->store.imap.host, c->store.imap.port);
-	else
-		fprintf(out, "  store:      maildir %s\n", path);
+	fprintf(out, "%s %s\n  state:      %s\n  store:      %s\n", a->name, m->uidl,
+	    state_name(m->state), where);
 	fprintf(out, "  folder:     %s\n  location:   %s\n", m->folder,
 	    m->location ? m->location : "(not yet known)");
 	if (m->uid != 0)
@@ -230,7 +227,7 @@ print_where(FILE *out, const struct conf *c, const struct conf_account *a,
 		print_time(out, m->delivered_at);
 	}
 	fputc('\n', out);
-	free(path);
+	free(where);
 }
 
 /* Opens the state database without creating it: 1 opened, 0 none yet,
@@ -294,11 +291,11 @@ status_print_config(FILE *out, const struct conf *c)
 	    c->n_accounts, c->n_accounts == 1 ? "" : "s", c->state_dir, c->max_parallel);
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		const struct conf_account *a = &c->accounts[i];
-		char *path = conf_store_path(c, a);
+		char *where = conf_store_location(c, a);
 
-		fprintf(out, "  %s: %s@%s:%u (%s) -> %s %s, folder %s, ", a->name,
+		fprintf(out, "  %s: %s@%s:%u (%s) -> %s, folder %s, ", a->name,
 		    a->pop3.user ? a->pop3.user : "", a->pop3.host, a->pop3.port,
-		    tls_name(a->pop3.tls), store_name(c), path, a->folder);
+		    tls_name(a->pop3.tls), where, a->folder);
 		if (!a->leave_on_server)
 			fputs("delete after import", out);
 		else if (a->delete_after_days)
@@ -306,6 +303,6 @@ status_print_config(FILE *out, const struct conf *c)
 		else
 			fputs("leave on server", out);
 		fprintf(out, ", every %us\n", a->poll_interval ? a->poll_interval : c->poll_interval);
-		free(path);
+		free(where);
 	}
 }

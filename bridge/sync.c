@@ -784,50 +784,13 @@ pass_free(struct pass *ps)
 	free(ps->store_id);
 }
 
-/* u with every "%u" replaced by user. Allocated. */
-static char *
-expand_user(const char *u, const char *user)
-{
-	const char *p;
-	char *out = xstrdup(""), *t;
-
-	while ((p = strstr(u, "%u")) != NULL) {
-		t = xasprintf("%s%.*s%s", out, (int)(p - u), u, user);
-		free(out);
-		out = t;
-		u = p + 2;
-	}
-	t = xasprintf("%s%s", out, u);
-	free(out);
-	return t;
-}
-
-/* Names the store this account's pass writes to, after "%u" expansion:
- * accounts with the same name share a store (the dedup scope). */
-static char *
-store_id(const struct conf *c, const struct conf_account *a)
-{
-	const struct conf_server *s = &c->store.imap;
-	char *u, *id;
-
-	if (c->store.type == CONF_STORE_IMAP) {
-		u = expand_user(s->user ? s->user : "%u", a->local_user);
-		id = xasprintf("imap:%s@%s:%u", u, s->host ? s->host : "", s->port);
-	} else {
-		u = conf_store_path(c, a);
-		id = xasprintf("maildir:%s", u);
-	}
-	free(u);
-	return id;
-}
-
 /* Records the account's store, for other accounts' dedup look-ups. */
 static int
 note_store(struct pass *ps)
 {
 	char *err = NULL;
 
-	ps->store_id = store_id(ps->c, ps->a);
+	ps->store_id = conf_store_location(ps->c, ps->a);
 	ps->dedup = ps->c->store.dedup != NULL &&
 	    strcmp(ps->c->store.dedup, "message-id") == 0;
 	if (state_set_store(ps->st, ps->acct, ps->store_id, &err) == -1)

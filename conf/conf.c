@@ -306,18 +306,18 @@ conf_account(const struct conf *c, const char *name)
 }
 
 char *
-conf_store_path(const struct conf *c, const struct conf_account *a)
+conf_expand_user(const char *s, const char *user)
 {
-	const char *p = c->store.path, *u = a->local_user ? a->local_user : "";
-	size_t n = 0, ulen = strlen(u);
+	const char *p;
+	size_t n = 0, ulen = strlen(user);
 	char *out, *o;
 
-	for (; (p = strstr(p, "%u")) != NULL; p += 2)
+	for (p = s; (p = strstr(p, "%u")) != NULL; p += 2)
 		n++;
-	o = out = xmalloc(strlen(c->store.path) + n * ulen + 1);
-	for (p = c->store.path; *p != '\0'; ) {
+	o = out = xmalloc(strlen(s) + n * ulen + 1);
+	for (p = s; *p != '\0'; ) {
 		if (p[0] == '%' && p[1] == 'u') {
-			memcpy(o, u, ulen);
+			memcpy(o, user, ulen);
 			o += ulen;
 			p += 2;
 		} else
@@ -325,6 +325,36 @@ conf_store_path(const struct conf *c, const struct conf_account *a)
 	}
 	*o = '\0';
 	return out;
+}
+
+char *
+conf_store_path(const struct conf *c, const struct conf_account *a)
+{
+	return conf_expand_user(c->store.path, a->local_user ? a->local_user : "");
+}
+
+char *
+conf_store_user(const struct conf *c, const struct conf_account *a)
+{
+	return conf_expand_user(c->store.imap.user ? c->store.imap.user : "%u",
+	    a->local_user ? a->local_user : "");
+}
+
+char *
+conf_store_location(const struct conf *c, const struct conf_account *a)
+{
+	const struct conf_server *s = &c->store.imap;
+	char *where, *loc;
+
+	if (c->store.type == CONF_STORE_IMAP) {
+		where = conf_store_user(c, a);
+		loc = xasprintf("imap:%s@%s:%u", where, s->host ? s->host : "", s->port);
+	} else {
+		where = conf_store_path(c, a);
+		loc = xasprintf("maildir:%s", where);
+	}
+	free(where);
+	return loc;
 }
 
 /* $HOME, else the home directory of the real user; NULL if neither. */

@@ -97,9 +97,21 @@ void conf_free(struct conf *c);
 /* Finds an account by name; NULL if none. */
 const struct conf_account *conf_account(const struct conf *c, const char *name);
 
+/* s with every "%u" replaced by user. Allocated. */
+char *conf_expand_user(const char *s, const char *user);
+
 /* The maildir root of an account: store.path with "%u" replaced by the
  * account's local_user. Allocated. */
 char *conf_store_path(const struct conf *c, const struct conf_account *a);
+
+/* The IMAP store login of an account: store.user (default "%u") with "%u"
+ * replaced by its local_user. Allocated. */
+char *conf_store_user(const struct conf *c, const struct conf_account *a);
+
+/* Where an account's mail goes, as shown to users and as the scope of
+ * cross-account dedup (accounts with equal locations share a store):
+ * "maildir:/root/of/Maildir" or "imap:user@host:port". Allocated. */
+char *conf_store_location(const struct conf *c, const struct conf_account *a);
 
 /* The secret of a server block: the password, or the first line of
  * password_command's output (run with /bin/sh -c, stdin from /dev/null,

@@ -226,25 +226,6 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 	return 0;
 }
 
-/* s with "%u" replaced by user. Allocated. */
-static char *
-expand_user(const char *s, const char *user)
-{
-	char *out = xstrdup(""), *t;
-	const char *p;
-
-	for (p = s; *p != '\0'; p++) {
-		if (p[0] == '%' && p[1] == 'u') {
-			t = xasprintf("%s%s", out, user);
-			p++;
-		} else
-			t = xasprintf("%s%c", out, *p);
-		free(out);
-		out = t;
-	}
-	return out;
-}
-
 /*
  * Connection: TCP, TLS (implicit or STARTTLS, never a fallback), verified
  * before LOGIN, capabilities re-read after each change of state.
@@ -415,8 +396,7 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 {
 	const char *master = c->store.master_user;
 
-	*user = expand_user(im->srv->user != NULL ? im->srv->user : "",
-	    a->local_user != NULL ? a->local_user : "");
+	*user = conf_store_user(c, a);
 	if (**user == '\0' || !safe_value(*user, IMAP_NAME_MAX))
 		return failf(im, err, "store user name is empty, holds a control "
 		    "character or is longer than %d bytes", IMAP_NAME_MAX);

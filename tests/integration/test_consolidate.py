@@ -246,7 +246,7 @@ def test_where(t):
     t.check(p.returncode == 0, 'where exits 0: %s' % p.stderr)
     t.check(out.startswith('a-alice %s\n' % u), 'names account and UIDL')
     t.check('state:      delivered' in out and 'folder:     INBOX' in out, 'state and folder')
-    t.check('store:      maildir %s' % dst.maildir('alice') in out, 'the store')
+    t.check('store:      maildir:%s' % dst.maildir('alice') in out, 'the store')
     loc = [l.split(':', 1)[1].strip() for l in out.splitlines() if l.startswith('  location:')]
     t.check(loc and any(f.endswith(loc[0].split('/')[-1]) for f in
                         h.maildir_files(dst.maildir('alice'))), 'location is a stored file: %r' % loc)
