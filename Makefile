@@ -85,10 +85,14 @@ install: pop3bridge
 	install -m 755 pop3bridge $(DESTDIR)$(BINDIR)/pop3bridge
 	install -m 644 conf/pop3bridge.conf.example $(DESTDIR)$(DATADIR)/doc/pop3bridge/
 	install -m 644 README.md $(DESTDIR)$(DATADIR)/doc/pop3bridge/
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local|$(PREFIX)|g' conf/pop3bridge.service \
+	    >$(DESTDIR)$(PREFIX)/lib/systemd/system/pop3bridge.service
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/pop3bridge
 	rm -rf $(DESTDIR)$(DATADIR)/doc/pop3bridge
+	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/pop3bridge.service
 
 clean:
 	rm -rf build pop3bridge
