@@ -64,24 +64,17 @@ LOG_FN(log_warnx, LOG_WARNING, LOG_QUIET, 0)
 LOG_FN(log_info, LOG_INFO, LOG_NORMAL, 0)
 LOG_FN(log_debug, LOG_DEBUG, LOG_VERBOSE, 0)
 
-void
-fatal(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_CRIT, fmt, ap, 1);
-	va_end(ap);
-	exit(EX_SOFTWARE);
+/* Like LOG_FN, but whatever the verbosity, and the process ends. */
+#define FATAL_FN(name, with_errno)			\
+void							\
+name(const char *fmt, ...)				\
+{							\
+	va_list ap;					\
+	va_start(ap, fmt);				\
+	vlog(LOG_CRIT, fmt, ap, with_errno);		\
+	va_end(ap);					\
+	exit(EX_SOFTWARE);				\
 }
 
-void
-fatalx(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vlog(LOG_CRIT, fmt, ap, 0);
-	va_end(ap);
-	exit(EX_SOFTWARE);
-}
+FATAL_FN(fatal, 1)
+FATAL_FN(fatalx, 0)

@@ -4,12 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include "bridge/log.h"
+#include "bridge/proc.h"
 #include "bridge/sync.h"
 #include "bridge/xmalloc.h"
 #include "store/state.h"
@@ -36,27 +36,6 @@ on_stop(int sig)
 {
 	(void)sig;
 	sync_stop = 1;
-}
-
-/* The child's signals: TERM/INT finish the current message and stop; the
- * child dies with its parent (as a whole process would), so that killing
- * `pop3bridge sync` never leaves a pass running on its own. */
-static void
-child_signals(pid_t parent)
-{
-	struct sigaction sa = { .sa_handler = on_stop };
-	sigset_t none;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGHUP, SIG_IGN);
-	signal(SIGCHLD, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(EX_TEMPFAIL);
 }
 
 static void
@@ -114,7 +93,11 @@ pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
 		return -1;
 	}
 	if (pid == 0) {
-		child_signals(parent);
+		/* TERM/INT finish the current message and stop; the child
+		 * dies with its parent (as a whole process would), so that
+		 * killing `pop3bridge sync` never leaves a pass running. */
+		if (!proc_child_init(parent, on_stop, SIGKILL))
+			_exit(EX_TEMPFAIL);
 		_exit(child_pass(p, c, a));
 	}
 	slot->pid = pid;

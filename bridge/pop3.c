@@ -229,21 +229,12 @@ tcp_connect(struct pop3 *p, const struct conf_server *s, int *fdp, char **err)
 static int
 open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
 {
-	mailstream_low *low;
 	mailstream *stream;
 
-	if (s->tls == CONF_TLS_IMPLICIT) {
-		low = mailstream_low_ssl_open_with_callback_timeout(fd, p->timeout,
-		    tls_sni_callback, s->host);
-		if (low == NULL) {
-			close(fd);
-			return failf(p, POP3_ENET, err, "TLS handshake failed");
-		}
-	} else if ((low = mailstream_low_socket_open(fd)) == NULL)
-		fatalx("pop3: out of memory");
-	mailstream_low_set_timeout(low, p->timeout);
-	if ((stream = mailstream_new(low, POP3_CHUNK)) == NULL)
-		fatalx("pop3: out of memory");
+	stream = tls_stream_open(fd, s->tls == CONF_TLS_IMPLICIT, s->host, p->timeout,
+	    POP3_CHUNK);
+	if (stream == NULL)
+		return failf(p, POP3_ENET, err, "TLS handshake failed");
 	p->m->pop3_stream = stream;
 	pop3_rd_init(&p->rd, stream_src, stream, p->timeout);
 	return POP3_OK;
@@ -253,10 +244,9 @@ open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
 static int
 verify(struct pop3 *p, const struct conf_server *s, char **err)
 {
-	const char *ca = s->ca_file != NULL && *s->ca_file != '\0' ? s->ca_file : NULL;
 	char *why = NULL;
 
-	if (tls_verify(p->m->pop3_stream, s->host, ca, &why) != 0)
+	if (tls_verify(p->m->pop3_stream, s->host, s->ca_file, &why) != 0)
 		return fail(p, POP3_ETLS, err, why);
 	return POP3_OK;
 }
@@ -327,7 +317,6 @@ static int
 starttls(struct pop3 *p, const struct conf_server *s, char **err)
 {
 	mailstream *stream = p->m->pop3_stream;
-	mailstream_low *low = mailstream_get_low(stream), *tls;
 	char text[POP3_LINE_MAX + 1];
 	bool ok;
 	int rv;
@@ -343,15 +332,8 @@ starttls(struct pop3 *p, const struct conf_server *s, char **err)
 	 * anyone on the path could have injected them (CVE-2020-15953). */
 	if (pop3_rd_pending(&p->rd) > 0 || stream->read_buffer_len > 0)
 		return failf(p, POP3_ETLS, err, "unexpected data after the STLS reply");
-	tls = mailstream_low_tls_open_with_callback_timeout(mailstream_low_get_fd(low),
-	    p->timeout, tls_sni_callback, s->host);
-	if (tls == NULL)
+	if (tls_stream_starttls(stream, s->host, p->timeout) == -1)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
-	/* The plain layer only wrapped the socket the TLS layer now owns:
-	 * free it without closing the descriptor. */
-	mailstream_low_free(low);
-	mailstream_set_low(stream, tls);
-	mailstream_low_set_timeout(tls, p->timeout);
 	return POP3_OK;
 }
 

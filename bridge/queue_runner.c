@@ -3,10 +3,10 @@
  * connection and libetpan state. */
 #include "bridge/queue.h"
 
-#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sysexits.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bridge/log.h"
+#include "bridge/proc.h"
 #include "bridge/xmalloc.h"
 
 #define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */
@@ -24,24 +25,6 @@ on_stop(int sig)
 {
 	(void)sig;
 	queue_stop = 1;
-}
-
-static void
-child_signals(pid_t parent)
-{
-	struct sigaction sa = { .sa_handler = on_stop };
-	sigset_t none;
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGHUP, SIG_IGN);
-	signal(SIGCHLD, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(EX_TEMPFAIL);
 }
 
 static int
@@ -86,7 +69,9 @@ queue_runner_start(struct queue_runner *q, const struct conf *c)
 		return;
 	}
 	if (pid == 0) {
-		child_signals(parent);
+		/* Like an account pass: it dies with the daemon. */
+		if (!proc_child_init(parent, on_stop, SIGKILL))
+			_exit(EX_TEMPFAIL);
 		_exit(runner_main(c));
 	}
 	q->pid = pid;

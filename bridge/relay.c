@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,6 +17,7 @@
 #include <gnutls/gnutls.h>
 
 #include "bridge/log.h"
+#include "bridge/proc.h"
 #include "bridge/relay_smtp.h"
 #include "bridge/xmalloc.h"
 
@@ -183,24 +183,19 @@ on_child(int sig)
 }
 
 /* The relay process's signals: TERM/INT stop accepting; it dies with the
- * daemon (a SIGKILLed daemon leaves no relay holding the port). */
+ * daemon (a SIGKILLed daemon leaves no relay holding the port), through
+ * SIGTERM, so it stops as on any TERM; an orphan stops the same way. */
 static void
 relay_signals(pid_t parent)
 {
-	struct sigaction sa = { .sa_handler = on_stop };
-	sigset_t none;
+	struct sigaction sa = { .sa_handler = on_child };
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = on_child;
-	sigaction(SIGCHLD, &sa, NULL);
-	signal(SIGHUP, SIG_IGN);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() != parent)
+	if (!proc_child_init(parent, on_stop, SIGTERM))
 		relay_stopping = 1;
+	/* After proc_child_init() reset SIGCHLD; no session child exists yet,
+	 * so none of their SIGCHLDs can be missed. */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
 }
 
 /* A session child: default signals (SIGTERM ends it at once: a message

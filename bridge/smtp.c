@@ -176,10 +176,9 @@ set_helo(struct smtp *sm, int fd)
 static int
 verify(struct smtp *sm, const struct conf_server *s, char **err)
 {
-	const char *ca = s->ca_file != NULL && *s->ca_file != '\0' ? s->ca_file : NULL;
 	char *why = NULL;
 
-	if (tls_verify(sm->m->stream, s->host, ca, &why) != 0)
+	if (tls_verify(sm->m->stream, s->host, s->ca_file, &why) != 0)
 		return fail(sm, SMTP_ETLS, err, why);
 	return SMTP_OK;
 }
@@ -191,25 +190,16 @@ connect_stream(struct smtp *sm, const struct conf_server *s, unsigned timeout,
     char **err)
 {
 	struct smtp_reply r;
-	mailstream_low *low;
 	char *why = NULL;
 	int fd, rv;
 
 	if (net_connect(s->host, s->port, timeout, &fd, &why) == -1)
 		return fail(sm, SMTP_ENET, err, why);
 	set_helo(sm, fd);
-	if (s->tls == CONF_TLS_IMPLICIT) {
-		low = mailstream_low_ssl_open_with_callback_timeout(fd, timeout,
-		    tls_sni_callback, s->host);
-		if (low == NULL) {
-			close(fd);
-			return failf(sm, SMTP_ENET, err, "TLS handshake failed");
-		}
-	} else if ((low = mailstream_low_socket_open(fd)) == NULL)
-		fatalx("smtp: out of memory");
-	mailstream_low_set_timeout(low, timeout);
-	if ((sm->m->stream = mailstream_new(low, SMTP_CHUNK)) == NULL)
-		fatalx("smtp: out of memory");
+	sm->m->stream = tls_stream_open(fd, s->tls == CONF_TLS_IMPLICIT, s->host,
+	    timeout, SMTP_CHUNK);
+	if (sm->m->stream == NULL)
+		return failf(sm, SMTP_ENET, err, "TLS handshake failed");
 	if (s->tls == CONF_TLS_IMPLICIT && (rv = verify(sm, s, err)) != SMTP_OK)
 		return rv;
 	if ((rv = reply(sm, &r, err)) != SMTP_OK)
@@ -239,7 +229,6 @@ static int
 starttls(struct smtp *sm, const struct conf_server *s, unsigned timeout, char **err)
 {
 	mailstream *stream = sm->m->stream;
-	mailstream_low *low = mailstream_get_low(stream), *tls;
 	struct smtp_reply r;
 	int rv;
 
@@ -252,13 +241,8 @@ starttls(struct smtp *sm, const struct conf_server *s, unsigned timeout, char **
 	/* Bytes after the 220 came in plaintext: injected (CVE-2020-15953). */
 	if (stream->read_buffer_len > 0)
 		return failf(sm, SMTP_ETLS, err, "unexpected data after the STARTTLS reply");
-	tls = mailstream_low_tls_open_with_callback_timeout(mailstream_low_get_fd(low),
-	    timeout, tls_sni_callback, s->host);
-	if (tls == NULL)
+	if (tls_stream_starttls(stream, s->host, timeout) == -1)
 		return failf(sm, SMTP_ENET, err, "TLS handshake failed");
-	mailstream_low_free(low);
-	mailstream_set_low(stream, tls);
-	mailstream_low_set_timeout(tls, timeout);
 	if ((rv = verify(sm, s, err)) != SMTP_OK)
 		return rv;
 	/* What was announced in plaintext may have been forged. */

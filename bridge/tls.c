@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include "bridge/log.h"
 #include "bridge/xmalloc.h"
 
 #define TLS_CHAIN_MAX	16	/* certificates accepted from a server */
@@ -87,6 +89,45 @@ tls_sni_callback(struct mailstream_ssl_context *ctx, void *data)
 	if (host == NULL || *host == '\0' || ip_literal(host, NULL, NULL))
 		return;
 	mailstream_ssl_set_server_name(ctx, host);
+}
+
+mailstream *
+tls_stream_open(int fd, bool implicit_tls, const char *host, unsigned timeout,
+    size_t chunk)
+{
+	mailstream_low *low;
+	mailstream *s;
+
+	if (implicit_tls) {
+		low = mailstream_low_ssl_open_with_callback_timeout(fd, timeout,
+		    tls_sni_callback, (void *)host);
+		if (low == NULL) {
+			close(fd);
+			return NULL;
+		}
+	} else if ((low = mailstream_low_socket_open(fd)) == NULL)
+		fatalx("tls: out of memory");
+	mailstream_low_set_timeout(low, timeout);
+	if ((s = mailstream_new(low, chunk)) == NULL)
+		fatalx("tls: out of memory");
+	return s;
+}
+
+int
+tls_stream_starttls(mailstream *s, const char *host, unsigned timeout)
+{
+	mailstream_low *plain = mailstream_get_low(s), *tls;
+
+	tls = mailstream_low_tls_open_with_callback_timeout(mailstream_low_get_fd(plain),
+	    timeout, tls_sni_callback, (void *)host);
+	if (tls == NULL)
+		return -1;
+	/* The plain layer only wrapped the socket the TLS layer now owns:
+	 * free it without closing the descriptor. */
+	mailstream_low_free(plain);
+	mailstream_set_low(s, tls);
+	mailstream_low_set_timeout(tls, timeout);
+	return 0;
 }
 
 static bool

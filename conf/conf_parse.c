@@ -34,33 +34,32 @@
 #define SECTION_LINE_OPT { .name = SECTION_LINE, .type = CFGT_STR, \
 	.def = { .parsed = (char *)"0" } }
 
+/* The keys of every server block (pop3, smtp, store). A macro rather than
+ * a shared table: libconfuse wants each block's options in one array, and
+ * hook_options() writes into each entry. Keys are looked up by name, so
+ * their order in a table does not matter. */
+#define SERVER_OPTS \
+	CFG_STR("host", NULL, CFGF_NONE), \
+	CFG_INT("port", 0, CFGF_NONE), \
+	CFG_STR("tls", "implicit", CFGF_NONE), \
+	CFG_STR("user", NULL, CFGF_NONE), \
+	CFG_STR("password", NULL, CFGF_NONE), \
+	CFG_STR("password_command", NULL, CFGF_NONE), \
+	CFG_STR("ca_file", NULL, CFGF_NONE), \
+	CFG_INT("timeout", 60, CFGF_NONE), \
+	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE)
+
 static cfg_opt_t pop3_opts[] = {
 	SECTION_LINE_OPT,
-	CFG_STR("host", NULL, CFGF_NONE),
-	CFG_INT("port", 0, CFGF_NONE),
-	CFG_STR("tls", "implicit", CFGF_NONE),
-	CFG_STR("user", NULL, CFGF_NONE),
-	CFG_STR("password", NULL, CFGF_NONE),
-	CFG_STR("password_command", NULL, CFGF_NONE),
+	SERVER_OPTS,
 	CFG_STR("auth", "auto", CFGF_NONE),
-	CFG_STR("ca_file", NULL, CFGF_NONE),
-	CFG_INT("timeout", 60, CFGF_NONE),
-	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE),
 	CFG_END()
 };
 
 static cfg_opt_t smtp_opts[] = {
 	SECTION_LINE_OPT,
-	CFG_STR("host", NULL, CFGF_NONE),
-	CFG_INT("port", 0, CFGF_NONE),
-	CFG_STR("tls", "implicit", CFGF_NONE),
-	CFG_STR("user", NULL, CFGF_NONE),
-	CFG_STR("password", NULL, CFGF_NONE),
-	CFG_STR("password_command", NULL, CFGF_NONE),
+	SERVER_OPTS,
 	CFG_STR("auth", "auto", CFGF_NONE),
-	CFG_STR("ca_file", NULL, CFGF_NONE),
-	CFG_INT("timeout", 60, CFGF_NONE),
-	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE),
 	CFG_END()
 };
 
@@ -68,15 +67,7 @@ static cfg_opt_t store_opts[] = {
 	SECTION_LINE_OPT,
 	CFG_STR("type", "maildir", CFGF_NONE),
 	CFG_STR("path", "~/Maildir", CFGF_NONE),
-	CFG_STR("host", NULL, CFGF_NONE),
-	CFG_INT("port", 0, CFGF_NONE),
-	CFG_STR("tls", "implicit", CFGF_NONE),
-	CFG_STR("user", NULL, CFGF_NONE),
-	CFG_STR("password", NULL, CFGF_NONE),
-	CFG_STR("password_command", NULL, CFGF_NONE),
-	CFG_STR("ca_file", NULL, CFGF_NONE),
-	CFG_INT("timeout", 60, CFGF_NONE),
-	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE),
+	SERVER_OPTS,
 	CFG_STR("master_user", NULL, CFGF_NONE),
 	CFG_STR("dedup", NULL, CFGF_NONE),
 	CFG_END()

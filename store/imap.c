@@ -234,11 +234,9 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 static int
 verify(struct imap *im, char **err)
 {
-	const char *ca = im->srv->ca_file;
 	char *why = NULL;
 
-	if (tls_verify(im->m->imap_stream, im->srv->host,
-	    ca != NULL && *ca != '\0' ? ca : NULL, &why) == 0)
+	if (tls_verify(im->m->imap_stream, im->srv->host, im->srv->ca_file, &why) == 0)
 		return 0;
 	im->broken = true;
 	*err = xasprintf("%s: %s", im->where, why);

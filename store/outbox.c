@@ -55,14 +55,6 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
 	return r;
 }
 
-static char *
-col_str(sqlite3_stmt *s, int i)
-{
-	const unsigned char *t = sqlite3_column_text(s, i);
-
-	return t == NULL ? NULL : xstrdup((const char *)t);
-}
-
 char *
 outbox_spool_dir(const char *state_dir)
 {
@@ -241,9 +233,9 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 
 	memset(m, 0, sizeof *m);
 	m->id = sqlite3_column_int64(s, 0);
-	m->account = col_str(s, 1);
-	m->auth_user = col_str(s, 2);
-	m->mail_from = col_str(s, 3);
+	m->account = state_col_str(s, 1);
+	m->auth_user = state_col_str(s, 2);
+	m->mail_from = state_col_str(s, 3);
 	m->spool_path = xasprintf("%s/spool/%s", state_dir, f ? (const char *)f : "");
 	m->size = (uint64_t)sqlite3_column_int64(s, 5);
 	m->created_at = sqlite3_column_int64(s, 6);
@@ -252,7 +244,7 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 	m->state = (enum outbox_state)sqlite3_column_int(s, 9);
 	m->sent_copy_done = sqlite3_column_int(s, 10) != 0;
 	m->bounce_done = sqlite3_column_int(s, 11) != 0;
-	m->last_error = col_str(s, 12);
+	m->last_error = state_col_str(s, 12);
 }
 
 static int
@@ -275,10 +267,10 @@ read_rcpts(struct state *st, struct outbox_msg *m, char **err)
 			m->rcpts = xreallocarray(m->rcpts, cap, sizeof *m->rcpts);
 		}
 		r = &m->rcpts[m->n_rcpts++];
-		r->addr = col_str(s, 0);
+		r->addr = state_col_str(s, 0);
 		r->state = (enum outbox_rcpt_state)sqlite3_column_int(s, 1);
 		r->last_code = sqlite3_column_int(s, 2);
-		r->last_response = col_str(s, 3);
+		r->last_response = state_col_str(s, 3);
 	}
 	if (rc != SQLITE_DONE)
 		state_error(st, what, err);
@@ -505,7 +497,7 @@ spool_name(struct state *st, int64_t id, char **name, char **err)
 	sqlite3_bind_int64(s, 1, id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
-		*name = col_str(s, 0);
+		*name = state_col_str(s, 0);
 	else if (rc != SQLITE_DONE)
 		state_error(st, what, err);
 	sqlite3_finalize(s);

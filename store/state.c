@@ -308,6 +308,22 @@ run_id(struct state *st, enum stmt_id id, const char *what, char **err)
 	return s == NULL ? -1 : run(st, s, SQLITE_OK, what, err);
 }
 
+/* Runs the cached statement id with ?1 = account and ?2 = text, the
+ * parameters of every per-account update keyed by one string. */
+static int
+run_account_text(struct state *st, enum stmt_id id, int64_t account, const char *text,
+    const char *what, char **err)
+{
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, id, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+	return run(st, s, b, what, err);
+}
+
 static int
 exec(struct state *st, const char *q, const char *what, char **err)
 {
@@ -704,8 +720,8 @@ state_due_for_delete(struct state *st, int64_t account, const char *const *uidls
  * Message rows.
  */
 
-static char *
-col_str(sqlite3_stmt *s, int i)
+char *
+state_col_str(sqlite3_stmt *s, int i)
 {
 	const unsigned char *t = sqlite3_column_text(s, i);
 
@@ -744,13 +760,13 @@ read_msg(sqlite3_stmt *s, struct state_msg *m)
 	const unsigned char *sha = sqlite3_column_text(s, 2);
 
 	memset(m, 0, sizeof *m);
-	m->uidl = col_str(s, 0);
+	m->uidl = state_col_str(s, 0);
 	m->size = (uint64_t)sqlite3_column_int64(s, 1);
 	snprintf(m->sha256, sizeof m->sha256, "%s", sha ? (const char *)sha : "");
-	m->message_id = col_str(s, 3);
-	m->delivery_key = col_str(s, 4);
-	m->folder = col_str(s, 5);
-	m->location = col_str(s, 6);
+	m->message_id = state_col_str(s, 3);
+	m->delivery_key = state_col_str(s, 4);
+	m->folder = state_col_str(s, 5);
+	m->location = state_col_str(s, 6);
 	m->state = (enum state_msg_state)sqlite3_column_int(s, 7);
 	m->fetched_at = sqlite3_column_int64(s, 8);
 	m->delivered_at = sqlite3_column_int64(s, 9);
@@ -760,7 +776,7 @@ read_msg(sqlite3_stmt *s, struct state_msg *m)
 	m->uidvalidity = (uint32_t)sqlite3_column_int64(s, 13);
 	m->uid = (uint32_t)sqlite3_column_int64(s, 14);
 	m->duplicate_of = sqlite3_column_int64(s, 15);
-	m->duplicate_of_name = col_str(s, 16);
+	m->duplicate_of_name = state_col_str(s, 16);
 }
 
 int
@@ -797,6 +813,21 @@ state_pending(struct state *st, int64_t account, struct state_msg **rows,
 	*rows = v;
 	*n = k;
 	return 0;
+}
+
+/* Binds ?1-?5 (account, uidl, size, sha256, message_id): the columns
+ * S_PUT_PENDING and S_PUT_DUPLICATE both begin with. */
+static int
+bind_msg_head(sqlite3_stmt *s, int64_t account, const struct state_msg *m)
+{
+	int b;
+
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, m->uidl, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, (int64_t)m->size);
+	b |= sqlite3_bind_text(s, 4, m->sha256, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 5, m->message_id, -1, SQLITE_STATIC);
+	return b;
 }
 
 void
@@ -853,11 +884,7 @@ state_put_pending(struct state *st, int64_t account, const struct state_msg *m,
 	if (need_transaction(st, what, err) == -1 ||
 	    (s = stmt(st, S_PUT_PENDING, what, err)) == NULL)
 		return -1;
-	b = sqlite3_bind_int64(s, 1, account);
-	b |= sqlite3_bind_text(s, 2, m->uidl, -1, SQLITE_STATIC);
-	b |= sqlite3_bind_int64(s, 3, (int64_t)m->size);
-	b |= sqlite3_bind_text(s, 4, m->sha256, -1, SQLITE_STATIC);
-	b |= sqlite3_bind_text(s, 5, m->message_id, -1, SQLITE_STATIC);
+	b = bind_msg_head(s, account, m);
 	b |= sqlite3_bind_text(s, 6, m->delivery_key, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 7, m->folder, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 8, m->fetched_at ? m->fetched_at : (int64_t)time(NULL));
@@ -905,15 +932,8 @@ state_mark_delivered_uid(struct state *st, int64_t account, const char *uidl,
 int
 state_drop_pending(struct state *st, int64_t account, const char *uidl, char **err)
 {
-	const char *what = "forgetting a pending message";
-	sqlite3_stmt *s;
-	int b;
-
-	if ((s = stmt(st, S_DROP_PENDING, what, err)) == NULL)
-		return -1;
-	b = sqlite3_bind_int64(s, 1, account);
-	b |= sqlite3_bind_text(s, 2, uidl, -1, SQLITE_STATIC);
-	return run(st, s, b, what, err);
+	return run_account_text(st, S_DROP_PENDING, account, uidl,
+	    "forgetting a pending message", err);
 }
 
 int
@@ -946,15 +966,8 @@ state_mark_deleted(struct state *st, int64_t account, const char *const *uidls,
 int
 state_set_store(struct state *st, int64_t account, const char *store, char **err)
 {
-	const char *what = "recording the account's store";
-	sqlite3_stmt *s;
-	int b;
-
-	if ((s = stmt(st, S_SET_STORE, what, err)) == NULL)
-		return -1;
-	b = sqlite3_bind_int64(s, 1, account);
-	b |= sqlite3_bind_text(s, 2, store, -1, SQLITE_STATIC);
-	return run(st, s, b, what, err);
+	return run_account_text(st, S_SET_STORE, account, store,
+	    "recording the account's store", err);
 }
 
 int
@@ -994,11 +1007,7 @@ state_put_duplicate(struct state *st, int64_t account, const struct state_msg *m
 	if (need_transaction(st, what, err) == -1 ||
 	    (s = stmt(st, S_PUT_DUPLICATE, what, err)) == NULL)
 		return -1;
-	b = sqlite3_bind_int64(s, 1, account);
-	b |= sqlite3_bind_text(s, 2, m->uidl, -1, SQLITE_STATIC);
-	b |= sqlite3_bind_int64(s, 3, (int64_t)m->size);
-	b |= sqlite3_bind_text(s, 4, m->sha256, -1, SQLITE_STATIC);
-	b |= sqlite3_bind_text(s, 5, m->message_id, -1, SQLITE_STATIC);
+	b = bind_msg_head(s, account, m);
 	b |= sqlite3_bind_text(s, 6, orig->delivery_key, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 7, orig->folder, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 8, orig->location, -1, SQLITE_STATIC);
@@ -1157,7 +1166,7 @@ status_polls(struct state *st, int64_t account, struct state_status *t, char **e
 		t->last.imported = (unsigned long)sqlite3_column_int64(s, 3);
 		t->last.deleted = (unsigned long)sqlite3_column_int64(s, 4);
 		t->last.bytes = (uint64_t)sqlite3_column_int64(s, 5);
-		t->last.error = col_str(s, 6);
+		t->last.error = state_col_str(s, 6);
 	}
 	done(s);
 	if ((r = first_row(st, S_ST_LAST_OK, account, &s, err)) == -1)
@@ -1168,7 +1177,7 @@ status_polls(struct state *st, int64_t account, struct state_status *t, char **e
 	if ((r = first_row(st, S_ST_LAST_ERROR, account, &s, err)) == -1)
 		return -1;
 	if (r == 1) {
-		t->last_error = col_str(s, 0);
+		t->last_error = state_col_str(s, 0);
 		t->last_error_at = sqlite3_column_int64(s, 1);
 	}
 	done(s);
@@ -1187,7 +1196,7 @@ status_counts(struct state *st, int64_t account, struct state_status *t, char **
 	if (r == 1) {
 		t->no_uidl = sqlite3_column_int(s, 0) != 0;
 		t->uidl_resets = (unsigned long)sqlite3_column_int64(s, 1);
-		t->warning = col_str(s, 2);
+		t->warning = state_col_str(s, 2);
 		t->warning_at = sqlite3_column_int64(s, 3);
 	}
 	done(s);

@@ -14,4 +14,8 @@ sqlite3 *state_sqlite(struct state *st);
  * returns -1. */
 int state_error(struct state *st, const char *what, char **err);
 
+/* Column i of the current row of s as an allocated string (the caller
+ * frees it), or NULL when the column is NULL. */
+char *state_col_str(sqlite3_stmt *s, int i);
+
 #endif

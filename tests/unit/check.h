@@ -4,7 +4,10 @@
 #ifndef POP3BRIDGE_CHECK_H
 #define POP3BRIDGE_CHECK_H
 
+#include <ftw.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_failures, check_test_failed;
@@ -42,5 +45,32 @@ static int check_failures, check_test_failed;
 } while (0)
 
 #define CHECK_DONE() return check_failures ? 1 : 0
+
+/* Creates the test's scratch directory from tmpl ("/tmp/name.XXXXXX",
+ * rewritten in place). false, with the reason on stderr, when it cannot. */
+static inline bool
+check_tmpdir(char *tmpl)
+{
+	if (mkdtemp(tmpl) == NULL) {
+		perror("mkdtemp");
+		return false;
+	}
+	return true;
+}
+
+static inline int
+check_rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+	(void)sb, (void)flag, (void)f;
+	return remove(p);
+}
+
+/* Removes dir and everything in it, children first, never following a
+ * symbolic link out of it. */
+static inline void
+check_rm_tree(const char *dir)
+{
+	nftw(dir, check_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 #endif

@@ -713,10 +713,8 @@ test_default_path_home(void)
 int
 main(void)
 {
-	if (mkdtemp(tmpdir) == NULL) {
-		perror("mkdtemp");
+	if (!check_tmpdir(tmpdir))
 		return 1;
-	}
 	/* "~" must expand to something known. */
 	setenv("HOME", HOME, 1);
 	unsetenv("XDG_CONFIG_HOME");
@@ -741,6 +739,6 @@ main(void)
 	TEST(test_safe_value);
 	TEST(test_default_path);
 	TEST(test_default_path_home);
-	rmdir(tmpdir);
+	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }

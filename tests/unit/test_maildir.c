@@ -660,20 +660,11 @@ test_backend_for(void)
 	CHECK_INT(maildir_backend.crlf, 0);
 }
 
-static int
-rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-	(void)sb, (void)flag, (void)f;
-	return remove(p);
-}
-
 int
 main(void)
 {
-	if (mkdtemp(tmpdir) == NULL) {
-		perror("mkdtemp");
+	if (!check_tmpdir(tmpdir))
 		return 1;
-	}
 	TEST(test_mutf7);
 	TEST(test_utf8_valid);
 	TEST(test_folder_dir);
@@ -690,6 +681,6 @@ main(void)
 	TEST(test_deliver_failure);
 	TEST(test_owner_as_root);
 	TEST(test_batch_timing);
-	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }

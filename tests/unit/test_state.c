@@ -1,7 +1,6 @@
 /* Unit tests of store/state.c against real SQLite files in a temp dir. */
 #include "store/state.h"
 
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -586,13 +585,6 @@ test_concurrent_reader(void)
 	free(path);
 }
 
-static int
-rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-	(void)sb, (void)flag, (void)f;
-	return remove(p);
-}
-
 /* A delivered row with a fingerprint and a body hash, in its own
  * transactions. */
 static void
@@ -779,10 +771,8 @@ test_adopt_10k(void)
 int
 main(void)
 {
-	if (mkdtemp(tmpdir) == NULL) {
-		perror("mkdtemp");
+	if (!check_tmpdir(tmpdir))
 		return 1;
-	}
 	TEST(test_open_migrate_reopen);
 	TEST(test_refuse_newer);
 	TEST(test_accounts);
@@ -798,6 +788,6 @@ main(void)
 	TEST(test_dedup);
 	TEST(test_adopt);
 	TEST(test_adopt_10k);
-	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }
