@@ -1,8 +1,19 @@
 #include "bridge/proc.h"
 
 #include <signal.h>
+#include <errno.h>
+#include <grp.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+
+#include "bridge/log.h"
+#include "bridge/xmalloc.h"
+
+/* What proc_child_init armed, to arm it again after a change of ids. */
+static pid_t death_parent;
+static int death_signal;
 
 bool
 proc_child_init(pid_t parent, void (*on_stop)(int), int deathsig)
@@ -17,7 +28,65 @@ proc_child_init(pid_t parent, void (*on_stop)(int), int deathsig)
 	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	death_parent = parent;
+	death_signal = deathsig;
 	prctl(PR_SET_PDEATHSIG, deathsig);
 	/* A parent that died before prctl() sent nothing: ask. */
 	return getppid() == parent;
+}
+
+int
+proc_ids_plan(struct proc_ids *ids, uid_t uid, gid_t gid, char **err)
+{
+	memset(ids, 0, sizeof *ids);
+	if (geteuid() != 0 || uid == 0)
+		return 0;
+	ids->uid = uid;
+	ids->gid = gid;
+	ids->root_gid = getegid();
+	ids->n_groups = getgroups(0, NULL);
+	ids->groups = xcalloc(ids->n_groups > 0 ? ids->n_groups : 1, sizeof *ids->groups);
+	if (ids->n_groups < 0 || getgroups(ids->n_groups, ids->groups) == -1) {
+		*err = xasprintf("getgroups: %s", strerror(errno));
+		return -1;
+	}
+	ids->active = true;
+	return 0;
+}
+
+int
+proc_ids_enter(struct proc_ids *ids, char **err)
+{
+	if (!ids->active)
+		return 0;
+	if (setgroups(1, &ids->gid) == -1 || setegid(ids->gid) == -1 ||
+	    seteuid(ids->uid) == -1) {
+		*err = xasprintf("taking the ids of uid %ld: %s", (long)ids->uid,
+		    strerror(errno));
+		proc_ids_leave(ids);
+		return -1;
+	}
+	return 0;
+}
+
+void
+proc_ids_leave(struct proc_ids *ids)
+{
+	if (!ids->active)
+		return;
+	if (seteuid(0) == -1 || setegid(ids->root_gid) == -1 ||
+	    setgroups(ids->n_groups, ids->groups) == -1)
+		fatal("returning to root's ids");
+	if (death_signal != 0) {
+		prctl(PR_SET_PDEATHSIG, death_signal);
+		if (getppid() != death_parent)
+			raise(death_signal);
+	}
+}
+
+void
+proc_ids_free(struct proc_ids *ids)
+{
+	free(ids->groups);
+	memset(ids, 0, sizeof *ids);
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bridge/log.h"
+#include "bridge/proc.h"
 #include "bridge/xmalloc.h"
 #include "store/mutf7.h"
 
@@ -42,7 +43,11 @@ struct folder {
 struct maildir {
 	char *account;          /* for log messages */
 	char *root;
-	bool chown;             /* running as root: new entries get uid/gid */
+	/* Running as root for another user's Maildir: every access to the
+	 * tree is made with that user's ids (proc_ids), so that a symlink or
+	 * a swapped directory planted in the tree cannot make us write,
+	 * rename or unlink anything outside it. */
+	struct proc_ids ids;
 	uid_t uid;
 	gid_t gid;
 	bool root_ready;
@@ -193,15 +198,16 @@ parent_dir(const char *path)
 	return xstrndup(path, (size_t)(slash - path));
 }
 
-/* The owner new entries get when we run as root: the root's, or, while it
- * does not exist, that of its nearest existing ancestor. */
+/* Whose Maildir this is when we run as root: the owner of its root, or,
+ * while it does not exist, of its nearest existing ancestor. lstat: a
+ * symlinked root is its owner's, whatever it points to. */
 static int
 find_owner(struct maildir *md, char **err)
 {
 	char *p = xstrdup(md->root), *up;
 	struct stat sb;
 
-	while (stat(p, &sb) == -1) {
+	while (lstat(p, &sb) == -1) {
 		if (errno != ENOENT) {
 			*err = xasprintf("%s: %s", p, strerror(errno));
 			free(p);
@@ -248,18 +254,14 @@ sync_dir_and_parent(const char *path, char **err)
 	return r;
 }
 
-/* mkdir 0700 with the maildir's owner: 1 made, 0 existed, -1 error. */
+/* mkdir 0700: 1 made, 0 existed, -1 error. */
 static int
-make_dir(struct maildir *md, const char *path, char **err)
+make_dir(const char *path, char **err)
 {
 	if (mkdir(path, 0700) == -1) {
 		if (errno == EEXIST)
 			return 0;
 		*err = xasprintf("creating %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (md->chown && chown(path, md->uid, md->gid) == -1) {
-		*err = xasprintf("chown %s: %s", path, strerror(errno));
 		return -1;
 	}
 	return 1;
@@ -278,7 +280,7 @@ make_dirs(struct maildir *md, const char *path, char **err)
 		return 0;
 	parent = parent_dir(path);
 	r = make_dirs(md, parent, err);
-	if (r != -1 && (r = make_dir(md, path, err)) == 1 && sync_dir(parent, err) == -1)
+	if (r != -1 && (r = make_dir(path, err)) == 1 && sync_dir(parent, err) == -1)
 		r = -1;
 	free(parent);
 	return r;
@@ -286,7 +288,7 @@ make_dirs(struct maildir *md, const char *path, char **err)
 
 /* Creates an empty file with the maildir's owner: 1 made, 0 existed. */
 static int
-make_file(struct maildir *md, const char *path, char **err)
+make_file(const char *path, char **err)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
@@ -294,11 +296,6 @@ make_file(struct maildir *md, const char *path, char **err)
 		if (errno == EEXIST)
 			return 0;
 		*err = xasprintf("creating %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (md->chown && fchown(fd, md->uid, md->gid) == -1) {
-		*err = xasprintf("chown %s: %s", path, strerror(errno));
-		close(fd);
 		return -1;
 	}
 	close(fd);
@@ -316,18 +313,18 @@ make_maildir(struct maildir *md, const char *dir, bool *made, char **err)
 	int r, any;
 	size_t i;
 
-	r = dir[0] ? make_dir(md, path, err) : make_dirs(md, path, err);
+	r = dir[0] ? make_dir(path, err) : make_dirs(md, path, err);
 	*made = r == 1;
 	any = r;
 	for (i = 0; r != -1 && i < 3; i++) {
 		p = xasprintf("%s/%s", path, subs[i]);
-		if ((r = make_dir(md, p, err)) == 1)
+		if ((r = make_dir(p, err)) == 1)
 			any = 1;
 		free(p);
 	}
 	if (r != -1 && dir[0]) {
 		p = xasprintf("%s/maildirfolder", path);
-		if ((r = make_file(md, p, err)) == 1)
+		if ((r = make_file(p, err)) == 1)
 			any = 1;
 		free(p);
 	}
@@ -344,7 +341,7 @@ make_maildir(struct maildir *md, const char *dir, bool *made, char **err)
 
 /* Takes Dovecot's dotlock: the fd of the new lock file, or -1. */
 static int
-subs_lock(struct maildir *md, const char *lock, char **err)
+subs_lock(const char *lock, char **err)
 {
 	struct timespec pause = { 0, 100 * 1000 * 1000 };
 	struct stat sb;
@@ -368,12 +365,6 @@ subs_lock(struct maildir *md, const char *lock, char **err)
 			return -1;
 		}
 		nanosleep(&pause, NULL);
-	}
-	if (md->chown && fchown(fd, md->uid, md->gid) == -1) {
-		*err = xasprintf("chown %s: %s", lock, strerror(errno));
-		close(fd);
-		unlink(lock);
-		return -1;
 	}
 	return fd;
 }
@@ -506,7 +497,7 @@ subscribe(struct maildir *md, const char *dir)
 	char *err = NULL;
 	int fd, r = -1;
 
-	if ((fd = subs_lock(md, lock, &err)) != -1) {
+	if ((fd = subs_lock(lock, &err)) != -1) {
 		r = subs_update(path, lock, fd, dir, &err);
 		close(fd);
 		if (r != 1)
@@ -581,6 +572,18 @@ flocation(const struct folder *f, const char *sub, const char *name)
  * The backend.
  */
 
+/* As root, plans to work on the tree with its owner's ids; a tree that
+ * root owns is worked on as root. */
+static int
+plan_ids(struct maildir *md, char **err)
+{
+	if (geteuid() != 0)
+		return 0;
+	if (find_owner(md, err) == -1)
+		return -1;
+	return proc_ids_plan(&md->ids, md->uid, md->gid, err);
+}
+
 static int
 md_open(const struct conf *c, const struct conf_account *a, void **ctx, char **err)
 {
@@ -588,10 +591,10 @@ md_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 
 	md->account = xstrdup(a->name ? a->name : "");
 	md->root = conf_store_path(c, a);
-	md->chown = geteuid() == 0;
 	if (md->root[0] == '\0')
 		*err = xasprintf("%s: the store path is empty", md->account);
-	if (md->root[0] == '\0' || (md->chown && find_owner(md, err) == -1)) {
+	if (md->root[0] == '\0' || plan_ids(md, err) == -1) {
+		proc_ids_free(&md->ids);
 		free(md->account);
 		free(md->root);
 		free(md);
@@ -613,6 +616,7 @@ md_close(void *ctx)
 		free(md->folders[i].name);
 		free(md->folders[i].dir);
 	}
+	proc_ids_free(&md->ids);
 	free(md->folders);
 	free(md->account);
 	free(md->root);
@@ -620,7 +624,7 @@ md_close(void *ctx)
 }
 
 static int
-md_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
+tmp_create_owned(void *ctx, const char *folder, const char *key, int *fd, char **err)
 {
 	struct maildir *md = ctx;
 	struct folder *f;
@@ -632,18 +636,12 @@ md_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **er
 	*fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 	if (*fd == -1)
 		*err = xasprintf("creating %s: %s", path, strerror(errno));
-	else if (md->chown && fchown(*fd, md->uid, md->gid) == -1) {
-		*err = xasprintf("chown %s: %s", path, strerror(errno));
-		close(*fd);
-		unlink(path);
-		*fd = -1;
-	}
 	free(path);
 	return *fd == -1 ? -1 : 0;
 }
 
 static int
-md_tmp_discard(void *ctx, const char *folder, const char *key, char **err)
+tmp_discard_owned(void *ctx, const char *folder, const char *key, char **err)
 {
 	struct maildir *md = ctx;
 	struct folder *f;
@@ -662,7 +660,7 @@ md_tmp_discard(void *ctx, const char *folder, const char *key, char **err)
 }
 
 static int
-md_tmp_cleanup(void *ctx, const char *folder, const char *key_tag, char **err)
+tmp_cleanup_owned(void *ctx, const char *folder, const char *key_tag, char **err)
 {
 	struct maildir *md = ctx;
 	struct dirent *de;
@@ -768,7 +766,7 @@ dir_set_add(char **dirs, size_t *n, char *dir)
 }
 
 static int
-md_deliver(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
+deliver_owned(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 {
 	struct maildir *md = ctx;
 	char **dirs = xcalloc(n ? n : 1, sizeof *dirs), *dir, *serr = NULL;
@@ -849,7 +847,7 @@ scan_cur(const char *cur, const char *key, char **name, char **err)
 }
 
 static int
-md_find(void *ctx, const char *folder, const char *key, char **location, char **err)
+find_owned(void *ctx, const char *folder, const char *key, char **location, char **err)
 {
 	struct maildir *md = ctx;
 	char *path, *name = NULL;
@@ -887,6 +885,48 @@ md_find(void *ctx, const char *folder, const char *key, char **location, char **
 	free(path);
 	free(name);
 	return r;
+}
+
+/* The entry points: each runs its step with the owner's ids. */
+#define AS_OWNER(call) do {						\
+	struct maildir *md_ = ctx;					\
+	int r_;								\
+									\
+	if (proc_ids_enter(&md_->ids, err) == -1)			\
+		return -1;						\
+	r_ = (call);							\
+	proc_ids_leave(&md_->ids);					\
+	return r_;							\
+} while (0)
+
+static int
+md_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
+{
+	AS_OWNER(tmp_create_owned(ctx, folder, key, fd, err));
+}
+
+static int
+md_tmp_discard(void *ctx, const char *folder, const char *key, char **err)
+{
+	AS_OWNER(tmp_discard_owned(ctx, folder, key, err));
+}
+
+static int
+md_tmp_cleanup(void *ctx, const char *folder, const char *key_tag, char **err)
+{
+	AS_OWNER(tmp_cleanup_owned(ctx, folder, key_tag, err));
+}
+
+static int
+md_deliver(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
+{
+	AS_OWNER(deliver_owned(ctx, msgs, n, err));
+}
+
+static int
+md_find(void *ctx, const char *folder, const char *key, char **location, char **err)
+{
+	AS_OWNER(find_owned(ctx, folder, key, location, err));
 }
 
 const struct deliver_backend maildir_backend = {

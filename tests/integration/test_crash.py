@@ -44,10 +44,19 @@ def kill_repeatedly(t, conf, seed, stored):
             p.send_signal(signal.SIGKILL)
             seen.append(stored())
         p.wait()
-        # The pass runs in a child that dies with its parent; give it a
-        # moment to release the account lock.
-        time.sleep(0.05)
+        # The pass runs in a child that must die with its parent (even
+        # while it works with the mail owner's ids).
+        try:
+            h.wait_for(lambda: not survivors(conf), 2, what='no orphan pass')
+        except TimeoutError:
+            t.check(False, 'a pass outlived its killed parent: %s' % survivors(conf))
     return runs, seen
+
+
+def survivors(conf):
+    """pids of pop3bridge processes still running with this config."""
+    out = subprocess.run(['pgrep', '-f', conf], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
 
 
 def finish(t, conf):

@@ -595,6 +595,7 @@ test_owner_as_root(void)
 	want_uid = 8;   /* Debian's "mail" */
 	want_gid = 8;
 	base = xasprintf("%s/owned", tmpdir);
+	chmod(tmpdir, 0711);	/* the owner must reach its Maildir, as in life */
 	mkdir(base, 0755);
 	CHECK_INT(chown(base, want_uid, want_gid), 0);
 	ctx = md_open("owned/x/Maildir", &root);
@@ -615,6 +616,51 @@ test_owner_as_root(void)
 	nftw(base, owner_entry, 16, FTW_PHYS);
 	CHECK_INT(wrong_owner, 0);
 	maildir_backend.close(ctx);
+	free(root);
+	free(base);
+}
+
+/* The owner of a Maildir plants a symlink where a folder will be created,
+ * pointing into a directory only root may write: delivering as root must
+ * not follow it (every access is made with the owner's ids). */
+static void
+test_symlink_planted_by_owner(void)
+{
+	char *base, *root, *err = NULL, *target, *link, *probe;
+	struct deliver_msg m = { 0 };
+	void *ctx;
+	int fd = -1;
+
+	if (geteuid() != 0) {
+		printf("  skipped: not root\n");
+		return;
+	}
+	chmod(tmpdir, 0711);
+	base = xasprintf("%s/victim", tmpdir);
+	target = xasprintf("%s/rootonly", tmpdir);
+	mkdir(base, 0755);
+	mkdir(target, 0700);
+	CHECK_INT(chown(base, 8, 8), 0);
+	ctx = md_open("victim/Maildir", &root);
+	mkdir(root, 0700);
+	CHECK_INT(chown(root, 8, 8), 0);
+	link = xasprintf("%s/.Evil", root);
+	CHECK_INT(symlink(target, link), 0);
+	CHECK_INT(lchown(link, 8, 8), 0);
+	m.key = deliver_key("X1");
+	m.folder = "Evil";
+	CHECK_INT(maildir_backend.tmp_create(ctx, m.folder, m.key, &fd, &err), -1);
+	CHECK(err != NULL && strstr(err, "Permission denied") != NULL);
+	free(err);
+	probe = xasprintf("%s/tmp", target);
+	CHECK(access(probe, F_OK) == -1);	/* nothing was made in there */
+	if (fd != -1)
+		close(fd);
+	maildir_backend.close(ctx);
+	free((char *)m.key);
+	free(probe);
+	free(link);
+	free(target);
 	free(root);
 	free(base);
 }
@@ -680,6 +726,7 @@ main(void)
 	TEST(test_cleanup);
 	TEST(test_deliver_failure);
 	TEST(test_owner_as_root);
+	TEST(test_symlink_planted_by_owner);
 	TEST(test_batch_timing);
 	check_rm_tree(tmpdir);
 	CHECK_DONE();
