@@ -74,7 +74,7 @@ struct conf {
 	char *state_dir;            /* "~" expanded; default ~/.local/state/pop3bridge */
 	unsigned poll_interval;     /* default 300 */
 	unsigned max_parallel;      /* default 4 */
-	unsigned batch_messages;    /* default 100 */
+	unsigned batch_messages;    /* default 500 */
 	uint64_t batch_bytes;       /* default 64 MiB */
 	struct conf_store store;
 	struct conf_account *accounts;

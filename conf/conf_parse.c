@@ -114,7 +114,7 @@ static cfg_opt_t root_opts[] = {
 	CFG_STR("state_dir", "~/.local/state/pop3bridge", CFGF_NONE),
 	CFG_INT("poll_interval", 300, CFGF_NONE),
 	CFG_INT("max_parallel", 4, CFGF_NONE),
-	CFG_INT("batch_messages", 100, CFGF_NONE),
+	CFG_INT("batch_messages", 500, CFGF_NONE),
 	CFG_INT("batch_bytes", 67108864, CFGF_NONE),
 	CFG_SEC("store", store_opts, CFGF_MULTI),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE),

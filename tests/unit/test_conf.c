@@ -254,7 +254,7 @@ test_defaults(void)
 	CHECK_STR(c->state_dir, HOME "/.local/state/pop3bridge");
 	CHECK_INT(c->poll_interval, 300);
 	CHECK_INT(c->max_parallel, 4);
-	CHECK_INT(c->batch_messages, 100);
+	CHECK_INT(c->batch_messages, 500);
 	CHECK_INT(c->batch_bytes, 64 * 1024 * 1024);
 	CHECK_INT(c->store.type, CONF_STORE_MAILDIR);
 	CHECK_STR(c->store.path, HOME "/Maildir");
