@@ -32,13 +32,6 @@ pool_free(struct pool *p)
 }
 
 static void
-on_stop(int sig)
-{
-	(void)sig;
-	sync_stop = 1;
-}
-
-static void
 report(const struct pool *p, const struct conf_account *a, const struct sync_result *r, int rc)
 {
 	if (rc != EX_OK) {
@@ -96,7 +89,7 @@ pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
 		/* TERM/INT finish the current message and stop; the child
 		 * dies with its parent (as a whole process would), so that
 		 * killing `pop3bridge sync` never leaves a pass running. */
-		if (!proc_child_init(parent, on_stop, SIGKILL))
+		if (!proc_child_init(parent, NULL, SIGKILL))
 			_exit(EX_TEMPFAIL);
 		_exit(child_pass(p, c, a));
 	}

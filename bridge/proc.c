@@ -18,21 +18,51 @@ static int death_signal;
 bool
 proc_child_init(pid_t parent, void (*on_stop)(int), int deathsig)
 {
-	struct sigaction sa = { .sa_handler = on_stop };
-	sigset_t none;
+	struct sigaction sa = { .sa_handler = on_stop ? on_stop : SIG_DFL };
+	sigset_t mask;
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGCHLD, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Without a handler, TERM and INT are held until asked for: a
+	 * handler would cut a read short (EINTR), and libetpan takes that for
+	 * a dead connection — in the middle of an upstream's reply to DATA,
+	 * the message would be sent twice. */
+	sigemptyset(&mask);
+	if (on_stop == NULL) {
+		sigaddset(&mask, SIGTERM);
+		sigaddset(&mask, SIGINT);
+	}
+	sigprocmask(SIG_SETMASK, &mask, NULL);
 	death_parent = parent;
 	death_signal = deathsig;
 	prctl(PR_SET_PDEATHSIG, deathsig);
 	/* A parent that died before prctl() sent nothing: ask. */
 	return getppid() == parent;
+}
+
+bool
+proc_stop_requested(void)
+{
+	sigset_t pending;
+
+	if (sigpending(&pending) == -1)
+		return false;
+	return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
+bool
+proc_pause(unsigned seconds)
+{
+	struct timespec ts = { seconds, 0 };
+	sigset_t stop;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	return sigtimedwait(&stop, NULL, &ts) > 0;
 }
 
 int

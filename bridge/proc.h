@@ -9,12 +9,20 @@
 
 /* Sets up a freshly forked child of parent: SIGTERM and SIGINT run on_stop
  * (which only sets a flag: the child finishes its current step, then
- * stops), SIGHUP is ignored (reloading is the parent's business), SIGCHLD
- * is back to its default, the signal mask held across fork() is cleared,
- * and deathsig is sent to the child when the parent dies. Returns false
- * when the parent is already gone (it died before deathsig was armed):
- * the caller then stops in its own way. */
+ * stops) or, when on_stop is NULL, are held (blocked) so that they never
+ * interrupt a read or write, and the child asks proc_stop_requested()
+ * between steps; SIGHUP is ignored (reloading is the parent's business),
+ * SIGCHLD is back to its default, and deathsig is sent to the child when
+ * the parent dies. Returns false when the parent is already gone (it died
+ * before deathsig was armed): the caller then stops in its own way. */
 bool proc_child_init(pid_t parent, void (*on_stop)(int), int deathsig);
+
+/* With on_stop NULL: whether a SIGTERM or SIGINT is waiting. */
+bool proc_stop_requested(void);
+
+/* With on_stop NULL: sleeps up to seconds; true (and the signal taken) when
+ * a SIGTERM or SIGINT ends the sleep. */
+bool proc_pause(unsigned seconds);
 
 /* Working on a user's files as root: the effective uid, gid and groups of
  * that user around each access (so that a symlink the user planted cannot

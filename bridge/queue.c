@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bridge/log.h"
+#include "bridge/proc.h"
 #include "bridge/smtp.h"
 #include "bridge/xmalloc.h"
 #include "store/outbox.h"
@@ -264,9 +265,14 @@ queue_pass(const struct conf *c, struct state *st, int64_t now, char **err)
 		close(lock);
 		return -1;
 	}
-	for (i = 0; i < n && !queue_stop; i++) {
+	for (i = 0; i < n; i++) {
 		const struct conf_account *a = conf_account(c, v[i].account);
 
+		/* A stop is taken between messages (the runner holds SIGTERM). */
+		if (queue_stop || proc_stop_requested()) {
+			queue_stop = 1;
+			break;
+		}
 		if (v[i].state == OUTBOX_QUEUED)
 			attempt(c, st, a, &v[i]);
 		if (v[i].state == OUTBOX_SENT || v[i].state == OUTBOX_BOUNCED)

@@ -20,18 +20,10 @@
 #define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */
 #define RUNNER_RESTART	5	/* seconds between restarts after a crash */
 
-static void
-on_stop(int sig)
-{
-	(void)sig;
-	queue_stop = 1;
-}
-
 static int
 runner_main(const struct conf *c)
 {
 	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
-	struct timespec pause = { RUNNER_SLEEP, 0 };
 	struct state *st;
 
 	if (state_open(path, &st, &err) == -1) {
@@ -47,9 +39,9 @@ runner_main(const struct conf *c)
 			free(err);
 			err = NULL;
 		}
-		/* A signal cuts the pause short (EINTR). */
-		if (!queue_stop)
-			nanosleep(&pause, NULL);
+		/* A stop ends the pause at once. */
+		if (!queue_stop && proc_pause(RUNNER_SLEEP))
+			queue_stop = 1;
 	}
 	state_close(st);
 	return EX_OK;
@@ -70,7 +62,7 @@ queue_runner_start(struct queue_runner *q, const struct conf *c)
 	}
 	if (pid == 0) {
 		/* Like an account pass: it dies with the daemon. */
-		if (!proc_child_init(parent, on_stop, SIGKILL))
+		if (!proc_child_init(parent, NULL, SIGKILL))
 			_exit(EX_TEMPFAIL);
 		_exit(runner_main(c));
 	}

@@ -15,10 +15,21 @@
 #include "bridge/header.h"
 #include "bridge/log.h"
 #include "bridge/pop3.h"
+#include "bridge/proc.h"
 #include "bridge/xmalloc.h"
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;
+
+/* A stop (SIGTERM/SIGINT) is taken between messages only: a pass runs
+ * with those signals held (proc_child_init), so none cuts I/O short. */
+static bool
+stopping(void)
+{
+	if (!sync_stop && proc_stop_requested())
+		sync_stop = 1;
+	return sync_stop;
+}
 
 /* Dedup: a copy another account's pass began storing less than this many
  * seconds ago is waited for (next pass) rather than stored a second time;
@@ -502,7 +513,7 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 	if ((r = pop3_retr_pipeline(ps->p, nums, k, &err)) != POP3_OK)
 		rc = pop3_fail(ps, r, err);
 	for (size_t j = 0; rc == 0 && j < k; j++) {
-		if (sync_stop) {
+		if (stopping()) {
 			/* Answers to pipelined RETRs may be on their way:
 			 * the session cannot be reused for QUIT. */
 			ps->broken = true;
@@ -651,7 +662,7 @@ import_new(struct pass *ps)
 		return rc;
 	}
 	ps->res->fresh = n;
-	while (rc == 0 && i < n && !sync_stop) {
+	while (rc == 0 && i < n && !stopping()) {
 		k = batch_len(ps, idx + i, n - i);
 		rc = import_batch(ps, idx + i, k);
 		i += k;
@@ -741,9 +752,9 @@ run_pass(struct pass *ps)
 	if ((rc = recover(ps)) || (rc = connect_server(ps)) || (rc = list_server(ps)))
 		return rc;
 	rc = import_new(ps);
-	if (rc == 0 && !sync_stop && !ps->broken)
+	if (rc == 0 && !stopping() && !ps->broken)
 		rc = mark_deletions(ps, &del, &ndel);
-	if (rc == 0 && !sync_stop && !ps->broken)
+	if (rc == 0 && !stopping() && !ps->broken)
 		rc = finish_session(ps, del, ndel);
 	free(del);
 	return rc;

@@ -28,7 +28,7 @@ class Upstream:
     at the end of the test (t.cleanup)."""
 
     def __init__(self, t, name='upstream', user='relay', password='relaypw',
-                 starttls=None, script=None, port=None):
+                 starttls=None, script=None, port=None, data_delay=0):
         import harness as h
         self.t, self.user, self.password = t, user, password
         self.dir = t.path(name)
@@ -37,6 +37,7 @@ class Upstream:
         self.port = port or h.free_port()
         self.starttls = starttls        # (cert, key) or None
         self.script = script or {}
+        self.data_delay = data_delay    # seconds before answering DATA
         self.proc = None
         self.log_path = os.path.join(self.dir, 'smtpd.log')
         t.add_log(self.log_path, 'upstream smtpd log')
@@ -53,6 +54,8 @@ class Upstream:
             cmd += ['--user', self.user, '--password', self.password]
         if self.starttls:
             cmd += ['--starttls', self.starttls[0], self.starttls[1]]
+        if self.data_delay:
+            cmd += ['--data-delay', str(self.data_delay)]
         log = open(self.log_path, 'ab')
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
@@ -115,6 +118,9 @@ def serve(args):
             os.rename(path + '.tmp', path)
             print('DATA from %s to %s (%d bytes)' % (envelope.mail_from, envelope.rcpt_tos,
                                                      len(envelope.original_content)), flush=True)
+            if args.data_delay:
+                # A slow upstream: the message is taken, the reply is late.
+                await asyncio.sleep(args.data_delay)
             return '250 2.0.0 queued as %d' % counter[0]
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -149,6 +155,7 @@ if __name__ == '__main__':
     ap.add_argument('--user')
     ap.add_argument('--password')
     ap.add_argument('--starttls', nargs=2)
+    ap.add_argument('--data-delay', type=float, default=0)
     a = ap.parse_args()
     import signal
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})

@@ -195,6 +195,25 @@ def test_sigkill_after_enqueue_delivers_once(t):
     h.stop_process(d)
 
 
+def test_reload_during_data_reply_sends_once(t):
+    """SIGHUP restarts the queue runner (SIGTERM). Arriving while the
+    upstream is still answering DATA, it must not cut that reply short:
+    the message is delivered once, not again after the restart."""
+    up = Upstream(t, data_delay=3).start()
+    conf = config(t, up)
+    d = t.start_bridge(conf, 'run')
+    sendmail(t, conf, message('slow upstream'), '-t')
+    log = os.path.join(up.dir, 'smtpd.log')
+    h.wait_for(lambda: 'DATA from' in open(log).read(), 20, what='upstream took DATA')
+    d.send_signal(signal.SIGHUP)        # while the upstream's reply is pending
+    # With retry_initial = 1, a second attempt (after a cut reply) would
+    # arrive within the delay + a retry + the delay again.
+    time.sleep(10)
+    got = up.messages()
+    t.check(len(got) == 1, 'delivered exactly once, got %d' % len(got))
+    t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
+
+
 def test_starttls_verified(t):
     c = t.certs
     up = Upstream(t, starttls=(c.cert, c.key)).start()
