@@ -98,6 +98,21 @@ pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
 	return 0;
 }
 
+/* Frees slot i of the job whose exit status is status. */
+static void
+finish_job(struct pool *p, unsigned i, int status, char **account, int *code)
+{
+	*account = p->jobs[i].account;
+	p->jobs[i].account = NULL;
+	p->jobs[i].pid = 0;
+	if (WIFEXITED(status))
+		*code = WEXITSTATUS(status);
+	else {
+		log_warnx("%s: pass killed by signal %d", *account, WTERMSIG(status));
+		*code = EX_SOFTWARE;
+	}
+}
+
 int
 pool_reap(struct pool *p, bool block, char **account, int *code)
 {
@@ -106,25 +121,27 @@ pool_reap(struct pool *p, bool block, char **account, int *code)
 
 	if (pool_running(p) == 0)
 		return -1;
-	/* EINTR returns 0 so that the caller sees the signal that woke it. */
-	pid = waitpid(-1, &status, block ? 0 : WNOHANG);
-	if (pid <= 0)
+	if (!block) {
+		/* The daemon has other children (relay, queue runner): ask for
+		 * ours only, never reap theirs. */
+		for (unsigned i = 0; i < p->max; i++)
+			if (p->jobs[i].pid != 0 &&
+			    waitpid(p->jobs[i].pid, &status, WNOHANG) == p->jobs[i].pid) {
+				finish_job(p, i, status, account, code);
+				return 1;
+			}
 		return 0;
-	for (unsigned i = 0; i < p->max; i++) {
-		if (p->jobs[i].pid != pid)
-			continue;
-		*account = p->jobs[i].account;
-		p->jobs[i].account = NULL;
-		p->jobs[i].pid = 0;
-		if (WIFEXITED(status))
-			*code = WEXITSTATUS(status);
-		else {
-			log_warnx("%s: pass killed by signal %d", *account, WTERMSIG(status));
-			*code = EX_SOFTWARE;
-		}
-		return 1;
 	}
-	return 0;		/* not ours (cannot happen: we fork nothing else) */
+	/* `sync` forks nothing else. EINTR returns 0 so that the caller sees
+	 * the signal that woke it. */
+	if ((pid = waitpid(-1, &status, 0)) <= 0)
+		return 0;
+	for (unsigned i = 0; i < p->max; i++)
+		if (p->jobs[i].pid == pid) {
+			finish_job(p, i, status, account, code);
+			return 1;
+		}
+	return 0;
 }
 
 size_t

@@ -34,7 +34,8 @@ int pool_start(struct pool *p, const struct conf *c, const struct conf_account *
 /* Reaps a finished child: returns 1 with *account (owned by the caller now)
  * and *code (its exit code; EX_SOFTWARE when killed by a signal), 0 when
  * none finished (!block, or a signal interrupted the wait), -1 when no
- * child is running. */
+ * child is running. Without block, only the pool's own children are
+ * waited for (the daemon has others); with block, any child (`sync`). */
 int pool_reap(struct pool *p, bool block, char **account, int *code);
 
 size_t pool_running(const struct pool *p);

@@ -54,6 +54,7 @@ struct pass {
 	struct sync_result *res;
 	bool progress;                  /* show a progress line on the terminal */
 	char *store_id;                 /* the resolved store: the dedup scope */
+	char *refused_first;            /* the first message the store refused */
 	bool dedup;                     /* store { dedup = "message-id" } */
 };
 
@@ -269,6 +270,17 @@ list_server(struct pass *ps)
 	return 0;
 }
 
+/* How many octets RETR may bring for a message LIST says is size long:
+ * generous (servers count differently), but bounded, and without
+ * wrapping around for an absurd LIST size. */
+static uint64_t
+retr_limit(uint64_t size)
+{
+	const uint64_t slack = 1 << 20;
+
+	return size > (UINT64_MAX - slack) / 2 ? UINT64_MAX : size * 2 + slack;
+}
+
 /* RETR one message into a temp file of the store. Returns 0, -1 when the
  * server refused this one message (skipped, the session goes on), or an
  * exit code. */
@@ -285,7 +297,7 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	if (ps->be->tmp_create(ps->bctx, folder, f->key, fd, &err) == -1)
 		return fail(ps, EX_IOERR, err);
 	r = pop3_retr(ps->p, e->num, *fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
-	    e->size * 2 + (1 << 20), &rr, &err);
+	    retr_limit(e->size), &rr, &err);
 	if (r != POP3_OK) {
 		char *derr = NULL;
 
@@ -388,20 +400,40 @@ discard(struct pass *ps, struct fetched *f, int *fds, size_t n, bool all)
 }
 
 /* Step d: the stored messages' rows become delivered, with where the
- * store put them. */
+ * store put them. A message the store refused loses its pending row: it
+ * stays on the server, new again for the next pass. */
 static int
 mark_rows(struct pass *ps, struct fetched *f, const size_t *map,
     const struct deliver_msg *dm, size_t k, char **err)
 {
+	const char *uidl;
+	int r;
+
 	if (state_begin(ps->st, err) == -1)
 		return -1;
-	for (size_t j = 0; j < k; j++)
-		if (state_mark_delivered_uid(ps->st, ps->acct, f[map[j]].sm.uidl,
-		    dm[j].location, dm[j].uidvalidity, dm[j].uid, err) == -1) {
+	for (size_t j = 0; j < k; j++) {
+		uidl = f[map[j]].sm.uidl;
+		r = dm[j].refused != NULL ?
+		    state_drop_pending(ps->st, ps->acct, uidl, err) :
+		    state_mark_delivered_uid(ps->st, ps->acct, uidl, dm[j].location,
+			dm[j].uidvalidity, dm[j].uid, err);
+		if (r == -1) {
 			state_rollback(ps->st);
 			return -1;
 		}
+	}
 	return state_commit(ps->st, err);
+}
+
+/* Says which messages the store refused; the first reason becomes the
+ * pass's error (set once the pass is over: the others are imported). */
+static void
+note_refused(struct pass *ps, const struct fetched *f, const struct deliver_msg *dm)
+{
+	log_warnx("%s: the store refused message %lu (UIDL %s), left on the server: %s",
+	    ps->a->name, f->e->num, f->sm.uidl, dm->refused);
+	if (ps->res->refused++ == 0)
+		ps->refused_first = xasprintf("UIDL %s: %s", f->sm.uidl, dm->refused);
 }
 
 /* Steps c-d for the messages to store. fds are handed to the backend,
@@ -437,11 +469,17 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 		rc = fail(ps, EX_IOERR, err);
 	} else
 		for (size_t j = 0; j < k; j++) {
+			if (dm[j].refused != NULL) {
+				note_refused(ps, &f[map[j]], &dm[j]);
+				continue;
+			}
 			ps->res->imported++;
 			ps->res->bytes += f[map[j]].sm.size;
 		}
-	for (size_t j = 0; j < k; j++)
+	for (size_t j = 0; j < k; j++) {
 		free(dm[j].location);
+		free(dm[j].refused);
+	}
 	free(dm);
 	free(map);
 	return rc;
@@ -757,6 +795,11 @@ run_pass(struct pass *ps)
 	if (rc == 0 && !stopping() && !ps->broken)
 		rc = finish_session(ps, del, ndel);
 	free(del);
+	if (rc == 0 && ps->res->refused > 0) {
+		rc = fail(ps, EX_DATAERR, xasprintf("the store refused %lu message%s (%s);"
+		    " they stay on the server", ps->res->refused,
+		    ps->res->refused == 1 ? "" : "s", ps->refused_first));
+	}
 	return rc;
 }
 
@@ -793,6 +836,7 @@ pass_free(struct pass *ps)
 	pop3_entries_free(ps->ent, ps->n_ent);
 	free(ps->tag);
 	free(ps->store_id);
+	free(ps->refused_first);
 }
 
 /* Records the account's store, for other accounts' dedup look-ups. */

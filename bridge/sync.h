@@ -21,6 +21,7 @@ struct sync_result {
 	unsigned long imported;
 	unsigned long duplicates; /* dedup: recorded at another account's copy */
 	unsigned long deferred;   /* dedup: another account is storing it now */
+	unsigned long refused;    /* the store refused them: left on the server */
 	unsigned long adopted;    /* UIDL reset: known messages under new UIDLs */
 	unsigned long deleted;
 	uint64_t bytes;
@@ -33,7 +34,8 @@ struct sync_result {
 extern volatile sig_atomic_t sync_stop;
 
 /* Runs one pass for account a with the open state st. Returns a
- * <sysexits.h> code: EX_OK; EX_TEMPFAIL (network, timeout, server or
+ * <sysexits.h> code: EX_OK; EX_DATAERR (the store refused some message:
+ * every other one was imported, the refused stay on the server); EX_TEMPFAIL (network, timeout, server or
  * account busy: try later); EX_UNAVAILABLE (TLS or login refused);
  * EX_PROTOCOL (malformed server reply); EX_CONFIG (policy, e.g. plaintext
  * refused); EX_IOERR (store or state). res->error says why, without the

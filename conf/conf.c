@@ -173,7 +173,7 @@ read_all(FILE *fp, char **buf, size_t *len)
 
 /* Parses, converts and checks an in-memory copy of the file. */
 static void
-load_text(struct conf_load *ld, const char *buf, size_t len, mode_t mode,
+load_text(struct conf_load *ld, const char *buf, size_t len, const struct stat *sb,
     struct conf *c)
 {
 	FILE *mem;
@@ -190,7 +190,7 @@ load_text(struct conf_load *ld, const char *buf, size_t len, mode_t mode,
 			conf_err(ld, ld->unclosed, "\"{\" is never closed "
 			    "(missing \"}\")");
 		conf_check(ld, c);
-		conf_check_mode(ld, c, mode);
+		conf_check_mode(ld, c, sb);
 	}
 	fclose(mem);
 }
@@ -219,7 +219,7 @@ conf_load(const char *path, struct conf **out, FILE *errf)
 	fclose(fp);
 	c = xcalloc(1, sizeof *c);
 	c->path = xstrdup(path);
-	load_text(&ld, buf, len, st.st_mode, c);
+	load_text(&ld, buf, len, &st, c);
 	free(buf);
 	if (ld.n_msgs > 0) {
 		print_msgs(&ld, errf);

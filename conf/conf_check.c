@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "conf/conf_priv.h"
@@ -285,12 +286,32 @@ holds_password(const struct conf *c)
 	return false;
 }
 
-/* Like ssh with its keys: a password in a file others can read (or
- * write) is refused, not merely warned about. */
-void
-conf_check_mode(struct conf_load *ld, const struct conf *c, mode_t mode)
+static bool
+runs_commands(const struct conf *c)
 {
-	if ((mode & 077) != 0 && holds_password(c))
+	if (c->store.imap.password_command != NULL)
+		return true;
+	for (size_t i = 0; i < c->n_accounts; i++)
+		if (c->accounts[i].pop3.password_command != NULL ||
+		    c->accounts[i].smtp.password_command != NULL)
+			return true;
+	return false;
+}
+
+/* Like ssh with its keys: a password in a file others can read is
+ * refused, not merely warned about. A file others can write could point
+ * the store, the trust anchors or the relay's users anywhere, and a
+ * password_command runs what it says: those need a file only its owner
+ * (us, or root) controls. */
+void
+conf_check_mode(struct conf_load *ld, const struct conf *c, const struct stat *sb)
+{
+	if ((sb->st_mode & 077) != 0 && holds_password(c))
 		conf_err(ld, 0, "holds a password but is readable by others "
 		    "(chmod 600)");
+	else if ((sb->st_mode & 022) != 0)
+		conf_err(ld, 0, "is writable by others (chmod go-w)");
+	if (runs_commands(c) && sb->st_uid != geteuid() && sb->st_uid != 0)
+		conf_err(ld, 0, "has a password_command but belongs to uid %ld, "
+		    "neither us nor root", (long)sb->st_uid);
 }

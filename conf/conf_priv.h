@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "conf/conf.h"
@@ -75,6 +76,6 @@ int	conf_parse(struct conf_load *, FILE *, struct conf *);
 
 /* conf_check.c: the semantic checks on the converted structs. */
 void	conf_check(struct conf_load *, const struct conf *);
-void	conf_check_mode(struct conf_load *, const struct conf *, mode_t);
+void	conf_check_mode(struct conf_load *, const struct conf *, const struct stat *);
 
 #endif

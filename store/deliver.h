@@ -5,7 +5,9 @@
  *   tmp_create()  for each message: a temp file named by its delivery key;
  *                 the caller writes the message to it and keeps the fd;
  *   deliver()     makes the whole batch durable in the store (after it
- *                 returns 0 every message is there and survives a crash);
+ *                 returns 0 every message is there and survives a crash,
+ *                 except those it marked refused: the store said no to
+ *                 that one message, e.g. over its size limit);
  *   find()        after a crash: is the message with this key in the store?
  *   tmp_discard() removes the temp file of a key that was not delivered;
  *   tmp_cleanup() removes every temp file a killed run left for an account.
@@ -31,6 +33,9 @@ struct deliver_msg {
 	char *location;         /* out, allocated: where it was stored */
 	uint32_t uidvalidity;   /* out: IMAP APPENDUID, 0 when unknown */
 	uint32_t uid;           /* out: IMAP APPENDUID, 0 when unknown */
+	char *refused;          /* out, allocated: the store refused this one
+	                           message (why); it is not stored, the rest
+	                           of the batch is */
 };
 
 struct deliver_backend {

@@ -53,6 +53,7 @@ struct imap {
 	unsigned timeout;
 	mailimap *m;
 	bool broken;		/* the stream is in an unknown state */
+	bool said_no;		/* the last tagged reply was NO or BAD */
 	bool uidplus;
 	char delim;		/* server's hierarchy delimiter; 0: flat */
 	char *selected;		/* mailbox EXAMINEd last, or NULL */
@@ -622,6 +623,8 @@ tagged_reply(struct imap *im, const char *what, bool *trycreate, char **err)
 	if (trycreate != NULL)
 		*trycreate = im->m->imap_response_info != NULL &&
 		    im->m->imap_response_info->rsp_trycreate;
+	/* A NO or BAD answers this command only: the session goes on. */
+	im->said_no = state != MAILIMAP_RESP_COND_STATE_OK;
 	if (state != MAILIMAP_RESP_COND_STATE_OK)
 		return fail(im, err, what, MAILIMAP_ERROR_APPEND);
 	return 0;
@@ -713,6 +716,7 @@ append_file(struct imap *im, const char *mbox, struct deliver_msg *m, uint64_t s
 	int r;
 
 	*trycreate = false;
+	im->said_no = false;
 	if (usable(im, err) == -1 ||
 	    append_command(im, mbox, m->flags, m->date, size, err) == -1)
 		return -1;
@@ -769,9 +773,16 @@ deliver_one(struct imap *im, struct deliver_msg *m, char **err)
 		if ((f = folder_get(im, m->folder, true, err)) != NULL)
 			r = append_file(im, f->mbox, m, (uint64_t)sb.st_size, &trycreate, err);
 	}
-	if (r == -1)
+	if (r == -1 && im->said_no && !trycreate && !im->broken) {
+		/* The server refused this message (too big, quota, content
+		 * it will not take): one message must not stop the others. */
+		m->refused = *err;
+		*err = NULL;
+		r = 0;
+	} else if (r == -1)
 		goto out;
-	m->location = location(m->folder, m->uidvalidity, m->uid);
+	else
+		m->location = location(m->folder, m->uidvalidity, m->uid);
 	path = spool_path(im, m->key);
 	if (unlink(path) == -1 && errno != ENOENT)
 		log_warn("%s: removing %s", im->account, path);

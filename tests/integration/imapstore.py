@@ -23,14 +23,15 @@ MASTER_PW = 'm4ster-secret'
 KEY_HEADER = b'X-Pop3bridge-Key: '
 
 
-def dovecot_store(t, name='store', users=None, start=True):
+def dovecot_store(t, name='store', users=None, start=True, extra=''):
     """A Dovecot with IMAP (plain port for reading back as the user, IMAPS
-    and STARTTLS for pop3bridge) and a passwd-file master passdb."""
+    and STARTTLS for pop3bridge) and a passwd-file master passdb; extra:
+    more dovecot.conf text."""
     master_file = t.path(name + '-master-passwd')
     extra = ('auth_master_user_separator = *\n'
              'passdb {\n  driver = passwd-file\n'
              '  args = scheme=PLAIN username_format=%%u %s\n'
-             '  master = yes\n  pass = yes\n}\n' % master_file)
+             '  master = yes\n  pass = yes\n}\n' % master_file) + extra
     d = t.dovecot(name, start=False, users=users, protocols=('imap',),
                   mail_root=t.path(name + '-mail'), extra_conf=extra)
     with open(master_file, 'w') as f:

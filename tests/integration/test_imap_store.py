@@ -199,6 +199,33 @@ def asan_build():
     return 'asan' in h.bridge_binary()
 
 
+def test_message_refused_by_the_store_does_not_block_the_rest(t):
+    """An IMAP server that refuses one message (here: over Dovecot's
+    quota_max_mail_size) must not stop the import at that message: the
+    others are stored, the refused one stays on the server (not deleted),
+    and the pass says which one, every pass, until it fits."""
+    quota = ('mail_plugins = $mail_plugins quota\n'
+             'plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n'
+             '  quota_max_mail_size = 100k\n}\n')
+    src = t.dovecot('src')
+    store = ist.dovecot_store(t, extra=quota)
+    msgs = [h.make_message(i, size=3000) for i in range(4)]
+    msgs.insert(1, h.make_message(99, size=300 * 1024, subject='too big'))
+    h.seed(src, 'alice', msgs)
+    conf = ist.config(t, store, [h.account_block("acct", src, extra="leave_on_server = false")])
+    for attempt in (1, 2):
+        p = t.run_bridge(conf, 'sync')
+        t.check(p.returncode == 65, 'pass %d exits 65 (EX_DATAERR), got %d: %s'
+                % (attempt, p.returncode, p.stderr))
+        t.check('refused' in p.stderr and 'acct:' in p.stderr, 'says so: %r' % p.stderr)
+        got = [h.header(f['body'], 'Subject') for f in h.imap_fetch_all(store)]
+        t.check(sorted(got) == ['Test message %d' % i for i in range(4)],
+                'the other four are stored: %r' % got)
+        t.check(h.pop3_stat(src)[0] == 1, 'only the refused one is left on the server')
+    s = t.run_bridge(conf, 'status', '--json').stdout
+    t.check('refused' in s, 'status shows the error: %s' % s)
+
+
 def test_50mb_message_rss(t):
     if not os.path.exists('/usr/bin/time'):
         t.skip('/usr/bin/time is not installed (package time)')

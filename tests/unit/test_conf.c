@@ -528,6 +528,43 @@ test_permissions(void)
 	free(path);
 }
 
+static const char commanded[] =
+	"account \"a\" {\n"
+	"\tpop3 { host = \"h\" password_command = \"echo pw\" }\n"
+	"}\n";
+
+/* Without a password, a file others may read is fine; one they may write
+ * is not; and a password_command only runs from a file of ours or root's. */
+static void
+test_writable_and_foreign_files(void)
+{
+	char *path = write_file("cmd.conf", commanded, 0644), *out, *want;
+	int rc;
+
+	out = load(path, &rc, NULL);
+	CHECK_INT(rc, 0);
+	free(out);
+	CHECK(chmod(path, 0664) == 0);
+	want = xasprintf("%s: is writable by others (chmod go-w)\n", path);
+	out = load(path, &rc, NULL);
+	CHECK_INT(rc, EX_CONFIG);
+	CHECK_STR(out, want);
+	free(out);
+	free(want);
+	CHECK(chmod(path, 0600) == 0);
+	if (geteuid() == 0 && chown(path, 8, 8) == 0) {
+		want = xasprintf("%s: has a password_command but belongs to uid 8, "
+		    "neither us nor root\n", path);
+		out = load(path, &rc, NULL);
+		CHECK_INT(rc, EX_CONFIG);
+		CHECK_STR(out, want);
+		free(out);
+		free(want);
+	}
+	unlink(path);
+	free(path);
+}
+
 static const char secrets[] =
 	"account \"a\" {\n"
 	"\tpop3 {\n"
@@ -733,6 +770,7 @@ main(void)
 	TEST(test_bad_syntax);
 	TEST(test_unreadable);
 	TEST(test_permissions);
+	TEST(test_writable_and_foreign_files);
 	TEST(test_password_keys);
 	TEST(test_password_command);
 	TEST(test_password_from_file);
