@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <gnutls/crypto.h>
 
@@ -16,6 +18,7 @@
 struct passwd_ent {
 	char *user;
 	char *field;            /* "{SCHEME}hash", as in the file */
+	char *extra;            /* field 8, Dovecot's extra fields; NULL none */
 };
 
 struct passwd_db {
@@ -48,6 +51,7 @@ clear_ents(struct passwd_db *db)
 		if (db->ents[i].field != NULL)
 			explicit_bzero(db->ents[i].field, strlen(db->ents[i].field));
 		free(db->ents[i].field);
+		free(db->ents[i].extra);
 	}
 	free(db->ents);
 	db->ents = NULL;
@@ -135,22 +139,30 @@ passwd_verify(const char *field, const char *pass)
 	return -1;
 }
 
-/* One line of the file into db (user and password fields only). */
+/* One line of the file into db: the user, the password field and the
+ * extra fields (everything after the seventh ':', so that IPv6 networks in
+ * allow_nets keep their colons). */
 static void
 add_line(struct passwd_db *db, char *line)
 {
-	char *colon, *pw, *end;
+	char *colon, *pw, *end, *extra = NULL;
 
 	line[strcspn(line, "\r\n")] = '\0';
 	if (*line == '\0' || *line == '#' || (colon = strchr(line, ':')) == NULL)
 		return;
 	*colon = '\0';
 	pw = colon + 1;
-	if ((end = strchr(pw, ':')) != NULL)
+	if ((end = strchr(pw, ':')) != NULL) {
 		*end = '\0';
+		extra = end + 1;
+		for (int i = 3; i <= 7 && extra != NULL; i++)
+			if ((extra = strchr(extra, ':')) != NULL)
+				extra++;
+	}
 	db->ents = xreallocarray(db->ents, db->n + 1, sizeof *db->ents);
 	db->ents[db->n].user = xstrdup(line);
 	db->ents[db->n].field = xstrdup(pw);
+	db->ents[db->n].extra = extra != NULL && *extra != '\0' ? xstrdup(extra) : NULL;
 	db->n++;
 }
 
@@ -191,10 +203,115 @@ changed(const struct stat *a, const struct stat *b)
 	    a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
 }
 
+/* addr ("a.b.c.d" or an IPv6 address) into 16 bytes, IPv4 as the
+ * IPv4-mapped IPv6 address; false when it is neither. */
+static bool
+parse_addr(const char *addr, unsigned char out[16])
+{
+	static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct in_addr a4;
+
+	if (inet_pton(AF_INET, addr, &a4) == 1) {
+		memcpy(out, v4mapped, 12);
+		memcpy(out + 12, &a4, 4);
+		return true;
+	}
+	return inet_pton(AF_INET6, addr, out) == 1;
+}
+
+/* 1 when peer is inside net ("ADDR" or "ADDR/BITS"), 0 when not, -1 when
+ * net cannot be understood. */
+static int
+in_net(const unsigned char peer[16], const char *net)
+{
+	char buf[INET6_ADDRSTRLEN + 8], *slash, *end;
+	unsigned char a[16];
+	long bits;
+	bool v4;
+
+	if (strlen(net) >= sizeof buf)
+		return -1;
+	strcpy(buf, net);
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (!parse_addr(buf, a))
+		return -1;
+	v4 = strchr(buf, ':') == NULL;
+	bits = v4 ? 32 : 128;
+	if (slash != NULL) {
+		errno = 0;
+		bits = strtol(slash, &end, 10);
+		if (*slash == '\0' || *end != '\0' || errno != 0 || bits < 0 ||
+		    bits > (v4 ? 32 : 128))
+			return -1;
+	}
+	if (v4)
+		bits += 96;
+	for (long i = 0; i < bits; i++) {
+		unsigned char m = 0x80 >> (i % 8);
+
+		if ((a[i / 8] & m) != (peer[i / 8] & m))
+			return 0;
+	}
+	return 1;
+}
+
+/* Dovecot's allow_nets: the peer must be in one of the comma-separated
+ * networks. Anything we cannot evaluate refuses (fail closed). */
+static bool
+nets_allow(const char *nets, const char *peer)
+{
+	unsigned char p[16];
+	char *list, *cur, *net;
+	bool ok = false;
+
+	if (peer == NULL || !parse_addr(peer, p))
+		return false;
+	list = cur = xstrdup(nets);
+	while (!ok && (net = strsep(&cur, ",")) != NULL) {
+		int r;
+
+		net += strspn(net, " ");
+		if ((r = in_net(p, net)) == -1)
+			break;
+		ok = r == 1;
+	}
+	free(list);
+	return ok;
+}
+
+/* The extra fields (space-separated "key=value" or flags) that bear on a
+ * login: nologin and nopassword refuse (the relay always needs a
+ * password), allow_nets refuses a peer outside its networks. */
+static bool
+extra_allows(const char *extra, const char *peer)
+{
+	char *list, *cur, *f, *eq;
+	bool ok = true;
+
+	if (extra == NULL)
+		return true;
+	list = cur = xstrdup(extra);
+	while (ok && (f = strsep(&cur, " \t")) != NULL) {
+		size_t klen = (eq = strchr(f, '=')) != NULL ? (size_t)(eq - f) : strlen(f);
+
+#define KEY(name) (klen == strlen(name) && strncasecmp(f, name, klen) == 0)
+		if (KEY("nologin") || KEY("nopassword"))
+			ok = false;
+		else if (KEY("allow_nets"))
+			ok = eq != NULL && nets_allow(eq + 1, peer);
+#undef KEY
+	}
+	free(list);
+	return ok;
+}
+
 int
-passwd_check(struct passwd_db *db, const char *user, const char *pass, char **err)
+passwd_check(struct passwd_db *db, const char *user, const char *pass,
+    const char *peer, char **err)
 {
 	struct stat st;
+	int r;
 
 	if (stat(db->path, &st) == -1) {
 		clear_ents(db);
@@ -204,8 +321,12 @@ passwd_check(struct passwd_db *db, const char *user, const char *pass, char **er
 	if ((!db->loaded || changed(&st, &db->st)) && load(db, &st, err) == -1)
 		return -1;
 	for (size_t i = 0; i < db->n; i++)
-		if (strcmp(db->ents[i].user, user) == 0)
-			return passwd_verify(db->ents[i].field, pass) == 1 ? 1 : 0;
+		if (strcmp(db->ents[i].user, user) == 0) {
+			/* The hash is checked in every case: the same time. */
+			r = passwd_verify(db->ents[i].field, pass);
+			return r == 1 && *pass != '\0' &&
+			    extra_allows(db->ents[i].extra, peer) ? 1 : 0;
+		}
 	(void)passwd_verify(DUMMY_HASH, pass);
 	return 0;
 }

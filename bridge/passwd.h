@@ -16,10 +16,15 @@ struct passwd_db;
 struct passwd_db *passwd_open(const char *path);
 void passwd_free(struct passwd_db *db);
 
-/* Checks user's password: 1 accepted, 0 refused (no such user, wrong
- * password or an unsupported scheme), -1 when the file cannot be read
+/* Checks user's password for a login from peer (a numeric IPv4 or IPv6
+ * address; NULL unknown): 1 accepted, 0 refused (no such user, wrong or
+ * empty password, an unsupported scheme, or the user's Dovecot extra
+ * fields say so: "nologin", "nopassword", or "allow_nets=NET[,NET...]"
+ * (ADDR or ADDR/BITS, IPv4 or IPv6) without peer in one of them; an
+ * allow_nets we cannot evaluate refuses), -1 when the file cannot be read
  * (*err allocated; the previous contents, if any, are not used then). */
-int passwd_check(struct passwd_db *db, const char *user, const char *pass, char **err);
+int passwd_check(struct passwd_db *db, const char *user, const char *pass,
+    const char *peer, char **err);
 
 /* Verifies pass against one password field ("{SCHEME}hash" or a bare
  * crypt hash): 1 match, 0 no match, -1 unsupported or malformed. */

@@ -159,7 +159,8 @@ first_mailbox(const char *value)
  */
 
 /* Reads the header block from stdin (up to and including the empty line,
- * or all of a message without a body) as CRLF lines. */
+ * or all of a message without a body) as CRLF lines: 0, -1 when it is too
+ * long, -2 when a line holds a bare CR. */
 static int
 read_header(FILE *in, struct strbuf *h, bool *eof)
 {
@@ -171,6 +172,11 @@ read_header(FILE *in, struct strbuf *h, bool *eof)
 	while ((n = getline(&line, &cap, in)) > 0) {
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 			n--;
+		if (memchr(line, '\r', (size_t)n) != NULL) {
+			/* A bare CR could end a line for some server upstream. */
+			free(line);
+			return -2;
+		}
 		sb_add(h, line, (size_t)n);
 		sb_add(h, "\r\n", 2);
 		if (n == 0) {
@@ -246,6 +252,31 @@ remove_bcc(struct strbuf *h)
 	}
 }
 
+/* Writes line[0..n) to fd with every CR in it made a CRLF, as sendmail
+ * and Postfix do: a bare CR left inside a line could end a line (or the
+ * data, "a\r.\r\n") for some server upstream. */
+static int
+write_line(int fd, const char *line, size_t n, uint64_t *size)
+{
+	const char *cr;
+	size_t k;
+
+	while (n > 0) {
+		cr = memchr(line, '\r', n);
+		k = cr != NULL ? (size_t)(cr - line) : n;
+		if (write(fd, line, k) != (ssize_t)k ||
+		    (cr != NULL && write(fd, "\r\n", 2) != 2))
+			return -1;
+		*size += k + (cr != NULL ? 2 : 0);
+		if (*size > SENDMAIL_MESSAGE_MAX)
+			return -1;
+		k += cr != NULL;
+		line += k;
+		n -= k;
+	}
+	return 0;
+}
+
 /* Copies the rest of stdin into fd as CRLF lines; a "." line ends it
  * unless ignore_dots. */
 static int
@@ -263,10 +294,8 @@ copy_body(FILE *in, int fd, bool ignore_dots, uint64_t *size)
 			n -= n >= 2 && line[n - 2] == '\r' ? 2 : 1;
 		if (!ignore_dots && n == 1 && line[0] == '.')
 			break;
-		if (nl)
-			memcpy(line + n, "\r\n", 2), n += 2;
-		if (write(fd, line, (size_t)n) != n || (*size += (uint64_t)n) >
-		    SENDMAIL_MESSAGE_MAX) {
+		if (write_line(fd, line, (size_t)n, size) == -1 ||
+		    (nl && write_line(fd, "\r", 1, size) == -1)) {
 			r = -1;
 			break;
 		}
@@ -383,8 +412,9 @@ queue_cmd_sendmail(const struct conf *c, int argc, char **argv)
 		rc = EX_USAGE;
 		goto out;
 	}
-	if (read_header(stdin, &h, &eof) == -1 || h.s == NULL) {
-		log_warnx("sendmail: no message, or its header is too long");
+	if ((rc = read_header(stdin, &h, &eof)) != 0 || h.s == NULL) {
+		log_warnx("sendmail: %s", rc == -2 ? "bare CR in the header" :
+		    "no message, or its header is too long");
 		rc = EX_DATAERR;
 		goto out;
 	}

@@ -1,6 +1,6 @@
 /* What the queue stores in the user's own mailbox: the Sent copy and the
  * bounce, through the store backend (deliver_file) under delivery keys
- * derived from the queue id, so a crash between storing and recording
+ * derived from the queue id and the spool file's random name, so a crash between storing and recording
  * finds the message there instead of storing it twice. */
 #include "bridge/queue_priv.h"
 
@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <gnutls/crypto.h>
 
 #include "bridge/dsn.h"
 #include "bridge/log.h"
@@ -32,22 +34,39 @@ queue_file_8bit(int fd)
 	return n == -1;
 }
 
-/* "outbox<ID>x<CREATED>-<what>": no ".", "/" or ":" (Maildir names);
- * the creation time keeps keys apart if a new database reuses an id. */
-static char *
-copy_key(const struct outbox_msg *m, const char *what)
+/* "outbox<ID>x<CREATED>-<TAG>-<what>": no ".", "/" or ":" (Maildir
+ * names); the creation time keeps keys apart if a new database reuses an
+ * id. TAG, from a hash of the spool file's name (128 random bits, see
+ * store/outbox.c), makes the key unguessable but the same on every retry:
+ * with the IMAP store a key is looked for by a header search, and anyone
+ * who can mail the user could otherwise plant it to suppress a bounce.
+ * NULL when the message has no spool file name. */
+char *
+queue_copy_key(const struct outbox_msg *m, const char *what)
 {
-	return xasprintf("outbox%lldx%lld-%s", (long long)m->id,
-	    (long long)m->created_at, what);
+	const char *name = m->spool_path != NULL ? strrchr(m->spool_path, '/') : NULL;
+	unsigned char md[32];
+	char tag[33];
+
+	name = name != NULL ? name + 1 : m->spool_path;
+	if (name == NULL || *name == '\0' ||
+	    gnutls_hash_fast(GNUTLS_DIG_SHA256, name, strlen(name), md) != 0)
+		return NULL;
+	for (size_t i = 0; i < 16; i++)
+		snprintf(tag + 2 * i, 3, "%02x", md[i]);
+	return xasprintf("outbox%lldx%lld-%s-%s", (long long)m->id,
+	    (long long)m->created_at, tag, what);
 }
 
 static void
 sent_copy(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	char *key = copy_key(m, "sent"), *err = NULL;
+	char *key = queue_copy_key(m, "sent"), *err = NULL;
 
-	if (deliver_file(c, a, a->sent_folder, key, m->spool_path, DELIVER_SEEN,
+	if (key == NULL)
+		err = xstrdup("no spool file name to derive the delivery key from");
+	if (key == NULL || deliver_file(c, a, a->sent_folder, key, m->spool_path, DELIVER_SEEN,
 	    (time_t)m->created_at, NULL, &err) == -1 ||
 	    outbox_mark_copy_done(st, m->id, true, &err) == -1)
 		log_warnx("%s: queue id %lld: Sent copy: %s", m->account,
@@ -95,10 +114,12 @@ static void
 bounce(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	char *key = copy_key(m, "dsn"), *err = NULL;
+	char *key = queue_copy_key(m, "dsn"), *err = NULL;
 	char *path = xasprintf("%s/spool/%lld.dsn", c->state_dir, (long long)m->id);
 
-	if (write_bounce(m, path, &err) == -1 ||
+	if (key == NULL)
+		err = xstrdup("no spool file name to derive the delivery key from");
+	if (key == NULL || write_bounce(m, path, &err) == -1 ||
 	    deliver_file(c, a, "INBOX", key, path, 0, time(NULL), NULL, &err) == -1 ||
 	    outbox_mark_copy_done(st, m->id, false, &err) == -1)
 		log_warnx("%s: queue id %lld: bounce: %s", m->account,

@@ -11,8 +11,13 @@
 /* True when the file at fd holds a byte >= 0x80 (BODY=8BITMIME). */
 bool queue_file_8bit(int fd);
 
+/* The delivery key of m's Sent copy (what "sent") or bounce ("dsn"):
+ * allocated, unguessable (from the spool file's random name), the same on
+ * every retry; NULL when m has no spool file name. */
+char *queue_copy_key(const struct outbox_msg *m, const char *what);
+
 /* For a sent or bounced message: the \Seen copy into a's sent_folder
- * and the bounce into a's INBOX, each once (fixed delivery keys), each
+ * and the bounce into a's INBOX, each once (stable delivery keys), each
  * recorded as done. Problems are logged; the next pass tries again. */
 void queue_file_copies(const struct conf *c, struct state *st,
     const struct conf_account *a, struct outbox_msg *m);

@@ -121,7 +121,7 @@ verify(struct sess *s, const char *user, size_t ulen, const char *pass, size_t p
 	int rc = 0;
 
 	if (cred_ok(user, ulen) && plen <= CRED_MAX && strlen(pass) == plen)
-		rc = passwd_check(s->pw, user, pass, &err);
+		rc = passwd_check(s->pw, user, pass, s->peer, &err);
 	if (rc == 1) {
 		s->user = xstrdup(user);
 		log_info("relay: %s: user %s authenticated", s->peer, user);

@@ -1,6 +1,7 @@
 #include "bridge/relay_io.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,33 @@
 #include <unistd.h>
 
 #include "bridge/xmalloc.h"
+
+/* Set by SIGALRM when the session's deadline has passed. */
+static volatile sig_atomic_t expired;
+
+static void
+on_alarm(int sig)
+{
+	(void)sig;
+	expired = 1;
+}
+
+void
+rio_deadline(unsigned secs)
+{
+	/* No SA_RESTART: a read or write under way returns EINTR. */
+	struct sigaction sa = { .sa_handler = on_alarm };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	alarm(secs > 0 ? secs : 1);
+}
+
+bool
+rio_expired(void)
+{
+	return expired != 0;
+}
 
 void
 rio_init(struct rio *r, int fd)
@@ -33,16 +61,23 @@ raw_write(struct rio *r, const char *p, size_t n)
 {
 	ssize_t k;
 
+	if (expired) {
+		r->write_cut = true;
+		return -1;
+	}
 	if (r->tls == NULL) {
 		do
 			k = write(r->fd, p, n);
-		while (k == -1 && errno == EINTR);
-		return k;
+		while (k == -1 && errno == EINTR && !expired);
+	} else {
+		do
+			k = gnutls_record_send(r->tls, p, n);
+		while (k == GNUTLS_E_INTERRUPTED && !expired);
+		k = k < 0 ? -1 : k;
 	}
-	do
-		k = gnutls_record_send(r->tls, p, n);
-	while (k == GNUTLS_E_INTERRUPTED);
-	return k < 0 ? -1 : k;
+	if (k == -1 && expired)
+		r->write_cut = true;
+	return k;
 }
 
 int
@@ -89,15 +124,17 @@ raw_read(struct rio *r, char *p, size_t n)
 {
 	ssize_t k;
 
+	if (expired)
+		return -1;
 	if (r->tls == NULL) {
 		do
 			k = read(r->fd, p, n);
-		while (k == -1 && errno == EINTR);
+		while (k == -1 && errno == EINTR && !expired);
 		return k;
 	}
 	do
 		k = gnutls_record_recv(r->tls, p, n);
-	while (k == GNUTLS_E_INTERRUPTED);
+	while (k == GNUTLS_E_INTERRUPTED && !expired);
 	return k < 0 ? -1 : k;
 }
 
@@ -177,13 +214,30 @@ rio_starttls(struct rio *r, gnutls_certificate_credentials_t cred, char **err)
 	gnutls_handshake_set_timeout(r->tls, 60 * 1000);
 	do
 		rc = gnutls_handshake(r->tls);
-	while (rc < 0 && !gnutls_error_is_fatal(rc));
+	while (rc < 0 && !gnutls_error_is_fatal(rc) && !expired);
 	if (rc == 0)
 		return 0;
 fail:
 	*err = xasprintf("TLS handshake: %s", gnutls_strerror(rc));
 	r->dead = true;
 	return -1;
+}
+
+void
+rio_expire(struct rio *r, const char *reply)
+{
+	/* Mid-write, the stream (TLS records, a reply) is cut: say nothing. */
+	if (r->fd == -1 || r->write_cut)
+		return;
+	expired = 0;
+	r->dead = false;
+	r->in_off = r->in_len = 0;
+	r->out_len = 0;
+	rio_timeout(r, 5);
+	rio_deadline(10);
+	rio_reply(r, "%s", reply);
+	rio_flush(r);
+	r->dead = true;
 }
 
 void

@@ -3,7 +3,8 @@
  * bytes pipelined behind STARTTLS can be thrown away) and an output buffer
  * that is flushed before the session waits for input (RFC 2920: replies to
  * a pipelined group go out together). Timeouts are socket timeouts: a
- * read or write that waits longer fails the session. */
+ * read or write that waits longer fails the session; rio_deadline() bounds
+ * the whole session. */
 #ifndef POP3BRIDGE_RELAY_IO_H
 #define POP3BRIDGE_RELAY_IO_H
 
@@ -24,7 +25,20 @@ struct rio {
 	char out[RIO_OUTBUF];
 	size_t out_len;
 	bool dead;                      /* EOF, error or timeout: stop talking */
+	bool write_cut;                 /* a write was cut by the deadline */
 };
+
+/* The session's absolute deadline (per-read timeouts alone let a client
+ * that drips a byte at a time hold a session forever): secs from now,
+ * replacing any earlier one. When it passes (SIGALRM), every read or
+ * write under way or to come fails and the session is dead. One session
+ * per process. */
+void rio_deadline(unsigned secs);
+/* True when the deadline has passed. */
+bool rio_expired(void);
+/* After the deadline: sends reply (e.g. "421 ...") when the stream is still
+ * in a clean state, within a few seconds, and leaves the session dead. */
+void rio_expire(struct rio *r, const char *reply);
 
 void rio_init(struct rio *r, int fd);
 /* Sets the socket's read and write timeouts. */

@@ -13,6 +13,10 @@
 #define RELAY_LINE_MAX		1000    /* a command line with its CRLF (RFC 5321 4.5.3.1.4) */
 #define RELAY_MAX_ERRORS	10      /* bad commands before we hang up */
 #define RELAY_MAX_AUTH_FAILS	3       /* failed AUTHs before we hang up */
+/* A session's absolute deadlines, in relay.timeout units (300 s: 10 min
+ * to authenticate, 1 h in all; DATA alone may take 2 timeouts per read). */
+#define RELAY_PREAUTH_TIMEOUTS	2
+#define RELAY_SESSION_TIMEOUTS	12
 
 struct sess {
 	const struct relay_ctx *x;

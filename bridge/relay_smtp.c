@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "bridge/log.h"
 #include "bridge/relay_priv.h"
@@ -396,11 +398,15 @@ relay_session(const struct relay_ctx *x, int fd, bool implicit_tls,
     const struct sockaddr *peer)
 {
 	struct sess *s = xcalloc(1, sizeof *s);
+	unsigned t = x->c->relay.timeout;
+	time_t start = time(NULL);
+	bool extended = false;
 	char *err = NULL;
 
 	s->x = x;
 	rio_init(&s->io, fd);
-	rio_timeout(&s->io, x->c->relay.timeout);
+	rio_timeout(&s->io, t);
+	rio_deadline(RELAY_PREAUTH_TIMEOUTS * t);
 	peer_name(s, peer);
 	s->loopback = relay_auth_allowed(false, peer);
 	s->pw = passwd_open(x->c->relay.passwd_file);
@@ -411,8 +417,23 @@ relay_session(const struct relay_ctx *x, int fd, bool implicit_tls,
 		s->quit = true;
 	} else
 		rio_reply(&s->io, "220 %s ESMTP pop3bridge", x->hostname);
-	while (!s->quit && !s->io.dead)
+	while (!s->quit && !s->io.dead) {
 		one_command(s);
+		if (s->user != NULL && !extended) {
+			/* Authenticated: the rest of the whole session's time. */
+			time_t used = time(NULL) - start;
+
+			extended = true;
+			if (!rio_expired())
+				rio_deadline(used < (time_t)(RELAY_SESSION_TIMEOUTS * t) ?
+				    RELAY_SESSION_TIMEOUTS * t - (unsigned)used : 1);
+		}
+	}
+	if (rio_expired()) {
+		log_info("relay: %s: session time limit reached", s->peer);
+		rio_expire(&s->io, "421 4.4.2 Session time limit reached, closing connection");
+	}
+	alarm(0);
 	rio_close(&s->io);
 	sess_reset_tx(s);
 	passwd_free(s->pw);

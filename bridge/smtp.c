@@ -18,6 +18,7 @@
 
 #include "bridge/log.h"
 #include "bridge/net.h"
+#include "bridge/pop3_reader.h"
 #include "bridge/tls.h"
 #include "bridge/xmalloc.h"
 
@@ -291,8 +292,7 @@ choose_mech(const struct smtp *sm, const struct conf_server *s)
 	return NULL;
 }
 
-/* libetpan's reply text, on one line; never holds our secret (the server
- * only ever echoes its own text). */
+/* libetpan's reply text, on one line. */
 static char *
 last_text(const struct smtp *sm)
 {
@@ -305,10 +305,58 @@ last_text(const struct smtp *sm)
 	return xasprintf("%d %s", sm->m->response_code, r.text);
 }
 
+/* True when text holds the n bytes at p, as they are or in base64. */
+static bool
+holds(const char *text, const char *p, size_t n)
+{
+	char *b64;
+	bool found;
+
+	if (n == 0)
+		return false;
+	if (memmem(text, strlen(text), p, n) != NULL)
+		return true;
+	b64 = pop3_base64(p, n);
+	found = strstr(text, b64) != NULL;
+	explicit_bzero(b64, strlen(b64));
+	free(b64);
+	return found;
+}
+
+/* Some servers echo the refused command: a refusal that repeats the
+ * secret, or one of the SASL responses built around it (PLAIN
+ * "[user]\0user\0secret", XOAUTH2 "user=U\1auth=Bearer T\1\1"), in clear
+ * or base64, is withheld, like bridge/pop3.c does. */
+static bool
+repeats_secret(const char *text, const char *user, const char *secret)
+{
+	size_t ul = strlen(user), sl = strlen(secret), cap = 2 * ul + sl + 32, n;
+	char *raw = xmalloc(cap);
+	bool found = holds(text, secret, sl);
+
+	/* PLAIN without, then with the authorization identity */
+	raw[0] = '\0';
+	memcpy(raw + 1, user, ul);
+	raw[ul + 1] = '\0';
+	memcpy(raw + ul + 2, secret, sl);
+	n = ul + sl + 2;
+	found = found || holds(text, raw, n);
+	memmove(raw + ul, raw, n);
+	memcpy(raw, user, ul);
+	found = found || holds(text, raw, n + ul);
+	/* XOAUTH2 */
+	n = (size_t)snprintf(raw, cap, "user=%s\1auth=Bearer %s\1\1", user, secret);
+	found = found || holds(text, raw, n);
+	explicit_bzero(raw, cap);
+	free(raw);
+	return found;
+}
+
 static int
 authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
     char **err)
 {
+	mailstream *stream = sm->m->stream;
 	const char *mech;
 	char *text;
 	int r;
@@ -317,15 +365,23 @@ authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
 		return SMTP_OK;
 	if ((mech = choose_mech(sm, s)) == NULL)
 		return failf(sm, SMTP_EAUTH, err, "server offers no AUTH PLAIN or LOGIN");
+	if (secret == NULL)
+		secret = "";
 	if (strcmp(mech, "XOAUTH2") == 0)
-		r = mailsmtp_oauth2_authenticate(sm->m, s->user, secret ? secret : "");
+		r = mailsmtp_oauth2_authenticate(sm->m, s->user, secret);
 	else
 		r = mailesmtp_auth_sasl(sm->m, mech, s->host, NULL, NULL, s->user,
-		    s->user, secret ? secret : "", NULL);
+		    s->user, secret, NULL);
+	/* libetpan keeps the bytes it sent in the stream's write buffer. */
+	if (stream != NULL && stream->write_buffer != NULL)
+		explicit_bzero(stream->write_buffer, stream->buffer_max_size);
 	if (r == MAILSMTP_NO_ERROR)
 		return SMTP_OK;
 	if (r == MAILSMTP_ERROR_STREAM)
 		return failf(sm, SMTP_ENET, err, "connection lost during AUTH");
+	if (sm->m->response != NULL && repeats_secret(sm->m->response, s->user, secret))
+		return failf(sm, SMTP_EAUTH, err, "AUTH %s refused (reply withheld: it"
+		    " repeats the credential)", mech);
 	text = last_text(sm);
 	r = failf(sm, SMTP_EAUTH, err, "AUTH %s refused: %s", mech, text);
 	free(text);
@@ -445,13 +501,50 @@ send_body(struct smtp *sm, int fd, char **err)
 	return SMTP_OK;
 }
 
+/* 1 when the file at fd has only CRLF line endings (no bare CR, no bare
+ * LF), 0 when not, -1 on a read error. */
+static int
+crlf_clean(int fd)
+{
+	char buf[65536];
+	bool cr = false;
+	ssize_t n, i;
+
+	if (lseek(fd, 0, SEEK_SET) == -1)
+		return -1;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		for (i = 0; i < n; i++) {
+			if (cr != (buf[i] == '\n'))
+				return 0;	/* CR without LF, or LF without CR */
+			cr = buf[i] == '\r';
+		}
+	return n == -1 ? -1 : !cr;
+}
+
 int
 smtp_data(struct smtp *sm, int fd, struct smtp_reply *r, char **err)
 {
 	int rv;
 
-	if ((rv = command(sm, r, err, "DATA")) != SMTP_OK || r->code != 354)
+	/* Checked before DATA: a bare CR or LF could smuggle a second
+	 * message past the upstream (the spool should never hold one). */
+	if ((rv = crlf_clean(fd)) != 1) {
+		const char *why = rv == 0 ? "bare CR or LF (not sent)" : strerror(errno);
+
+		if (smtp_rset(sm, NULL) != SMTP_OK)
+			sm->broken = true;
+		return failf(sm, SMTP_ELOCAL, err, "message file: %s", why);
+	}
+	if ((rv = command(sm, r, err, "DATA")) != SMTP_OK)
 		return rv;
+	if (r->code != 354) {
+		/* Anything but a refusal would let a hostile server have the
+		 * recipients marked delivered without the message. */
+		if (r->code / 100 == 4 || r->code / 100 == 5)
+			return SMTP_OK;
+		return failf(sm, SMTP_EPROTO, err, "unexpected reply to DATA: %d %s",
+		    r->code, r->text);
+	}
 	if ((rv = send_body(sm, fd, err)) != SMTP_OK)
 		return rv;
 	return reply(sm, r, err);

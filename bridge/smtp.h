@@ -59,7 +59,9 @@ int smtp_rcpt(struct smtp *sm, const char *to, struct smtp_reply *r, char **err)
 
 /* DATA, then the file at fd (CRLF line endings) from its start, dot-
  * stuffed, ending with CRLF "." CRLF (a final CRLF is not doubled), then
- * the final reply in r. A 354 missing: r holds the refusal. */
+ * the final reply in r. A 354 missing: r holds the refusal when it is a
+ * 4xx/5xx, any other reply is SMTP_EPROTO. A file holding a bare CR or
+ * bare LF is not sent (SMTP_ELOCAL, after RSET). */
 int smtp_data(struct smtp *sm, int fd, struct smtp_reply *r, char **err);
 
 int smtp_rset(struct smtp *sm, char **err);

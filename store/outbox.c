@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include <dirent.h>
+#include <sys/random.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -108,12 +110,23 @@ static int
 spool_link(const char *state_dir, int fd, char **name, char **err)
 {
 	static atomic_ulong seq;
-	char *dir = outbox_spool_dir(state_dir), *path, proc[64];
+	char *dir = outbox_spool_dir(state_dir), *path, proc[64], hex[33];
+	unsigned char rnd[16];
 	struct timespec ts;
 	int r = -1;
 
+	/* 128 random bits: the name is the secret behind the delivery keys
+	 * of the message's Sent copy and bounce (bridge/queue_file.c). */
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+		*err = xasprintf("no random bytes for the spool name: %s", strerror(errno));
+		free(dir);
+		*name = NULL;
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof rnd; i++)
+		snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
 	clock_gettime(CLOCK_REALTIME, &ts);
-	*name = xasprintf("%lld.%ld.%ld.%lu.msg", (long long)ts.tv_sec, ts.tv_nsec,
+	*name = xasprintf("%lld.%s.%ld.%lu.msg", (long long)ts.tv_sec, hex,
 	    (long)getpid(), atomic_fetch_add(&seq, 1));
 	path = xasprintf("%s/%s", dir, *name);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);

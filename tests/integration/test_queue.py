@@ -3,9 +3,11 @@
 bounces 5xx (RFC 3464) into INBOX, survives SIGKILL, verifies STARTTLS;
 queue list / flush / drop."""
 
+import base64
 import email
 import email.policy
 import os
+import shutil
 import signal
 import time
 
@@ -251,6 +253,126 @@ def test_queue_list_drop_and_refusals(t):
     sendmail(t, conf, message(), expect=64)
     t.check(len([l for l in qlist(t, conf).splitlines() if not l.startswith(' ')]) == 1,
             'refused messages were not queued')
+
+
+class RawUpstream:
+    """A scripted SMTP server (one thread per connection) for replies that
+    aiosmtpd will not give: replies maps a command's verb to the reply
+    line(s) ('AUTH' may be a function of the command line)."""
+
+    def __init__(self, t, replies):
+        import socket
+        import threading
+        self.replies, self.lines = replies, []
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+        t.cleanup(self.sock.close)
+
+    def serve(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(c,), daemon=True).start()
+
+    def session(self, c):
+        f = c.makefile('rb')
+        c.sendall(b'220 raw ESMTP\r\n')
+        in_data = False
+        for line in f:
+            self.lines.append(line)
+            if in_data:
+                if line == b'.\r\n':
+                    in_data = False
+                    c.sendall(b'250 ok\r\n')
+                continue
+            verb = line.split(b' ', 1)[0].strip().upper().decode()
+            r = self.replies.get(verb, '250 ok')
+            if callable(r):
+                r = r(line)
+            c.sendall(r.encode() + b'\r\n')
+            if verb == 'DATA' and r.startswith('354'):
+                in_data = True
+            if verb == 'QUIT':
+                break
+        c.close()
+
+
+def raw_config(t, up):
+    relay = ('relay {\n  listen = { "127.0.0.1:%d" }\n  retry_initial = 1\n'
+             '  queue_lifetime = 3600\n}\n' % h.free_port())
+    return h.write_config(t.path('p3b.conf'), h.config_text(
+        t.path('state'), t.path('dest', '%u', 'Maildir'), [account(up)], relay))
+
+
+EHLO = '250-raw\r\n250 AUTH PLAIN LOGIN'
+
+
+def test_data_2xx_is_not_delivery(t):
+    """A 250 to DATA (instead of 354) is a protocol error: the recipient
+    stays pending, never marked delivered without the body."""
+    up = RawUpstream(t, {'EHLO': EHLO, 'AUTH': '235 ok', 'DATA': '250 sure'})
+    conf = raw_config(t, up)
+    sendmail(t, conf, message(), 'bob@example.net')
+    flush(t, conf)
+    out = qlist(t, conf)
+    t.check('pending' in out and 'delivered' not in out, 'still pending: %r' % out)
+    t.check('unexpected reply to DATA' in out, 'protocol error recorded: %r' % out)
+    t.check(not any(b'Hello Bob' in x for x in up.lines), 'no body sent')
+
+
+def test_auth_echo_withheld(t):
+    """An upstream that echoes the AUTH line (base64 of "\0relay\0relaypw")
+    or the password: the refusal text is withheld from errors, logs and
+    queue list."""
+    for echo in (lambda line: '535 5.7.8 rejected: ' + line.decode().strip(),
+                 lambda line: '535 5.7.8 bad password relaypw'):
+        up = RawUpstream(t, {'EHLO': EHLO, 'AUTH': echo})
+        conf = raw_config(t, up)
+        sendmail(t, conf, message(), 'bob@example.net')
+        p = t.run_bridge(conf, '-v', 'queue', 'flush')
+        out = qlist(t, conf) + p.stdout + p.stderr
+        forms = [base64.b64encode(x).decode() for x in
+                 (b'\0relay\0relaypw', b'relay\0relay\0relaypw')]
+        t.check(not any(f in out for f in forms) and 'relaypw' not in out,
+                'secret not shown: %r' % out)
+        t.check('withheld' in out, 'refusal withheld: %r' % out)
+        t.run_bridge(conf, 'queue', 'drop', '1')
+        shutil.rmtree(t.path('state'))
+
+
+def test_bare_cr_never_reaches_upstream(t):
+    """sendmail turns a bare CR into CRLF (no "a\r.\r\n" smuggling), refuses
+    one in the header, and a spool file holding a bare CR or LF anyway is
+    never sent."""
+    up = Upstream(t).start()
+    conf = config(t, up)
+    msg = b'From: alice@example.com\nTo: bob@example.net\nSubject: cr\n\na\r.\r\nMAIL FROM:<x>\rz\n'
+    sendmail(t, conf, msg, 'bob@example.net')
+    flush(t, conf)
+    got = up.messages()
+    t.require(len(got) == 1, 'one message upstream, got %d' % len(got))
+    t.check(got[0]['content'].endswith(b'\r\n\r\na\r\n.\r\nMAIL FROM:<x>\r\nz\r\n'),
+            'bare CR made CRLF: %r' % got[0]['content'])
+    sendmail(t, conf, b'From: alice@example.com\nSubject: a\rb\n\nx\n', 'bob@example.net',
+             expect=65)
+    # defence in depth: a spool file damaged behind our back
+    sendmail(t, conf, message(subject='damaged'), 'bob@example.net')
+    spool = t.path('state', 'spool')
+    name = [n for n in os.listdir(spool) if n.endswith('.msg')]
+    for n in name:
+        data = read(os.path.join(spool, n))
+        if b'damaged' in data:
+            with open(os.path.join(spool, n), 'wb') as f:
+                f.write(data.replace(b'Hello Bob,\r\n', b'Hello\n.\nBob,\r\n'))
+    flush(t, conf)
+    t.check(len(up.messages()) == 1, 'the damaged message is not sent')
+    t.check('bare CR or LF' in qlist(t, conf), 'and says why: %r' % qlist(t, conf))
 
 
 if __name__ == '__main__':

@@ -396,5 +396,40 @@ def test_plaintext_auth_from_network(t):
     t.check(outbox(t) == [], 'nothing queued')
 
 
+def test_session_deadline_and_long_line(t):
+    """A client dripping a byte just inside the per-read timeout is cut at
+    the session's absolute deadline (before AUTH: 2 x timeout) with a 421;
+    an over-long line is thrown away as it streams, and the next command is
+    still served."""
+    conf, port, _, _ = setup(t, limits='timeout = 2')
+    d = socket.create_connection(('127.0.0.1', port), timeout=10)
+    f = d.makefile('rb')
+    t.require(f.readline().startswith(b'220 '), 'greeting')
+    d.sendall(b'NOOP ' + b'x' * 200000 + b'\r\nNOOP\r\n')
+    t.check(f.readline().startswith(b'500 5.5.2'), 'over-long line refused')
+    t.check(f.readline().startswith(b'250 '), 'the next command is served')
+    t0 = time.monotonic()
+    got = b''
+    d.settimeout(1.2)
+    while time.monotonic() - t0 < 15:
+        try:
+            d.sendall(b'x')
+        except OSError:
+            break
+        try:
+            chunk = d.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    elapsed = time.monotonic() - t0
+    t.check(got.startswith(b'421 4.4.2'), 'ended with a 421: %r' % got)
+    t.check(elapsed < 10, 'within the pre-AUTH deadline (%.1f s)' % elapsed)
+    d.close()
+
+
 if __name__ == '__main__':
     h.main()

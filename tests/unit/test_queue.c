@@ -4,6 +4,7 @@
 
 #include "bridge/dsn.h"
 #include "bridge/queue.h"
+#include "bridge/queue_priv.h"
 #include "tests/unit/check.h"
 
 static void
@@ -63,11 +64,43 @@ test_dsn(void)
 	free(buf);
 }
 
+/* The Sent copy's and the bounce's delivery keys: not derivable from the
+ * queue id and creation time alone (anyone could plant them in a header
+ * and have the bounce taken as already stored), but stable for a message,
+ * and usable as Maildir names. */
+static void
+test_copy_key(void)
+{
+	struct outbox_msg a = { .id = 7, .created_at = 1700000000,
+	    .spool_path = "/s/spool/1700000000.0123456789abcdef0123456789abcdef.9.0.msg" };
+	struct outbox_msg b = a;
+	struct outbox_msg none = { .id = 7, .created_at = 1700000000, .spool_path = "/s/spool/" };
+	char *ka = queue_copy_key(&a, "dsn"), *ka2 = queue_copy_key(&a, "dsn");
+	char *ks = queue_copy_key(&a, "sent"), *kb;
+
+	b.spool_path = "/s/spool/1700000000.fedcba9876543210fedcba9876543210.9.0.msg";
+	kb = queue_copy_key(&b, "dsn");
+	CHECK(ka != NULL && ka2 != NULL && ks != NULL && kb != NULL);
+	CHECK_STR(ka, ka2);
+	CHECK(strcmp(ka, kb) != 0);
+	CHECK(strcmp(ka, ks) != 0);
+	CHECK(strcmp(ka, "outbox7x1700000000-dsn") != 0);
+	CHECK(strncmp(ka, "outbox7x1700000000-", 19) == 0 && strlen(ka) >= 19 + 32);
+	CHECK(strpbrk(ka, "./:") == NULL && strpbrk(ks, "./:") == NULL);
+	/* nothing to derive it from: no key (the copy waits) */
+	CHECK(queue_copy_key(&none, "dsn") == NULL);
+	free(ka);
+	free(ka2);
+	free(ks);
+	free(kb);
+}
+
 int
 main(void)
 {
 	TEST(test_backoff);
 	TEST(test_status);
 	TEST(test_dsn);
+	TEST(test_copy_key);
 	CHECK_DONE();
 }
