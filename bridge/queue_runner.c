@@ -16,9 +16,26 @@
 #include "bridge/log.h"
 #include "bridge/proc.h"
 #include "bridge/xmalloc.h"
+#include "store/outbox.h"
 
 #define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */
 #define RUNNER_RESTART	5	/* seconds between restarts after a crash */
+#define SPOOL_ORPHAN_AGE 86400	/* seconds before an unreferenced spool file goes */
+
+/* Once per runner start: spool files a crash orphaned (older than a day,
+ * so never one an enqueue under way has linked but not yet committed). */
+static void
+sweep_spool(const struct conf *c, struct state *st)
+{
+	char *err = NULL;
+	size_t n;
+
+	if (outbox_sweep_orphans(st, c->state_dir, SPOOL_ORPHAN_AGE, &n, &err) == -1) {
+		log_warnx("queue: %s", err);
+		free(err);
+	} else if (n > 0)
+		log_info("queue: removed %zu spool files no queued message refers to", n);
+}
 
 static int
 runner_main(const struct conf *c)
@@ -33,6 +50,7 @@ runner_main(const struct conf *c)
 		return EX_IOERR;
 	}
 	free(path);
+	sweep_spool(c, st);
 	while (!queue_stop) {
 		if (queue_pass(c, st, (int64_t)time(NULL), &err) == -1) {
 			log_warnx("queue: %s", err);

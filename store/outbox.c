@@ -587,3 +587,59 @@ outbox_cleanup(struct state *st, const char *state_dir, char **err)
 	sqlite3_finalize(s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
+
+/* True when some outbox row names the spool file name. */
+static int
+spool_referenced(struct state *st, sqlite3_stmt *q, const char *name, char **err)
+{
+	int rc;
+
+	sqlite3_reset(q);
+	if (sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC) != SQLITE_OK)
+		return state_error(st, "sweeping the spool", err);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : state_error(st, "sweeping the spool", err);
+}
+
+int
+outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
+    size_t *removed, char **err)
+{
+	char *dir = outbox_spool_dir(state_dir);
+	time_t now = time(NULL);
+	struct dirent *de;
+	struct stat sb;
+	sqlite3_stmt *q;
+	DIR *d;
+	int r = 0;
+
+	*removed = 0;
+	if ((d = opendir(dir)) == NULL) {
+		r = errno == ENOENT ? 0 : -1;
+		if (r == -1)
+			*err = xasprintf("%s: %s", dir, strerror(errno));
+		free(dir);
+		return r;
+	}
+	if ((q = prep(st, "SELECT 1 FROM outbox WHERE spool_file = ?1",
+	    "sweeping the spool", err)) == NULL)
+		r = -1;
+	while (r == 0 && (de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".msg") != 0 ||
+		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == -1 ||
+		    !S_ISREG(sb.st_mode) || now - sb.st_mtime < min_age)
+			continue;
+		if ((r = spool_referenced(st, q, de->d_name, err)) == 0 &&
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+			(*removed)++;
+		r = r == -1 ? -1 : 0;
+	}
+	sqlite3_finalize(q);
+	closedir(d);
+	free(dir);
+	return r;
+}

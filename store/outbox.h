@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "store/state.h"
 
@@ -95,6 +96,13 @@ int outbox_flush(struct state *st, char **err);
 /* Removes a queued message (`queue drop ID`): 1 dropped, 0 no such queued
  * message. Its spool file goes with the next outbox_cleanup(). */
 int outbox_drop(struct state *st, int64_t id, char **err);
+
+/* Removes spool files no outbox row names and older than min_age seconds:
+ * what a crash between linking a message into the spool and committing its
+ * row left (the age keeps it from racing an enqueue under way). *removed
+ * receives how many. */
+int outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
+    size_t *removed, char **err);
 
 /* Removes the spool files of finished messages whose copy/bounce is done. */
 int outbox_cleanup(struct state *st, const char *state_dir, char **err);

@@ -216,6 +216,32 @@ def test_reload_during_data_reply_sends_once(t):
     t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
 
 
+def test_runner_sweeps_orphaned_spool_files(t):
+    """A crash between linking a message into the spool and committing its
+    row leaves a file no row names: the runner removes such files once
+    they are a day old, and never a file a queued message needs."""
+    up = Upstream(t)                    # never started: mail stays queued
+    conf = config(t, up)
+    sendmail(t, conf, message('still queued'), '-t')
+    spool = t.path('state', 'spool')
+    queued = [f for f in os.listdir(spool) if f.endswith('.msg')]
+    t.require(len(queued) == 1, 'one spool file for the queued message: %r' % queued)
+    old = time.time() - 3 * 86400
+    orphan_old = os.path.join(spool, '1700000000.%s.1.1.msg' % ('a' * 32))
+    orphan_new = os.path.join(spool, '1700000001.%s.1.2.msg' % ('b' * 32))
+    for path in (orphan_old, orphan_new):
+        with open(path, 'wb') as f:
+            f.write(message('orphan'))
+    for path in (orphan_old, os.path.join(spool, queued[0])):
+        os.utime(path, (old, old))
+    d = t.start_bridge(conf, 'run')
+    h.wait_for(lambda: not os.path.exists(orphan_old), 20, what='the old orphan removed')
+    t.check(os.path.exists(orphan_new), 'a recent unreferenced file is kept')
+    t.check(os.path.exists(os.path.join(spool, queued[0])),
+            'the queued message keeps its file, however old')
+    t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
+
+
 def test_starttls_verified(t):
     c = t.certs
     up = Upstream(t, starttls=(c.cert, c.key)).start()
