@@ -10,7 +10,6 @@
 
 #include "bridge/xmalloc.h"
 
-#define HEADER_SCAN_MAX (256 * 1024)
 #define MESSAGE_ID_MAX 998
 
 /* Length of the header line starting at p, continuation lines included
@@ -89,20 +88,6 @@ header_scan(const char *buf, size_t len, struct header_info *h)
 			h->date = header_parse_date(v, p + n - v);
 		p += n;
 	}
-}
-
-void
-header_scan_fd(int fd, struct header_info *h)
-{
-	char *buf = xmalloc(HEADER_SCAN_MAX);
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < HEADER_SCAN_MAX &&
-	    (r = pread(fd, buf + got, HEADER_SCAN_MAX - got, got)) > 0)
-		got += r;
-	header_scan(buf, got, h);
-	free(buf);
 }
 
 void

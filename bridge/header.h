@@ -18,10 +18,6 @@ struct header_info {
  * Free with header_info_free. */
 void header_scan(const char *buf, size_t len, struct header_info *h);
 
-/* Scans the header block of the message in the file fd (read with pread
- * from offset 0, at most 256 KiB). */
-void header_scan_fd(int fd, struct header_info *h);
-
 void header_info_free(struct header_info *h);
 
 /* The internal date to store: received, else date, else fallback. */

@@ -775,6 +775,7 @@ pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char 
 	if (rv != POP3_OK)
 		return fail(p, rv, err, msg);
 	memcpy(sha256, res.header_sha256, sizeof res.header_sha256);
+	free(res.header);
 	return POP3_OK;
 }
 

@@ -52,6 +52,10 @@ struct pop3_retr {
 	unsigned char sha256[32];/* of the bytes written */
 	unsigned char header_sha256[32];
 	unsigned char body_sha256[32];
+	char *header;            /* the header block as received (CRLF), at most
+	                            POP3_HEADER_MAX bytes; allocated, the caller
+	                            frees it */
+	size_t header_len;
 };
 
 struct pop3;

@@ -633,14 +633,36 @@ out_put(struct pop3_out *o, const void *data, size_t n)
 	}
 }
 
-/* Hashes a piece of the header block with CRLF line endings, whatever eol
- * the file gets: TOP n 0 must give the same hash. The empty line ending the
- * block belongs to it (TOP sends it); the body starts in the buffer right
- * after it. */
+/* Keeps a copy of the header block, up to POP3_HEADER_MAX bytes: the
+ * caller reads Message-ID and dates from it instead of the file. */
+static void
+head_keep(struct pop3_out *o, const void *p, size_t n)
+{
+	if (n > POP3_HEADER_MAX - o->head_len)
+		n = POP3_HEADER_MAX - o->head_len;
+	if (n == 0)
+		return;
+	if (o->head_len + n > o->head_cap) {
+		o->head_cap = o->head_cap ? o->head_cap * 2 : 4096;
+		while (o->head_cap < o->head_len + n)
+			o->head_cap *= 2;
+		o->head = xreallocarray(o->head, o->head_cap, 1);
+	}
+	memcpy(o->head + o->head_len, p, n);
+	o->head_len += n;
+}
+
+/* Hashes (and keeps) a piece of the header block with CRLF line endings,
+ * whatever eol the file gets: TOP n 0 must give the same hash. The empty
+ * line ending the block belongs to it (TOP sends it); the body starts in
+ * the buffer right after it. */
 static void
 out_header(struct pop3_out *o, const unsigned char *p, size_t n, bool eol)
 {
 	gnutls_hash(o->hsha, p, n);
+	head_keep(o, p, n);
+	if (eol)
+		head_keep(o, "\r\n", 2);
 	if (!eol) {
 		o->line_start = o->line_start && n == 0;
 		return;
@@ -685,6 +707,9 @@ pop3_out_finish(struct pop3_out *o, struct pop3_retr *res, char **err)
 		gnutls_hash_output(o->sha, res->sha256);
 		gnutls_hash_output(o->hsha, res->header_sha256);
 		gnutls_hash_output(o->bsha, res->body_sha256);
+		res->header = (char *)o->head;
+		res->header_len = o->head_len;
+		o->head = NULL;
 	}
 	return POP3_OK;
 }
@@ -699,6 +724,8 @@ pop3_out_free(struct pop3_out *o)
 	if (o->bsha != NULL)
 		gnutls_hash_deinit(o->bsha, NULL);
 	o->sha = o->hsha = o->bsha = NULL;
+	free(o->head);
+	o->head = NULL;
 	free(o->buf);
 	o->buf = NULL;
 }

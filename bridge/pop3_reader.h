@@ -28,6 +28,7 @@
 #define POP3_CHUNK	(64 * 1024)	/* read buffer and write buffer */
 #define POP3_LIST_MAX	1000000		/* lines in a UIDL or LIST response */
 #define POP3_UIDL_MAX	70		/* RFC 1939 */
+#define POP3_HEADER_MAX	(256 * 1024)	/* header block kept for the caller */
 
 /* A byte source: reads at most cap bytes into buf, waiting at most ms
  * milliseconds (-1: no limit). Returns the count, 0 at end of stream, -1 on
@@ -122,8 +123,8 @@ char *pop3_base64(const void *p, size_t n);
 /* The RETR/TOP writer: a pop3_sink_fn (ctx = struct pop3_out) that writes
  * lines to fd with eol line endings through a 64 KiB buffer, hashes the
  * bytes written with SHA-256 and counts octets as sent (CRLF). Besides, it
- * hashes the header block with CRLF endings and the body as written (see
- * struct pop3_retr). fd -1 only hashes. After a write error it keeps
+ * hashes the header block with CRLF endings and the body as written, and
+ * keeps the header block (see struct pop3_retr). fd -1 only hashes. After a write error it keeps
  * accepting (and dropping) data so the session can read the response to
  * its end; pop3_out_finish reports it. */
 struct pop3_out {
@@ -134,6 +135,8 @@ struct pop3_out {
 	gnutls_hash_hd_t sha;
 	gnutls_hash_hd_t hsha, bsha;	/* header block, body */
 	bool in_body;			/* the header block's empty line was seen */
+	unsigned char *head;		/* the header block as received (owned) */
+	size_t head_len, head_cap;
 	bool line_start;		/* the next piece starts a line */
 	size_t body_off;		/* in buf: where the body starts */
 	int write_errno;		/* non-zero once a write failed */

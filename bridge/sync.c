@@ -317,7 +317,8 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	if (rr.octets != e->size)
 		log_debug("%s: message %lu: LIST said %llu octets, RETR gave %llu", ps->a->name,
 		    e->num, (unsigned long long)e->size, (unsigned long long)rr.octets);
-	header_scan_fd(*fd, &f->h);
+	header_scan(rr.header, rr.header_len, &f->h);
+	free(rr.header);
 	f->e = e;
 	f->sm.uidl = (char *)uidl;
 	f->sm.size = rr.written;

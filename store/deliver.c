@@ -54,7 +54,12 @@ deliver_key(const char *key_tag)
 	 * in the same microsecond of one process still differ. */
 	static atomic_ulong seq;
 	unsigned long q = atomic_fetch_add(&seq, 1) + 1;
-	char host[4 * 256 + 1];
+	/* The host part is the same for every key of a process: worked out
+	 * once per process (a forked child, maybe in a UTS namespace of its
+	 * own, works it out again). */
+	static char host[4 * 256 + 1];
+	static pid_t host_pid;
+	pid_t pid = getpid();
 	struct timespec ts;
 
 	/* The tag sits between "." separators of a file name that tmp_cleanup
@@ -62,9 +67,12 @@ deliver_key(const char *key_tag)
 	if (strpbrk(key_tag, "./:") != NULL)
 		fatalx("deliver_key: bad key tag \"%s\"", key_tag);
 	clock_gettime(CLOCK_REALTIME, &ts);
-	maildir_host(host, sizeof host);
+	if (host_pid != pid) {
+		maildir_host(host, sizeof host);
+		host_pid = pid;
+	}
 	return xasprintf("%lld.M%ldP%ldQ%lu%s.%s", (long long)ts.tv_sec,
-	    ts.tv_nsec / 1000, (long)getpid(), q, key_tag, host);
+	    ts.tv_nsec / 1000, (long)pid, q, key_tag, host);
 }
 
 /* Copies path into fd converting line endings to the store's: LF, or CRLF

@@ -44,7 +44,6 @@ struct deliver_backend {
 	int crlf;
 	/* A session for one account's pass; user is the account's local_user. */
 	int (*open)(const struct conf *c, const struct conf_account *a, void **ctx, char **err);
-	/* The temp file is opened read-write: the caller reads its header back. */
 	int (*tmp_create)(void *ctx, const char *folder, const char *key, int *fd, char **err);
 	int (*tmp_discard)(void *ctx, const char *folder, const char *key, char **err);
 	int (*tmp_cleanup)(void *ctx, const char *folder, const char *key_tag, char **err);

@@ -633,7 +633,7 @@ tmp_create_owned(void *ctx, const char *folder, const char *key, int *fd, char *
 	if (check_key(key, err) == -1 || (f = folder_get(md, folder, true, err)) == NULL)
 		return -1;
 	path = fpath(md, f, "tmp", key);
-	*fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+	*fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
 	if (*fd == -1)
 		*err = xasprintf("creating %s: %s", path, strerror(errno));
 	free(path);

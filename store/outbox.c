@@ -346,22 +346,6 @@ outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
 	    " WHERE o.state = 0 OR " UNFILED " ORDER BY o.id", 0, msgs, n, err);
 }
 
-int
-outbox_get(struct state *st, const char *state_dir, int64_t id, struct outbox_msg *m,
-    char **err)
-{
-	struct outbox_msg *v;
-	size_t n;
-
-	if (select_msgs(st, state_dir, "SELECT " MSG_COLUMNS MSG_FROM
-	    " WHERE o.id = ?1", id, &v, &n, err) == -1)
-		return -1;
-	if (n == 1)
-		*m = v[0];
-	free(v);
-	return n == 1 ? 1 : 0;
-}
-
 void
 outbox_msg_clear(struct outbox_msg *m)
 {

@@ -73,10 +73,6 @@ int outbox_due(struct state *st, const char *state_dir, int64_t now,
 int outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
     size_t *n, char **err);
 
-/* One message by id: 1 found, 0 not, -1 error. */
-int outbox_get(struct state *st, const char *state_dir, int64_t id,
-    struct outbox_msg *m, char **err);
-
 void outbox_msg_clear(struct outbox_msg *m);
 void outbox_msgs_free(struct outbox_msg *msgs, size_t n);
 

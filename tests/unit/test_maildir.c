@@ -688,8 +688,8 @@ test_batch_timing(void)
 	}
 	t1 = now_ms();
 	CHECK_INT(maildir_backend.deliver(ctx, m, N, &err), 0);
-	printf("  batch: %d x 4 KiB written in %.1f ms, delivered (fsync each,"
-	    " rename, one dir fsync) in %.1f ms\n", N, t1 - t0, now_ms() - t1);
+	printf("  batch: %d x 4 KiB written in %.1f ms, delivered (one syncfs,"
+	    " renames, one dir fsync) in %.1f ms\n", N, t1 - t0, now_ms() - t1);
 	for (i = 0; i < N; i++) {
 		free(m[i].location);
 		free((char *)m[i].key);

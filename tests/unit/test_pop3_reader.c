@@ -14,6 +14,7 @@
 #include <gnutls/crypto.h>
 
 #include "bridge/pop3_reader.h"
+#include "bridge/xmalloc.h"
 #include "tests/unit/check.h"
 
 /* Frees an error message and forgets it, so a failed CHECK cannot turn
@@ -371,9 +372,47 @@ retr_check(const char *wire, size_t wlen, enum pop3_eol eol, const char *want,
 	CHECK(memcmp(sha, res.sha256, 32) == 0);
 	gnutls_hash_fast(GNUTLS_DIG_SHA256, hdr, strlen(hdr), sha);
 	CHECK(memcmp(sha, res.header_sha256, 32) == 0);
+	/* The header block is also kept, exactly as hashed. */
+	CHECK_INT(res.header_len, strlen(hdr));
+	CHECK(res.header != NULL && memcmp(res.header, hdr, res.header_len) == 0);
+	free(res.header);
 	gnutls_hash_fast(GNUTLS_DIG_SHA256, want + body_off, wantlen - body_off, sha);
 	CHECK(memcmp(sha, res.body_sha256, 32) == 0);
 	close(fd);
+}
+
+/* A header block of 300 KB: the kept copy stops at POP3_HEADER_MAX, the
+ * hash still covers all of it. */
+static void
+test_retr_header_cap(void)
+{
+	size_t lines = 3000, len = 0, i;
+	char *wire = xmalloc(lines * 102 + 64);
+	struct pop3_retr res;
+	struct pop3_out o;
+	struct pop3_rd r;
+	struct mem m;
+
+	for (i = 0; i < lines; i++) {
+		memcpy(wire + len, "X-Long: ", 8);
+		memset(wire + len + 8, 'a', 92);
+		memcpy(wire + len + 100, "\r\n", 2);
+		len += 102;
+	}
+	static const char tail[] = "\r\nbody\r\n.\r\n";
+
+	memcpy(wire + len, tail, sizeof tail - 1);
+	len += sizeof tail - 1;
+	rd_open(&r, &m, wire, len, 0);
+	pop3_out_init(&o, -1, POP3_EOL_LF, 0);
+	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_out_finish(&o, &res, NULL), POP3_OK);
+	CHECK_INT(res.header_len, POP3_HEADER_MAX);
+	CHECK(res.header != NULL && memcmp(res.header, "X-Long: a", 9) == 0);
+	free(res.header);
+	pop3_out_free(&o);
+	pop3_rd_free(&r);
+	free(wire);
 }
 
 static void
@@ -617,6 +656,7 @@ main(void)
 	TEST(test_body_truncated);
 	TEST(test_body_nul_and_long_line);
 	TEST(test_retr_out);
+	TEST(test_retr_header_cap);
 	TEST(test_retr_limits);
 	TEST(test_caps);
 	TEST(test_parse_lines);
