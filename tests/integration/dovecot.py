@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from pki import default_certs
-from processes import free_port, group_alive, poll, port_open, tail, track, untrack, wait_nowait
+from processes import free_ports, group_alive, poll, port_open, tail, track, untrack, wait_nowait
 
 MAIL_USER = 'p3b-mail'
 
@@ -177,10 +177,8 @@ class Dovecot:
     # -- configuration
 
     def _pick_ports(self):
-        self.ports = {}
-        for proto in self.protocols:
-            self.ports[proto] = free_port()
-            self.ports[proto + 's'] = free_port()
+        keys = [k for proto in self.protocols for k in (proto, proto + 's')]
+        self.ports = dict(zip(keys, free_ports(len(keys))))
 
     def maildir(self, user):
         """The user's Maildir root: MAIL_ROOT/user/Maildir."""

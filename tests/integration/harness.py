@@ -6,7 +6,7 @@ work, so that a test needs one import; each module imports only those
 above it in this list (no cycles), and module state (the processes to stop,
 the PKI, the mail uid) lives in exactly one of them:
 
-    processes.py  free_port(), port_open(port), poll(pred, timeout),
+    processes.py  free_port(), free_ports(n), port_open(port), poll(pred, timeout),
                   wait_for(pred, timeout), tail(path), group_alive(pgid),
                   stop_process(p), stop_all()
     pki.py        Certs(dir), default_certs()   test CA; server, wrong-name,
@@ -48,9 +48,9 @@ module, `ASAN = False` makes tests/run run it once (not again with the ASan
 binary) and `TIMEOUT = N` sets the seconds each test may take (300).
 """
 
-# flake8: noqa: F401 -- every name here is imported to be re-exported
+# Every name below is imported to be re-exported.
 
-from processes import (free_port, group_alive, poll, port_open, stop_all,
+from processes import (free_port, free_ports, group_alive, poll, port_open, stop_all,
                        stop_process, tail, track, untrack, wait_for, wait_nowait)
 from pki import Certs, default_certs
 from dovecot import (MAIL_USER, Dovecot, DovecotError, dovecot_path, mail_ids, maildir_files,

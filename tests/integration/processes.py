@@ -2,7 +2,7 @@
 free loopback ports, polling with a deadline, log tails, and the one
 registry of everything a test program started, stopped by pid at exit.
 
-    free_port(), port_open(port)          127.0.0.1 ports
+    free_port(), free_ports(n), port_open(port)   127.0.0.1 ports
     poll(pred, timeout), wait_for(pred, timeout, what=)
     tail(path, lines)                     the end of a log file
     group_alive(pgid), wait_nowait(pid, timeout)
@@ -23,14 +23,25 @@ import time
 
 # ---------------------------------------------------------------- ports
 
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (bind
+    port 0). The n sockets are bound at the same time: one after the other,
+    the kernel may hand out the same port twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(('127.0.0.1', 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    return free_ports(1)[0]
 
 
 def port_open(port, host='127.0.0.1', timeout=0.2):
