@@ -39,13 +39,18 @@ def pop3_connect(dovecot, user='alice', password='secret', tls=False, timeout=30
 
 
 @contextlib.contextmanager
+def _session(client, goodbye):
+    """with: client, and goodbye() (its QUIT, LOGOUT) however the block ends."""
+    try:
+        yield client
+    finally:
+        goodbye()
+
+
 def pop3_session(dovecot, user='alice', password='secret', tls=False):
     """with pop3_session(...) as p: a pop3_connect() client, QUIT at the end."""
     p = pop3_connect(dovecot, user, password, tls)
-    try:
-        yield p
-    finally:
-        p.quit()
+    return _session(p, p.quit)
 
 
 def pop3_stat(dovecot, user='alice', password='secret', tls=False):
@@ -133,14 +138,10 @@ def imap_connect(dovecot, user='alice', password='secret', tls=False, timeout=60
     return m
 
 
-@contextlib.contextmanager
 def imap_session(dovecot, user='alice', password='secret', tls=False):
     """with imap_session(...) as m: an imap_connect() client, LOGOUT at the end."""
     m = imap_connect(dovecot, user, password, tls)
-    try:
-        yield m
-    finally:
-        m.logout()
+    return _session(m, m.logout)
 
 
 _LIST_RE = re.compile(rb'\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:\\.|[^"])*") (?P<name>.*)$')
