@@ -4,7 +4,6 @@ a config tying them together."""
 
 import email.utils
 import hashlib
-import os
 
 import harness as h
 

@@ -66,10 +66,8 @@ def store_block(store, tls='implicit', user='%u', master=True, password=None,
 
 def config(t, store, accounts, extra='', name='p3b.conf', **store_kw):
     """Writes a pop3bridge config (0600) with the IMAP store and accounts."""
-    text = 'state_dir = %s\n%s%s\n%s' % (h.cq(t.path('state')),
-                                       store_block(store, **store_kw), extra,
-                                       ''.join(accounts))
-    return h.write_config(t.path(name), text)
+    return h.write_config(t.path(name), h.config_with_store(
+        t.path('state'), store_block(store, **store_kw), accounts, extra))
 
 
 def key_header(body):
@@ -91,18 +89,6 @@ def stored_count(store, user='alice'):
 
 def subscribed(store, user='alice', password='secret'):
     """Names of the subscribed folders (LSUB), decoded, "/" as separator."""
-    m = h.imap_connect(store, user, password)
-    try:
-        typ, data = m.lsub('""', '*')
-        out = []
-        for item in data:
-            if not isinstance(item, bytes):
-                continue
-            mm = h._LIST_RE.match(item)
-            if mm:
-                delim, name = h._unq(mm.group('delim')), h._unq(mm.group('name'))
-                name = h.mutf7_decode(name)
-                out.append(name.replace(delim, '/') if delim else name)
-        return sorted(out)
-    finally:
-        m.logout()
+    with h.imap_session(store, user, password) as m:
+        boxes = h.imap_mailboxes(m, subscribed=True)
+    return sorted(h.mailbox_name(name, delim) for flags, delim, name in boxes)

@@ -17,8 +17,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,13 +61,9 @@ class Upstream:
         return self
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        import harness as h
+        if self.proc is not None:
+            h.stop_process(self.proc, timeout=10)
         self.proc = None
 
     def messages(self):

@@ -1,0 +1,161 @@
+"""Ports and processes of the integration tests (standard library only):
+free loopback ports, polling with a deadline, log tails, and the one
+registry of everything a test program started, stopped by pid at exit.
+
+    free_port(), free_ports(n), port_open(port)   127.0.0.1 ports
+    poll(pred, timeout), wait_for(pred, timeout, what=)
+    tail(path, lines)                     the end of a log file
+    group_alive(pgid), wait_nowait(pid, timeout)
+    track(obj, stop), untrack(obj), stop_all()
+    stop_process(popen, sig, timeout)
+
+The registry (track/untrack/stop_all) is module state: import this module
+by its one name (`processes`, or through `harness`) so that a program has
+exactly one list of what to stop."""
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+
+
+# ---------------------------------------------------------------- ports
+
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (bind
+    port 0). The n sockets are bound at the same time: one after the other,
+    the kernel may hand out the same port twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(('127.0.0.1', 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0)."""
+    return free_ports(1)[0]
+
+
+def port_open(port, host='127.0.0.1', timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- polling
+
+def poll(pred, timeout, interval=0.05):
+    """Calls pred() every interval seconds until it returns a true value or
+    timeout seconds have passed; returns its last value (false: timed out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)
+
+
+def wait_for(pred, timeout=10.0, interval=0.05, what='condition'):
+    """Polls pred() until it returns a true value (returned) or timeout."""
+    v = poll(pred, timeout, interval)
+    if not v:
+        raise TimeoutError('timed out after %.1fs waiting for %s' % (timeout, what))
+    return v
+
+
+def tail(path, lines=100):
+    """The last lines of a text file, or '' if it cannot be read."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError:
+        return ''
+    text = data.decode('utf-8', 'replace').splitlines()
+    return '\n'.join(text[-lines:])
+
+
+# ---------------------------------------------------------------- processes
+
+def group_alive(pgid):
+    """pids of the live (not zombie) processes in process group pgid."""
+    out = []
+    for p in os.listdir('/proc'):
+        if not p.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % p, 'rb') as f:
+                fields = f.read().rsplit(b')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b'Z', b'X'):
+            out.append(int(p))
+    return out
+
+
+def _exited(pid):
+    """True once child pid has exited (or is not our child), without reaping
+    it: its pid, and so its process group id, stay reserved."""
+    try:
+        r = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return r is not None and r.si_pid == pid
+
+
+def wait_nowait(pid, timeout):
+    """Waits until child pid exits without reaping it; True if it exited."""
+    return poll(lambda: _exited(pid), timeout, 0.02)
+
+
+_live = []  # (object, its stop function): what stop_all() stops, newest last
+
+
+def track(obj, stop):
+    """Registers obj (a Popen, a Dovecot) that this program started, with the
+    function that stops it; stop_all() calls it, at exit at the latest."""
+    _live.append((obj, stop))
+
+
+def untrack(obj):
+    """Forgets obj (it was stopped)."""
+    _live[:] = [e for e in _live if e[0] is not obj]
+
+
+def stop_all():
+    """Stops every Dovecot and pop3bridge process the harness started (also
+    done at exit)."""
+    for obj, stop in reversed(list(_live)):
+        try:
+            stop()
+        except Exception:
+            pass
+
+
+atexit.register(stop_all)
+
+
+def stop_process(p, sig=signal.SIGTERM, timeout=15):
+    """Sends sig to a Popen we started, waits (SIGKILL after timeout);
+    returns its exit code (negative: killed by a signal)."""
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    untrack(p)
+    return p.returncode
