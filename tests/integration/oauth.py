@@ -28,6 +28,28 @@ unguessable and known only to the test; nothing here logs a token.
 
 Dovecot's auth process has no auth cache here (auth_cache_size is 0), so
 expire() takes effect at the next login.
+
+What Dovecot 2.3.19 answers (test_fixtures_oauth.py checks each line):
+    POP3 CAPA                "SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER"
+    AUTH XOAUTH2             "+ " (with a space), then the base64 response
+    AUTH XOAUTH2 <b64>       one line; a 2500-character token still fits
+    valid token              "+OK Logged in."
+    refused token            "+ " base64({"status":"401","schemes":"bearer",
+                             "scope":"mail"}) -- for OAUTHBEARER
+                             base64({"status":"invalid_token"}) -- then, after
+                             any answer (empty line or "AQ=="):
+                             "-ERR [AUTH] Authentication failed."; "*" instead
+                             gives "-ERR Authentication aborted by client."
+    OAUTHBEARER without a=   "-ERR [AUTH] Authentication failed." at once, no
+                             challenge: Dovecot needs the gs2 authzid
+    IMAP                     SASL-IR and AUTH=XOAUTH2 AUTH=OAUTHBEARER in the
+                             greeting's capabilities; the same exchanges with
+                             "+ " continuations; success "TAG OK Logged in"
+                             after an untagged "* CAPABILITY ..." (or
+                             "TAG OK [CAPABILITY ...] Logged in"), refusal
+                             "TAG NO [AUTHENTICATIONFAILED] Authentication
+                             failed.", "*" gives "TAG BAD Authentication aborted
+                             by client."
 """
 
 import base64

@@ -12,6 +12,7 @@ import json
 import os
 import poplib
 import smtplib
+import ssl
 import sys
 import urllib.request
 
@@ -147,7 +148,7 @@ def test_dovecot_pop3_xoauth2(t):
     src = oauth.dovecot(t, tokens, 'src')
     h.seed(src, 'alice', h.make_corpus(3))
     p = poplib.POP3('127.0.0.1', src.ports['pop3'], timeout=15)
-    sasl = [c for c in p.capa().get('SASL', [])]
+    sasl = p.capa().get('SASL', [])
     p.quit()
     t.check({'PLAIN', 'XOAUTH2', 'OAUTHBEARER'} <= set(sasl), 'CAPA SASL lists them: %r' % sasl)
 
@@ -326,7 +327,6 @@ def test_imap_store_keeps_master_user(t):
     t.check(r.startswith('A1 OK'), 'token login on the store: %r' % r)
     m.logout()
     # and over IMAPS with the test CA, as pop3bridge's store connects
-    import ssl
     ctx = ssl.create_default_context(cafile=store.ca_file)
     m = imaplib.IMAP4_SSL('localhost', store.ports['imaps'], ssl_context=ctx, timeout=15)
     typ, _ = m.authenticate('XOAUTH2', lambda ch: oauth.xoauth2('alice', good))
