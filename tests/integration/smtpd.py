@@ -2,7 +2,7 @@
 
 As a program (run with /usr/bin/python3):
     smtpd.py --port P --spool DIR [--user U --password PW] [--starttls CERT KEY]
-             [--script FILE]
+             [--script FILE] [--oauth-url URL] [--auth-log FILE]
 accepts AUTH PLAIN/LOGIN (required when --user is given), offers STARTTLS
 (then required before AUTH and MAIL) with --starttls, and answers RCPT
 per recipient from the JSON script {"addr": ["451 4.3.0 later", ...]}:
@@ -10,7 +10,23 @@ each RCPT for addr takes the next reply of its list, 250 once the list is
 used up. Every accepted message is written to DIR/NNNN.json with its
 envelope (mail_from, rcpt_tos, mail_options) and original_content (base64).
 
-From a test:  up = Upstream(t, ...); up.start(); up.messages(); up.stop()
+With --oauth-url it also offers AUTH XOAUTH2 and OAUTHBEARER (RFC 7628),
+each token checked by POSTing it to that introspection URL (oauth.py's
+TokenServer), as Gmail and Microsoft 365 answer them:
+    AUTH XOAUTH2 [IR]          334 (empty) when no initial response; then
+                               235 2.7.0 Authentication successful, or for a
+                               refused token 334 base64({"status":"401",...}),
+                               any answer (the empty line), 535 5.7.8
+    AUTH OAUTHBEARER [IR]      likewise, the error challenge is
+                               base64({"status":"invalid_token",...}) and the
+                               answer must be ^A ("AQ==", RFC 7628 3.2.3):
+                               535 5.7.8, anything else 501 5.5.2
+A malformed response is 501 5.5.2, an unreachable introspection 454 4.7.0.
+--auth-log FILE: one JSON line per AUTH {"mechanism", "user", "ok"} (no
+secret).
+
+From a test:  up = Upstream(t, ...); up.start(); up.messages(); up.auths();
+              up.stop()
 """
 
 import base64
@@ -26,7 +42,7 @@ class Upstream:
     at the end of the test (t.cleanup)."""
 
     def __init__(self, t, name='upstream', user='relay', password='relaypw',
-                 starttls=None, script=None, port=None, data_delay=0):
+                 starttls=None, script=None, port=None, data_delay=0, oauth=None):
         import harness as h
         self.t, self.user, self.password = t, user, password
         self.dir = t.path(name)
@@ -36,6 +52,9 @@ class Upstream:
         self.starttls = starttls        # (cert, key) or None
         self.script = script or {}
         self.data_delay = data_delay    # seconds before answering DATA
+        # an oauth.TokenServer (or its URL): also XOAUTH2 and OAUTHBEARER
+        self.oauth_url = getattr(oauth, 'url', oauth)
+        self.auth_log = os.path.join(self.dir, 'auth.jsonl')
         self.proc = None
         self.log_path = os.path.join(self.dir, 'smtpd.log')
         t.add_log(self.log_path, 'upstream smtpd log')
@@ -47,13 +66,15 @@ class Upstream:
         with open(sp, 'w') as f:
             json.dump(self.script, f)
         cmd = ['/usr/bin/python3', os.path.join(HERE, 'smtpd.py'), '--port', str(self.port),
-               '--spool', self.spool, '--script', sp]
+               '--spool', self.spool, '--script', sp, '--auth-log', self.auth_log]
         if self.user:
             cmd += ['--user', self.user, '--password', self.password]
         if self.starttls:
             cmd += ['--starttls', self.starttls[0], self.starttls[1]]
         if self.data_delay:
             cmd += ['--data-delay', str(self.data_delay)]
+        if self.oauth_url:
+            cmd += ['--oauth-url', self.oauth_url]
         log = open(self.log_path, 'ab')
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
@@ -75,6 +96,15 @@ class Upstream:
                 m['content'] = base64.b64decode(m['content'])
                 out.append(m)
         return out
+
+    def auths(self):
+        """Every AUTH attempt so far, in order: dicts with mechanism, user
+        (the login or token user; None if malformed) and ok (bool)."""
+        try:
+            with open(self.auth_log) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
 
 
 # ---------------------------------------------------------------- the server
@@ -117,14 +147,23 @@ def serve(args):
                 await asyncio.sleep(args.data_delay)
             return '250 2.0.0 queued as %d' % counter[0]
 
+    def record(mechanism, user, ok):
+        print('AUTH %s %s' % (mechanism, 'ok' if ok else 'refused'), flush=True)
+        if args.auth_log:
+            with open(args.auth_log, 'a') as f:
+                f.write(json.dumps({'mechanism': mechanism, 'user': user, 'ok': ok}) + '\n')
+
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (auth_data.login.decode() == args.user and
               auth_data.password.decode() == args.password)
-        print('AUTH %s %s' % (mechanism, 'ok' if ok else 'refused'), flush=True)
+        record(mechanism, auth_data.login.decode(errors='replace'), ok)
         return AuthResult(success=ok)
 
+    if args.oauth_url:
+        add_oauth_mechanisms(Handler, args.oauth_url, record)
+
     kw = {}
-    if args.user:
+    if args.user or args.oauth_url:
         kw.update(authenticator=authenticator, auth_required=True,
                   auth_require_tls=bool(args.starttls))
     if args.starttls:
@@ -140,6 +179,64 @@ def serve(args):
     c.stop()
 
 
+def add_oauth_mechanisms(handler_class, url, record):
+    """Gives handler_class aiosmtpd's auth_XOAUTH2 and auth_OAUTHBEARER
+    hooks (called as hook(server, ["MECH", initial_response?])), checking
+    tokens at the introspection url."""
+    from aiosmtpd.smtp import AuthResult, MISSING
+    import binascii
+    import oauth
+
+    async def sasl(server, mech, args, parse, error_json, dummy_ok):
+        if len(args) > 1:
+            try:
+                resp = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push('501 5.5.2 Cannot decode base64')
+                return AuthResult(success=False, handled=True)
+        else:
+            resp = await server.challenge_auth('')
+            if resp is MISSING:    # "*" or bad base64: aiosmtpd has answered 501
+                return AuthResult(success=False, handled=True)
+        try:
+            user, token = parse(resp)
+        except ValueError as e:
+            record(mech, None, False)
+            await server.push('501 5.5.2 Malformed %s response: %s' % (mech, e))
+            return AuthResult(success=False, handled=True)
+        try:
+            info = oauth.introspect(url, token)
+        except OSError as e:
+            record(mech, user, False)
+            await server.push('454 4.7.0 Temporary authentication failure (%s)'
+                              % type(e).__name__)
+            return AuthResult(success=False, handled=True)
+        ok = info.get('active') is True and (user is None or info.get('username') == user)
+        record(mech, user if user is not None else info.get('username'), ok)
+        if ok:
+            return AuthResult(success=True, auth_data=info.get('username'))
+        # RFC 7628 3.2.2: the error is a challenge; the client answers it
+        answer = await server.challenge_auth(json.dumps(error_json, separators=(',', ':')))
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        if not dummy_ok(answer):
+            await server.push('501 5.5.2 Expected %x01 after the error challenge')
+            return AuthResult(success=False, handled=True)
+        await server.push('535 5.7.8 Username and Password not accepted')
+        return AuthResult(success=False, handled=True)
+
+    async def auth_XOAUTH2(self, server, args):
+        return await sasl(server, 'XOAUTH2', args, oauth.parse_xoauth2,
+                          oauth.XOAUTH2_ERROR, lambda a: True)
+
+    async def auth_OAUTHBEARER(self, server, args):
+        return await sasl(server, 'OAUTHBEARER', args, oauth.parse_oauthbearer,
+                          oauth.OAUTHBEARER_ERROR, lambda a: a == b'\x01')
+
+    handler_class.auth_XOAUTH2 = auth_XOAUTH2
+    handler_class.auth_OAUTHBEARER = auth_OAUTHBEARER
+
+
 if __name__ == '__main__':
     import argparse
     ap = argparse.ArgumentParser()
@@ -150,6 +247,8 @@ if __name__ == '__main__':
     ap.add_argument('--password')
     ap.add_argument('--starttls', nargs=2)
     ap.add_argument('--data-delay', type=float, default=0)
+    ap.add_argument('--oauth-url')
+    ap.add_argument('--auth-log')
     a = ap.parse_args()
     import signal
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
