@@ -23,7 +23,7 @@ LIBS        = $(PKG_LIBS) -letpan -lgnutls -lcrypt
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS      := $(sort $(wildcard bridge/*.c store/*.c conf/*.c))
+SRCS      := $(sort $(wildcard lib/*.c conf/*.c store/*.c bridge/*.c))
 LIB_SRCS  := $(filter-out bridge/main.c,$(SRCS))
 TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 

@@ -10,11 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
+#include "lib/log.h"
 #include "bridge/pool.h"
 #include "bridge/queue.h"
 #include "bridge/relay.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 /* When each account is due next, by name (so a reload keeps the schedule
  * of accounts that stay). */

@@ -13,11 +13,11 @@
 #include <libetpan/libetpan.h>
 
 #include "bridge/daemon.h"
-#include "bridge/log.h"
+#include "lib/log.h"
 #include "bridge/pool.h"
 #include "bridge/queue_cmd.h"
 #include "bridge/status.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "conf/conf.h"
 
 #define VERSION "0.1.0"

@@ -8,10 +8,10 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
 #include "bridge/sync.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "store/state.h"
 
 void

@@ -21,11 +21,11 @@
 #include <gnutls/crypto.h>
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
-#include "bridge/net.h"
+#include "lib/log.h"
+#include "lib/net.h"
 #include "bridge/pop3_reader.h"
-#include "bridge/tls.h"
-#include "bridge/xmalloc.h"
+#include "lib/tls.h"
+#include "lib/xmalloc.h"
 
 #define POP3_CMD_MAX	512	/* our own command lines, never a secret */
 #define POP3_NAME_MAX	255	/* user name, password (LIBETPAN.md trap 7) */
@@ -213,7 +213,7 @@ ready(struct pop3 *p, char **err)
 	return POP3_OK;
 }
 
-/* Resolves host and connects within the timeout (bridge/net.c). */
+/* Resolves host and connects within the timeout (lib/net.c). */
 static int
 tcp_connect(struct pop3 *p, const struct conf_server *s, int *fdp, char **err)
 {

@@ -12,8 +12,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 #define CLEAN_MAX	200	/* bytes of server text kept in a message */
 

@@ -13,10 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
 #include "bridge/smtp.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 
 #define QUEUE_BACKOFF_MAX 3600

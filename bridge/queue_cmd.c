@@ -15,10 +15,10 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
+#include "lib/log.h"
 #include "bridge/queue.h"
 #include "bridge/smtp.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 
 #define SENDMAIL_HEADER_MAX	(1024 * 1024)

@@ -15,8 +15,8 @@
 #include <gnutls/crypto.h>
 
 #include "bridge/dsn.h"
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/deliver.h"
 
 bool

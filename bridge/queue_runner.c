@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 
 #define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */

@@ -16,10 +16,10 @@
 
 #include <gnutls/gnutls.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
 #include "bridge/relay_smtp.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 struct listener {
 	int fd;

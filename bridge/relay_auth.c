@@ -5,9 +5,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "bridge/log.h"
+#include "lib/log.h"
 #include "bridge/relay_priv.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 #define CRED_MAX	256     /* bytes of a user name or a password */
 

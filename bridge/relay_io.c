@@ -9,7 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 /* Set by SIGALRM when the session's deadline has passed. */
 static volatile sig_atomic_t expired;

@@ -12,11 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
+#include "lib/log.h"
 #include "bridge/relay.h"
 #include "bridge/relay_data.h"
 #include "bridge/relay_priv.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 #include "store/state.h"
 

@@ -10,9 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
+#include "lib/log.h"
 #include "bridge/relay_priv.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 bool
 relay_auth_allowed(bool tls, const struct sockaddr *peer)

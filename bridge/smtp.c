@@ -16,11 +16,11 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
-#include "bridge/net.h"
+#include "lib/log.h"
+#include "lib/net.h"
 #include "bridge/pop3_reader.h"
-#include "bridge/tls.h"
-#include "bridge/xmalloc.h"
+#include "lib/tls.h"
+#include "lib/xmalloc.h"
 
 /* libetpan exports it without declaring it: parses m->response (the text
  * of an EHLO reply, one line per "\n") into m->esmtp and m->auth. */

@@ -7,8 +7,8 @@
 #include <sysexits.h>
 #include <time.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/state.h"
 
 static const char *

@@ -12,11 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/header.h"
-#include "bridge/log.h"
+#include "lib/header.h"
+#include "lib/log.h"
 #include "bridge/pop3.h"
-#include "bridge/proc.h"
-#include "bridge/xmalloc.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;

@@ -15,7 +15,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "conf/conf.h"
 #include "conf/conf_priv.h"
 

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "conf/conf_priv.h"
 
 /* What libconfuse 3.3 adds to its count for a line comment ending in a

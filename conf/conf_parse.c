@@ -17,8 +17,8 @@
 
 #include <confuse.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "conf/conf_priv.h"
 
 #define SECTION_LINE	"@line"

@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/imap.h"
 #include "store/maildir.h"
 

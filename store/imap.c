@@ -26,11 +26,11 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
-#include "bridge/tls.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/tls.h"
+#include "lib/xmalloc.h"
 #include "store/maildir.h"
-#include "store/mutf7.h"
+#include "lib/mutf7.h"
 
 #define IMAP_NAME_MAX	255	/* user names (LIBETPAN.md trap 7) */
 #define IMAP_PASS_MAX	1024

@@ -17,10 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
-#include "bridge/xmalloc.h"
-#include "store/mutf7.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
+#include "lib/mutf7.h"
 
 /* Dovecot's subscriptions file (src/lib-storage/list/subscription-file.c):
  * version 2 starts with this header, then one mailbox per line with its

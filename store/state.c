@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 /*
  * The schema, as forward migrations: migrations[i] takes PRAGMA

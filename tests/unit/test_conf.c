@@ -12,7 +12,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "conf/conf.h"
 #include "tests/unit/check.h"
 

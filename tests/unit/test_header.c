@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/header.h"
+#include "lib/header.h"
 #include "tests/unit/check.h"
 
 static void

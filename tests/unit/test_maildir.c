@@ -1,4 +1,4 @@
-/* Unit tests of store/maildir.c, store/deliver.c and store/mutf7.c: real
+/* Unit tests of store/maildir.c, store/deliver.c and lib/mutf7.c: real
  * files in a temp dir, laid out as Dovecot reads them. */
 #include "store/maildir.h"
 
@@ -15,9 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "store/deliver.h"
-#include "store/mutf7.h"
+#include "lib/mutf7.h"
 #include "tests/unit/check.h"
 
 static char tmpdir[] = "/tmp/test_maildir.XXXXXX";

@@ -14,7 +14,7 @@
 #include <gnutls/crypto.h>
 
 #include "bridge/pop3_reader.h"
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
 /* Frees an error message and forgets it, so a failed CHECK cannot turn

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
 static char tmpdir[] = "/tmp/test_state.XXXXXX";

@@ -1,4 +1,4 @@
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 #include <stdarg.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-#include "bridge/header.h"
+#include "lib/header.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 #define MESSAGE_ID_MAX 998
 
