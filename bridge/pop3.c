@@ -21,6 +21,7 @@
 #include <gnutls/crypto.h>
 #include <libetpan/libetpan.h>
 
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/net.h"
 #include "bridge/pop3_reader.h"
@@ -54,29 +55,34 @@ struct pop3 {
 
 enum auth_kind { AUTH_NONE, AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2 };
 
-/* Sets *err to "host:port: msg" (taking msg), marks the session broken when
- * the stream is left in an unknown state, and returns code. */
+/* Marks the session broken when code leaves the stream in an unknown
+ * state; returns code. */
 static int
-fail(struct pop3 *p, int code, char **err, char *msg)
+broken(struct pop3 *p, int code)
 {
 	if (code == POP3_ENET || code == POP3_EPROTO)
 		p->broken = true;
-	if (err != NULL)
-		*err = xasprintf("%s: %s", p->where, msg != NULL ? msg : "error");
-	free(msg);
 	return code;
+}
+
+/* Sets *err to "host:port: msg" (taking msg) and returns code. */
+static int
+fail(struct pop3 *p, int code, char **err, char *msg)
+{
+	err_at(err, p->where, "%s", msg != NULL ? msg : "error");
+	free(msg);
+	return broken(p, code);
 }
 
 static int __attribute__((format(printf, 4, 5)))
 failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	err_vat(err, p->where, fmt, ap);
 	va_end(ap);
-	return fail(p, code, err, xstrdup(msg));
+	return broken(p, code);
 }
 
 /* A -ERR (or other refusal) with the server's text, cleaned for a log. */

@@ -5,32 +5,17 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 
 #define CLEAN_MAX	200	/* bytes of server text kept in a message */
-
-static int __attribute__((format(printf, 3, 4)))
-rd_err(char **err, int code, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	if (err != NULL) {
-		va_start(ap, fmt);
-		vsnprintf(msg, sizeof msg, fmt, ap);
-		va_end(ap);
-		*err = xstrdup(msg);
-	}
-	return code;
-}
 
 void
 pop3_rd_init(struct pop3_rd *r, pop3_src_fn *src, void *ctx, unsigned timeout)
@@ -98,17 +83,17 @@ rd_fill(struct pop3_rd *r, char **err)
 	if (r->len == POP3_CHUNK)
 		fatalx("pop3 reader: no room to read into");
 	if ((ms = rd_left(r)) == 0)
-		return rd_err(err, POP3_ENET, "timed out after %u s", r->timeout);
+		return err_code(err, POP3_ENET, "timed out after %u s", r->timeout);
 	n = r->src(r->ctx, r->buf + r->len, POP3_CHUNK - r->len, ms);
 	if (n > 0) {
 		r->len += (size_t)n;
 		return POP3_OK;
 	}
 	if (n == 0)
-		return rd_err(err, POP3_ENET, "connection closed by the server");
+		return err_code(err, POP3_ENET, "connection closed by the server");
 	if (rd_left(r) == 0)
-		return rd_err(err, POP3_ENET, "timed out after %u s", r->timeout);
-	return rd_err(err, POP3_ENET, "connection lost");
+		return err_code(err, POP3_ENET, "timed out after %u s", r->timeout);
+	return err_code(err, POP3_ENET, "connection lost");
 }
 
 /* Reads one line of at most POP3_LINE_MAX bytes into out (cap bytes),
@@ -122,7 +107,7 @@ rd_line(struct pop3_rd *r, char *out, size_t cap, char **err)
 
 	while ((lf = memchr(r->buf + r->off, '\n', r->len - r->off)) == NULL) {
 		if (r->len - r->off > POP3_LINE_MAX + 1)
-			return rd_err(err, POP3_EPROTO, "reply line too long");
+			return err_code(err, POP3_EPROTO, "reply line too long");
 		if ((rv = rd_fill(r, err)) != POP3_OK)
 			return rv;
 	}
@@ -132,9 +117,9 @@ rd_line(struct pop3_rd *r, char *out, size_t cap, char **err)
 	if (n > 0 && line[n - 1] == '\r')
 		n--;
 	if (n > POP3_LINE_MAX || n >= cap)
-		return rd_err(err, POP3_EPROTO, "reply line too long");
+		return err_code(err, POP3_EPROTO, "reply line too long");
 	if (memchr(line, '\0', n) != NULL)
-		return rd_err(err, POP3_EPROTO, "NUL byte in a reply line");
+		return err_code(err, POP3_EPROTO, "NUL byte in a reply line");
 	memcpy(out, line, n);
 	out[n] = '\0';
 	return POP3_OK;
@@ -176,7 +161,7 @@ pop3_rd_status(struct pop3_rd *r, enum pop3_status *st, char *text, size_t cap,
 		return rv;
 	if (pop3_parse_status(text, st, &t) == -1) {
 		clean = pop3_clean_text(text);
-		rv = rd_err(err, POP3_EPROTO, "malformed reply \"%.60s\"", clean);
+		rv = err_code(err, POP3_EPROTO, "malformed reply \"%.60s\"", clean);
 		free(clean);
 		return rv;
 	}
@@ -415,7 +400,7 @@ bad_line(char **err, const char *what, const char *line)
 	char *clean = pop3_clean_text(line);
 	int rv;
 
-	rv = rd_err(err, POP3_EPROTO, "malformed %s line \"%.60s\"", what, clean);
+	rv = err_code(err, POP3_EPROTO, "malformed %s line \"%.60s\"", what, clean);
 	free(clean);
 	return rv;
 }
@@ -441,10 +426,10 @@ pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **err)
 		return bad_line(err, "UIDL", line);
 	for (q = p; *q != '\0'; q++)
 		if (*q < 0x21 || *q > 0x7e)
-			return rd_err(err, POP3_EPROTO,
+			return err_code(err, POP3_EPROTO,
 			    "UIDL of message %lu holds a byte outside 0x21-0x7E", *num);
 	if (q - p > POP3_UIDL_MAX)
-		return rd_err(err, POP3_EPROTO, "UIDL of message %lu longer than %d bytes",
+		return err_code(err, POP3_EPROTO, "UIDL of message %lu longer than %d bytes",
 		    *num, POP3_UIDL_MAX);
 	*uidl = xstrdup(p);
 	return POP3_OK;
@@ -459,12 +444,12 @@ check_numbers(const struct pop3_entry *e, size_t n, const char *what, bool allow
 
 	for (i = 0; i < n; i++) {
 		if (e[i].num == 0)
-			return rd_err(err, POP3_EPROTO, "%s names message 0", what);
+			return err_code(err, POP3_EPROTO, "%s names message 0", what);
 		if (i > 0 && e[i].num <= e[i - 1].num)
-			return rd_err(err, POP3_EPROTO, "%s repeats or reorders message %lu",
+			return err_code(err, POP3_EPROTO, "%s repeats or reorders message %lu",
 			    what, e[i].num);
 		if (!allow_gaps && e[i].num != i + 1)
-			return rd_err(err, POP3_EPROTO, "%s lacks message %zu", what, i + 1);
+			return err_code(err, POP3_EPROTO, "%s lacks message %zu", what, i + 1);
 	}
 	return POP3_OK;
 }
@@ -477,10 +462,10 @@ check_same(const struct pop3_entry *list, size_t nlist, const struct pop3_entry 
 
 	for (i = 0; i < nlist && i < nuidl; i++)
 		if (list[i].num != uidls[i].num)
-			return rd_err(err, POP3_EPROTO, "UIDL and LIST disagree: message %lu "
+			return err_code(err, POP3_EPROTO, "UIDL and LIST disagree: message %lu "
 			    "in one, %lu in the other", uidls[i].num, list[i].num);
 	if (nlist != nuidl)
-		return rd_err(err, POP3_EPROTO, "UIDL lists %zu messages, LIST %zu",
+		return err_code(err, POP3_EPROTO, "UIDL lists %zu messages, LIST %zu",
 		    nuidl, nlist);
 	return POP3_OK;
 }
@@ -513,7 +498,7 @@ check_unique(struct pop3_entry *uidls, size_t n, char **err)
 
 		if (strcmp(v[i - 1]->uidl, v[i]->uidl) != 0)
 			continue;
-		rv = rd_err(err, POP3_EPROTO, "duplicate UIDL \"%s\" (messages %lu and %lu)",
+		rv = err_code(err, POP3_EPROTO, "duplicate UIDL \"%s\" (messages %lu and %lu)",
 		    v[i]->uidl, a < b ? a : b, a < b ? b : a);
 		break;
 	}
@@ -683,7 +668,7 @@ pop3_out_sink(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
 	/* Octets as the server counts them (RFC 1939 LIST): lines end in CRLF. */
 	o->octets += n + (eol ? 2 : 0);
 	if (o->max_octets != 0 && o->octets > o->max_octets)
-		return rd_err(err, POP3_EPROTO, "message larger than %llu octets",
+		return err_code(err, POP3_EPROTO, "message larger than %llu octets",
 		    (unsigned long long)o->max_octets);
 	out_put(o, p, n);
 	if (eol)
@@ -699,7 +684,7 @@ pop3_out_finish(struct pop3_out *o, struct pop3_retr *res, char **err)
 {
 	out_flush(o);
 	if (o->write_errno != 0)
-		return rd_err(err, POP3_ELOCAL, "writing the message: %s",
+		return err_code(err, POP3_ELOCAL, "writing the message: %s",
 		    strerror(o->write_errno));
 	if (res != NULL) {
 		res->octets = o->octets;

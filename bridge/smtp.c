@@ -16,6 +16,7 @@
 
 #include <libetpan/libetpan.h>
 
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/net.h"
 #include "bridge/pop3_reader.h"
@@ -41,28 +42,34 @@ struct smtp {
 	bool broken;		/* after SMTP_ENET or SMTP_EPROTO */
 };
 
+/* Marks the session broken when code leaves the stream in an unknown
+ * state; returns code. */
 static int
-fail(struct smtp *sm, int code, char **err, char *msg)
+broken(struct smtp *sm, int code)
 {
 	if (code == SMTP_ENET || code == SMTP_EPROTO)
 		sm->broken = true;
-	if (err != NULL)
-		*err = xasprintf("%s: %s", sm->where, msg != NULL ? msg : "error");
-	free(msg);
 	return code;
+}
+
+/* Sets *err to "host:port: msg" (taking msg) and returns code. */
+static int
+fail(struct smtp *sm, int code, char **err, char *msg)
+{
+	err_at(err, sm->where, "%s", msg != NULL ? msg : "error");
+	free(msg);
+	return broken(sm, code);
 }
 
 static int __attribute__((format(printf, 4, 5)))
 failf(struct smtp *sm, int code, char **err, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) == -1)
-		fatalx("smtp: out of memory");
+	err_vat(err, sm->where, fmt, ap);
 	va_end(ap);
-	return fail(sm, code, err, msg);
+	return broken(sm, code);
 }
 
 bool

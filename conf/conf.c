@@ -22,23 +22,6 @@
 /* A config file larger than this is surely not one. */
 #define CONF_MAX_FILE	(4 * 1024 * 1024)
 
-char *
-conf_vformat(const char *fmt, va_list ap)
-{
-	va_list aq;
-	char *s;
-	int n;
-
-	va_copy(aq, ap);
-	n = vsnprintf(NULL, 0, fmt, aq);
-	va_end(aq);
-	if (n < 0)
-		return xstrdup("(message could not be formatted)");
-	s = xmalloc((size_t)n + 1);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	return s;
-}
-
 void
 conf_verr(struct conf_load *ld, int line, const char *fmt, va_list ap)
 {
@@ -49,7 +32,7 @@ conf_verr(struct conf_load *ld, int line, const char *fmt, va_list ap)
 	m = &ld->msgs[ld->n_msgs];
 	m->line = line > 0 ? line : 0;
 	m->seq = ld->n_msgs++;
-	m->text = conf_vformat(fmt, ap);
+	m->text = xvasprintf(fmt, ap);
 	/* One line per error, whatever token libconfuse quotes. */
 	for (p = m->text; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)

@@ -302,7 +302,7 @@ opt_err(cfg_t *sec, const char *name, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	msg = conf_vformat(fmt, ap);
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	conf_err(P->ld, line > 0 ? line : sec_line(sec), "%s%s%s %s", q,
 	    *q != '\0' ? "." : "", name, msg);

@@ -48,8 +48,6 @@ struct conf_load {
 };
 
 /* conf.c */
-char	*conf_vformat(const char *, va_list)
-	    __attribute__((format(printf, 1, 0)));
 void	conf_err(struct conf_load *, int, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
 void	conf_verr(struct conf_load *, int, const char *, va_list)

@@ -15,7 +15,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +25,7 @@
 
 #include <libetpan/libetpan.h>
 
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
@@ -94,32 +94,18 @@ fail(struct imap *im, char **err, const char *what, int r)
 	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_CONNECTION_REFUSED ||
 	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_FATAL) {
 		im->broken = true;
-		*err = xasprintf("%s: %s: %s", im->where, what,
+		return err_at(err, im->where, "%s: %s", what,
 		    r == MAILIMAP_ERROR_PARSE ? "unparsable reply" :
 		    r == MAILIMAP_ERROR_CONNECTION_REFUSED ? "connection refused" :
 		    r == MAILIMAP_ERROR_FATAL ? "server closed the session" :
 		    "connection lost or timed out");
-		return -1;
 	}
 	text = server_text(im);
 	if (*text != '\0')
-		*err = xasprintf("%s: %s refused: %s", im->where, what, text);
+		err_at(err, im->where, "%s refused: %s", what, text);
 	else
-		*err = xasprintf("%s: %s failed (libetpan error %d)", im->where, what, r);
+		err_at(err, im->where, "%s failed (libetpan error %d)", what, r);
 	free(text);
-	return -1;
-}
-
-static int __attribute__((format(printf, 3, 4)))
-failf(struct imap *im, char **err, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	*err = xasprintf("%s: %s", im->where, msg);
 	return -1;
 }
 
@@ -127,7 +113,7 @@ static int
 usable(struct imap *im, char **err)
 {
 	if (im->broken || im->m == NULL)
-		return failf(im, err, "session unusable after an earlier error");
+		return err_at(err, im->where, "session unusable after an earlier error");
 	return 0;
 }
 
@@ -170,19 +156,19 @@ add_level(struct imap *im, const char *folder, const char *s, size_t n, bool fir
 	int r = -1;
 
 	if (n == 0)
-		failf(im, err, "folder \"%s\": empty hierarchy level", folder);
+		err_at(err, im->where, "folder \"%s\": empty hierarchy level", folder);
 	else if (strpbrk(lvl, "*%") != NULL)
-		failf(im, err, "folder \"%s\": \"*\" and \"%%\" are IMAP wildcards", folder);
+		err_at(err, im->where, "folder \"%s\": \"*\" and \"%%\" are IMAP wildcards", folder);
 	else if (im->delim != '\0' && im->delim != '/' && strchr(lvl, im->delim))
-		failf(im, err, "folder \"%s\": \"%c\" is the server's hierarchy delimiter "
+		err_at(err, im->where, "folder \"%s\": \"%c\" is the server's hierarchy delimiter "
 		    "(use \"/\" between levels)", folder, im->delim);
 	else if (!safe_value(lvl, IMAP_MBOX_MAX))
-		failf(im, err, "folder \"%s\": control character in the name", folder);
+		err_at(err, im->where, "folder \"%s\": control character in the name", folder);
 	else if (first && strcasecmp(lvl, "INBOX") == 0) {
 		enc = xstrdup("INBOX");
 		r = 0;
 	} else if (mutf7_encode(lvl, &enc) == -1)
-		failf(im, err, "folder \"%s\": not valid UTF-8", folder);
+		err_at(err, im->where, "folder \"%s\": not valid UTF-8", folder);
 	else
 		r = 0;
 	free(lvl);
@@ -207,7 +193,7 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 		return 0;
 	}
 	if (im->delim == '\0' && strchr(folder, '/') != NULL)
-		return failf(im, err, "folder \"%s\": the server has no hierarchy", folder);
+		return err_at(err, im->where, "folder \"%s\": the server has no hierarchy", folder);
 	for (;;) {
 		slash = strchr(p, '/');
 		if (add_level(im, folder, p, slash ? (size_t)(slash - p) : strlen(p),
@@ -221,7 +207,7 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 	}
 	if (strlen(out) > IMAP_MBOX_MAX) {
 		free(out);
-		return failf(im, err, "folder \"%s\": name too long", folder);
+		return err_at(err, im->where, "folder \"%s\": name too long", folder);
 	}
 	*mbox = out;
 	return 0;
@@ -291,7 +277,7 @@ starttls(struct imap *im, char **err)
 		return -1;
 	if (!offered) {
 		im->broken = true;
-		return failf(im, err, "server does not offer STARTTLS (tls = \"starttls\")");
+		return err_at(err, im->where, "server does not offer STARTTLS (tls = \"starttls\")");
 	}
 	/* libetpan refuses bytes injected after the reply (CVE-2020-15953). */
 	r = mailimap_socket_starttls_with_callback(im->m, tls_sni_callback,
@@ -326,7 +312,7 @@ establish(struct imap *im, char **err)
 	 * log in to. */
 	if (r == MAILIMAP_NO_ERROR_AUTHENTICATED) {
 		im->broken = true;
-		return failf(im, err, "server greeted with PREAUTH: refused, the store "
+		return err_at(err, im->where, "server greeted with PREAUTH: refused, the store "
 		    "must log in as the configured user%s",
 		    s->tls == CONF_TLS_STARTTLS ? " over TLS" : "");
 	}
@@ -350,7 +336,7 @@ login(struct imap *im, const char *user, const char *pass, char **err)
 	if (read_caps(im, NULL, &nologin, err) == -1)
 		return -1;
 	if (nologin)
-		return failf(im, err, "server refuses LOGIN (LOGINDISABLED): use tls");
+		return err_at(err, im->where, "server refuses LOGIN (LOGINDISABLED): use tls");
 	r = mailimap_login(im->m, user, pass);
 	/* libetpan keeps sent bytes in its write buffer: wipe the password. */
 	explicit_bzero(s->write_buffer, s->buffer_max_size);
@@ -360,10 +346,10 @@ login(struct imap *im, const char *user, const char *pass, char **err)
 		return fail(im, err, "LOGIN", r);
 	text = server_text(im);
 	if (*pass != '\0' && strstr(text, pass) != NULL)
-		failf(im, err, "login as %s refused (reply withheld: it repeats the "
+		err_at(err, im->where, "login as %s refused (reply withheld: it repeats the "
 		    "password)", user);
 	else
-		failf(im, err, "login as %s refused: %s", user, text);
+		err_at(err, im->where, "login as %s refused: %s", user, text);
 	free(text);
 	return -1;
 }
@@ -397,10 +383,10 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 
 	*user = conf_store_user(c, a);
 	if (**user == '\0' || !safe_value(*user, IMAP_NAME_MAX))
-		return failf(im, err, "store user name is empty, holds a control "
+		return err_at(err, im->where, "store user name is empty, holds a control "
 		    "character or is longer than %d bytes", IMAP_NAME_MAX);
 	if (master != NULL && (*master == '\0' || !safe_value(master, IMAP_NAME_MAX)))
-		return failf(im, err, "store master_user is empty, holds a control "
+		return err_at(err, im->where, "store master_user is empty, holds a control "
 		    "character or is too long");
 	/* Dovecot's master login: "user*master" (auth_master_user_separator),
 	 * authenticated by the master's password. */
@@ -410,10 +396,10 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 	if (*pass == NULL)
 		*pass = xstrdup("");
 	if (!safe_value(*pass, IMAP_PASS_MAX))
-		return failf(im, err, "store password holds a control character or is "
+		return err_at(err, im->where, "store password holds a control character or is "
 		    "longer than %d bytes", IMAP_PASS_MAX);
 	if (im->srv->tls == CONF_TLS_NONE && **pass != '\0' && !im->srv->allow_plaintext)
-		return failf(im, err, "tls = none with a password requires "
+		return err_at(err, im->where, "tls = none with a password requires "
 		    "allow_plaintext = true");
 	return 0;
 }
@@ -648,7 +634,7 @@ continuation(struct imap *im, bool *trycreate, char **err)
 			break;
 	}
 	if (tagged_reply(im, "APPEND", trycreate, err) == 0)
-		return failf(im, err, "APPEND: server accepted a message it never read");
+		return err_at(err, im->where, "APPEND: server accepted a message it never read");
 	return 0;
 }
 
@@ -666,7 +652,7 @@ send_literal(struct imap *im, int fd, uint64_t size, char **err)
 		    (off_t)off);
 		if (n <= 0) {
 			im->broken = true;
-			return failf(im, err, "reading the temp file: %s",
+			return err_at(err, im->where, "reading the temp file: %s",
 			    n == 0 ? "it shrank" : strerror(errno));
 		}
 		if (send_bytes(im, im->buf, (size_t)n, err) == -1)
@@ -838,7 +824,7 @@ im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	im->buf = xmalloc(IMAP_CHUNK);
 	if (im->srv->host == NULL || *im->srv->host == '\0' || im->srv->port == 0 ||
 	    im->srv->port > 65535) {
-		failf(im, err, "no host or port configured");
+		err_at(err, im->where, "no host or port configured");
 		im_close(im);
 		return -1;
 	}

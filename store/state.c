@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/err.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 
@@ -241,20 +242,11 @@ struct state {
 	sqlite3_stmt *stmt[S_COUNT];
 };
 
+/* "what: SQLite's last message". */
 static int
 fail(struct state *st, const char *what, char **err)
 {
-	if (err != NULL)
-		*err = xasprintf("%s: %s", what, sqlite3_errmsg(st->db));
-	return -1;
-}
-
-static int
-failx(const char *what, char **err)
-{
-	if (err != NULL)
-		*err = xstrdup(what);
-	return -1;
+	return err_set(err, "%s: %s", what, sqlite3_errmsg(st->db));
 }
 
 /* The cached statement id, prepared on first use; NULL with *err set. */
@@ -580,7 +572,7 @@ state_account(struct state *st, const char *name, int64_t *id, char **err)
 	if (rc == SQLITE_ROW)
 		*id = sqlite3_column_int64(s, 0);
 	else if (rc == SQLITE_DONE)
-		failx("looking up the account: it vanished as it was created", err);
+		err_set(err, "looking up the account: it vanished as it was created");
 	else
 		fail(st, what, err);
 	done(s);
