@@ -15,6 +15,7 @@
 
 #include <libetpan/libetpan.h>
 
+#include "lib/io.h"
 #include "lib/log.h"
 #include "bridge/queue.h"
 #include "bridge/smtp.h"
@@ -264,8 +265,8 @@ write_line(int fd, const char *line, size_t n, uint64_t *size)
 	while (n > 0) {
 		cr = memchr(line, '\r', n);
 		k = cr != NULL ? (size_t)(cr - line) : n;
-		if (write(fd, line, k) != (ssize_t)k ||
-		    (cr != NULL && write(fd, "\r\n", 2) != 2))
+		if (io_write_all(fd, line, k) == -1 ||
+		    (cr != NULL && io_write_all(fd, "\r\n", 2) == -1))
 			return -1;
 		*size += k + (cr != NULL ? 2 : 0);
 		if (*size > SENDMAIL_MESSAGE_MAX)
@@ -389,7 +390,7 @@ write_message(const struct conf *c, FILE *in, struct strbuf *h, bool eof,
 
 	if ((*fd = spool_file(c)) == -1)
 		return EX_CANTCREAT;
-	if (write(*fd, h->s, h->len) != (ssize_t)h->len ||
+	if (io_write_all(*fd, h->s, h->len) == -1 ||
 	    (!eof && copy_body(in, *fd, o->ignore_dots, &size) == -1)) {
 		log_warnx("sendmail: writing the message failed (or it is over %llu bytes)",
 		    (unsigned long long)SENDMAIL_MESSAGE_MAX);

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/io.h"
 #include "lib/log.h"
 #include "bridge/relay.h"
 #include "bridge/relay_data.h"
@@ -21,22 +22,6 @@
 #include "store/state.h"
 
 enum outcome { MSG_OK, MSG_BARE_EOL, MSG_TOO_BIG, MSG_IO_ERROR, MSG_LOST };
-
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-
-		if (k == -1 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		n -= k;
-	}
-	return 0;
-}
 
 /* RFC 5321 4.4, with the RFC 3848 protocol name (ESMTPSA: TLS and AUTH). */
 static int
@@ -51,7 +36,7 @@ write_received(struct sess *s, int fd)
 	h = xasprintf("Received: from %s ([%s])\r\n\tby %s (pop3bridge) with %s%s;\r\n\t%s\r\n",
 	    s->helo, s->peer, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP",
 	    s->io.tls != NULL ? "SA" : "A", date);
-	rc = write_all(fd, h, strlen(h));
+	rc = io_write_all(fd, h, strlen(h));
 	free(h);
 	return rc;
 }
@@ -74,7 +59,7 @@ receive(struct sess *s, int fd, uint64_t *size)
 		s->io.in_off += data_decode(&d, s->io.in + s->io.in_off, avail, out, &n);
 		*size += n;
 		if (*size <= s->x->c->relay.max_message_size && !io_error &&
-		    write_all(fd, out, n) == -1) {
+		    io_write_all(fd, out, n) == -1) {
 			log_warn("relay: spool");
 			io_error = true;
 		}

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 #include "store/imap.h"
@@ -95,14 +96,14 @@ copy_converted(FILE *in, int fd, int crlf, uint64_t *size)
 		if (o >= sizeof buf - 2) {
 			/* Keep a trailing CR back: the next byte may be its LF. */
 			n = (buf[o - 1] == '\r') ? o - 1 : o;
-			if (write(fd, buf, n) != (ssize_t)n)
+			if (io_write_all(fd, buf, n) == -1)
 				return -1;
 			*size += n;
 			memmove(buf, buf + n, o - n);
 			o -= n;
 		}
 	}
-	if (ferror(in) || (o > 0 && write(fd, buf, o) != (ssize_t)o))
+	if (ferror(in) || io_write_all(fd, buf, o) == -1)
 		return -1;
 	*size += o;
 	return 0;

@@ -26,6 +26,7 @@
 #include <libetpan/libetpan.h>
 
 #include "lib/err.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
@@ -836,45 +837,6 @@ im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	return 0;
 }
 
-/* mkdir -p with mode 0700 for what is created. */
-static int
-make_dirs(const char *path, char **err)
-{
-	char *p = xstrdup(path), *s;
-	int r = 0;
-
-	for (s = p + 1; r == 0; s++) {
-		if ((s = strchr(s, '/')) != NULL)
-			*s = '\0';
-		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-			*err = xasprintf("creating %s: %s", p, strerror(errno));
-			r = -1;
-		}
-		if (s == NULL)
-			break;
-		*s = '/';
-	}
-	free(p);
-	return r;
-}
-
-static int
-write_all(int fd, const char *s, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, s, n)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int
 im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
 {
@@ -883,7 +845,8 @@ im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **er
 
 	(void)folder;
 	*fd = -1;
-	if (check_key(key, err) == -1 || make_dirs(im->spool, err) == -1)
+	if (check_key(key, err) == -1 ||
+	    io_mkdir_p(im->spool, 0700, false, err) == -1)
 		return -1;
 	path = spool_path(im, key);
 	*fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
@@ -892,7 +855,7 @@ im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **er
 	else {
 		/* The key travels with the message: find() searches for it. */
 		line = xasprintf(IMAP_KEY_HEADER ": %s\r\n", key);
-		if (write_all(*fd, line, strlen(line)) == -1) {
+		if (io_write_all(*fd, line, strlen(line)) == -1) {
 			*err = xasprintf("writing %s: %s", path, strerror(errno));
 			close(*fd);
 			unlink(path);

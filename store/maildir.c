@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
@@ -223,21 +224,6 @@ find_owner(struct maildir *md, char **err)
 	return 0;
 }
 
-static int
-sync_dir(const char *path, char **err)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd == -1 || fsync(fd) == -1) {
-		*err = xasprintf("fsync %s: %s", path, strerror(errno));
-		if (fd != -1)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
 /* Syncs path and the directory holding it, so that a new directory (and
  * what it holds) survives a crash. */
 static int
@@ -246,42 +232,10 @@ sync_dir_and_parent(const char *path, char **err)
 	char *parent;
 	int r;
 
-	if (sync_dir(path, err) == -1)
+	if (io_fsync_dir(path, err) == -1)
 		return -1;
 	parent = parent_dir(path);
-	r = sync_dir(parent, err);
-	free(parent);
-	return r;
-}
-
-/* mkdir 0700: 1 made, 0 existed, -1 error. */
-static int
-make_dir(const char *path, char **err)
-{
-	if (mkdir(path, 0700) == -1) {
-		if (errno == EEXIST)
-			return 0;
-		*err = xasprintf("creating %s: %s", path, strerror(errno));
-		return -1;
-	}
-	return 1;
-}
-
-/* make_dir, creating missing ancestors first. Each new directory's parent
- * is synced: the whole chain must survive a crash with the mail in it. */
-static int
-make_dirs(struct maildir *md, const char *path, char **err)
-{
-	struct stat sb;
-	char *parent;
-	int r;
-
-	if (stat(path, &sb) == 0)
-		return 0;
-	parent = parent_dir(path);
-	r = make_dirs(md, parent, err);
-	if (r != -1 && (r = make_dir(path, err)) == 1 && sync_dir(parent, err) == -1)
-		r = -1;
+	r = io_fsync_dir(parent, err);
 	free(parent);
 	return r;
 }
@@ -306,19 +260,21 @@ make_file(const char *path, char **err)
  * "maildirfolder" file that marks a Maildir++ folder. *made is set when
  * the folder's own directory was created by this call. */
 static int
-make_maildir(struct maildir *md, const char *dir, bool *made, char **err)
+make_maildir(const struct maildir *md, const char *dir, bool *made, char **err)
 {
 	static const char *const subs[] = { "tmp", "new", "cur" };
 	char *path = xasprintf("%s%s%s", md->root, dir[0] ? "/" : "", dir), *p;
 	int r, any;
 	size_t i;
 
-	r = dir[0] ? make_dir(path, err) : make_dirs(md, path, err);
+	/* The root's missing ancestors are made durably: the whole chain
+	 * must survive a crash with the mail in it. */
+	r = io_mkdir_p(path, 0700, dir[0] == '\0', err);
 	*made = r == 1;
 	any = r;
 	for (i = 0; r != -1 && i < 3; i++) {
 		p = xasprintf("%s/%s", path, subs[i]);
-		if ((r = make_dir(p, err)) == 1)
+		if ((r = io_mkdir_p(p, 0700, false, err)) == 1)
 			any = 1;
 		free(p);
 	}
@@ -421,23 +377,6 @@ has_line(const char *buf, const char *line)
 	return false;
 }
 
-static int
-write_all(int fd, const char *s, size_t n)
-{
-	ssize_t r;
-
-	while (n > 0) {
-		if ((r = write(fd, s, n)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		s += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 /* Fills the lock file with the new contents: the old ones (or a version 2
  * header for a new file), then name on a line of its own. */
 static int
@@ -447,9 +386,9 @@ subs_write(int fd, const char *old, size_t len, const char *name)
 		old = SUBS_V2;
 		len = strlen(SUBS_V2);
 	}
-	if (write_all(fd, old, len) == -1 ||
-	    (len > 0 && old[len - 1] != '\n' && write_all(fd, "\n", 1) == -1) ||
-	    write_all(fd, name, strlen(name)) == -1 || write_all(fd, "\n", 1) == -1)
+	if (io_write_all(fd, old, len) == -1 ||
+	    (len > 0 && old[len - 1] != '\n' && io_write_all(fd, "\n", 1) == -1) ||
+	    io_write_all(fd, name, strlen(name)) == -1 || io_write_all(fd, "\n", 1) == -1)
 		return -1;
 	return fsync(fd);
 }
@@ -799,7 +738,7 @@ deliver_owned(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 	/* One fsync per directory for the whole batch. Also after a failure:
 	 * reconciliation may find the files already moved and record them. */
 	for (i = 0; i < n_dirs; i++) {
-		if (sync_dir(dirs[i], r == 0 ? err : &serr) == -1)
+		if (io_fsync_dir(dirs[i], r == 0 ? err : &serr) == -1)
 			r = -1;
 		free(serr);
 		serr = NULL;
@@ -878,7 +817,7 @@ find_owned(void *ctx, const char *folder, const char *key, char **location, char
 	/* A run killed between rename and directory fsync leaves a file that
 	 * is visible but not yet durable: make it so before it is recorded. */
 	path = fpath(md, f, sub, NULL);
-	if (sync_dir(path, err) == -1)
+	if (io_fsync_dir(path, err) == -1)
 		r = -1;
 	else
 		*location = flocation(f, sub, name);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/io.h"
 #include "lib/xmalloc.h"
 
 #define MSG_COLUMNS "o.id, a.name, o.auth_user, o.mail_from, o.spool_file," \
@@ -67,18 +68,6 @@ outbox_spool_dir(const char *state_dir)
  * Enqueueing.
  */
 
-static int
-fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
-
-	if (fd == -1)
-		return -1;
-	r = fsync(fd);
-	close(fd);
-	return r;
-}
-
 /* Copies fd (from its start) into path, for when it cannot be linked. */
 static int
 copy_into(int fd, const char *path)
@@ -92,7 +81,7 @@ copy_into(int fd, const char *path)
 	if (lseek(fd, 0, SEEK_SET) == -1)
 		goto out;
 	while ((n = read(fd, buf, sizeof buf)) > 0)
-		if (write(out, buf, (size_t)n) != n)
+		if (io_write_all(out, buf, (size_t)n) == -1)
 			goto out;
 	if (n == 0 && fsync(out) == 0)
 		r = 0;
@@ -137,9 +126,7 @@ spool_link(const char *state_dir, int fd, char **name, char **err)
 	else if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == -1 &&
 	    copy_into(fd, path) == -1)
 		*err = xasprintf("spooling into %s: %s", dir, strerror(errno));
-	else if (fsync_dir(dir) == -1)
-		*err = xasprintf("fsync of %s: %s", dir, strerror(errno));
-	else
+	else if (io_fsync_dir(dir, err) == 0)
 		r = 0;
 	if (r == -1) {
 		unlink(path);
