@@ -22,8 +22,10 @@
 #include <libetpan/libetpan.h>
 
 #include "lib/err.h"
+#include "lib/hex.h"
 #include "lib/log.h"
 #include "lib/net.h"
+#include "lib/sasl.h"
 #include "bridge/pop3_reader.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
@@ -407,18 +409,24 @@ check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char
 	return POP3_OK;
 }
 
+/* What a login sends: the user, the secret, and what was derived from it
+ * (the APOP digest, a SASL response), which a refusal must not repeat. */
+struct cred {
+	const char *user, *secret;
+	const char *sent;	/* NULL when nothing was derived */
+};
+
 /* A refused login. The RFC 2449/3206 response codes IN-USE, LOGIN-DELAY and
  * SYS/TEMP mean "not now", not "wrong credentials": retry later. Some
- * servers echo the rejected command: a reply holding the secret (or its
- * base64 form, b64 may be NULL) is withheld from the message. */
+ * servers echo the rejected command: a reply holding the secret (lib/sasl.c
+ * knows its forms) or what was sent for it is withheld from the message. */
 static int
-auth_refused(struct pop3 *p, const char *text, const char *secret, const char *b64,
-    char **err)
+auth_refused(struct pop3 *p, const char *text, const struct cred *c, char **err)
 {
 	int code = pop3_resp_temporary(text) ? POP3_ENET : POP3_EAUTH;
 
-	if ((*secret != '\0' && strstr(text, secret) != NULL) ||
-	    (b64 != NULL && *b64 != '\0' && strstr(text, b64) != NULL))
+	if (sasl_repeats_secret(text, c->user, c->secret) ||
+	    (c->sent != NULL && *c->sent != '\0' && strstr(text, c->sent) != NULL))
 		return failf(p, code, err, "login refused (reply withheld: it "
 		    "repeats the credential)");
 	return server_err(p, code, err, "login refused", text);
@@ -427,6 +435,7 @@ auth_refused(struct pop3 *p, const char *text, const char *secret, const char *b
 static int
 auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
 {
+	const struct cred c = { user, pass, NULL };
 	char text[POP3_LINE_MAX + 1];
 	bool ok;
 	int rv;
@@ -435,11 +444,11 @@ auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok)
-		return auth_refused(p, text, pass, NULL, err);
+		return auth_refused(p, text, &c, err);
 	if ((rv = send_secret(p, "PASS ", pass, err)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, pass, NULL, err);
+	return ok ? POP3_OK : auth_refused(p, text, &c, err);
 }
 
 /* APOP (RFC 1939) with GnuTLS's MD5: libetpan's is broken on 64-bit. */
@@ -447,9 +456,10 @@ static int
 auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
 {
 	const char *ts = p->m->pop3_timestamp;
-	size_t tl = strlen(ts), pl = strlen(pass), i;
+	size_t tl = strlen(ts), pl = strlen(pass);
 	unsigned char md5[16];
 	char hex[33], text[POP3_LINE_MAX + 1], *buf = xmalloc(tl + pl + 1);
+	const struct cred c = { user, pass, hex };
 	bool ok;
 	int rv;
 
@@ -460,44 +470,41 @@ auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
 	free(buf);
 	if (rv < 0)
 		return failf(p, POP3_ECONFIG, err, "APOP needs MD5, which GnuTLS refuses");
-	for (i = 0; i < sizeof md5; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md5[i]);
+	hex_encode(md5, sizeof md5, hex);
 	if ((rv = send_cmd(p, err, "APOP %s %s", user, hex)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, pass, hex, err);
+	return ok ? POP3_OK : auth_refused(p, text, &c, err);
 }
 
-/* Sends AUTH mech with the base64 response b64: inline when the line fits
- * in 255 octets, else after the server's "+" (RFC 5034 section 4). */
+/* Sends AUTH mech with the base64 response c->sent: inline when the line
+ * fits in 255 octets, else after the server's "+" (RFC 5034 section 4). */
 static int
-sasl_start(struct pop3 *p, const char *mech, const char *b64, const char *secret,
-    char **err)
+sasl_start(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 {
 	char prefix[32], text[POP3_LINE_MAX + 1], *msg = NULL;
 	enum pop3_status st;
 	int rv;
 
 	snprintf(prefix, sizeof prefix, "AUTH %s ", mech);
-	if (strlen(prefix) + strlen(b64) + 2 <= POP3_RFC5034)
-		return send_secret(p, prefix, b64, err);
+	if (strlen(prefix) + strlen(c->sent) + 2 <= POP3_RFC5034)
+		return send_secret(p, prefix, c->sent, err);
 	if ((rv = send_cmd(p, err, "AUTH %s", mech)) != POP3_OK)
 		return rv;
 	if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_ERR)
-		return auth_refused(p, text, secret, b64, err);
+		return auth_refused(p, text, c, err);
 	if (st == POP3_ST_OK)
 		return failf(p, POP3_EPROTO, err, "AUTH %s: +OK before any credential", mech);
-	return send_secret(p, "", b64, err);
+	return send_secret(p, "", c->sent, err);
 }
 
 /* Reads the outcome of AUTH. A "+" challenge now is an error report
  * (XOAUTH2 sends its JSON error that way): answer with an empty line
  * (XOAUTH2) or "*" (cancel, RFC 5034) to get the final -ERR. */
 static int
-sasl_finish(struct pop3 *p, const char *mech, const char *b64, const char *secret,
-    char **err)
+sasl_finish(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 {
 	char text[POP3_LINE_MAX + 1], *msg = NULL;
 	enum pop3_status st;
@@ -509,7 +516,7 @@ sasl_finish(struct pop3 *p, const char *mech, const char *b64, const char *secre
 		if (st == POP3_ST_OK)
 			return POP3_OK;
 		if (st == POP3_ST_ERR)
-			return auth_refused(p, text, secret, b64, err);
+			return auth_refused(p, text, c, err);
 		if (round == 0 && (rv = send_cmd(p, err, "%s",
 		    strcmp(mech, "XOAUTH2") == 0 ? "" : "*")) != POP3_OK)
 			return rv;
@@ -517,48 +524,20 @@ sasl_finish(struct pop3 *p, const char *mech, const char *b64, const char *secre
 	return failf(p, POP3_EPROTO, err, "AUTH %s: a second challenge", mech);
 }
 
-/* SASL with a one-step mechanism: raw is the response built around the
- * secret; both copies (raw and its base64 form) are wiped afterwards. */
+/* SASL with a one-step mechanism (lib/sasl.c builds the response); the
+ * base64 response is wiped afterwards. */
 static int
-auth_sasl(struct pop3 *p, const char *mech, char *raw, size_t rawlen,
-    const char *secret, char **err)
+auth_sasl(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+    char **err)
 {
-	char *b64 = pop3_base64(raw, rawlen);
+	char *b64 = sasl_response64(mech, user, secret);
+	const struct cred c = { user, secret, b64 };
 	int rv;
 
-	explicit_bzero(raw, rawlen);
-	if ((rv = sasl_start(p, mech, b64, secret, err)) == POP3_OK)
-		rv = sasl_finish(p, mech, b64, secret, err);
+	if ((rv = sasl_start(p, sasl_name(mech), &c, err)) == POP3_OK)
+		rv = sasl_finish(p, sasl_name(mech), &c, err);
 	explicit_bzero(b64, strlen(b64));
 	free(b64);
-	return rv;
-}
-
-static int
-auth_plain(struct pop3 *p, const char *user, const char *pass, char **err)
-{
-	size_t ul = strlen(user), pl = strlen(pass), n = ul + pl + 2;
-	char *raw = xmalloc(n);
-	int rv;
-
-	/* RFC 4616: empty authzid NUL authcid NUL password. */
-	raw[0] = '\0';
-	memcpy(raw + 1, user, ul);
-	raw[1 + ul] = '\0';
-	memcpy(raw + 2 + ul, pass, pl);
-	rv = auth_sasl(p, "PLAIN", raw, n, pass, err);
-	free(raw);
-	return rv;
-}
-
-static int
-auth_xoauth2(struct pop3 *p, const char *user, const char *token, char **err)
-{
-	char *raw = xasprintf("user=%s\001auth=Bearer %s\001\001", user, token);
-	int rv;
-
-	rv = auth_sasl(p, "XOAUTH2", raw, strlen(raw), token, err);
-	free(raw);
 	return rv;
 }
 
@@ -600,9 +579,9 @@ authenticate(struct pop3 *p, const struct conf_server *s, const char *pass, char
 	case AUTH_APOP:
 		return auth_apop(p, s->user, pass, err);
 	case AUTH_PLAIN:
-		return auth_plain(p, s->user, pass, err);
+		return auth_sasl(p, SASL_PLAIN, s->user, pass, err);
 	case AUTH_XOAUTH2:
-		return auth_xoauth2(p, s->user, pass, err);
+		return auth_sasl(p, SASL_XOAUTH2, s->user, pass, err);
 	case AUTH_NONE:
 		break;
 	}

@@ -528,34 +528,6 @@ pop3_listing_merge(struct pop3_entry *list, size_t nlist, struct pop3_entry *uid
 	return POP3_OK;
 }
 
-char *
-pop3_base64(const void *p, size_t n)
-{
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const unsigned char *s = p;
-	char *out = xmalloc((n + 2) / 3 * 4 + 1), *o = out;
-	unsigned long v;
-	size_t i;
-
-	for (i = 0; i + 2 < n; i += 3) {
-		v = (unsigned long)s[i] << 16 | (unsigned long)s[i + 1] << 8 | s[i + 2];
-		*o++ = b64[v >> 18 & 63];
-		*o++ = b64[v >> 12 & 63];
-		*o++ = b64[v >> 6 & 63];
-		*o++ = b64[v & 63];
-	}
-	if (i < n) {
-		v = (unsigned long)s[i] << 16 | (i + 1 < n ? (unsigned long)s[i + 1] << 8 : 0);
-		*o++ = b64[v >> 18 & 63];
-		*o++ = b64[v >> 12 & 63];
-		*o++ = i + 1 < n ? b64[v >> 6 & 63] : '=';
-		*o++ = '=';
-	}
-	*o = '\0';
-	return out;
-}
-
 void
 pop3_out_init(struct pop3_out *o, int fd, enum pop3_eol eol, uint64_t max_octets)
 {

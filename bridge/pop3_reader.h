@@ -116,10 +116,6 @@ int pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **er
 int pop3_listing_merge(struct pop3_entry *list, size_t nlist, struct pop3_entry *uidls,
     size_t nuidl, bool have_uidl, bool allow_gaps, char **err);
 
-/* Returns the allocated, NUL-terminated base64 encoding of n bytes at p.
- * The caller wipes (it may hold a credential) and frees it. */
-char *pop3_base64(const void *p, size_t n);
-
 /* The RETR/TOP writer: a pop3_sink_fn (ctx = struct pop3_out) that writes
  * lines to fd with eol line endings through a 64 KiB buffer, hashes the
  * bytes written with SHA-256 and counts octets as sent (CRLF). Besides, it

@@ -15,10 +15,10 @@
 
 #include <libetpan/libetpan.h>
 
+#include "lib/addr.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "bridge/queue.h"
-#include "bridge/smtp.h"
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
 
@@ -348,11 +348,11 @@ check_envelope(const struct conf *c, const char *from, const struct sm_opts *o,
 		return EX_USAGE;
 	}
 	for (size_t i = 0; i < o->n_rcpts; i++)
-		if (!smtp_address_ok(o->rcpts[i], false)) {
+		if (!addr_ok(o->rcpts[i])) {
 			log_warnx("sendmail: bad recipient address");
 			return EX_DATAERR;
 		}
-	if (!smtp_address_ok(from, false) || (*a = account_for(c, from)) == NULL) {
+	if (!addr_ok(from) || (*a = account_for(c, from)) == NULL) {
 		log_warnx("sendmail: %s is not an address of any account", from);
 		return EX_NOPERM;
 	}

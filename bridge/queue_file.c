@@ -15,6 +15,7 @@
 #include <gnutls/crypto.h>
 
 #include "bridge/dsn.h"
+#include "lib/hex.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 #include "store/deliver.h"
@@ -52,8 +53,7 @@ queue_copy_key(const struct outbox_msg *m, const char *what)
 	if (name == NULL || *name == '\0' ||
 	    gnutls_hash_fast(GNUTLS_DIG_SHA256, name, strlen(name), md) != 0)
 		return NULL;
-	for (size_t i = 0; i < 16; i++)
-		snprintf(tag + 2 * i, 3, "%02x", md[i]);
+	hex_encode(md, 16, tag);
 	return xasprintf("outbox%lldx%lld-%s-%s", (long long)m->id,
 	    (long long)m->created_at, tag, what);
 }

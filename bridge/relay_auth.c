@@ -7,57 +7,16 @@
 
 #include "lib/log.h"
 #include "bridge/relay_priv.h"
+#include "lib/base64.h"
+#include "lib/sasl.h"
 #include "lib/xmalloc.h"
 
 #define CRED_MAX	256     /* bytes of a user name or a password */
 
-static int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Strict base64 (padding required, nothing else allowed). out must hold
- * strlen(in) / 4 * 3 + 1 bytes; it is NUL-terminated. Returns the decoded
- * length, or -1. */
-static ssize_t
-b64_decode(const char *in, char *out)
-{
-	size_t n = strlen(in), o = 0;
-
-	if (n % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4], pad = 0;
-
-		for (int k = 0; k < 4; k++) {
-			if (in[i + k] == '=' && i + 4 == n && k >= 2) {
-				v[k] = 0;
-				pad++;
-			} else if (pad > 0 || (v[k] = b64_value(in[i + k])) < 0)
-				return -1;
-		}
-		unsigned w = v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3];
-		out[o++] = w >> 16;
-		if (pad < 2)
-			out[o++] = w >> 8 & 0xff;
-		if (pad < 1)
-			out[o++] = w & 0xff;
-	}
-	out[o] = '\0';
-	return o;
-}
-
 /* Reads the client's answer to a 334 challenge and decodes it into a new
  * buffer (*out, *len). 0, or -1 after replying (cancelled, malformed). */
 static int
-read_response(struct sess *s, const char *challenge, char **out, ssize_t *len)
+read_response(struct sess *s, const char *challenge, char **out, size_t *len)
 {
 	char line[RELAY_LINE_MAX];
 	ssize_t n;
@@ -73,11 +32,9 @@ read_response(struct sess *s, const char *challenge, char **out, ssize_t *len)
 		    "501 5.0.0 Authentication cancelled");
 		return -1;
 	}
-	*out = xmalloc(n / 4 * 3 + 1);
-	*len = b64_decode(line, *out);
+	*out = base64_decode(line, len);
 	explicit_bzero(line, sizeof line);
-	if (*len < 0) {
-		free(*out);
+	if (*out == NULL) {
 		sess_error(s, "501 5.5.2 Cannot decode response");
 		return -1;
 	}
@@ -88,15 +45,12 @@ read_response(struct sess *s, const char *challenge, char **out, ssize_t *len)
  * round trip when there is none. */
 static int
 get_value(struct sess *s, const char *initial, const char *challenge, char **out,
-    ssize_t *len)
+    size_t *len)
 {
 	if (initial == NULL || *initial == '\0')
 		return read_response(s, challenge, out, len);
-	*out = xmalloc(strlen(initial) / 4 * 3 + 1);
-	if (strcmp(initial, "=") == 0)          /* an empty initial response */
-		**out = '\0', *len = 0;
-	else if ((*len = b64_decode(initial, *out)) < 0) {
-		free(*out);
+	/* "=" is an empty initial response (RFC 4954), "" in base64. */
+	if ((*out = base64_decode(strcmp(initial, "=") == 0 ? "" : initial, len)) == NULL) {
 		sess_error(s, "501 5.5.2 Cannot decode response");
 		return -1;
 	}
@@ -145,18 +99,19 @@ verify(struct sess *s, const char *user, size_t ulen, const char *pass, size_t p
 static void
 auth_plain(struct sess *s, const char *initial)
 {
-	char *v, *authc, *pass;
-	ssize_t len;
+	struct sasl_plain pl;
+	size_t len;
+	char *v;
 
 	if (get_value(s, initial, "", &v, &len) == -1)
 		return;
-	/* authzid NUL authcid NUL passwd; an authzid must be the user. */
-	authc = memchr(v, '\0', len);
-	pass = authc ? memchr(authc + 1, '\0', v + len - authc - 1) : NULL;
-	if (authc == NULL || pass == NULL || (authc != v && strcmp(v, authc + 1) != 0))
+	/* An authorization identity, if any, must be the user itself. */
+	if (sasl_plain_parse(v, len, &pl) == -1 || (pl.authzid_len > 0 &&
+	    (pl.authzid_len != pl.authcid_len ||
+	    memcmp(pl.authzid, pl.authcid, pl.authcid_len) != 0)))
 		rio_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
 	else
-		verify(s, authc + 1, pass - authc - 1, pass + 1, v + len - pass - 1);
+		verify(s, pl.authcid, pl.authcid_len, pl.passwd, pl.passwd_len);
 	explicit_bzero(v, len);
 	free(v);
 }
@@ -165,7 +120,7 @@ static void
 auth_login(struct sess *s, const char *initial)
 {
 	char *user, *pass;
-	ssize_t ulen, plen;
+	size_t ulen, plen;
 
 	if (get_value(s, initial, "VXNlcm5hbWU6", &user, &ulen) == -1)
 		return;

@@ -12,6 +12,7 @@
 
 #include "lib/log.h"
 #include "bridge/relay_priv.h"
+#include "lib/addr.h"
 #include "lib/xmalloc.h"
 
 bool
@@ -52,29 +53,6 @@ relay_sender_account(const struct conf *c, const char *user, const char *addr)
 	return NULL;
 }
 
-/* A mailbox we are willing to carry: printable ASCII without specials
- * that could confuse a later protocol line, one '@' inside. Quoted local
- * parts, source routes and SMTPUTF8 are refused (strict, not lenient). */
-static bool
-address_ok(const char *a, size_t len)
-{
-	size_t at = 0, n_at = 0;
-
-	if (len == 0 || len > 254)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = a[i];
-
-		if (ch <= 0x20 || ch >= 0x7f || strchr("<>()[]\\,;:\"", ch) != NULL)
-			return false;
-		if (ch == '@') {
-			at = i;
-			n_at++;
-		}
-	}
-	return n_at == 1 && at > 0 && at < len - 1;
-}
-
 char *
 relay_parse_path(const char *arg, const char *kw, const char **params)
 {
@@ -88,7 +66,7 @@ relay_parse_path(const char *arg, const char *kw, const char **params)
 	if (*p != '<' || (end = strchr(p, '>')) == NULL)
 		return NULL;
 	len = end - p - 1;
-	if (len > 0 && !address_ok(p + 1, len))
+	if (len > 0 && !addr_valid(p + 1, len))
 		return NULL;
 	if (end[1] != '\0' && end[1] != ' ')
 		return NULL;

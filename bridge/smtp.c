@@ -16,10 +16,11 @@
 
 #include <libetpan/libetpan.h>
 
+#include "lib/addr.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/net.h"
-#include "bridge/pop3_reader.h"
+#include "lib/sasl.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
 
@@ -30,7 +31,6 @@ int mailesmtp_parse_ehlo(mailsmtp *m);
 #define SMTP_CHUNK	8192
 #define SMTP_LINE_MAX	2048	/* a reply line (RFC 5321: 512) */
 #define SMTP_LINES_MAX	200	/* lines of one reply */
-#define SMTP_ADDR_MAX	256
 #define SMTP_SECRET_MAX	16384	/* XOAUTH2 tokens are long */
 #define SMTP_TIMEOUT_DEFAULT 60
 
@@ -70,16 +70,6 @@ failf(struct smtp *sm, int code, char **err, const char *fmt, ...)
 	err_vat(err, sm->where, fmt, ap);
 	va_end(ap);
 	return broken(sm, code);
-}
-
-bool
-smtp_address_ok(const char *addr, bool null_ok)
-{
-	size_t n = strlen(addr);
-
-	if (n == 0)
-		return null_ok;
-	return n <= SMTP_ADDR_MAX && strpbrk(addr, "\r\n<> \t") == NULL;
 }
 
 /*
@@ -140,7 +130,7 @@ reply(struct smtp *sm, struct smtp_reply *r, char **err)
 static int __attribute__((format(printf, 4, 5)))
 command(struct smtp *sm, struct smtp_reply *r, char **err, const char *fmt, ...)
 {
-	char line[SMTP_ADDR_MAX + 128];
+	char line[ADDR_MAX + 128];
 	va_list ap;
 	int n;
 
@@ -312,53 +302,6 @@ last_text(const struct smtp *sm)
 	return xasprintf("%d %s", sm->m->response_code, r.text);
 }
 
-/* True when text holds the n bytes at p, as they are or in base64. */
-static bool
-holds(const char *text, const char *p, size_t n)
-{
-	char *b64;
-	bool found;
-
-	if (n == 0)
-		return false;
-	if (memmem(text, strlen(text), p, n) != NULL)
-		return true;
-	b64 = pop3_base64(p, n);
-	found = strstr(text, b64) != NULL;
-	explicit_bzero(b64, strlen(b64));
-	free(b64);
-	return found;
-}
-
-/* Some servers echo the refused command: a refusal that repeats the
- * secret, or one of the SASL responses built around it (PLAIN
- * "[user]\0user\0secret", XOAUTH2 "user=U\1auth=Bearer T\1\1"), in clear
- * or base64, is withheld, like bridge/pop3.c does. */
-static bool
-repeats_secret(const char *text, const char *user, const char *secret)
-{
-	size_t ul = strlen(user), sl = strlen(secret), cap = 2 * ul + sl + 32, n;
-	char *raw = xmalloc(cap);
-	bool found = holds(text, secret, sl);
-
-	/* PLAIN without, then with the authorization identity */
-	raw[0] = '\0';
-	memcpy(raw + 1, user, ul);
-	raw[ul + 1] = '\0';
-	memcpy(raw + ul + 2, secret, sl);
-	n = ul + sl + 2;
-	found = found || holds(text, raw, n);
-	memmove(raw + ul, raw, n);
-	memcpy(raw, user, ul);
-	found = found || holds(text, raw, n + ul);
-	/* XOAUTH2 */
-	n = (size_t)snprintf(raw, cap, "user=%s\1auth=Bearer %s\1\1", user, secret);
-	found = found || holds(text, raw, n);
-	explicit_bzero(raw, cap);
-	free(raw);
-	return found;
-}
-
 static int
 authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
     char **err)
@@ -386,7 +329,7 @@ authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
 		return SMTP_OK;
 	if (r == MAILSMTP_ERROR_STREAM)
 		return failf(sm, SMTP_ENET, err, "connection lost during AUTH");
-	if (sm->m->response != NULL && repeats_secret(sm->m->response, s->user, secret))
+	if (sm->m->response != NULL && sasl_repeats_secret(sm->m->response, s->user, secret))
 		return failf(sm, SMTP_EAUTH, err, "AUTH %s refused (reply withheld: it"
 		    " repeats the credential)", mech);
 	text = last_text(sm);
@@ -439,7 +382,7 @@ smtp_mail(struct smtp *sm, const char *from, uint64_t size, bool eightbit,
 {
 	char size_param[32] = "";
 
-	if (!smtp_address_ok(from, true))
+	if (*from != '\0' && !addr_ok(from))
 		return failf(sm, SMTP_ECONFIG, err, "unusable sender address");
 	if ((sm->m->esmtp & MAILSMTP_ESMTP_SIZE) && size > 0)
 		snprintf(size_param, sizeof size_param, " SIZE=%llu",
@@ -451,7 +394,7 @@ smtp_mail(struct smtp *sm, const char *from, uint64_t size, bool eightbit,
 int
 smtp_rcpt(struct smtp *sm, const char *to, struct smtp_reply *r, char **err)
 {
-	if (!smtp_address_ok(to, false))
+	if (!addr_ok(to))
 		return failf(sm, SMTP_ECONFIG, err, "unusable recipient address");
 	return command(sm, r, err, "RCPT TO:<%s>", to);
 }

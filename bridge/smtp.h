@@ -51,8 +51,8 @@ int smtp_open(struct smtp **out, const struct conf_server *s, const char *secret
 bool smtp_has_8bitmime(const struct smtp *sm);
 
 /* MAIL FROM:<from> with SIZE=size (when announced) and BODY=8BITMIME when
- * eightbit and announced. CR, LF, NUL, "<" or ">" in an address is
- * SMTP_ECONFIG (nothing sent). */
+ * eightbit and announced. An address (from may be "", the null sender)
+ * that lib/addr.c refuses is SMTP_ECONFIG (nothing sent). */
 int smtp_mail(struct smtp *sm, const char *from, uint64_t size, bool eightbit,
     struct smtp_reply *r, char **err);
 int smtp_rcpt(struct smtp *sm, const char *to, struct smtp_reply *r, char **err);
@@ -68,9 +68,5 @@ int smtp_rset(struct smtp *sm, char **err);
 
 /* QUIT (when the session is usable) and closes; frees sm. */
 void smtp_close(struct smtp *sm);
-
-/* True when addr may go into MAIL/RCPT: no CR, LF, NUL, "<", ">", not
- * empty (except for from, where "" is the null sender), at most 256. */
-bool smtp_address_ok(const char *addr, bool null_ok);
 
 #endif

@@ -17,7 +17,6 @@
 #define CONF_MAX_HOST		255
 #define CONF_MAX_USER		255
 #define CONF_MAX_PASSWORD	1024
-#define CONF_MAX_ADDRESS	254
 
 /* One error message; line 0 means "no line". */
 struct conf_msg {

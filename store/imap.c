@@ -32,6 +32,7 @@
 #include "lib/xmalloc.h"
 #include "store/maildir.h"
 #include "lib/mutf7.h"
+#include "lib/sasl.h"
 
 #define IMAP_NAME_MAX	255	/* user names (LIBETPAN.md trap 7) */
 #define IMAP_PASS_MAX	1024
@@ -346,7 +347,7 @@ login(struct imap *im, const char *user, const char *pass, char **err)
 	if (r != MAILIMAP_ERROR_LOGIN)
 		return fail(im, err, "LOGIN", r);
 	text = server_text(im);
-	if (*pass != '\0' && strstr(text, pass) != NULL)
+	if (sasl_repeats_secret(text, user, pass))
 		err_at(err, im->where, "login as %s refused (reply withheld: it repeats the "
 		    "password)", user);
 	else

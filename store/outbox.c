@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/hex.h"
 #include "lib/io.h"
 #include "lib/xmalloc.h"
 
@@ -112,8 +113,7 @@ spool_link(const char *state_dir, int fd, char **name, char **err)
 		*name = NULL;
 		return -1;
 	}
-	for (size_t i = 0; i < sizeof rnd; i++)
-		snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+	hex_encode(rnd, sizeof rnd, hex);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	*name = xasprintf("%lld.%s.%ld.%lu.msg", (long long)ts.tv_sec, hex,
 	    (long)getpid(), atomic_fetch_add(&seq, 1));

@@ -620,20 +620,8 @@ test_merge(void)
 static void
 test_misc(void)
 {
-	static const char *const in[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
-	static const char *const out[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==",
-	    "Zm9vYmE=", "Zm9vYmFy" };
 	char *s;
-	size_t i;
 
-	for (i = 0; i < 7; i++) {
-		s = pop3_base64(in[i], strlen(in[i]));
-		CHECK_STR(s, out[i]);
-		free(s);
-	}
-	s = pop3_base64("\0u\0p", 4);
-	CHECK_STR(s, "AHUAcA==");
-	free(s);
 	CHECK(pop3_resp_temporary("[IN-USE] mailbox locked"));
 	CHECK(pop3_resp_temporary("[login-delay] wait"));
 	CHECK(pop3_resp_temporary("[SYS/TEMP] try later"));
