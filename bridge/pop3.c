@@ -368,23 +368,6 @@ establish(struct pop3 *p, const struct conf_server *s, char **err)
 	return read_capa(p, err);
 }
 
-/* Refuses values that could inject commands (LIBETPAN.md trap 7): CR, LF
- * (NUL cannot be in a C string), control characters where the protocol
- * uses them as separators, and over-long values. */
-static bool
-safe_value(const char *v, size_t max, bool no_ctl)
-{
-	size_t i;
-
-	for (i = 0; v[i] != '\0'; i++) {
-		if (i == max || v[i] == '\r' || v[i] == '\n')
-			return false;
-		if (no_ctl && ((unsigned char)v[i] < 0x20 || v[i] == 0x7f))
-			return false;
-	}
-	return true;
-}
-
 static int
 check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char **err)
 {
@@ -397,15 +380,16 @@ check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char
 		return failf(p, POP3_ECONFIG, err, "port out of range");
 	if (s->user == NULL || *s->user == '\0')
 		return failf(p, POP3_ECONFIG, err, "no user name");
-	if (!safe_value(s->user, POP3_NAME_MAX, true))
+	/* Values that could inject commands: CR, LF, control characters
+	 * where the protocol uses them as separators, over-long values. */
+	if (!conf_safe_name(s->user, POP3_NAME_MAX))
 		return failf(p, POP3_ECONFIG, err, "user name holds a control character "
 		    "or is longer than %d bytes", POP3_NAME_MAX);
-	if (pass != NULL && !safe_value(pass, max, token))
+	if (pass != NULL && !(token ? conf_safe_name(pass, max) : conf_safe_value(pass, max)))
 		return failf(p, POP3_ECONFIG, err, "%s holds CR or LF or is longer than "
 		    "%zu bytes", token ? "token" : "password", max);
-	if (s->tls == CONF_TLS_NONE && pass != NULL && *pass != '\0' && !s->allow_plaintext)
-		return failf(p, POP3_ECONFIG, err, "tls = none with a password requires "
-		    "allow_plaintext = true");
+	if (conf_plaintext_refused(s, pass != NULL && *pass != '\0'))
+		return failf(p, POP3_ECONFIG, err, "%s", CONF_PLAINTEXT_REFUSED);
 	return POP3_OK;
 }
 

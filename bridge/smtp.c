@@ -263,9 +263,9 @@ check_config(struct smtp *sm, const struct conf_server *s, const char *secret,
 		return failf(sm, SMTP_ECONFIG, err, "user name holds CR, LF or is too long");
 	if (secret != NULL && !conf_safe_value(secret, SMTP_SECRET_MAX))
 		return failf(sm, SMTP_ECONFIG, err, "password holds CR, LF or is too long");
-	if (has_user && s->tls == CONF_TLS_NONE && !s->allow_plaintext)
-		return failf(sm, SMTP_ECONFIG, err, "password over plaintext refused"
-		    " (tls = \"none\" without allow_plaintext)");
+	/* With a user, AUTH sends a secret (an empty one too). */
+	if (conf_plaintext_refused(s, has_user))
+		return failf(sm, SMTP_ECONFIG, err, "%s", CONF_PLAINTEXT_REFUSED);
 	return SMTP_OK;
 }
 

@@ -395,6 +395,23 @@ conf_safe_value(const char *s, size_t max)
 	return len <= max && strcspn(s, "\r\n") == len;
 }
 
+bool
+conf_safe_name(const char *s, size_t max)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (i == max || (unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+bool
+conf_plaintext_refused(const struct conf_server *s, bool has_secret)
+{
+	return s->tls == CONF_TLS_NONE && has_secret && !s->allow_plaintext;
+}
+
 /* Account names and local users end up in file names and paths. */
 bool
 conf_name_ok(const char *s)

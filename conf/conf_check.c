@@ -54,11 +54,9 @@ check_secret(struct conf_load *ld, const struct conf_server *s,
 	if (s->password != NULL && s->password_command != NULL)
 		conf_err(ld, pw > cmd ? pw : cmd, "%s: password and "
 		    "password_command are both set; keep one", block);
-	if (s->tls == CONF_TLS_NONE && !s->allow_plaintext &&
-	    (s->password != NULL || s->password_command != NULL))
-		conf_err(ld, line_or(ld, &s->tls, bline), "%s: password over "
-		    "plaintext refused (tls = \"none\"); set allow_plaintext = "
-		    "true", block);
+	if (conf_plaintext_refused(s, s->password != NULL || s->password_command != NULL))
+		conf_err(ld, line_or(ld, &s->tls, bline), "%s: %s", block,
+		    CONF_PLAINTEXT_REFUSED);
 }
 
 /* pop3 {}, smtp {} or the imap keys of store {}; fallback is the line to

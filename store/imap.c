@@ -123,26 +123,13 @@ usable(struct imap *im, char **err)
  * Names and values.
  */
 
-/* No CR, LF or other control character (LIBETPAN.md trap 7: libetpan
- * quotes strings but does not refuse line breaks), at most max bytes. */
-static bool
-safe_value(const char *v, size_t max)
-{
-	size_t i;
-
-	for (i = 0; v[i] != '\0'; i++)
-		if (i == max || (unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-			return false;
-	return true;
-}
-
 /* A delivery key names a file in the spool and goes into SEARCH. */
 static int
 check_key(const char *key, char **err)
 {
 	if (key[0] == '\0' || key[0] == '.' || strchr(key, '/') != NULL ||
 	    strchr(key, '"') != NULL || strchr(key, ' ') != NULL ||
-	    !safe_value(key, IMAP_NAME_MAX)) {
+	    !conf_safe_name(key, IMAP_NAME_MAX)) {
 		*err = xasprintf("invalid delivery key \"%s\"", key);
 		return -1;
 	}
@@ -164,7 +151,7 @@ add_level(struct imap *im, const char *folder, const char *s, size_t n, bool fir
 	else if (im->delim != '\0' && im->delim != '/' && strchr(lvl, im->delim))
 		err_at(err, im->where, "folder \"%s\": \"%c\" is the server's hierarchy delimiter "
 		    "(use \"/\" between levels)", folder, im->delim);
-	else if (!safe_value(lvl, IMAP_MBOX_MAX))
+	else if (!conf_safe_name(lvl, IMAP_MBOX_MAX))
 		err_at(err, im->where, "folder \"%s\": control character in the name", folder);
 	else if (first && strcasecmp(lvl, "INBOX") == 0) {
 		enc = xstrdup("INBOX");
@@ -384,10 +371,10 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 	const char *master = c->store.master_user;
 
 	*user = conf_store_user(c, a);
-	if (**user == '\0' || !safe_value(*user, IMAP_NAME_MAX))
+	if (**user == '\0' || !conf_safe_name(*user, IMAP_NAME_MAX))
 		return err_at(err, im->where, "store user name is empty, holds a control "
 		    "character or is longer than %d bytes", IMAP_NAME_MAX);
-	if (master != NULL && (*master == '\0' || !safe_value(master, IMAP_NAME_MAX)))
+	if (master != NULL && (*master == '\0' || !conf_safe_name(master, IMAP_NAME_MAX)))
 		return err_at(err, im->where, "store master_user is empty, holds a control "
 		    "character or is too long");
 	/* Dovecot's master login: "user*master" (auth_master_user_separator),
@@ -397,12 +384,11 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 		return -1;
 	if (*pass == NULL)
 		*pass = xstrdup("");
-	if (!safe_value(*pass, IMAP_PASS_MAX))
+	if (!conf_safe_name(*pass, IMAP_PASS_MAX))
 		return err_at(err, im->where, "store password holds a control character or is "
 		    "longer than %d bytes", IMAP_PASS_MAX);
-	if (im->srv->tls == CONF_TLS_NONE && **pass != '\0' && !im->srv->allow_plaintext)
-		return err_at(err, im->where, "tls = none with a password requires "
-		    "allow_plaintext = true");
+	if (conf_plaintext_refused(im->srv, **pass != '\0'))
+		return err_at(err, im->where, "%s", CONF_PLAINTEXT_REFUSED);
 	return 0;
 }
 
