@@ -19,6 +19,7 @@
 #include "bridge/status.h"
 #include "lib/xmalloc.h"
 #include "conf/conf.h"
+#include "store/state.h"
 
 #define VERSION "0.1.0"
 
@@ -38,29 +39,16 @@ usage(FILE *f)
 	    "  queue [list|flush|drop ID]  show, deliver now, or remove queued mail\n", f);
 }
 
-/* mkdir -p with mode 0700 for the state directory. */
 static int
 make_state_dir(const char *dir)
 {
-	char *p = xstrdup(dir);
-	int rc = 0;
+	char *err = NULL;
 
-	for (char *s = p + 1; ; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char c = *s;
-		*s = '\0';
-		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-			log_warn("state_dir %s", p);
-			rc = -1;
-			break;
-		}
-		*s = c;
-		if (c == '\0')
-			break;
-	}
-	free(p);
-	return rc;
+	if (state_make_dir(dir, &err) == 0)
+		return 0;
+	log_warnx("state_dir: %s", err);
+	free(err);
+	return -1;
 }
 
 static int

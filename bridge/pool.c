@@ -50,18 +50,16 @@ report(const struct pool *p, const struct conf_account *a, const struct sync_res
 static int
 child_pass(const struct pool *p, const struct conf *c, const struct conf_account *a)
 {
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
 	struct sync_result res;
 	struct state *st;
+	char *err = NULL;
 	int rc;
 
-	if (state_open(path, &st, &err) == -1) {
+	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
-		free(path);
 		return EX_IOERR;
 	}
-	free(path);
 	rc = sync_account(c, a, st, &res);
 	report(p, a, &res, rc);
 	sync_result_free(&res);

@@ -52,14 +52,13 @@ sb_add(struct strbuf *b, const char *p, size_t n)
 static int
 open_state(const struct conf *c, struct state **st)
 {
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
-	int r = state_open(path, st, &err);
+	char *err = NULL;
+	int r = state_open_dir(c->state_dir, true, st, &err);
 
 	if (r == -1) {
 		log_warnx("%s", err);
 		free(err);
 	}
-	free(path);
 	return r;
 }
 
@@ -305,19 +304,18 @@ copy_body(FILE *in, int fd, bool ignore_dots, uint64_t *size)
 	return ferror(in) ? -1 : r;
 }
 
-/* A file for the message in the spool directory, unnamed until
- * outbox_enqueue() links it. */
+/* A file for the message in the spool, unnamed until outbox_enqueue()
+ * links it. */
 static int
 spool_file(const struct conf *c)
 {
-	char *dir = outbox_spool_dir(c->state_dir);
-	int fd;
+	char *err = NULL;
+	int fd = outbox_spool_file(c->state_dir, &err);
 
-	mkdir(dir, 0700);
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd == -1)
-		log_warn("sendmail: temporary file in %s", dir);
-	free(dir);
+	if (fd == -1) {
+		log_warnx("sendmail: %s", err);
+		free(err);
+	}
 	return fd;
 }
 

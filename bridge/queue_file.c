@@ -115,7 +115,7 @@ bounce(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
 	char *key = queue_copy_key(m, "dsn"), *err = NULL;
-	char *path = xasprintf("%s/spool/%lld.dsn", c->state_dir, (long long)m->id);
+	char *path = outbox_bounce_path(c->state_dir, m->id);
 
 	if (key == NULL)
 		err = xstrdup("no spool file name to derive the delivery key from");

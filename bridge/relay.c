@@ -126,49 +126,6 @@ load_cred(const struct conf *c, gnutls_certificate_credentials_t *cred)
 	return -1;
 }
 
-int
-relay_spool_temp(const struct conf *c, char **path)
-{
-	char *spool = xasprintf("%s/spool", c->state_dir);
-	char *tmp = xasprintf("%s/tmp", spool);
-	int fd;
-
-	if (mkdir(spool, 0700) == -1 && errno != EEXIST)
-		log_warn("relay: %s", spool);
-	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
-		log_warn("relay: %s", tmp);
-	*path = xasprintf("%s/relay.XXXXXX", tmp);
-	if ((fd = mkostemp(*path, O_CLOEXEC)) == -1) {
-		log_warn("relay: %s", *path);
-		free(*path);
-		*path = NULL;
-	}
-	free(tmp);
-	free(spool);
-	return fd;
-}
-
-/* Temp files left by a session that died (a crash, SIGKILL) are removed
- * once they are older than any live session could leave them. */
-static void
-clean_spool_tmp(const struct conf *c)
-{
-	char *dir = xasprintf("%s/spool/tmp", c->state_dir);
-	time_t cutoff = time(NULL) - 2 * c->relay.timeout - 60;
-	struct dirent *e;
-	struct stat st;
-	DIR *d;
-
-	if ((d = opendir(dir)) != NULL) {
-		while ((e = readdir(d)) != NULL)
-			if (strncmp(e->d_name, "relay.", 6) == 0 &&
-			    fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_mtime < cutoff)
-				unlinkat(dirfd(d), e->d_name, 0);
-		closedir(d);
-	}
-	free(dir);
-}
-
 static void
 on_stop(int sig)
 {
@@ -308,7 +265,6 @@ relay_start(struct relay_proc *rp, const struct conf *c)
 		rc = -1;
 	} else if (rc == 0 && pid == 0) {
 		relay_signals(parent);
-		clean_spool_tmp(c);
 		relay_main(&x, ls, n);
 	} else if (rc == 0) {
 		rp->pid = pid;

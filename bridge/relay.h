@@ -39,8 +39,4 @@ void relay_check(struct relay_proc *rp, const struct conf *c);
  * sessions under way finish on their own. */
 void relay_stop(struct relay_proc *rp);
 
-/* A new temp file in STATE_DIR/spool/tmp for a message being received:
- * returns the fd (O_CLOEXEC) and *path (allocated), or -1 (logged). */
-int relay_spool_temp(const struct conf *c, char **path);
-
 #endif

@@ -1,5 +1,5 @@
-/* The relay's DATA command: the message streams into a temp file in
- * STATE_DIR/spool/tmp (CRLF, a Received: header on top; nothing in memory
+/* The relay's DATA command: the message streams into an anonymous spool
+ * file (outbox_spool_file; CRLF, a Received: header on top; nothing in memory
  * grows with it), then outbox_enqueue() makes it durable and only then the
  * client gets its 250. A bare CR/LF or an oversized message is read to its
  * end and refused as a whole, so the client stays in sync. */
@@ -75,11 +75,11 @@ static int
 enqueue(struct sess *s, int fd, int64_t *id)
 {
 	const struct conf *c = s->x->c;
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
 	struct state *st;
+	char *err = NULL;
 	int rc = -1;
 
-	if (state_open(path, &st, &err) == 0) {
+	if (state_open_dir(c->state_dir, true, &st, &err) == 0) {
 		rc = outbox_enqueue(st, c->state_dir, s->acct->name, s->user, s->from,
 		    s->rcpts, s->n_rcpts, fd, id, &err);
 		state_close(st);
@@ -88,7 +88,6 @@ enqueue(struct sess *s, int fd, int64_t *id)
 		log_warnx("relay: %s: cannot queue: %s", s->acct->name, err);
 		free(err);
 	}
-	free(path);
 	return rc;
 }
 
@@ -126,7 +125,7 @@ finish(struct sess *s, enum outcome o, int fd, uint64_t size)
 void
 relay_cmd_data(struct sess *s, char *arg)
 {
-	char *path = NULL;
+	char *err = NULL;
 	enum outcome o;
 	uint64_t size;
 	int fd;
@@ -140,7 +139,13 @@ relay_cmd_data(struct sess *s, char *arg)
 		    "503 5.5.1 Need MAIL and RCPT before DATA");
 		return;
 	}
-	if ((fd = relay_spool_temp(s->x->c, &path)) == -1 || write_received(s, fd) == -1) {
+	if ((fd = outbox_spool_file(s->x->c->state_dir, &err)) == -1 ||
+	    write_received(s, fd) == -1) {
+		if (fd == -1)
+			log_warnx("relay: %s", err);
+		else
+			log_warn("relay: spool");
+		free(err);
 		rio_reply(&s->io, "451 4.3.0 Cannot spool the message, try again later");
 		goto out;
 	}
@@ -151,9 +156,6 @@ relay_cmd_data(struct sess *s, char *arg)
 	finish(s, o, fd, size);
 out:
 	if (fd != -1)
-		close(fd);
-	if (path != NULL)
-		unlink(path);   /* outbox_enqueue linked it under its own name */
-	free(path);
+		close(fd);	/* outbox_enqueue linked it under its own name */
 	sess_reset_tx(s);
 }

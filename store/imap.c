@@ -30,6 +30,7 @@
 #include "lib/log.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
+#include "store/outbox.h"
 #include "store/maildir.h"
 #include "lib/mutf7.h"
 #include "lib/sasl.h"
@@ -807,7 +808,7 @@ im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	im->srv = &c->store.imap;
 	im->where = xasprintf("imap store %s:%u", im->srv->host ? im->srv->host : "?",
 	    im->srv->port);
-	im->spool = xasprintf("%s/spool/imap", c->state_dir);
+	im->spool = outbox_spool_area(c->state_dir, "imap");
 	im->timeout = im->srv->timeout ? im->srv->timeout : IMAP_TIMEOUT_DEFAULT;
 	im->buf = xmalloc(IMAP_CHUNK);
 	if (im->srv->host == NULL || *im->srv->host == '\0' || im->srv->port == 0 ||

@@ -59,10 +59,47 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
 	return r;
 }
 
-char *
-outbox_spool_dir(const char *state_dir)
+static char *
+spool_dir(const char *state_dir)
 {
 	return xasprintf("%s/spool", state_dir);
+}
+
+/* A message file of the spool, by the name its row records. */
+static char *
+spool_path(const char *state_dir, const char *name)
+{
+	return xasprintf("%s/spool/%s", state_dir, name);
+}
+
+static char *
+spool_tmp_dir(const char *state_dir)
+{
+	return xasprintf("%s/spool/tmp", state_dir);
+}
+
+int
+outbox_spool_file(const char *state_dir, char **err)
+{
+	char *dir = spool_tmp_dir(state_dir);
+	int fd = -1;
+
+	if (io_mkdir_p(dir, 0700, false, err) != -1)
+		fd = io_tmpfile(dir, err);
+	free(dir);
+	return fd;
+}
+
+char *
+outbox_spool_area(const char *state_dir, const char *name)
+{
+	return xasprintf("%s/spool/%s", state_dir, name);
+}
+
+char *
+outbox_bounce_path(const char *state_dir, int64_t id)
+{
+	return xasprintf("%s/spool/%lld.dsn", state_dir, (long long)id);
 }
 
 /*
@@ -100,7 +137,7 @@ static int
 spool_link(const char *state_dir, int fd, char **name, char **err)
 {
 	static atomic_ulong seq;
-	char *dir = outbox_spool_dir(state_dir), *path, proc[64], hex[33];
+	char *dir = spool_dir(state_dir), *path, proc[64], hex[33];
 	unsigned char rnd[16];
 	struct timespec ts;
 	int r = -1;
@@ -117,7 +154,7 @@ spool_link(const char *state_dir, int fd, char **name, char **err)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	*name = xasprintf("%lld.%s.%ld.%lu.msg", (long long)ts.tv_sec, hex,
 	    (long)getpid(), atomic_fetch_add(&seq, 1));
-	path = xasprintf("%s/%s", dir, *name);
+	path = spool_path(state_dir, *name);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
 		*err = xasprintf("creating %s: %s", dir, strerror(errno));
@@ -215,7 +252,7 @@ outbox_enqueue(struct state *st, const char *state_dir, const char *account,
 		state_rollback(st);
 	}
 	/* Not committed: nothing refers to the spool file. */
-	path = xasprintf("%s/spool/%s", state_dir, name);
+	path = spool_path(state_dir, name);
 	unlink(path);
 	free(path);
 	free(name);
@@ -236,7 +273,7 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 	m->account = state_col_str(s, 1);
 	m->auth_user = state_col_str(s, 2);
 	m->mail_from = state_col_str(s, 3);
-	m->spool_path = xasprintf("%s/spool/%s", state_dir, f ? (const char *)f : "");
+	m->spool_path = spool_path(state_dir, f ? (const char *)f : "");
 	m->size = (uint64_t)sqlite3_column_int64(s, 5);
 	m->created_at = sqlite3_column_int64(s, 6);
 	m->next_attempt_at = sqlite3_column_int64(s, 7);
@@ -525,7 +562,7 @@ spool_unlink(const char *state_dir, const char *name)
 
 	if (*name == '\0' || strchr(name, '/') != NULL)
 		return 0;
-	path = xasprintf("%s/spool/%s", state_dir, name);
+	path = spool_path(state_dir, name);
 	if (unlink(path) == -1 && errno != ENOENT)
 		r = -1;
 	free(path);
@@ -574,19 +611,47 @@ spool_referenced(struct state *st, sqlite3_stmt *q, const char *name, char **err
 	return rc == SQLITE_DONE ? 0 : state_error(st, "sweeping the spool", err);
 }
 
+/* True when the entry is a regular file at least min_age seconds old. */
+static bool
+old_file(DIR *d, const char *name, time_t min_age)
+{
+	struct stat sb;
+
+	return name[0] != '.' && fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(sb.st_mode) && time(NULL) - sb.st_mtime >= min_age;
+}
+
+/* Files in STATE_DIR/spool/tmp older than min_age: no submission keeps a
+ * named temp file there for that long. */
+static void
+sweep_tmp(const char *state_dir, time_t min_age, size_t *removed)
+{
+	char *dir = spool_tmp_dir(state_dir);
+	struct dirent *de;
+	DIR *d;
+
+	if ((d = opendir(dir)) != NULL) {
+		while ((de = readdir(d)) != NULL)
+			if (old_file(d, de->d_name, min_age) &&
+			    unlinkat(dirfd(d), de->d_name, 0) == 0)
+				(*removed)++;
+		closedir(d);
+	}
+	free(dir);
+}
+
 int
 outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
     size_t *removed, char **err)
 {
-	char *dir = outbox_spool_dir(state_dir);
-	time_t now = time(NULL);
+	char *dir = spool_dir(state_dir);
 	struct dirent *de;
-	struct stat sb;
 	sqlite3_stmt *q;
 	DIR *d;
 	int r = 0;
 
 	*removed = 0;
+	sweep_tmp(state_dir, min_age, removed);
 	if ((d = opendir(dir)) == NULL) {
 		r = errno == ENOENT ? 0 : -1;
 		if (r == -1)
@@ -600,9 +665,8 @@ outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
 	while (r == 0 && (de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
 
-		if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".msg") != 0 ||
-		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == -1 ||
-		    !S_ISREG(sb.st_mode) || now - sb.st_mtime < min_age)
+		if (len < 5 || strcmp(de->d_name + len - 4, ".msg") != 0 ||
+		    !old_file(d, de->d_name, min_age))
 			continue;
 		if ((r = spool_referenced(st, q, de->d_name, err)) == 0 &&
 		    unlinkat(dirfd(d), de->d_name, 0) == 0)

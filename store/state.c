@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "lib/err.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 
@@ -524,6 +525,26 @@ fail:
 	free(what);
 	state_close(st);
 	return -1;
+}
+
+int
+state_open_dir(const char *state_dir, bool create, struct state **out, char **err)
+{
+	char *path = xasprintf("%s/state.db", state_dir);
+	struct stat sb;
+	int r = 0;
+
+	*out = NULL;
+	if (create || stat(path, &sb) == 0)
+		r = state_open(path, out, err);
+	free(path);
+	return r;
+}
+
+int
+state_make_dir(const char *state_dir, char **err)
+{
+	return io_mkdir_p(state_dir, 0700, false, err) == -1 ? -1 : 0;
 }
 
 void
