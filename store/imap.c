@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -31,7 +30,6 @@
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
-#include "store/maildir.h"
 #include "lib/mutf7.h"
 #include "lib/sasl.h"
 
@@ -878,31 +876,9 @@ static int
 im_tmp_cleanup(void *ctx, const char *folder, const char *key_tag, char **err)
 {
 	struct imap *im = ctx;
-	struct dirent *de;
-	DIR *d;
-	int r = 0;
 
 	(void)folder;
-	if ((d = opendir(im->spool)) == NULL) {
-		if (errno == ENOENT)
-			return 0;
-		*err = xasprintf("opening %s: %s", im->spool, strerror(errno));
-		return -1;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (!maildir_key_has_tag(de->d_name, key_tag))
-			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) == -1 && errno != ENOENT) {
-			*err = xasprintf("removing %s/%s: %s", im->spool, de->d_name,
-			    strerror(errno));
-			r = -1;
-			break;
-		}
-		log_debug("%s: removed %s/%s left by an interrupted run", im->account,
-		    im->spool, de->d_name);
-	}
-	closedir(d);
-	return r;
+	return deliver_tmp_sweep(im->spool, key_tag, im->account, err);
 }
 
 static int
