@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
-#include "bridge/pool.h"
+#include "bridge/sync_pool.h"
 #include "bridge/queue.h"
 #include "bridge/relay.h"
 #include "lib/xmalloc.h"
@@ -26,7 +26,7 @@ struct due {
 struct sched {
 	struct conf *c;
 	struct due *due;        /* one per c->accounts[i] */
-	struct pool pool;
+	struct sync_pool pool;
 };
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
@@ -107,7 +107,7 @@ reap_finished(struct sched *s)
 	char *name;
 	int code;
 
-	while (pool_reap(&s->pool, false, &name, &code) == 1) {
+	while (sync_pool_reap(&s->pool, false, &name, &code) == 1) {
 		for (size_t i = 0; i < s->c->n_accounts; i++)
 			if (strcmp(s->due[i].name, name) == 0)
 				s->due[i].at = time(NULL) + interval(s->c, &s->c->accounts[i]);
@@ -125,11 +125,11 @@ start_due(struct sched *s)
 	for (size_t i = 0; i < s->c->n_accounts; i++) {
 		const struct conf_account *a = &s->c->accounts[i];
 
-		if (pool_has(&s->pool, a->name))
+		if (sync_pool_has(&s->pool, a->name))
 			continue;
 		if (s->due[i].at <= now) {
-			if (pool_running(&s->pool) >= s->pool.max ||
-			    pool_start(&s->pool, s->c, a) == -1)
+			if (sync_pool_running(&s->pool) >= s->pool.max ||
+			    sync_pool_start(&s->pool, s->c, a) == -1)
 				continue;
 			/* Not rescheduled until it finishes (reap_finished). */
 			s->due[i].at = now + interval(s->c, a);
@@ -163,7 +163,7 @@ daemon_run(const char *conf_path, struct conf *c)
 		return EX_UNAVAILABLE;
 	}
 	s.due = schedule(c, NULL, 0);
-	pool_init(&s.pool, c->max_parallel, true);
+	sync_pool_init(&s.pool, c->max_parallel, true);
 	log_info("running: %zu accounts, up to %u at once", c->n_accounts, c->max_parallel);
 	notify_systemd("READY=1");
 	for (;;) {
@@ -175,7 +175,7 @@ daemon_run(const char *conf_path, struct conf *c)
 		/* The outbound queue runner: restarted if it ends while running. */
 		if (!queue_runner_check(&queue) && !stopping)
 			queue_runner_start(&queue, s.c);
-		if (stopping && pool_running(&s.pool) == 0 && queue.pid == 0)
+		if (stopping && sync_pool_running(&s.pool) == 0 && queue.pid == 0)
 			break;
 		ts.tv_sec = stopping ? 60 : start_due(&s);
 		if (queue.pid == 0 && !stopping && ts.tv_sec > 5)
@@ -187,10 +187,10 @@ daemon_run(const char *conf_path, struct conf *c)
 		case SIGINT:
 			if (!stopping)
 				log_info("stopping: waiting for %zu passes to finish their message",
-				    pool_running(&s.pool));
+				    sync_pool_running(&s.pool));
 			stopping = true;
 			notify_systemd("STOPPING=1");
-			pool_signal(&s.pool, SIGTERM);
+			sync_pool_signal(&s.pool, SIGTERM);
 			queue_runner_signal(&queue, SIGTERM);
 			relay_stop(&relay);
 			break;
@@ -207,7 +207,7 @@ daemon_run(const char *conf_path, struct conf *c)
 			break;
 		}
 	}
-	pool_free(&s.pool);
+	sync_pool_free(&s.pool);
 	due_free(s.due, s.c->n_accounts);
 	conf_free(s.c);
 	log_info("stopped");

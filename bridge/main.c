@@ -14,7 +14,7 @@
 
 #include "bridge/daemon.h"
 #include "lib/log.h"
-#include "bridge/pool.h"
+#include "bridge/sync_pool.h"
 #include "bridge/queue_cmd.h"
 #include "bridge/status.h"
 #include "lib/xmalloc.h"
@@ -61,7 +61,7 @@ cmd_sync(const struct conf *c, int argc, char **argv)
 		}
 	if (make_state_dir(c->state_dir) == -1)
 		return EX_CANTCREAT;
-	return pool_sync(c, argv, argc);
+	return sync_pool_run(c, argv, argc);
 }
 
 static int

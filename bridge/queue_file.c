@@ -43,7 +43,7 @@ queue_file_8bit(int fd)
  * who can mail the user could otherwise plant it to suppress a bounce.
  * NULL when the message has no spool file name. */
 char *
-queue_copy_key(const struct outbox_msg *m, const char *what)
+queue_file_copy_key(const struct outbox_msg *m, const char *what)
 {
 	const char *name = m->spool_path != NULL ? strrchr(m->spool_path, '/') : NULL;
 	unsigned char md[32];
@@ -62,7 +62,7 @@ static void
 sent_copy(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	char *key = queue_copy_key(m, "sent"), *err = NULL;
+	char *key = queue_file_copy_key(m, "sent"), *err = NULL;
 
 	if (key == NULL)
 		err = xstrdup("no spool file name to derive the delivery key from");
@@ -114,7 +114,7 @@ static void
 bounce(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	char *key = queue_copy_key(m, "dsn"), *err = NULL;
+	char *key = queue_file_copy_key(m, "dsn"), *err = NULL;
 	char *path = outbox_bounce_path(c->state_dir, m->id);
 
 	if (key == NULL)

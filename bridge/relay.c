@@ -18,7 +18,7 @@
 
 #include "lib/log.h"
 #include "lib/proc.h"
-#include "bridge/relay_smtp.h"
+#include "bridge/relay_session.h"
 #include "lib/xmalloc.h"
 
 struct listener {
@@ -158,7 +158,7 @@ relay_signals(pid_t parent)
 /* A session child: default signals (SIGTERM ends it at once: a message
  * not yet answered 250 is the client's to send again). */
 static void
-session_child(const struct relay_ctx *x, struct listener *ls, size_t n, size_t i,
+session_child(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
     int fd, const struct sockaddr *peer)
 {
 	bool tls = ls[i].tls;
@@ -168,12 +168,12 @@ session_child(const struct relay_ctx *x, struct listener *ls, size_t n, size_t i
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
-	relay_session(x, fd, tls, peer);
+	relay_session_run(x, fd, tls, peer);
 	_exit(0);
 }
 
 static void
-accept_one(const struct relay_ctx *x, struct listener *ls, size_t n, size_t i,
+accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
     unsigned *live)
 {
 	struct sockaddr_storage ss;
@@ -215,7 +215,7 @@ reap_sessions(unsigned *live)
 /* The relay process: accepts until SIGTERM, then exits at once (sessions
  * under way carry on in their own processes). */
 static void __attribute__((noreturn))
-relay_main(const struct relay_ctx *x, struct listener *ls, size_t n)
+relay_main(const struct relay_session_ctx *x, struct listener *ls, size_t n)
 {
 	struct pollfd *pfd = xcalloc(n, sizeof *pfd);
 	unsigned live = 0;
@@ -239,7 +239,7 @@ relay_main(const struct relay_ctx *x, struct listener *ls, size_t n)
 int
 relay_start(struct relay_proc *rp, const struct conf *c)
 {
-	struct relay_ctx x = { .c = c };
+	struct relay_session_ctx x = { .c = c };
 	struct listener *ls = NULL;
 	size_t n = 0, i;
 	pid_t parent = getpid(), pid;

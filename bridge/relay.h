@@ -2,7 +2,7 @@
  * passes. It binds every relay.listen (and listen_tls) address in the
  * daemon, so that a port in use or a bad certificate is reported at start,
  * then forks one relay process that accepts connections and forks one
- * child per session (bridge/relay_smtp.c), at most relay.max_connections
+ * child per session (bridge/relay_session.c), at most relay.max_connections
  * at once (more get "421" and are closed). A crashed session takes no
  * other with it; sessions under way finish when the relay restarts.
  *

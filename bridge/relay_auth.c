@@ -1,6 +1,7 @@
-/* The relay's AUTH command (RFC 4954): PLAIN (RFC 4616) and LOGIN, checked
- * against the passwd-file. Neither the exchange nor the password is ever
- * logged; buffers that held them are wiped. */
+/* The relay's AUTH command (RFC 4954) and where it is offered: PLAIN (RFC
+ * 4616) and LOGIN, checked against the passwd-file. Neither the exchange
+ * nor the password is ever logged; buffers that held them are wiped. */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -13,29 +14,50 @@
 
 #define CRED_MAX	256     /* bytes of a user name or a password */
 
+bool
+relay_auth_allowed(bool tls, const struct sockaddr *peer)
+{
+	static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (tls)
+		return true;
+	if (peer->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (peer->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		    (memcmp(a->s6_addr, v4mapped, 12) == 0 && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 /* Reads the client's answer to a 334 challenge and decodes it into a new
  * buffer (*out, *len). 0, or -1 after replying (cancelled, malformed). */
 static int
-read_response(struct sess *s, const char *challenge, char **out, size_t *len)
+read_response(struct relay_session *s, const char *challenge, char **out, size_t *len)
 {
 	char line[RELAY_LINE_MAX];
 	ssize_t n;
 
-	rio_reply(&s->io, "334 %s", challenge);
-	if ((n = rio_getline(&s->io, line, sizeof line)) == RIO_DEAD) {
+	relay_io_reply(&s->io, "334 %s", challenge);
+	if ((n = relay_io_getline(&s->io, line, sizeof line)) == RELAY_IO_DEAD) {
 		s->quit = true;
 		return -1;
 	}
-	if (n == RIO_TOOLONG || strcmp(line, "*") == 0) {
+	if (n == RELAY_IO_TOOLONG || strcmp(line, "*") == 0) {
 		explicit_bzero(line, sizeof line);
-		sess_error(s, n == RIO_TOOLONG ? "500 5.5.6 Authentication exchange line too long" :
+		relay_session_error(s, n == RELAY_IO_TOOLONG ? "500 5.5.6 Authentication exchange line too long" :
 		    "501 5.0.0 Authentication cancelled");
 		return -1;
 	}
 	*out = base64_decode(line, len);
 	explicit_bzero(line, sizeof line);
 	if (*out == NULL) {
-		sess_error(s, "501 5.5.2 Cannot decode response");
+		relay_session_error(s, "501 5.5.2 Cannot decode response");
 		return -1;
 	}
 	return 0;
@@ -44,14 +66,14 @@ read_response(struct sess *s, const char *challenge, char **out, size_t *len)
 /* The decoded PLAIN or LOGIN value of the initial response, or of a 334
  * round trip when there is none. */
 static int
-get_value(struct sess *s, const char *initial, const char *challenge, char **out,
+get_value(struct relay_session *s, const char *initial, const char *challenge, char **out,
     size_t *len)
 {
 	if (initial == NULL || *initial == '\0')
 		return read_response(s, challenge, out, len);
 	/* "=" is an empty initial response (RFC 4954), "" in base64. */
 	if ((*out = base64_decode(strcmp(initial, "=") == 0 ? "" : initial, len)) == NULL) {
-		sess_error(s, "501 5.5.2 Cannot decode response");
+		relay_session_error(s, "501 5.5.2 Cannot decode response");
 		return -1;
 	}
 	return 0;
@@ -69,7 +91,7 @@ cred_ok(const char *v, size_t len)
 }
 
 static void
-verify(struct sess *s, const char *user, size_t ulen, const char *pass, size_t plen)
+verify(struct relay_session *s, const char *user, size_t ulen, const char *pass, size_t plen)
 {
 	char *err = NULL;
 	int rc = 0;
@@ -79,25 +101,25 @@ verify(struct sess *s, const char *user, size_t ulen, const char *pass, size_t p
 	if (rc == 1) {
 		s->user = xstrdup(user);
 		log_info("relay: %s: user %s authenticated", s->peer, user);
-		rio_reply(&s->io, "235 2.7.0 Authentication successful");
+		relay_io_reply(&s->io, "235 2.7.0 Authentication successful");
 		return;
 	}
 	if (rc == -1) {
 		log_warnx("relay: %s", err);
 		free(err);
-		rio_reply(&s->io, "454 4.7.0 Temporary authentication failure");
+		relay_io_reply(&s->io, "454 4.7.0 Temporary authentication failure");
 		return;
 	}
 	log_info("relay: %s: authentication failed", s->peer);
-	rio_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
+	relay_io_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
 	if (++s->auth_fails >= RELAY_MAX_AUTH_FAILS) {
-		rio_reply(&s->io, "421 4.7.0 Too many failed authentications");
+		relay_io_reply(&s->io, "421 4.7.0 Too many failed authentications");
 		s->quit = true;
 	}
 }
 
 static void
-auth_plain(struct sess *s, const char *initial)
+auth_plain(struct relay_session *s, const char *initial)
 {
 	struct sasl_plain pl;
 	size_t len;
@@ -109,7 +131,7 @@ auth_plain(struct sess *s, const char *initial)
 	if (sasl_plain_parse(v, len, &pl) == -1 || (pl.authzid_len > 0 &&
 	    (pl.authzid_len != pl.authcid_len ||
 	    memcmp(pl.authzid, pl.authcid, pl.authcid_len) != 0)))
-		rio_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
+		relay_io_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
 	else
 		verify(s, pl.authcid, pl.authcid_len, pl.passwd, pl.passwd_len);
 	explicit_bzero(v, len);
@@ -117,7 +139,7 @@ auth_plain(struct sess *s, const char *initial)
 }
 
 static void
-auth_login(struct sess *s, const char *initial)
+auth_login(struct relay_session *s, const char *initial)
 {
 	char *user, *pass;
 	size_t ulen, plen;
@@ -133,17 +155,17 @@ auth_login(struct sess *s, const char *initial)
 }
 
 void
-relay_cmd_auth(struct sess *s, char *arg)
+relay_auth_cmd(struct relay_session *s, char *arg)
 {
 	char *mech = strsep(&arg, " ");
 
 	if (s->helo[0] == '\0' || s->user != NULL || s->from != NULL) {
-		sess_error(s, s->user ? "503 5.5.1 Already authenticated" :
+		relay_session_error(s, s->user ? "503 5.5.1 Already authenticated" :
 		    "503 5.5.1 Send EHLO first, and AUTH before MAIL");
 		return;
 	}
 	if (s->io.tls == NULL && !s->loopback) {
-		sess_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		relay_session_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
 		return;
 	}
 	if (strcasecmp(mech, "PLAIN") == 0)
@@ -151,5 +173,5 @@ relay_cmd_auth(struct sess *s, char *arg)
 	else if (strcasecmp(mech, "LOGIN") == 0)
 		auth_login(s, arg);
 	else
-		sess_error(s, "504 5.5.4 Unrecognized authentication type");
+		relay_session_error(s, "504 5.5.4 Unrecognized authentication type");
 }

@@ -25,7 +25,7 @@ enum outcome { MSG_OK, MSG_BARE_EOL, MSG_TOO_BIG, MSG_IO_ERROR, MSG_LOST };
 
 /* RFC 5321 4.4, with the RFC 3848 protocol name (ESMTPSA: TLS and AUTH). */
 static int
-write_received(struct sess *s, int fd)
+write_received(struct relay_session *s, int fd)
 {
 	char date[64], *h;
 	time_t now = time(NULL);
@@ -43,20 +43,20 @@ write_received(struct sess *s, int fd)
 
 /* Reads the data up to CRLF.CRLF into fd. */
 static enum outcome
-receive(struct sess *s, int fd, uint64_t *size)
+receive(struct relay_session *s, int fd, uint64_t *size)
 {
-	struct data_dec d;
-	char out[RIO_INBUF + 1];
+	struct relay_data d;
+	char out[RELAY_IO_INBUF + 1];
 	bool io_error = false;
 
-	data_dec_init(&d);
+	relay_data_init(&d);
 	*size = 0;
 	while (!d.done) {
-		size_t avail = rio_fill(&s->io), n;
+		size_t avail = relay_io_fill(&s->io), n;
 
 		if (avail == 0)
 			return MSG_LOST;
-		s->io.in_off += data_decode(&d, s->io.in + s->io.in_off, avail, out, &n);
+		s->io.in_off += relay_data_decode(&d, s->io.in + s->io.in_off, avail, out, &n);
 		*size += n;
 		if (*size <= s->x->c->relay.max_message_size && !io_error &&
 		    io_write_all(fd, out, n) == -1) {
@@ -72,7 +72,7 @@ receive(struct sess *s, int fd, uint64_t *size)
 }
 
 static int
-enqueue(struct sess *s, int fd, int64_t *id)
+enqueue(struct relay_session *s, int fd, int64_t *id)
 {
 	const struct conf *c = s->x->c;
 	struct state *st;
@@ -92,29 +92,29 @@ enqueue(struct sess *s, int fd, int64_t *id)
 }
 
 static void
-finish(struct sess *s, enum outcome o, int fd, uint64_t size)
+finish(struct relay_session *s, enum outcome o, int fd, uint64_t size)
 {
 	int64_t id;
 
 	switch (o) {
 	case MSG_BARE_EOL:
 		log_warnx("relay: %s: message refused: bare CR or LF in DATA", s->peer);
-		rio_reply(&s->io, "550 5.6.0 Bare CR or LF in message: lines must end in CRLF");
+		relay_io_reply(&s->io, "550 5.6.0 Bare CR or LF in message: lines must end in CRLF");
 		break;
 	case MSG_TOO_BIG:
-		rio_reply(&s->io, "552 5.3.4 Message size exceeds fixed maximum message size");
+		relay_io_reply(&s->io, "552 5.3.4 Message size exceeds fixed maximum message size");
 		break;
 	case MSG_IO_ERROR:
-		rio_reply(&s->io, "452 4.3.1 Insufficient system storage");
+		relay_io_reply(&s->io, "452 4.3.1 Insufficient system storage");
 		break;
 	case MSG_OK:
 		if (enqueue(s, fd, &id) == -1) {
-			rio_reply(&s->io, "451 4.3.0 Cannot queue the message, try again later");
+			relay_io_reply(&s->io, "451 4.3.0 Cannot queue the message, try again later");
 			break;
 		}
 		log_info("relay: %s: queued %" PRId64 " from <%s> by %s for %zu recipients, "
 		    "%" PRIu64 " bytes", s->acct->name, id, s->from, s->user, s->n_rcpts, size);
-		rio_reply(&s->io, "250 2.0.0 Ok: queued as %" PRId64, id);
+		relay_io_reply(&s->io, "250 2.0.0 Ok: queued as %" PRId64, id);
 		break;
 	case MSG_LOST:
 		s->quit = true;
@@ -123,7 +123,7 @@ finish(struct sess *s, enum outcome o, int fd, uint64_t size)
 }
 
 void
-relay_cmd_data(struct sess *s, char *arg)
+relay_msg_data(struct relay_session *s, char *arg)
 {
 	char *err = NULL;
 	enum outcome o;
@@ -131,11 +131,11 @@ relay_cmd_data(struct sess *s, char *arg)
 	int fd;
 
 	if (*arg != '\0') {
-		sess_error(s, "501 5.5.4 Syntax: DATA");
+		relay_session_error(s, "501 5.5.4 Syntax: DATA");
 		return;
 	}
 	if (s->from == NULL || s->n_rcpts == 0) {
-		sess_error(s, s->from ? "554 5.5.1 No valid recipients" :
+		relay_session_error(s, s->from ? "554 5.5.1 No valid recipients" :
 		    "503 5.5.1 Need MAIL and RCPT before DATA");
 		return;
 	}
@@ -146,16 +146,16 @@ relay_cmd_data(struct sess *s, char *arg)
 		else
 			log_warn("relay: spool");
 		free(err);
-		rio_reply(&s->io, "451 4.3.0 Cannot spool the message, try again later");
+		relay_io_reply(&s->io, "451 4.3.0 Cannot spool the message, try again later");
 		goto out;
 	}
-	rio_reply(&s->io, "354 End data with <CR><LF>.<CR><LF>");
-	rio_timeout(&s->io, 2 * s->x->c->relay.timeout);
+	relay_io_reply(&s->io, "354 End data with <CR><LF>.<CR><LF>");
+	relay_io_timeout(&s->io, 2 * s->x->c->relay.timeout);
 	o = receive(s, fd, &size);
-	rio_timeout(&s->io, s->x->c->relay.timeout);
+	relay_io_timeout(&s->io, s->x->c->relay.timeout);
 	finish(s, o, fd, size);
 out:
 	if (fd != -1)
 		close(fd);	/* outbox_enqueue linked it under its own name */
-	sess_reset_tx(s);
+	relay_session_reset_tx(s);
 }

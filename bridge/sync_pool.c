@@ -1,4 +1,4 @@
-#include "bridge/pool.h"
+#include "bridge/sync_pool.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -15,7 +15,7 @@
 #include "store/state.h"
 
 void
-pool_init(struct pool *p, unsigned max, bool daemon)
+sync_pool_init(struct sync_pool *p, unsigned max, bool daemon)
 {
 	p->max = max ? max : 1;
 	p->jobs = xcalloc(p->max, sizeof *p->jobs);
@@ -23,7 +23,7 @@ pool_init(struct pool *p, unsigned max, bool daemon)
 }
 
 void
-pool_free(struct pool *p)
+sync_pool_free(struct sync_pool *p)
 {
 	for (unsigned i = 0; i < p->max; i++)
 		free(p->jobs[i].account);
@@ -32,7 +32,7 @@ pool_free(struct pool *p)
 }
 
 static void
-report(const struct pool *p, const struct conf_account *a, const struct sync_result *r, int rc)
+report(const struct sync_pool *p, const struct conf_account *a, const struct sync_result *r, int rc)
 {
 	if (rc != EX_OK) {
 		log_warnx("%s: %s", a->name, r->error ? r->error : "failed");
@@ -48,7 +48,7 @@ report(const struct pool *p, const struct conf_account *a, const struct sync_res
 }
 
 static int
-child_pass(const struct pool *p, const struct conf *c, const struct conf_account *a)
+child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
 	struct sync_result res;
 	struct state *st;
@@ -68,9 +68,9 @@ child_pass(const struct pool *p, const struct conf *c, const struct conf_account
 }
 
 int
-pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
+sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
-	struct pool_job *slot = NULL;
+	struct sync_pool_job *slot = NULL;
 	pid_t parent = getpid(), pid;
 
 	for (unsigned i = 0; i < p->max && slot == NULL; i++)
@@ -98,7 +98,7 @@ pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
 
 /* Frees slot i of the job whose exit status is status. */
 static void
-finish_job(struct pool *p, unsigned i, int status, char **account, int *code)
+finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *code)
 {
 	*account = p->jobs[i].account;
 	p->jobs[i].account = NULL;
@@ -112,12 +112,12 @@ finish_job(struct pool *p, unsigned i, int status, char **account, int *code)
 }
 
 int
-pool_reap(struct pool *p, bool block, char **account, int *code)
+sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
 {
 	int status;
 	pid_t pid;
 
-	if (pool_running(p) == 0)
+	if (sync_pool_running(p) == 0)
 		return -1;
 	if (!block) {
 		/* The daemon has other children (relay, queue runner): ask for
@@ -143,7 +143,7 @@ pool_reap(struct pool *p, bool block, char **account, int *code)
 }
 
 size_t
-pool_running(const struct pool *p)
+sync_pool_running(const struct sync_pool *p)
 {
 	size_t n = 0;
 
@@ -153,7 +153,7 @@ pool_running(const struct pool *p)
 }
 
 bool
-pool_has(const struct pool *p, const char *account)
+sync_pool_has(const struct sync_pool *p, const char *account)
 {
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid != 0 && strcmp(p->jobs[i].account, account) == 0)
@@ -162,7 +162,7 @@ pool_has(const struct pool *p, const char *account)
 }
 
 void
-pool_signal(struct pool *p, int sig)
+sync_pool_signal(struct sync_pool *p, int sig)
 {
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid != 0)
@@ -180,10 +180,10 @@ on_sync_signal(int sig)
 }
 
 int
-pool_sync(const struct conf *c, char *const *names, size_t n)
+sync_pool_run(const struct conf *c, char *const *names, size_t n)
 {
 	struct sigaction sa = { .sa_handler = on_sync_signal };
-	struct pool p;
+	struct sync_pool p;
 	size_t total = n ? n : c->n_accounts, next = 0;
 	int worst = EX_OK, code;
 	char *done;
@@ -191,21 +191,21 @@ pool_sync(const struct conf *c, char *const *names, size_t n)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	pool_init(&p, c->max_parallel, false);
+	sync_pool_init(&p, c->max_parallel, false);
 	for (;;) {
-		while (!sync_got_signal && next < total && pool_running(&p) < p.max) {
+		while (!sync_got_signal && next < total && sync_pool_running(&p) < p.max) {
 			const struct conf_account *a = n ? conf_account(c, names[next]) :
 			    &c->accounts[next];
 
-			if (pool_start(&p, c, a) == -1) {
+			if (sync_pool_start(&p, c, a) == -1) {
 				worst = worst ? worst : EX_OSERR;
 				break;
 			}
 			next++;
 		}
 		if (sync_got_signal)
-			pool_signal(&p, SIGTERM);
-		int r = pool_reap(&p, true, &done, &code);
+			sync_pool_signal(&p, SIGTERM);
+		int r = sync_pool_reap(&p, true, &done, &code);
 
 		if (r == -1)
 			break;
@@ -215,7 +215,7 @@ pool_sync(const struct conf *c, char *const *names, size_t n)
 			worst = code;
 		free(done);
 	}
-	pool_free(&p);
+	sync_pool_free(&p);
 	if (sync_got_signal && worst == EX_OK)
 		worst = EX_TEMPFAIL;
 	return worst;
