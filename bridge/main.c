@@ -16,6 +16,7 @@
 #include "lib/log.h"
 #include "bridge/sync_pool.h"
 #include "bridge/queue_cmd.h"
+#include "bridge/sendmail.h"
 #include "bridge/status.h"
 #include "lib/xmalloc.h"
 #include "conf/conf.h"
@@ -155,9 +156,9 @@ main(int argc, char **argv)
 		if (make_state_dir(c->state_dir) == -1)
 			rc = EX_CANTCREAT;
 		else if (strcmp(cmd, "sendmail") == 0)
-			rc = queue_cmd_sendmail(c, argc - 1, argv + 1);
+			rc = sendmail_run(c, argc - 1, argv + 1);
 		else
-			rc = queue_cmd_queue(c, argc - 1, argv + 1);
+			rc = queue_cmd_run(c, argc - 1, argv + 1);
 	}
 	else if (strcmp(cmd, "where") == 0)
 		rc = argc == 3 ? status_where(stdout, c, argv[1], argv[2]) :

@@ -20,16 +20,7 @@ relay_session_sender_account(const struct conf *c, const char *user, const char 
 {
 	if (user == NULL || *addr == '\0')
 		return NULL;
-	for (size_t i = 0; i < c->n_accounts; i++) {
-		const struct conf_account *a = &c->accounts[i];
-
-		if (a->local_user == NULL || strcmp(a->local_user, user) != 0)
-			continue;
-		for (size_t j = 0; j < a->n_addresses; j++)
-			if (strcasecmp(a->addresses[j], addr) == 0)
-				return a;
-	}
-	return NULL;
+	return conf_account_by_address(c, addr, user);
 }
 
 char *

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -285,6 +286,22 @@ conf_account(const struct conf *c, const char *name)
 	for (i = 0; i < c->n_accounts; i++)
 		if (strcmp(c->accounts[i].name, name) == 0)
 			return &c->accounts[i];
+	return NULL;
+}
+
+const struct conf_account *
+conf_account_by_address(const struct conf *c, const char *addr, const char *local_user)
+{
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct conf_account *a = &c->accounts[i];
+
+		if (local_user != NULL &&
+		    (a->local_user == NULL || strcmp(a->local_user, local_user) != 0))
+			continue;
+		for (size_t j = 0; j < a->n_addresses; j++)
+			if (strcasecmp(a->addresses[j], addr) == 0)
+				return a;
+	}
 	return NULL;
 }
 

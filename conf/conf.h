@@ -97,6 +97,12 @@ void conf_free(struct conf *c);
 /* Finds an account by name; NULL if none. */
 const struct conf_account *conf_account(const struct conf *c, const char *name);
 
+/* The first account with addr among its addresses (compared in any case),
+ * of local_user when that is not NULL; NULL if none. Who may send as whom
+ * (the relay, `sendmail`). */
+const struct conf_account *conf_account_by_address(const struct conf *c,
+    const char *addr, const char *local_user);
+
 /* s with every "%u" replaced by user. Allocated. */
 char *conf_expand_user(const char *s, const char *user);
 
