@@ -26,7 +26,9 @@
 #include "lib/log.h"
 #include "lib/net.h"
 #include "lib/sasl.h"
+#include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
+#include "bridge/pop3_sink.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
 
@@ -43,7 +45,7 @@
 struct pop3 {
 	mailpop3 *m;		/* owns the stream (m->pop3_stream) and the
 				 * APOP timestamp; its commands are never used */
-	struct pop3_rd rd;
+	struct pop3_reader rd;
 	struct pop3_caps caps;
 	char *where;		/* "host:port", prefix of every message */
 	unsigned timeout;
@@ -91,7 +93,7 @@ failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
 static int
 server_err(struct pop3 *p, int code, char **err, const char *what, const char *text)
 {
-	char *clean = pop3_clean_text(text);
+	char *clean = pop3_parse_clean(text);
 	int rv;
 
 	rv = failf(p, code, err, "%s: -ERR %s", what, clean);
@@ -176,7 +178,7 @@ reply(struct pop3 *p, bool *ok, char *text, size_t cap, char **err)
 	int rv;
 
 	*ok = false;
-	if ((rv = pop3_rd_status(&p->rd, &st, text, cap, &msg)) != POP3_OK)
+	if ((rv = pop3_reader_status(&p->rd, &st, text, cap, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_CONT)
 		return failf(p, POP3_EPROTO, err, "unexpected \"+\" continuation reply");
@@ -214,7 +216,7 @@ ready(struct pop3 *p, char **err)
 	for (; p->qnext < p->nsent; p->qnext++) {
 		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 			return rv;
-		if (ok && (rv = pop3_rd_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
+		if (ok && (rv = pop3_reader_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 	}
 	queue_clear(p);
@@ -244,7 +246,7 @@ open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
 	if (stream == NULL)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
 	p->m->pop3_stream = stream;
-	pop3_rd_init(&p->rd, stream_src, stream, p->timeout);
+	pop3_reader_init(&p->rd, stream_src, stream, p->timeout);
 	return POP3_OK;
 }
 
@@ -304,17 +306,17 @@ read_capa(struct pop3 *p, char **err)
 		return rv;
 	if (!ok)
 		return POP3_OK;
-	pop3_caps_init(&c);
+	pop3_parse_caps_init(&c);
 	c.capa = true;
 	for (n = 0;; n++) {
-		if ((rv = pop3_rd_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
+		if ((rv = pop3_reader_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (end)
 			break;
 		if (n == POP3_CAPA_MAX)
 			return failf(p, POP3_EPROTO, err, "CAPA reply longer than %d lines",
 			    POP3_CAPA_MAX);
-		pop3_caps_line(&c, line);
+		pop3_parse_caps_line(&c, line);
 	}
 	p->caps = c;
 	return POP3_OK;
@@ -338,7 +340,7 @@ starttls(struct pop3 *p, const struct conf_server *s, char **err)
 		return server_err(p, POP3_ETLS, err, "STLS refused", text);
 	/* Bytes already received after the +OK were sent in plaintext, so
 	 * anyone on the path could have injected them (CVE-2020-15953). */
-	if (pop3_rd_pending(&p->rd) > 0 || stream->read_buffer_len > 0)
+	if (pop3_reader_pending(&p->rd) > 0 || stream->read_buffer_len > 0)
 		return failf(p, POP3_ETLS, err, "unexpected data after the STLS reply");
 	if (tls_stream_starttls(stream, s->host, p->timeout) == -1)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
@@ -364,7 +366,7 @@ establish(struct pop3 *p, const struct conf_server *s, char **err)
 	    (rv = verify(p, s, err)) != POP3_OK)
 		return rv;
 	/* Capabilities seen in plaintext may have been forged: read again. */
-	pop3_caps_init(&p->caps);
+	pop3_parse_caps_init(&p->caps);
 	return read_capa(p, err);
 }
 
@@ -407,7 +409,7 @@ struct cred {
 static int
 auth_refused(struct pop3 *p, const char *text, const struct cred *c, char **err)
 {
-	int code = pop3_resp_temporary(text) ? POP3_ENET : POP3_EAUTH;
+	int code = pop3_parse_temporary(text) ? POP3_ENET : POP3_EAUTH;
 
 	if (sasl_repeats_secret(text, c->user, c->secret) ||
 	    (c->sent != NULL && *c->sent != '\0' && strstr(text, c->sent) != NULL))
@@ -475,7 +477,7 @@ sasl_start(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 		return send_secret(p, prefix, c->sent, err);
 	if ((rv = send_cmd(p, err, "AUTH %s", mech)) != POP3_OK)
 		return rv;
-	if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
+	if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_ERR)
 		return auth_refused(p, text, c, err);
@@ -495,7 +497,7 @@ sasl_finish(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 	int rv, round;
 
 	for (round = 0; round < 2; round++) {
-		if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
+		if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (st == POP3_ST_OK)
 			return POP3_OK;
@@ -587,7 +589,7 @@ session_new(const struct conf_server *s)
 	    xasprintf("%s:%u", host, s->port);
 	/* 0 would mean libetpan's 300 s per read and no step deadline. */
 	p->timeout = s->timeout != 0 ? s->timeout : POP3_TIMEOUT_DEFAULT;
-	pop3_caps_init(&p->caps);
+	pop3_parse_caps_init(&p->caps);
 	if ((p->m = mailpop3_new(0, NULL)) == NULL)
 		fatalx("pop3: out of memory");
 	mailpop3_set_timeout(p->m, p->timeout);
@@ -661,7 +663,7 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 		return uidl ? POP3_OK : server_err(p, POP3_ESERVER, err, "LIST", line);
 	l->have = true;
 	for (;;) {
-		if ((rv = pop3_rd_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
+		if ((rv = pop3_reader_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (end)
 			return POP3_OK;
@@ -694,7 +696,7 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 		rv = send_cmd(p, err, "LIST");
 	if (rv == POP3_OK)
 		rv = read_listing(p, false, &list, err);
-	if (rv == POP3_OK && (rv = pop3_listing_merge(list.e, list.n, uidl.e, uidl.n,
+	if (rv == POP3_OK && (rv = pop3_parse_listing(list.e, list.n, uidl.e, uidl.n,
 	    uidl.have, p->ndeleted > 0, &msg)) != POP3_OK)
 		rv = fail(p, rv, err, msg);
 	if (rv == POP3_OK) {
@@ -723,7 +725,7 @@ pop3_entries_free(struct pop3_entry *entries, size_t n)
 int
 pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char **err)
 {
-	struct pop3_out o;
+	struct pop3_sink o;
 	struct pop3_retr res;
 	char text[POP3_LINE_MAX + 1], what[32], *msg = NULL;
 	bool ok;
@@ -737,10 +739,10 @@ pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char 
 		snprintf(what, sizeof what, "TOP %lu", num);
 		return server_err(p, POP3_ESERVER, err, what, text);
 	}
-	pop3_out_init(&o, -1, POP3_EOL_CRLF, 0);
-	if ((rv = pop3_rd_body(&p->rd, pop3_out_sink, &o, &msg)) == POP3_OK)
-		rv = pop3_out_finish(&o, &res, &msg);
-	pop3_out_free(&o);
+	pop3_sink_init(&o, -1, POP3_EOL_CRLF, 0);
+	if ((rv = pop3_reader_body(&p->rd, pop3_sink_put, &o, &msg)) == POP3_OK)
+		rv = pop3_sink_finish(&o, &res, &msg);
+	pop3_sink_free(&o);
 	if (rv != POP3_OK)
 		return fail(p, rv, err, msg);
 	memcpy(sha256, res.header_sha256, sizeof res.header_sha256);
@@ -803,7 +805,7 @@ int
 pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
     uint64_t max_octets, struct pop3_retr *res, char **err)
 {
-	struct pop3_out o;
+	struct pop3_sink o;
 	char text[POP3_LINE_MAX + 1], what[32], *msg = NULL;
 	bool ok;
 	int rv;
@@ -817,10 +819,10 @@ pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
 		snprintf(what, sizeof what, "RETR %lu", num);
 		return server_err(p, POP3_ESERVER, err, what, text);
 	}
-	pop3_out_init(&o, fd, eol, max_octets);
-	if ((rv = pop3_rd_body(&p->rd, pop3_out_sink, &o, &msg)) == POP3_OK)
-		rv = pop3_out_finish(&o, res, &msg);
-	pop3_out_free(&o);
+	pop3_sink_init(&o, fd, eol, max_octets);
+	if ((rv = pop3_reader_body(&p->rd, pop3_sink_put, &o, &msg)) == POP3_OK)
+		rv = pop3_sink_finish(&o, res, &msg);
+	pop3_sink_free(&o);
 	return rv == POP3_OK ? POP3_OK : fail(p, rv, err, msg);
 }
 
@@ -851,7 +853,7 @@ dele_window(struct pop3 *p, const unsigned long *nums, size_t k, struct dele_res
 			continue;
 		}
 		if (d->failed++ == 0) {
-			clean = pop3_clean_text(text);
+			clean = pop3_parse_clean(text);
 			d->first = xasprintf("DELE %lu: -ERR %s", nums[i], clean);
 			free(clean);
 		}
@@ -911,7 +913,7 @@ pop3_abort(struct pop3 *p)
 	free(p->m->pop3_timestamp);
 	p->m->pop3_timestamp = NULL;
 	mailpop3_free(p->m);
-	pop3_rd_free(&p->rd);
+	pop3_reader_free(&p->rd);
 	queue_clear(p);
 	free(p->where);
 	free(p);
