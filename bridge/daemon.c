@@ -23,10 +23,15 @@ struct due {
 	time_t at;
 };
 
+/* Everything the daemon's one loop owns. */
 struct sched {
 	struct conf *c;
+	const char *conf_path;
 	struct due *due;        /* one per c->accounts[i] */
 	struct sync_pool pool;
+	struct queue_runner queue;	/* the outbound queue (queue.h) */
+	struct relay_proc relay;	/* SMTP submission (relay.h) */
+	bool stopping;          /* SIGTERM/SIGINT seen: waiting for the passes */
 };
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
@@ -139,26 +144,85 @@ start_due(struct sched *s)
 	return wait;
 }
 
+/* The signals the loop takes synchronously with sigtimedwait(), blocked
+ * from now on: the one loop owns time, children and reloads. */
+static void
+block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, set, NULL);
+}
+
+/* What a signal the loop took does: TERM/INT stop everything (passes under
+ * way finish their current message first), HUP reloads the configuration
+ * and restarts the queue runner and the relay with it. SIGCHLD only wakes
+ * the loop, which reaps. */
+static void
+handle_signal(struct sched *s, int sig)
+{
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		if (!s->stopping)
+			log_info("stopping: waiting for %zu passes to finish their message",
+			    sync_pool_running(&s->pool));
+		s->stopping = true;
+		notify_systemd("STOPPING=1");
+		sync_pool_signal(&s->pool, SIGTERM);
+		queue_runner_signal(&s->queue, SIGTERM);
+		relay_stop(&s->relay);
+		break;
+	case SIGHUP:
+		if (s->stopping)
+			break;
+		reload(s, s->conf_path);
+		/* It restarts with the new configuration. */
+		queue_runner_signal(&s->queue, SIGTERM);
+		relay_stop(&s->relay);
+		relay_start(&s->relay, s->c);
+		break;
+	default:
+		break;
+	}
+}
+
+/* One turn of the loop before it waits: reap, keep the relay and the
+ * queue runner alive, start due passes. Returns how long to wait, or -1
+ * when everything has stopped. */
+static time_t
+tick(struct sched *s)
+{
+	time_t wait;
+
+	reap_finished(s);
+	if (!s->stopping)
+		relay_check(&s->relay, s->c);
+	/* The outbound queue runner: restarted if it ends while running. */
+	if (!queue_runner_check(&s->queue) && !s->stopping)
+		queue_runner_start(&s->queue, s->c);
+	if (s->stopping && sync_pool_running(&s->pool) == 0 && s->queue.pid == 0)
+		return -1;
+	wait = s->stopping ? 60 : start_due(s);
+	if (s->queue.pid == 0 && !s->stopping && wait > 5)
+		wait = 5;
+	return wait > 0 ? wait : 1;
+}
+
 int
 daemon_run(const char *conf_path, struct conf *c)
 {
-	struct sched s = { .c = c };
-	struct queue_runner queue = { 0 };	/* the outbound queue (queue.h) */
-	struct relay_proc relay = { 0 };	/* SMTP submission (relay.h) */
+	struct sched s = { .c = c, .conf_path = conf_path };
+	struct timespec ts = { 0 };
 	sigset_t set;
 	siginfo_t si;
-	bool stopping = false;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGCHLD);
-	/* Signals are taken synchronously with sigtimedwait: the one loop
-	 * owns time, children and reloads. */
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	block_signals(&set);
 	/* The relay binds its ports now: one in use is an error at start. */
-	if (relay_start(&relay, c) == -1) {
+	if (relay_start(&s.relay, c) == -1) {
 		conf_free(c);
 		return EX_UNAVAILABLE;
 	}
@@ -166,47 +230,8 @@ daemon_run(const char *conf_path, struct conf *c)
 	sync_pool_init(&s.pool, c->max_parallel, true);
 	log_info("running: %zu accounts, up to %u at once", c->n_accounts, c->max_parallel);
 	notify_systemd("READY=1");
-	for (;;) {
-		struct timespec ts = { 0 };
-
-		reap_finished(&s);
-		if (!stopping)
-			relay_check(&relay, s.c);
-		/* The outbound queue runner: restarted if it ends while running. */
-		if (!queue_runner_check(&queue) && !stopping)
-			queue_runner_start(&queue, s.c);
-		if (stopping && sync_pool_running(&s.pool) == 0 && queue.pid == 0)
-			break;
-		ts.tv_sec = stopping ? 60 : start_due(&s);
-		if (queue.pid == 0 && !stopping && ts.tv_sec > 5)
-			ts.tv_sec = 5;
-		if (ts.tv_sec <= 0)
-			ts.tv_sec = 1;
-		switch (sigtimedwait(&set, &si, &ts)) {
-		case SIGTERM:
-		case SIGINT:
-			if (!stopping)
-				log_info("stopping: waiting for %zu passes to finish their message",
-				    sync_pool_running(&s.pool));
-			stopping = true;
-			notify_systemd("STOPPING=1");
-			sync_pool_signal(&s.pool, SIGTERM);
-			queue_runner_signal(&queue, SIGTERM);
-			relay_stop(&relay);
-			break;
-		case SIGHUP:
-			if (!stopping) {
-				reload(&s, conf_path);
-				/* It restarts with the new configuration. */
-				queue_runner_signal(&queue, SIGTERM);
-				relay_stop(&relay);
-				relay_start(&relay, s.c);
-			}
-			break;
-		default:
-			break;
-		}
-	}
+	while ((ts.tv_sec = tick(&s)) != -1)
+		handle_signal(&s, sigtimedwait(&set, &si, &ts));
 	sync_pool_free(&s.pool);
 	due_free(s.due, s.c->n_accounts);
 	conf_free(s.c);
