@@ -23,16 +23,17 @@ LIBS        = $(PKG_LIBS) -letpan -lgnutls -lcrypt
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS      := $(sort $(wildcard lib/*.c conf/*.c store/*.c bridge/*.c))
+# Unit tests link every object but main.c.
+SRCS        := $(sort $(wildcard lib/*.c conf/*.c store/*.c bridge/*.c))
 NOMAIN_SRCS := $(filter-out bridge/main.c,$(SRCS))
-TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+TEST_SRCS   := $(sort $(wildcard tests/unit/test_*.c))
 
-OBJS      := $(SRCS:%.c=build/rel/%.o)
-NOMAIN_OBJS  := $(NOMAIN_SRCS:%.c=build/rel/%.o)
-SAN_OBJS  := $(SRCS:%.c=build/asan/%.o)
+OBJS            := $(SRCS:%.c=build/rel/%.o)
+NOMAIN_OBJS     := $(NOMAIN_SRCS:%.c=build/rel/%.o)
+SAN_OBJS        := $(SRCS:%.c=build/asan/%.o)
 SAN_NOMAIN_OBJS := $(NOMAIN_SRCS:%.c=build/asan/%.o)
-TESTS     := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
-SAN_TESTS := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
+TESTS           := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
+SAN_TESTS       := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
 
 .PHONY: all check demo bench install uninstall clean deps asan unit-tests layers
 all: layers pop3bridge
