@@ -10,10 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lib/log.h"
-#include "bridge/sync_pool.h"
 #include "bridge/queue.h"
 #include "bridge/relay.h"
+#include "bridge/sync_pool.h"
+#include "lib/log.h"
 #include "lib/xmalloc.h"
 
 /* When each account is due next, by name (so a reload keeps the schedule

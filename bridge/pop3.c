@@ -1,8 +1,8 @@
 /* The POP3 session: libetpan provides the socket and TLS streams, we speak
  * the protocol over them through the bounded reader in pop3_reader.c
- * (LIBETPAN.md traps 2-7 and 9 explain why libetpan's commands are not
- * used: crashes on LIST, whole-message buffering, broken APOP, secrets in
- * its loggers, no line caps, QUIT reported as success on -ERR). */
+ * (doc/DESIGN.md, libetpan traps 2-7 and 9 explain why libetpan's commands
+ * are not used: crashes on LIST, whole-message buffering, broken APOP,
+ * secrets in its loggers, no line caps, QUIT reported as success on -ERR). */
 #include "bridge/pop3.h"
 
 #include <sys/socket.h>
@@ -21,19 +21,21 @@
 #include <gnutls/crypto.h>
 #include <libetpan/libetpan.h>
 
+#include "bridge/pop3_parse.h"
+#include "bridge/pop3_reader.h"
+#include "bridge/pop3_sink.h"
 #include "lib/err.h"
 #include "lib/hex.h"
 #include "lib/log.h"
 #include "lib/net.h"
 #include "lib/sasl.h"
-#include "bridge/pop3_parse.h"
-#include "bridge/pop3_reader.h"
-#include "bridge/pop3_sink.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
 
 #define POP3_CMD_MAX	512	/* our own command lines, never a secret */
-#define POP3_NAME_MAX	255	/* user name, password (LIBETPAN.md trap 7) */
+/* User name, password: bounded before they reach a command line
+ * (doc/DESIGN.md, libetpan trap 7). */
+#define POP3_NAME_MAX	255
 #define POP3_TOKEN_MAX	16384	/* XOAUTH2 bearer tokens are often > 1 KiB */
 #define POP3_CAPA_MAX	1000	/* lines in a CAPA response */
 #define POP3_RFC5034	255	/* longest AUTH line carrying an initial response */
@@ -905,7 +907,7 @@ pop3_abort(struct pop3 *p)
 	if (p == NULL)
 		return;
 	/* mailpop3_free() would send QUIT, which commits every DELE
-	 * (LIBETPAN.md trap 3): close the stream ourselves first. */
+	 * (doc/DESIGN.md, libetpan trap 3): close the stream ourselves first. */
 	if (p->m->pop3_stream != NULL) {
 		mailstream_close(p->m->pop3_stream);
 		p->m->pop3_stream = NULL;

@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/upstream.h"
 #include "lib/log.h"
 #include "lib/proc.h"
-#include "bridge/upstream.h"
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
 

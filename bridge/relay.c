@@ -1,6 +1,5 @@
 #include "bridge/relay.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -10,15 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
 
+#include "bridge/relay_session.h"
 #include "lib/log.h"
 #include "lib/proc.h"
-#include "bridge/relay_session.h"
 #include "lib/xmalloc.h"
 
 struct listener {

@@ -6,9 +6,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "lib/log.h"
 #include "bridge/relay_priv.h"
 #include "lib/base64.h"
+#include "lib/log.h"
 #include "lib/sasl.h"
 #include "lib/xmalloc.h"
 

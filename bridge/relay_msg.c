@@ -3,8 +3,6 @@
  * grows with it), then outbox_enqueue() makes it durable and only then the
  * client gets its 250. A bare CR/LF or an oversized message is read to its
  * end and refused as a whole, so the client stays in sync. */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,11 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lib/io.h"
-#include "lib/log.h"
-#include "bridge/relay.h"
 #include "bridge/relay_data.h"
 #include "bridge/relay_priv.h"
+#include "lib/io.h"
+#include "lib/log.h"
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
 #include "store/state.h"

@@ -10,9 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lib/log.h"
 #include "bridge/relay_priv.h"
 #include "lib/addr.h"
+#include "lib/log.h"
 #include "lib/xmalloc.h"
 
 const struct conf_account *

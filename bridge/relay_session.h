@@ -1,5 +1,6 @@
 /* One SMTP submission session (RFC 5321, 6409) on a connected socket: the
- * relay's command state machine, run in a child process per connection.
+ * relay's command state machine, run in a child process per connection
+ * (doc/DESIGN.md, The relay protocol).
  * Only authenticated users (bridge/passwd.c) may submit, only as an address
  * of one of their accounts, and a message is answered 250 only after
  * outbox_enqueue() made it durable. */

@@ -12,10 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/pop3.h"
 #include "lib/header.h"
 #include "lib/hex.h"
 #include "lib/log.h"
-#include "bridge/pop3.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
 #include "store/deliver.h"

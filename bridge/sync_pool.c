@@ -8,9 +8,9 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "bridge/sync.h"
 #include "lib/log.h"
 #include "lib/proc.h"
-#include "bridge/sync.h"
 #include "lib/xmalloc.h"
 #include "store/state.h"
 

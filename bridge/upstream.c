@@ -152,7 +152,7 @@ command(struct upstream *sm, struct upstream_reply *r, char **err, const char *f
 
 /* Our EHLO argument: the address literal of our end of the connection
  * (RFC 5321 4.1.3), which says nothing the server does not know already,
- * unlike gethostname() (LIBETPAN.md trap 11). */
+ * unlike gethostname() (doc/DESIGN.md, libetpan trap 11). */
 static void
 set_helo(struct upstream *sm, int fd)
 {
@@ -222,7 +222,8 @@ ehlo(struct upstream *sm, char **err)
 	return UPSTREAM_OK;
 }
 
-/* STARTTLS (RFC 3207), never falling back to plaintext (trap 8). */
+/* STARTTLS (RFC 3207), never falling back to plaintext (doc/DESIGN.md,
+ * libetpan trap 8). */
 static int
 starttls(struct upstream *sm, const struct conf_server *s, unsigned timeout, char **err)
 {
@@ -419,7 +420,7 @@ write_stuffed(mailstream *s, const char *buf, size_t n, bool *bol)
 }
 
 /* Streams fd as the message body; the end marker needs the body to end
- * with CRLF, added only when it does not (trap 11). */
+ * with CRLF, added only when it does not (doc/DESIGN.md, libetpan trap 11). */
 static int
 send_body(struct upstream *sm, int fd, char **err)
 {

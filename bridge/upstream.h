@@ -2,14 +2,15 @@
  * mailsmtp: libetpan connects, upgrades (STARTTLS) and authenticates
  * (SASL PLAIN/LOGIN, XOAUTH2); EHLO, MAIL, RCPT, DATA, RSET and QUIT are
  * ours, so that every reply code is kept, MAIL can carry BODY=8BITMIME,
- * and DATA streams the spool file with our own dot-stuffing (LIBETPAN.md
- * traps 7, 8, 11).
+ * and DATA streams the spool file with our own dot-stuffing
+ * (doc/DESIGN.md, libetpan traps 7, 8, 11). Not to be confused with the
+ * relay's server side (bridge/relay_session.c).
  *
- * Functions return UPSTREAM_OK (0) or a negative enum upstream_err, with *err
- * (when not NULL) an allocated one-line message that never holds a
- * secret. A command the server answered with a failure is UPSTREAM_OK: its
- * reply is in struct upstream_reply. After UPSTREAM_ENET or UPSTREAM_EPROTO only
- * upstream_close() is left. */
+ * Functions return UPSTREAM_OK (0) or a negative enum upstream_err, with
+ * *err (when not NULL) an allocated one-line message that never holds a
+ * secret. A command the server answered with a failure is UPSTREAM_OK:
+ * its reply is in struct upstream_reply. After UPSTREAM_ENET or
+ * UPSTREAM_EPROTO only upstream_close() is left. */
 #ifndef POP3BRIDGE_UPSTREAM_H
 #define POP3BRIDGE_UPSTREAM_H
 

@@ -16,9 +16,9 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "lib/xmalloc.h"
 #include "conf/conf.h"
 #include "conf/conf_priv.h"
+#include "lib/xmalloc.h"
 
 /* A config file larger than this is surely not one. */
 #define CONF_MAX_FILE	(4 * 1024 * 1024)

@@ -17,9 +17,9 @@
 
 #include <confuse.h>
 
+#include "conf/conf_priv.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
-#include "conf/conf_priv.h"
 
 #define SECTION_LINE	"@line"
 #define DEFAULT_LISTEN	"127.0.0.1:1587"

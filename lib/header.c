@@ -139,7 +139,7 @@ header_internal_date(const struct header_info *h, time_t fallback)
 }
 
 /* libetpan's RFC 5322 date parser does the grammar; we turn the result
- * into a time_t. Its zone is +hhmm as a decimal number (LIBETPAN.md). */
+ * into a time_t. Its zone is +hhmm as a decimal number: -0130 is -130. */
 time_t
 header_parse_date(const char *s, size_t len)
 {

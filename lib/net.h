@@ -4,9 +4,9 @@
 #define POP3BRIDGE_NET_H
 
 /* Connects to host:port within timeout seconds (all addresses together;
- * getaddrinfo() itself cannot be bounded, LIBETPAN.md trap 9). *fd is a
- * blocking-mode-agnostic, close-on-exec socket. 0, or -1 with *err
- * allocated ("cannot resolve HOST: why", "connect: why"). */
+ * getaddrinfo() itself cannot be bounded: doc/DESIGN.md, libetpan trap 9).
+ * *fd is a blocking-mode-agnostic, close-on-exec socket. 0, or -1 with
+ * *err allocated ("cannot resolve HOST: why", "connect: why"). */
 int net_connect(const char *host, unsigned port, unsigned timeout, int *fd, char **err);
 
 #endif

@@ -1,5 +1,5 @@
 /* Certificate chain and host-name verification for libetpan's TLS streams,
- * which check nothing themselves (LIBETPAN.md trap 1). */
+ * which check nothing themselves (doc/DESIGN.md, libetpan trap 1). */
 #include "lib/tls.h"
 
 #include <sys/stat.h>

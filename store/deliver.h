@@ -1,7 +1,7 @@
 /* The delivery interface: the sync loop writes every message through one
  * of these backends and never knows which store it is.
  *
- * Protocol, per batch (see DESIGN.md, the import protocol):
+ * Protocol, per batch (doc/DESIGN.md, The import protocol):
  *   tmp_create()  for each message: a temp file named by its delivery key;
  *                 the caller writes the message to it and keeps the fd;
  *   deliver()     makes the whole batch durable in the store (after it

@@ -27,13 +27,15 @@
 #include "lib/err.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "lib/mutf7.h"
+#include "lib/sasl.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
-#include "lib/mutf7.h"
-#include "lib/sasl.h"
 
-#define IMAP_NAME_MAX	255	/* user names (LIBETPAN.md trap 7) */
+/* User names: bounded before libetpan quotes them (doc/DESIGN.md, libetpan
+ * trap 7). */
+#define IMAP_NAME_MAX	255
 #define IMAP_PASS_MAX	1024
 #define IMAP_MBOX_MAX	1000	/* encoded mailbox name */
 #define IMAP_CHUNK	65536	/* bytes of a literal per read and write */

@@ -19,10 +19,10 @@
 
 #include "lib/io.h"
 #include "lib/log.h"
+#include "lib/mutf7.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
 #include "store/maildir_subs.h"
-#include "lib/mutf7.h"
 
 struct folder {
 	char *name;             /* as configured */

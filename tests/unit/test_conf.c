@@ -12,8 +12,8 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "lib/xmalloc.h"
 #include "conf/conf.h"
+#include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
 #define FIX	"tests/unit/conf/"

@@ -15,9 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/mutf7.h"
 #include "lib/xmalloc.h"
 #include "store/deliver.h"
-#include "lib/mutf7.h"
 #include "tests/unit/check.h"
 
 static char tmpdir[] = "/tmp/test_maildir.XXXXXX";
