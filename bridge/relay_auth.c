@@ -50,7 +50,8 @@ read_response(struct relay_session *s, const char *challenge, char **out, size_t
 	}
 	if (n == RELAY_IO_TOOLONG || strcmp(line, "*") == 0) {
 		explicit_bzero(line, sizeof line);
-		relay_session_error(s, n == RELAY_IO_TOOLONG ? "500 5.5.6 Authentication exchange line too long" :
+		relay_session_error(s, n == RELAY_IO_TOOLONG ?
+		    "500 5.5.6 Authentication exchange line too long" :
 		    "501 5.0.0 Authentication cancelled");
 		return -1;
 	}
@@ -165,7 +166,8 @@ relay_auth_cmd(struct relay_session *s, char *arg)
 		return;
 	}
 	if (s->io.tls == NULL && !s->loopback) {
-		relay_session_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		relay_session_error(s,
+		    "538 5.7.11 Encryption required for requested authentication mechanism");
 		return;
 	}
 	if (strcasecmp(mech, "PLAIN") == 0)

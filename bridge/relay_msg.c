@@ -96,17 +96,20 @@ finish(struct relay_session *s, enum outcome o, int fd, uint64_t size)
 	switch (o) {
 	case MSG_BARE_EOL:
 		log_warnx("relay: %s: message refused: bare CR or LF in DATA", s->peer);
-		relay_io_reply(&s->io, "550 5.6.0 Bare CR or LF in message: lines must end in CRLF");
+		relay_io_reply(&s->io,
+		    "550 5.6.0 Bare CR or LF in message: lines must end in CRLF");
 		break;
 	case MSG_TOO_BIG:
-		relay_io_reply(&s->io, "552 5.3.4 Message size exceeds fixed maximum message size");
+		relay_io_reply(&s->io,
+		    "552 5.3.4 Message size exceeds fixed maximum message size");
 		break;
 	case MSG_IO_ERROR:
 		relay_io_reply(&s->io, "452 4.3.1 Insufficient system storage");
 		break;
 	case MSG_OK:
 		if (enqueue(s, fd, &id) == -1) {
-			relay_io_reply(&s->io, "451 4.3.0 Cannot queue the message, try again later");
+			relay_io_reply(&s->io,
+			    "451 4.3.0 Cannot queue the message, try again later");
 			break;
 		}
 		log_info("relay: %s: queued %" PRId64 " from <%s> by %s for %zu recipients, "

@@ -379,7 +379,8 @@ relay_session_run(const struct relay_session_ctx *x, int fd, bool implicit_tls,
 	}
 	if (relay_io_expired()) {
 		log_info("relay: %s: session time limit reached", s->peer);
-		relay_io_expire(&s->io, "421 4.4.2 Session time limit reached, closing connection");
+		relay_io_expire(&s->io,
+		    "421 4.4.2 Session time limit reached, closing connection");
 	}
 	alarm(0);
 	relay_io_close(&s->io);

@@ -32,7 +32,8 @@ sync_pool_free(struct sync_pool *p)
 }
 
 static void
-report(const struct sync_pool *p, const struct conf_account *a, const struct sync_result *r, int rc)
+report(const struct sync_pool *p, const struct conf_account *a, const struct sync_result *r,
+    int rc)
 {
 	if (rc != EX_OK) {
 		log_warnx("%s: %s", a->name, r->error ? r->error : "failed");

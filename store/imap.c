@@ -148,7 +148,8 @@ add_level(struct imap *im, const char *folder, const char *s, size_t n, bool fir
 	if (n == 0)
 		err_at(err, im->where, "folder \"%s\": empty hierarchy level", folder);
 	else if (strpbrk(lvl, "*%") != NULL)
-		err_at(err, im->where, "folder \"%s\": \"*\" and \"%%\" are IMAP wildcards", folder);
+		err_at(err, im->where, "folder \"%s\": \"*\" and \"%%\" are IMAP wildcards",
+		    folder);
 	else if (im->delim != '\0' && im->delim != '/' && strchr(lvl, im->delim))
 		err_at(err, im->where, "folder \"%s\": \"%c\" is the server's hierarchy delimiter "
 		    "(use \"/\" between levels)", folder, im->delim);
@@ -183,7 +184,8 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 		return 0;
 	}
 	if (im->delim == '\0' && strchr(folder, '/') != NULL)
-		return err_at(err, im->where, "folder \"%s\": the server has no hierarchy", folder);
+		return err_at(err, im->where, "folder \"%s\": the server has no hierarchy",
+		    folder);
 	for (;;) {
 		slash = strchr(p, '/');
 		if (add_level(im, folder, p, slash ? (size_t)(slash - p) : strlen(p),
@@ -267,7 +269,8 @@ starttls(struct imap *im, char **err)
 		return -1;
 	if (!offered) {
 		im->broken = true;
-		return err_at(err, im->where, "server does not offer STARTTLS (tls = \"starttls\")");
+		return err_at(err, im->where,
+		    "server does not offer STARTTLS (tls = \"starttls\")");
 	}
 	/* libetpan refuses bytes injected after the reply (CVE-2020-15953). */
 	r = mailimap_socket_starttls_with_callback(im->m, tls_sni_callback,

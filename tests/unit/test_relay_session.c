@@ -74,8 +74,8 @@ test_path(void)
 	    "alice@example.com");
 	CHECK_STR(params, "");
 	free(a);
-	CHECK_STR(a = relay_session_parse_path("from: <a@b> SIZE=10  BODY=8BITMIME", "FROM:", &params),
-	    "a@b");
+	CHECK_STR(a = relay_session_parse_path("from: <a@b> SIZE=10  BODY=8BITMIME", "FROM:",
+	    &params), "a@b");
 	CHECK_STR(params, "SIZE=10  BODY=8BITMIME");
 	free(a);
 	CHECK_STR(a = relay_session_parse_path("FROM:<>", "FROM:", &params), "");
