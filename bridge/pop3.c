@@ -61,34 +61,27 @@ struct pop3 {
 
 enum auth_kind { AUTH_NONE, AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2 };
 
-/* Marks the session broken when code leaves the stream in an unknown
- * state; returns code. */
-static int
-broken(struct pop3 *p, int code)
-{
-	if (code == POP3_ENET || code == POP3_EPROTO)
-		p->broken = true;
-	return code;
-}
-
-/* Sets *err to "host:port: msg" (taking msg) and returns code. */
-static int
-fail(struct pop3 *p, int code, char **err, char *msg)
-{
-	err_at(err, p->where, "%s", msg != NULL ? msg : "error");
-	free(msg);
-	return broken(p, code);
-}
-
+/* Sets *err to "host:port: message" and returns code. After POP3_ENET or
+ * POP3_EPROTO the stream is in an unknown state: the session is broken. */
 static int __attribute__((format(printf, 4, 5)))
 failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
 {
 	va_list ap;
 
+	p->broken = p->broken || code == POP3_ENET || code == POP3_EPROTO;
 	va_start(ap, fmt);
 	err_vat(err, p->where, fmt, ap);
 	va_end(ap);
-	return broken(p, code);
+	return code;
+}
+
+/* failf() with a message made elsewhere, which it takes (and frees). */
+static int
+fail(struct pop3 *p, int code, char **err, char *msg)
+{
+	code = failf(p, code, err, "%s", msg != NULL ? msg : "error");
+	free(msg);
+	return code;
 }
 
 /* A -ERR (or other refusal) with the server's text, cleaned for a log. */
@@ -584,11 +577,8 @@ static struct pop3 *
 session_new(const struct conf_server *s)
 {
 	struct pop3 *p = xcalloc(1, sizeof *p);
-	const char *host = s->host != NULL ? s->host : "(no host)";
 
-	/* An IPv6 literal needs brackets to keep "host:port" readable. */
-	p->where = strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, s->port) :
-	    xasprintf("%s:%u", host, s->port);
+	p->where = net_where(s->host, s->port);
 	/* 0 would mean libetpan's 300 s per read and no step deadline. */
 	p->timeout = s->timeout != 0 ? s->timeout : POP3_TIMEOUT_DEFAULT;
 	pop3_parse_caps_init(&p->caps);

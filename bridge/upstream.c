@@ -42,34 +42,27 @@ struct upstream {
 	bool broken;		/* after UPSTREAM_ENET or UPSTREAM_EPROTO */
 };
 
-/* Marks the session broken when code leaves the stream in an unknown
- * state; returns code. */
-static int
-broken(struct upstream *sm, int code)
-{
-	if (code == UPSTREAM_ENET || code == UPSTREAM_EPROTO)
-		sm->broken = true;
-	return code;
-}
-
-/* Sets *err to "host:port: msg" (taking msg) and returns code. */
-static int
-fail(struct upstream *sm, int code, char **err, char *msg)
-{
-	err_at(err, sm->where, "%s", msg != NULL ? msg : "error");
-	free(msg);
-	return broken(sm, code);
-}
-
+/* Sets *err to "host:port: message" and returns code. After UPSTREAM_ENET or
+ * UPSTREAM_EPROTO the stream is in an unknown state: the session is broken. */
 static int __attribute__((format(printf, 4, 5)))
 failf(struct upstream *sm, int code, char **err, const char *fmt, ...)
 {
 	va_list ap;
 
+	sm->broken = sm->broken || code == UPSTREAM_ENET || code == UPSTREAM_EPROTO;
 	va_start(ap, fmt);
 	err_vat(err, sm->where, fmt, ap);
 	va_end(ap);
-	return broken(sm, code);
+	return code;
+}
+
+/* failf() with a message made elsewhere, which it takes (and frees). */
+static int
+fail(struct upstream *sm, int code, char **err, char *msg)
+{
+	code = failf(sm, code, err, "%s", msg != NULL ? msg : "error");
+	free(msg);
+	return code;
 }
 
 /*
@@ -345,12 +338,10 @@ upstream_open(struct upstream **out, const struct conf_server *s, const char *se
 {
 	struct upstream *sm = xcalloc(1, sizeof *sm);
 	unsigned timeout = s->timeout ? s->timeout : UPSTREAM_TIMEOUT_DEFAULT;
-	const char *host = s->host != NULL ? s->host : "(no host)";
 	int rv;
 
 	*out = NULL;
-	sm->where = strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, s->port) :
-	    xasprintf("%s:%u", host, s->port);
+	sm->where = net_where(s->host, s->port);
 	if ((sm->m = mailsmtp_new(0, NULL)) == NULL)
 		fatalx("upstream: out of memory");
 	mailsmtp_set_timeout(sm->m, timeout);

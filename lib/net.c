@@ -85,3 +85,12 @@ net_connect(const char *host, unsigned port, unsigned timeout, int *fdp, char **
 	*fdp = fd;
 	return 0;
 }
+
+char *
+net_where(const char *host, unsigned port)
+{
+	if (host == NULL)
+		host = "(no host)";
+	return strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, port) :
+	    xasprintf("%s:%u", host, port);
+}

@@ -9,4 +9,9 @@
  * *err allocated ("cannot resolve HOST: why", "connect: why"). */
 int net_connect(const char *host, unsigned port, unsigned timeout, int *fd, char **err);
 
+/* "host:port" as messages name a server, "[v6]:port" for an IPv6 literal
+ * (so that the port stays readable), "(no host):port" for NULL.
+ * Allocated. */
+char *net_where(const char *host, unsigned port);
+
 #endif
