@@ -131,6 +131,11 @@ test_sender(void)
 	CHECK(relay_session_sender_account(&c, "bob", "") == NULL);
 	CHECK(relay_session_sender_account(&c, NULL, "bob@example.com") == NULL);
 	CHECK(relay_session_sender_account(&c, "carol", "alice@example.com") == NULL);
+	/* The lookup under it, which `sendmail` uses without a user. */
+	CHECK(conf_account_by_address(&c, "BOB@example.com", NULL) == &acc[1]);
+	CHECK(conf_account_by_address(&c, "a.smith@example.org", NULL) == &acc[0]);
+	CHECK(conf_account_by_address(&c, "a.smith@example.org", "bob") == NULL);
+	CHECK(conf_account_by_address(&c, "nobody@example.com", NULL) == NULL);
 }
 
 int
