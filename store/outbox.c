@@ -59,29 +59,24 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
 	return r;
 }
 
-static char *
-spool_dir(const char *state_dir)
-{
-	return xasprintf("%s/spool", state_dir);
-}
+/*
+ * Paths: STATE_DIR/spool/NAME.msg for queued messages, spool/tmp/ for
+ * submissions under way, spool/ID.dsn for a bounce being written, and the
+ * areas of other users of the spool (spool/imap/).
+ */
 
-/* A message file of the spool, by the name its row records. */
+/* STATE_DIR/spool/name; "STATE_DIR/spool/" for "" (the spool itself, and
+ * the path of a message whose file is gone: it names no file). */
 static char *
 spool_path(const char *state_dir, const char *name)
 {
 	return xasprintf("%s/spool/%s", state_dir, name);
 }
 
-static char *
-spool_tmp_dir(const char *state_dir)
-{
-	return xasprintf("%s/spool/tmp", state_dir);
-}
-
 int
 outbox_spool_file(const char *state_dir, char **err)
 {
-	char *dir = spool_tmp_dir(state_dir);
+	char *dir = spool_path(state_dir, "tmp");
 	int fd = -1;
 
 	if (io_mkdir_p(dir, 0700, false, err) != -1)
@@ -93,7 +88,7 @@ outbox_spool_file(const char *state_dir, char **err)
 char *
 outbox_spool_area(const char *state_dir, const char *name)
 {
-	return xasprintf("%s/spool/%s", state_dir, name);
+	return spool_path(state_dir, name);
 }
 
 char *
@@ -137,7 +132,7 @@ static int
 spool_link(const char *state_dir, int fd, char **name, char **err)
 {
 	static atomic_ulong seq;
-	char *dir = spool_dir(state_dir), *path, proc[64], hex[33];
+	char *dir = spool_path(state_dir, ""), *path, proc[64], hex[33];
 	unsigned char rnd[16];
 	struct timespec ts;
 	int r = -1;
@@ -626,7 +621,7 @@ old_file(DIR *d, const char *name, time_t min_age)
 static void
 sweep_tmp(const char *state_dir, time_t min_age, size_t *removed)
 {
-	char *dir = spool_tmp_dir(state_dir);
+	char *dir = spool_path(state_dir, "tmp");
 	struct dirent *de;
 	DIR *d;
 
@@ -644,7 +639,7 @@ int
 outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
     size_t *removed, char **err)
 {
-	char *dir = spool_dir(state_dir);
+	char *dir = spool_path(state_dir, "");
 	struct dirent *de;
 	sqlite3_stmt *q;
 	DIR *d;
