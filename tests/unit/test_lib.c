@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -99,22 +98,6 @@ test_err(void)
 	free(big);
 }
 
-/* Entries of dir besides "." and "..". */
-static int
-count_entries(const char *dir)
-{
-	struct dirent *de;
-	DIR *d = opendir(dir);
-	int n = 0;
-
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)) != NULL)
-		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
-	closedir(d);
-	return n;
-}
-
 static void
 test_io(void)
 {
@@ -140,12 +123,12 @@ test_io(void)
 	fd = io_tmpfile(q, &err);
 	CHECK(fd != -1);
 	CHECK_INT(io_write_all(fd, "spool", 5), 0);
-	CHECK_INT(count_entries(q), 0);
+	CHECK_INT(check_count_entries(q), 0);
 	free(p);
 	p = xasprintf("%s/named", q);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	CHECK_INT(linkat(AT_FDCWD, proc, AT_FDCWD, p, AT_SYMLINK_FOLLOW), 0);
-	CHECK_INT(count_entries(q), 1);
+	CHECK_INT(check_count_entries(q), 1);
 	close(fd);
 	fd = open(p, O_RDONLY);
 	CHECK(fd != -1 && read(fd, buf, sizeof buf) == 5 && strcmp(buf, "spool") == 0);

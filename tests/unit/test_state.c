@@ -4,7 +4,6 @@
 
 #include <sys/stat.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -808,21 +807,6 @@ test_state_dir(void)
 	free(dir);
 }
 
-static int
-count_entries(const char *dir)
-{
-	struct dirent *de;
-	DIR *d = opendir(dir);
-	int n = 0;
-
-	if (d == NULL)
-		return -1;
-	while ((de = readdir(d)) != NULL)
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 /* Makes path a regular file two days old. */
 static void
 old_file(const char *path)
@@ -858,7 +842,7 @@ test_spool(void)
 	}
 	fd = outbox_spool_file(sd, &err);
 	CHECK(fd != -1);
-	CHECK_INT(count_entries(tmp), 0);	/* anonymous: nothing to leave behind */
+	CHECK_INT(check_count_entries(tmp), 0);	/* anonymous: nothing to leave behind */
 	CHECK_INT(io_write_all(fd, "Subject: x\r\n\r\nbody\r\n", 20), 0);
 	CHECK_INT(outbox_enqueue(st, sd, "acct", NULL, "a@example.org", rcpts, 1, fd, &id,
 	    &err), 0);
@@ -884,7 +868,7 @@ test_spool(void)
 	free(p);
 	CHECK_INT(outbox_sweep_orphans(st, sd, 86400, &removed, &err), 0);
 	CHECK_INT(removed, 2);
-	CHECK_INT(count_entries(tmp), 1);
+	CHECK_INT(check_count_entries(tmp), 1);
 	CHECK(n == 1 && access(v[0].spool_path, R_OK) == 0);
 	outbox_msgs_free(v, n);
 	/* The other names the outbox gives out. */
