@@ -1,5 +1,5 @@
 # pop3bridge — one non-recursive Makefile.
-#   make            build ./pop3bridge
+#   make            build ./pop3bridge (after `make layers`, the include rule)
 #   make check      install missing deps (as root), build, run every test
 #   make demo       install missing deps (as root), build, run a real sync on loopback
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -14,7 +14,7 @@ CC      ?= cc
 PKGS    := sqlite3 libconfuse gnutls
 CFLAGS  ?= -O2 -g
 # libetpan is linked by hand: its pkg-config links a non-PIE binary and
-# pulls in -ldb-5.3 -llockfile (LIBETPAN.md, trap 10).
+# pulls in -ldb-5.3 -llockfile (doc/DESIGN.md, libetpan trap 10).
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fPIE -I. $(PKG_CFLAGS) $(CFLAGS)
@@ -23,19 +23,25 @@ LIBS        = $(PKG_LIBS) -letpan -lgnutls -lcrypt
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS      := $(sort $(wildcard bridge/*.c store/*.c conf/*.c))
-LIB_SRCS  := $(filter-out bridge/main.c,$(SRCS))
-TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+# Unit tests link every object but main.c.
+SRCS        := $(sort $(wildcard lib/*.c conf/*.c store/*.c bridge/*.c))
+NOMAIN_SRCS := $(filter-out bridge/main.c,$(SRCS))
+TEST_SRCS   := $(sort $(wildcard tests/unit/test_*.c))
 
-OBJS      := $(SRCS:%.c=build/rel/%.o)
-LIB_OBJS  := $(LIB_SRCS:%.c=build/rel/%.o)
-SAN_OBJS  := $(SRCS:%.c=build/asan/%.o)
-SAN_LIB_OBJS := $(LIB_SRCS:%.c=build/asan/%.o)
-TESTS     := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
-SAN_TESTS := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
+OBJS            := $(SRCS:%.c=build/rel/%.o)
+NOMAIN_OBJS     := $(NOMAIN_SRCS:%.c=build/rel/%.o)
+SAN_OBJS        := $(SRCS:%.c=build/asan/%.o)
+SAN_NOMAIN_OBJS := $(NOMAIN_SRCS:%.c=build/asan/%.o)
+TESTS           := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
+SAN_TESTS       := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all check demo bench install uninstall clean deps asan unit-tests
-all: pop3bridge
+.PHONY: all check demo bench install uninstall clean deps asan unit-tests layers
+all: layers pop3bridge
+
+# lib/ < conf/ < store/ < bridge/: no folder includes one above it, no store
+# backend another backend (scripts/check-layers).
+layers:
+	@./scripts/check-layers
 
 pop3bridge: $(OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
@@ -51,13 +57,13 @@ build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -O1 -MMD -MP -c -o $@ $<
 
-build/rel/tests/%: tests/unit/%.c $(LIB_OBJS)
+build/rel/tests/%: tests/unit/%.c $(NOMAIN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB_OBJS) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(NOMAIN_OBJS) $(LIBS)
 
-build/asan/tests/%: tests/unit/%.c $(SAN_LIB_OBJS)
+build/asan/tests/%: tests/unit/%.c $(SAN_NOMAIN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) $(ALL_LDFLAGS) -o $@ $< $(SAN_LIB_OBJS) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) $(ALL_LDFLAGS) -o $@ $< $(SAN_NOMAIN_OBJS) $(LIBS)
 
 asan: build/asan/pop3bridge $(SAN_TESTS)
 unit-tests: $(TESTS) $(SAN_TESTS)

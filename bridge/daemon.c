@@ -10,11 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/pool.h"
 #include "bridge/queue.h"
 #include "bridge/relay.h"
-#include "bridge/xmalloc.h"
+#include "bridge/sync_pool.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 /* When each account is due next, by name (so a reload keeps the schedule
  * of accounts that stay). */
@@ -23,10 +23,15 @@ struct due {
 	time_t at;
 };
 
+/* Everything the daemon's one loop owns. */
 struct sched {
 	struct conf *c;
+	const char *conf_path;
 	struct due *due;        /* one per c->accounts[i] */
-	struct pool pool;
+	struct sync_pool pool;
+	struct queue_runner queue;	/* the outbound queue (queue.h) */
+	struct relay_proc relay;	/* SMTP submission (relay.h) */
+	bool stopping;          /* SIGTERM/SIGINT seen: waiting for the passes */
 };
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
@@ -107,7 +112,7 @@ reap_finished(struct sched *s)
 	char *name;
 	int code;
 
-	while (pool_reap(&s->pool, false, &name, &code) == 1) {
+	while (sync_pool_reap(&s->pool, false, &name, &code) == 1) {
 		for (size_t i = 0; i < s->c->n_accounts; i++)
 			if (strcmp(s->due[i].name, name) == 0)
 				s->due[i].at = time(NULL) + interval(s->c, &s->c->accounts[i]);
@@ -125,11 +130,11 @@ start_due(struct sched *s)
 	for (size_t i = 0; i < s->c->n_accounts; i++) {
 		const struct conf_account *a = &s->c->accounts[i];
 
-		if (pool_has(&s->pool, a->name))
+		if (sync_pool_has(&s->pool, a->name))
 			continue;
 		if (s->due[i].at <= now) {
-			if (pool_running(&s->pool) >= s->pool.max ||
-			    pool_start(&s->pool, s->c, a) == -1)
+			if (sync_pool_running(&s->pool) >= s->pool.max ||
+			    sync_pool_start(&s->pool, s->c, a) == -1)
 				continue;
 			/* Not rescheduled until it finishes (reap_finished). */
 			s->due[i].at = now + interval(s->c, a);
@@ -139,75 +144,95 @@ start_due(struct sched *s)
 	return wait;
 }
 
+/* The signals the loop takes synchronously with sigtimedwait(), blocked
+ * from now on: the one loop owns time, children and reloads. */
+static void
+block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, set, NULL);
+}
+
+/* What a signal the loop took does: TERM/INT stop everything (passes under
+ * way finish their current message first), HUP reloads the configuration
+ * and restarts the queue runner and the relay with it. SIGCHLD only wakes
+ * the loop, which reaps. */
+static void
+handle_signal(struct sched *s, int sig)
+{
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		if (!s->stopping)
+			log_info("stopping: waiting for %zu passes to finish their message",
+			    sync_pool_running(&s->pool));
+		s->stopping = true;
+		notify_systemd("STOPPING=1");
+		sync_pool_signal(&s->pool, SIGTERM);
+		queue_runner_signal(&s->queue, SIGTERM);
+		relay_stop(&s->relay);
+		break;
+	case SIGHUP:
+		if (s->stopping)
+			break;
+		reload(s, s->conf_path);
+		/* It restarts with the new configuration. */
+		queue_runner_signal(&s->queue, SIGTERM);
+		relay_stop(&s->relay);
+		relay_start(&s->relay, s->c);
+		break;
+	default:
+		break;
+	}
+}
+
+/* One turn of the loop before it waits: reap, keep the relay and the
+ * queue runner alive, start due passes. Returns how long to wait, or -1
+ * when everything has stopped. */
+static time_t
+tick(struct sched *s)
+{
+	time_t wait;
+
+	reap_finished(s);
+	if (!s->stopping)
+		relay_check(&s->relay, s->c);
+	/* The outbound queue runner: restarted if it ends while running. */
+	if (!queue_runner_check(&s->queue) && !s->stopping)
+		queue_runner_start(&s->queue, s->c);
+	if (s->stopping && sync_pool_running(&s->pool) == 0 && s->queue.pid == 0)
+		return -1;
+	wait = s->stopping ? 60 : start_due(s);
+	if (s->queue.pid == 0 && !s->stopping && wait > 5)
+		wait = 5;
+	return wait > 0 ? wait : 1;
+}
+
 int
 daemon_run(const char *conf_path, struct conf *c)
 {
-	struct sched s = { .c = c };
-	struct queue_runner queue = { 0 };	/* the outbound queue (queue.h) */
-	struct relay_proc relay = { 0 };	/* SMTP submission (relay.h) */
+	struct sched s = { .c = c, .conf_path = conf_path };
+	struct timespec ts = { 0 };
 	sigset_t set;
 	siginfo_t si;
-	bool stopping = false;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGCHLD);
-	/* Signals are taken synchronously with sigtimedwait: the one loop
-	 * owns time, children and reloads. */
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	block_signals(&set);
 	/* The relay binds its ports now: one in use is an error at start. */
-	if (relay_start(&relay, c) == -1) {
+	if (relay_start(&s.relay, c) == -1) {
 		conf_free(c);
 		return EX_UNAVAILABLE;
 	}
 	s.due = schedule(c, NULL, 0);
-	pool_init(&s.pool, c->max_parallel, true);
+	sync_pool_init(&s.pool, c->max_parallel, true);
 	log_info("running: %zu accounts, up to %u at once", c->n_accounts, c->max_parallel);
 	notify_systemd("READY=1");
-	for (;;) {
-		struct timespec ts = { 0 };
-
-		reap_finished(&s);
-		if (!stopping)
-			relay_check(&relay, s.c);
-		/* The outbound queue runner: restarted if it ends while running. */
-		if (!queue_runner_check(&queue) && !stopping)
-			queue_runner_start(&queue, s.c);
-		if (stopping && pool_running(&s.pool) == 0 && queue.pid == 0)
-			break;
-		ts.tv_sec = stopping ? 60 : start_due(&s);
-		if (queue.pid == 0 && !stopping && ts.tv_sec > 5)
-			ts.tv_sec = 5;
-		if (ts.tv_sec <= 0)
-			ts.tv_sec = 1;
-		switch (sigtimedwait(&set, &si, &ts)) {
-		case SIGTERM:
-		case SIGINT:
-			if (!stopping)
-				log_info("stopping: waiting for %zu passes to finish their message",
-				    pool_running(&s.pool));
-			stopping = true;
-			notify_systemd("STOPPING=1");
-			pool_signal(&s.pool, SIGTERM);
-			queue_runner_signal(&queue, SIGTERM);
-			relay_stop(&relay);
-			break;
-		case SIGHUP:
-			if (!stopping) {
-				reload(&s, conf_path);
-				/* It restarts with the new configuration. */
-				queue_runner_signal(&queue, SIGTERM);
-				relay_stop(&relay);
-				relay_start(&relay, s.c);
-			}
-			break;
-		default:
-			break;
-		}
-	}
-	pool_free(&s.pool);
+	while ((ts.tv_sec = tick(&s)) != -1)
+		handle_signal(&s, sigtimedwait(&set, &si, &ts));
+	sync_pool_free(&s.pool);
 	due_free(s.due, s.c->n_accounts);
 	conf_free(s.c);
 	log_info("stopped");

@@ -1,5 +1,6 @@
-/* pop3bridge: command-line parsing and dispatch; nothing else. */
-#include <errno.h>
+/* pop3bridge: command-line parsing and dispatch; nothing else. The
+ * commands are one table (as tmux's cmd_entry): dispatch and the usage
+ * text both read it. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -13,85 +14,153 @@
 #include <libetpan/libetpan.h>
 
 #include "bridge/daemon.h"
-#include "bridge/log.h"
-#include "bridge/pool.h"
 #include "bridge/queue_cmd.h"
+#include "bridge/sendmail.h"
 #include "bridge/status.h"
-#include "bridge/xmalloc.h"
+#include "bridge/sync_pool.h"
 #include "conf/conf.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
+#include "store/state.h"
 
 #define VERSION "0.1.0"
+
+/* What a command's handler gets: the configuration (loaded for every
+ * command; a handler that keeps it sets c to NULL) and its own arguments. */
+struct cmd_args {
+	const char *conf_path;
+	struct conf *c;
+	int argc;
+	char **argv;
+};
+
+struct cmd_entry {
+	const char *name;
+	const char *args;       /* usage: the arguments after the name */
+	const char *about;      /* usage: what it does */
+	int (*exec)(struct cmd_args *);
+	unsigned flags;
+};
+
+/* STATE_DIR is made (mode 0700) before the handler runs: it writes state. */
+#define CMD_STATE_DIR	0x1
+
+static int cmd_run(struct cmd_args *);
+static int cmd_sync(struct cmd_args *);
+static int cmd_check_config(struct cmd_args *);
+static int cmd_status(struct cmd_args *);
+static int cmd_where(struct cmd_args *);
+static int cmd_sendmail(struct cmd_args *);
+static int cmd_queue(struct cmd_args *);
+
+static const struct cmd_entry cmds[] = {
+	{ "run", "", "poll every account on its interval (foreground daemon)",
+	    cmd_run, CMD_STATE_DIR },
+	{ "sync", "[ACCOUNT...]", "one pass over the accounts, then exit",
+	    cmd_sync, CMD_STATE_DIR },
+	{ "check-config", "", "validate the configuration and print a summary",
+	    cmd_check_config, 0 },
+	{ "status", "[--json]", "per account: last poll, result, messages, errors",
+	    cmd_status, 0 },
+	{ "where", "ACCOUNT UIDL", "where one imported message went", cmd_where, 0 },
+	{ "sendmail", "[-t] [-i] [-f FROM] [RCPT...]", "queue a message read on stdin",
+	    cmd_sendmail, CMD_STATE_DIR },
+	{ "queue", "[list|flush|drop ID]", "show, deliver now, or remove queued mail",
+	    cmd_queue, CMD_STATE_DIR },
+};
 
 static void
 usage(FILE *f)
 {
+	char line[64];
+
 	fputs("usage: pop3bridge [-c FILE] [-v|-q] [-s] COMMAND\n"
 	    "  -c FILE  configuration (default $XDG_CONFIG_HOME/pop3bridge/pop3bridge.conf,\n"
 	    "           else /etc/pop3bridge.conf)\n"
-	    "  -v, -q   more, less output; -s  log to syslog instead of stderr\n"
-	    "  run                 poll every account on its interval (foreground daemon)\n"
-	    "  sync [ACCOUNT...]   one pass over the accounts, then exit\n"
-	    "  check-config        validate the configuration and print a summary\n"
-	    "  status [--json]     per account: last poll, result, messages, errors\n"
-	    "  where ACCOUNT UIDL  where one imported message went\n"
-	    "  sendmail [-t] [-i] [-f FROM] [RCPT...]  queue a message read on stdin\n"
-	    "  queue [list|flush|drop ID]  show, deliver now, or remove queued mail\n", f);
-}
-
-/* mkdir -p with mode 0700 for the state directory. */
-static int
-make_state_dir(const char *dir)
-{
-	char *p = xstrdup(dir);
-	int rc = 0;
-
-	for (char *s = p + 1; ; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char c = *s;
-		*s = '\0';
-		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-			log_warn("state_dir %s", p);
-			rc = -1;
-			break;
-		}
-		*s = c;
-		if (c == '\0')
-			break;
+	    "  -v, -q   more, less output; -s  log to syslog instead of stderr\n", f);
+	for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+		snprintf(line, sizeof line, "%s%s%s", cmds[i].name, *cmds[i].args ? " " : "",
+		    cmds[i].args);
+		fprintf(f, "  %-18s  %s\n", line, cmds[i].about);
 	}
-	free(p);
-	return rc;
+}
+
+static const struct cmd_entry *
+cmd_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+		if (strcmp(cmds[i].name, name) == 0)
+			return &cmds[i];
+	return NULL;
 }
 
 static int
-cmd_sync(const struct conf *c, int argc, char **argv)
+cmd_run(struct cmd_args *a)
 {
-	for (int i = 0; i < argc; i++)
-		if (conf_account(c, argv[i]) == NULL) {
-			log_warnx("no account \"%s\" in %s", argv[i], c->path);
+	struct conf *c = a->c;
+
+	a->c = NULL;	/* owned and freed by the daemon */
+	return daemon_run(a->conf_path, c);
+}
+
+static int
+cmd_sync(struct cmd_args *a)
+{
+	for (int i = 0; i < a->argc; i++)
+		if (conf_account(a->c, a->argv[i]) == NULL) {
+			log_warnx("no account \"%s\" in %s", a->argv[i], a->c->path);
 			return EX_USAGE;
 		}
-	if (make_state_dir(c->state_dir) == -1)
-		return EX_CANTCREAT;
-	return pool_sync(c, argv, argc);
+	return sync_pool_run(a->c, a->argv, (size_t)a->argc);
 }
 
 static int
-cmd_status(const struct conf *c, int argc, char **argv)
+cmd_check_config(struct cmd_args *a)
+{
+	status_print_config(stdout, a->c);
+	return EX_OK;
+}
+
+static int
+cmd_status(struct cmd_args *a)
 {
 	bool json = false;
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--json") != 0) {
+	for (int i = 0; i < a->argc; i++) {
+		if (strcmp(a->argv[i], "--json") != 0) {
 			usage(stderr);
 			return EX_USAGE;
 		}
 		json = true;
 	}
-	return status_print(stdout, c, json);
+	return status_print(stdout, a->c, json);
 }
 
-/* Process-wide setup before anything connects (LIBETPAN.md). */
+static int
+cmd_where(struct cmd_args *a)
+{
+	if (a->argc != 2) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	return status_where(stdout, a->c, a->argv[0], a->argv[1]);
+}
+
+static int
+cmd_sendmail(struct cmd_args *a)
+{
+	return sendmail_run(a->c, a->argc, a->argv);
+}
+
+static int
+cmd_queue(struct cmd_args *a)
+{
+	return queue_cmd_run(a->c, a->argc, a->argv);
+}
+
+/* Process-wide setup before anything connects (doc/DESIGN.md, libetpan
+ * traps): no SIGPIPE (libetpan writes without MSG_NOSIGNAL), libetpan's
+ * connect delay, private files. */
 static void
 setup_process(void)
 {
@@ -101,12 +170,41 @@ setup_process(void)
 	umask(077);
 }
 
+static int
+make_state_dir(const char *dir)
+{
+	char *err = NULL;
+
+	if (state_make_dir(dir, &err) == 0)
+		return 0;
+	log_warnx("state_dir: %s", err);
+	free(err);
+	return -1;
+}
+
+/* Loads the configuration and runs the command. */
+static int
+dispatch(const struct cmd_entry *e, const char *conf_path, int argc, char **argv)
+{
+	struct cmd_args a = { .conf_path = conf_path, .argc = argc, .argv = argv };
+	int rc;
+
+	if ((rc = conf_load(conf_path, &a.c, stderr)) != 0)
+		return rc;
+	if ((e->flags & CMD_STATE_DIR) && make_state_dir(a.c->state_dir) == -1)
+		rc = EX_CANTCREAT;
+	else
+		rc = e->exec(&a);
+	conf_free(a.c);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
 	enum log_verbosity v = LOG_NORMAL;
+	const struct cmd_entry *e;
 	char *conf_path = NULL;
-	struct conf *c = NULL;
 	const char *cmd;
 	int ch, rc, use_syslog = 0;
 
@@ -139,9 +237,7 @@ main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	cmd = argc > 0 ? argv[0] : "";
-	if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "check-config") &&
-	    strcmp(cmd, "status") && strcmp(cmd, "where") && strcmp(cmd, "sendmail") &&
-	    strcmp(cmd, "queue")) {
+	if ((e = cmd_find(cmd)) == NULL) {
 		if (*cmd)
 			log_warnx("unknown command \"%s\"", cmd);
 		usage(stderr);
@@ -152,37 +248,7 @@ main(int argc, char **argv)
 	setup_process();
 	if (conf_path == NULL)
 		conf_path = conf_default_path();
-	if ((rc = conf_load(conf_path, &c, stderr)) != 0) {
-		free(conf_path);
-		return rc;
-	}
-	if (strcmp(cmd, "check-config") == 0) {
-		status_print_config(stdout, c);
-		rc = EX_OK;
-	} else if (strcmp(cmd, "sync") == 0)
-		rc = cmd_sync(c, argc - 1, argv + 1);
-	else if (strcmp(cmd, "status") == 0)
-		rc = cmd_status(c, argc - 1, argv + 1);
-	else if (strcmp(cmd, "sendmail") == 0 || strcmp(cmd, "queue") == 0) {
-		if (make_state_dir(c->state_dir) == -1)
-			rc = EX_CANTCREAT;
-		else if (strcmp(cmd, "sendmail") == 0)
-			rc = queue_cmd_sendmail(c, argc - 1, argv + 1);
-		else
-			rc = queue_cmd_queue(c, argc - 1, argv + 1);
-	}
-	else if (strcmp(cmd, "where") == 0)
-		rc = argc == 3 ? status_where(stdout, c, argv[1], argv[2]) :
-		    (usage(stderr), EX_USAGE);
-	else {
-		if (make_state_dir(c->state_dir) == -1)
-			rc = EX_CANTCREAT;
-		else {
-			rc = daemon_run(conf_path, c);
-			c = NULL;	/* owned and freed by the daemon */
-		}
-	}
-	conf_free(c);
+	rc = dispatch(e, conf_path, argc - 1, argv + 1);
 	free(conf_path);
 	return rc;
 }

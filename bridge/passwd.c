@@ -13,7 +13,7 @@
 
 #include <gnutls/crypto.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 struct passwd_ent {
 	char *user;

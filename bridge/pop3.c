@@ -1,8 +1,8 @@
 /* The POP3 session: libetpan provides the socket and TLS streams, we speak
  * the protocol over them through the bounded reader in pop3_reader.c
- * (LIBETPAN.md traps 2-7 and 9 explain why libetpan's commands are not
- * used: crashes on LIST, whole-message buffering, broken APOP, secrets in
- * its loggers, no line caps, QUIT reported as success on -ERR). */
+ * (doc/DESIGN.md, libetpan traps 2-7 and 9 explain why libetpan's commands
+ * are not used: crashes on LIST, whole-message buffering, broken APOP,
+ * secrets in its loggers, no line caps, QUIT reported as success on -ERR). */
 #include "bridge/pop3.h"
 
 #include <sys/socket.h>
@@ -21,14 +21,21 @@
 #include <gnutls/crypto.h>
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
-#include "bridge/net.h"
+#include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
-#include "bridge/tls.h"
-#include "bridge/xmalloc.h"
+#include "bridge/pop3_sink.h"
+#include "lib/err.h"
+#include "lib/hex.h"
+#include "lib/log.h"
+#include "lib/net.h"
+#include "lib/sasl.h"
+#include "lib/tls.h"
+#include "lib/xmalloc.h"
 
 #define POP3_CMD_MAX	512	/* our own command lines, never a secret */
-#define POP3_NAME_MAX	255	/* user name, password (LIBETPAN.md trap 7) */
+/* User name, password: bounded before they reach a command line
+ * (doc/DESIGN.md, libetpan trap 7). */
+#define POP3_NAME_MAX	255
 #define POP3_TOKEN_MAX	16384	/* XOAUTH2 bearer tokens are often > 1 KiB */
 #define POP3_CAPA_MAX	1000	/* lines in a CAPA response */
 #define POP3_RFC5034	255	/* longest AUTH line carrying an initial response */
@@ -40,7 +47,7 @@
 struct pop3 {
 	mailpop3 *m;		/* owns the stream (m->pop3_stream) and the
 				 * APOP timestamp; its commands are never used */
-	struct pop3_rd rd;
+	struct pop3_reader rd;
 	struct pop3_caps caps;
 	char *where;		/* "host:port", prefix of every message */
 	unsigned timeout;
@@ -54,36 +61,34 @@ struct pop3 {
 
 enum auth_kind { AUTH_NONE, AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2 };
 
-/* Sets *err to "host:port: msg" (taking msg), marks the session broken when
- * the stream is left in an unknown state, and returns code. */
-static int
-fail(struct pop3 *p, int code, char **err, char *msg)
-{
-	if (code == POP3_ENET || code == POP3_EPROTO)
-		p->broken = true;
-	if (err != NULL)
-		*err = xasprintf("%s: %s", p->where, msg != NULL ? msg : "error");
-	free(msg);
-	return code;
-}
-
+/* Sets *err to "host:port: message" and returns code. After POP3_ENET or
+ * POP3_EPROTO the stream is in an unknown state: the session is broken. */
 static int __attribute__((format(printf, 4, 5)))
 failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
+	p->broken = p->broken || code == POP3_ENET || code == POP3_EPROTO;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	err_vat(err, p->where, fmt, ap);
 	va_end(ap);
-	return fail(p, code, err, xstrdup(msg));
+	return code;
+}
+
+/* failf() with a message made elsewhere, which it takes (and frees). */
+static int
+fail(struct pop3 *p, int code, char **err, char *msg)
+{
+	code = failf(p, code, err, "%s", msg != NULL ? msg : "error");
+	free(msg);
+	return code;
 }
 
 /* A -ERR (or other refusal) with the server's text, cleaned for a log. */
 static int
 server_err(struct pop3 *p, int code, char **err, const char *what, const char *text)
 {
-	char *clean = pop3_clean_text(text);
+	char *clean = pop3_parse_clean(text);
 	int rv;
 
 	rv = failf(p, code, err, "%s: -ERR %s", what, clean);
@@ -168,7 +173,7 @@ reply(struct pop3 *p, bool *ok, char *text, size_t cap, char **err)
 	int rv;
 
 	*ok = false;
-	if ((rv = pop3_rd_status(&p->rd, &st, text, cap, &msg)) != POP3_OK)
+	if ((rv = pop3_reader_status(&p->rd, &st, text, cap, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_CONT)
 		return failf(p, POP3_EPROTO, err, "unexpected \"+\" continuation reply");
@@ -206,14 +211,14 @@ ready(struct pop3 *p, char **err)
 	for (; p->qnext < p->nsent; p->qnext++) {
 		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 			return rv;
-		if (ok && (rv = pop3_rd_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
+		if (ok && (rv = pop3_reader_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 	}
 	queue_clear(p);
 	return POP3_OK;
 }
 
-/* Resolves host and connects within the timeout (bridge/net.c). */
+/* Resolves host and connects within the timeout (lib/net.c). */
 static int
 tcp_connect(struct pop3 *p, const struct conf_server *s, int *fdp, char **err)
 {
@@ -236,7 +241,7 @@ open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
 	if (stream == NULL)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
 	p->m->pop3_stream = stream;
-	pop3_rd_init(&p->rd, stream_src, stream, p->timeout);
+	pop3_reader_init(&p->rd, stream_src, stream, p->timeout);
 	return POP3_OK;
 }
 
@@ -296,17 +301,17 @@ read_capa(struct pop3 *p, char **err)
 		return rv;
 	if (!ok)
 		return POP3_OK;
-	pop3_caps_init(&c);
+	pop3_parse_caps_init(&c);
 	c.capa = true;
 	for (n = 0;; n++) {
-		if ((rv = pop3_rd_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
+		if ((rv = pop3_reader_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (end)
 			break;
 		if (n == POP3_CAPA_MAX)
 			return failf(p, POP3_EPROTO, err, "CAPA reply longer than %d lines",
 			    POP3_CAPA_MAX);
-		pop3_caps_line(&c, line);
+		pop3_parse_caps_line(&c, line);
 	}
 	p->caps = c;
 	return POP3_OK;
@@ -330,7 +335,7 @@ starttls(struct pop3 *p, const struct conf_server *s, char **err)
 		return server_err(p, POP3_ETLS, err, "STLS refused", text);
 	/* Bytes already received after the +OK were sent in plaintext, so
 	 * anyone on the path could have injected them (CVE-2020-15953). */
-	if (pop3_rd_pending(&p->rd) > 0 || stream->read_buffer_len > 0)
+	if (pop3_reader_pending(&p->rd) > 0 || stream->read_buffer_len > 0)
 		return failf(p, POP3_ETLS, err, "unexpected data after the STLS reply");
 	if (tls_stream_starttls(stream, s->host, p->timeout) == -1)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
@@ -356,25 +361,8 @@ establish(struct pop3 *p, const struct conf_server *s, char **err)
 	    (rv = verify(p, s, err)) != POP3_OK)
 		return rv;
 	/* Capabilities seen in plaintext may have been forged: read again. */
-	pop3_caps_init(&p->caps);
+	pop3_parse_caps_init(&p->caps);
 	return read_capa(p, err);
-}
-
-/* Refuses values that could inject commands (LIBETPAN.md trap 7): CR, LF
- * (NUL cannot be in a C string), control characters where the protocol
- * uses them as separators, and over-long values. */
-static bool
-safe_value(const char *v, size_t max, bool no_ctl)
-{
-	size_t i;
-
-	for (i = 0; v[i] != '\0'; i++) {
-		if (i == max || v[i] == '\r' || v[i] == '\n')
-			return false;
-		if (no_ctl && ((unsigned char)v[i] < 0x20 || v[i] == 0x7f))
-			return false;
-	}
-	return true;
 }
 
 static int
@@ -389,30 +377,37 @@ check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char
 		return failf(p, POP3_ECONFIG, err, "port out of range");
 	if (s->user == NULL || *s->user == '\0')
 		return failf(p, POP3_ECONFIG, err, "no user name");
-	if (!safe_value(s->user, POP3_NAME_MAX, true))
+	/* Values that could inject commands: CR, LF, control characters
+	 * where the protocol uses them as separators, over-long values. */
+	if (!conf_safe_name(s->user, POP3_NAME_MAX))
 		return failf(p, POP3_ECONFIG, err, "user name holds a control character "
 		    "or is longer than %d bytes", POP3_NAME_MAX);
-	if (pass != NULL && !safe_value(pass, max, token))
+	if (pass != NULL && !(token ? conf_safe_name(pass, max) : conf_safe_value(pass, max)))
 		return failf(p, POP3_ECONFIG, err, "%s holds CR or LF or is longer than "
 		    "%zu bytes", token ? "token" : "password", max);
-	if (s->tls == CONF_TLS_NONE && pass != NULL && *pass != '\0' && !s->allow_plaintext)
-		return failf(p, POP3_ECONFIG, err, "tls = none with a password requires "
-		    "allow_plaintext = true");
+	if (conf_plaintext_refused(s, pass != NULL && *pass != '\0'))
+		return failf(p, POP3_ECONFIG, err, "%s", CONF_PLAINTEXT_REFUSED);
 	return POP3_OK;
 }
 
+/* What a login sends: the user, the secret, and what was derived from it
+ * (the APOP digest, a SASL response), which a refusal must not repeat. */
+struct cred {
+	const char *user, *secret;
+	const char *sent;	/* NULL when nothing was derived */
+};
+
 /* A refused login. The RFC 2449/3206 response codes IN-USE, LOGIN-DELAY and
  * SYS/TEMP mean "not now", not "wrong credentials": retry later. Some
- * servers echo the rejected command: a reply holding the secret (or its
- * base64 form, b64 may be NULL) is withheld from the message. */
+ * servers echo the rejected command: a reply holding the secret (lib/sasl.c
+ * knows its forms) or what was sent for it is withheld from the message. */
 static int
-auth_refused(struct pop3 *p, const char *text, const char *secret, const char *b64,
-    char **err)
+auth_refused(struct pop3 *p, const char *text, const struct cred *c, char **err)
 {
-	int code = pop3_resp_temporary(text) ? POP3_ENET : POP3_EAUTH;
+	int code = pop3_parse_temporary(text) ? POP3_ENET : POP3_EAUTH;
 
-	if ((*secret != '\0' && strstr(text, secret) != NULL) ||
-	    (b64 != NULL && *b64 != '\0' && strstr(text, b64) != NULL))
+	if (sasl_repeats_secret(text, c->user, c->secret) ||
+	    (c->sent != NULL && *c->sent != '\0' && strstr(text, c->sent) != NULL))
 		return failf(p, code, err, "login refused (reply withheld: it "
 		    "repeats the credential)");
 	return server_err(p, code, err, "login refused", text);
@@ -421,6 +416,7 @@ auth_refused(struct pop3 *p, const char *text, const char *secret, const char *b
 static int
 auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
 {
+	const struct cred c = { user, pass, NULL };
 	char text[POP3_LINE_MAX + 1];
 	bool ok;
 	int rv;
@@ -429,11 +425,11 @@ auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok)
-		return auth_refused(p, text, pass, NULL, err);
+		return auth_refused(p, text, &c, err);
 	if ((rv = send_secret(p, "PASS ", pass, err)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, pass, NULL, err);
+	return ok ? POP3_OK : auth_refused(p, text, &c, err);
 }
 
 /* APOP (RFC 1939) with GnuTLS's MD5: libetpan's is broken on 64-bit. */
@@ -441,9 +437,10 @@ static int
 auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
 {
 	const char *ts = p->m->pop3_timestamp;
-	size_t tl = strlen(ts), pl = strlen(pass), i;
+	size_t tl = strlen(ts), pl = strlen(pass);
 	unsigned char md5[16];
 	char hex[33], text[POP3_LINE_MAX + 1], *buf = xmalloc(tl + pl + 1);
+	const struct cred c = { user, pass, hex };
 	bool ok;
 	int rv;
 
@@ -454,56 +451,53 @@ auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
 	free(buf);
 	if (rv < 0)
 		return failf(p, POP3_ECONFIG, err, "APOP needs MD5, which GnuTLS refuses");
-	for (i = 0; i < sizeof md5; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md5[i]);
+	hex_encode(md5, sizeof md5, hex);
 	if ((rv = send_cmd(p, err, "APOP %s %s", user, hex)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, pass, hex, err);
+	return ok ? POP3_OK : auth_refused(p, text, &c, err);
 }
 
-/* Sends AUTH mech with the base64 response b64: inline when the line fits
- * in 255 octets, else after the server's "+" (RFC 5034 section 4). */
+/* Sends AUTH mech with the base64 response c->sent: inline when the line
+ * fits in 255 octets, else after the server's "+" (RFC 5034 section 4). */
 static int
-sasl_start(struct pop3 *p, const char *mech, const char *b64, const char *secret,
-    char **err)
+sasl_start(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 {
 	char prefix[32], text[POP3_LINE_MAX + 1], *msg = NULL;
 	enum pop3_status st;
 	int rv;
 
 	snprintf(prefix, sizeof prefix, "AUTH %s ", mech);
-	if (strlen(prefix) + strlen(b64) + 2 <= POP3_RFC5034)
-		return send_secret(p, prefix, b64, err);
+	if (strlen(prefix) + strlen(c->sent) + 2 <= POP3_RFC5034)
+		return send_secret(p, prefix, c->sent, err);
 	if ((rv = send_cmd(p, err, "AUTH %s", mech)) != POP3_OK)
 		return rv;
-	if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
+	if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_ERR)
-		return auth_refused(p, text, secret, b64, err);
+		return auth_refused(p, text, c, err);
 	if (st == POP3_ST_OK)
 		return failf(p, POP3_EPROTO, err, "AUTH %s: +OK before any credential", mech);
-	return send_secret(p, "", b64, err);
+	return send_secret(p, "", c->sent, err);
 }
 
 /* Reads the outcome of AUTH. A "+" challenge now is an error report
  * (XOAUTH2 sends its JSON error that way): answer with an empty line
  * (XOAUTH2) or "*" (cancel, RFC 5034) to get the final -ERR. */
 static int
-sasl_finish(struct pop3 *p, const char *mech, const char *b64, const char *secret,
-    char **err)
+sasl_finish(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 {
 	char text[POP3_LINE_MAX + 1], *msg = NULL;
 	enum pop3_status st;
 	int rv, round;
 
 	for (round = 0; round < 2; round++) {
-		if ((rv = pop3_rd_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
+		if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (st == POP3_ST_OK)
 			return POP3_OK;
 		if (st == POP3_ST_ERR)
-			return auth_refused(p, text, secret, b64, err);
+			return auth_refused(p, text, c, err);
 		if (round == 0 && (rv = send_cmd(p, err, "%s",
 		    strcmp(mech, "XOAUTH2") == 0 ? "" : "*")) != POP3_OK)
 			return rv;
@@ -511,48 +505,20 @@ sasl_finish(struct pop3 *p, const char *mech, const char *b64, const char *secre
 	return failf(p, POP3_EPROTO, err, "AUTH %s: a second challenge", mech);
 }
 
-/* SASL with a one-step mechanism: raw is the response built around the
- * secret; both copies (raw and its base64 form) are wiped afterwards. */
+/* SASL with a one-step mechanism (lib/sasl.c builds the response); the
+ * base64 response is wiped afterwards. */
 static int
-auth_sasl(struct pop3 *p, const char *mech, char *raw, size_t rawlen,
-    const char *secret, char **err)
+auth_sasl(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
+    char **err)
 {
-	char *b64 = pop3_base64(raw, rawlen);
+	char *b64 = sasl_response64(mech, user, secret);
+	const struct cred c = { user, secret, b64 };
 	int rv;
 
-	explicit_bzero(raw, rawlen);
-	if ((rv = sasl_start(p, mech, b64, secret, err)) == POP3_OK)
-		rv = sasl_finish(p, mech, b64, secret, err);
+	if ((rv = sasl_start(p, sasl_name(mech), &c, err)) == POP3_OK)
+		rv = sasl_finish(p, sasl_name(mech), &c, err);
 	explicit_bzero(b64, strlen(b64));
 	free(b64);
-	return rv;
-}
-
-static int
-auth_plain(struct pop3 *p, const char *user, const char *pass, char **err)
-{
-	size_t ul = strlen(user), pl = strlen(pass), n = ul + pl + 2;
-	char *raw = xmalloc(n);
-	int rv;
-
-	/* RFC 4616: empty authzid NUL authcid NUL password. */
-	raw[0] = '\0';
-	memcpy(raw + 1, user, ul);
-	raw[1 + ul] = '\0';
-	memcpy(raw + 2 + ul, pass, pl);
-	rv = auth_sasl(p, "PLAIN", raw, n, pass, err);
-	free(raw);
-	return rv;
-}
-
-static int
-auth_xoauth2(struct pop3 *p, const char *user, const char *token, char **err)
-{
-	char *raw = xasprintf("user=%s\001auth=Bearer %s\001\001", user, token);
-	int rv;
-
-	rv = auth_sasl(p, "XOAUTH2", raw, strlen(raw), token, err);
-	free(raw);
 	return rv;
 }
 
@@ -594,9 +560,9 @@ authenticate(struct pop3 *p, const struct conf_server *s, const char *pass, char
 	case AUTH_APOP:
 		return auth_apop(p, s->user, pass, err);
 	case AUTH_PLAIN:
-		return auth_plain(p, s->user, pass, err);
+		return auth_sasl(p, SASL_PLAIN, s->user, pass, err);
 	case AUTH_XOAUTH2:
-		return auth_xoauth2(p, s->user, pass, err);
+		return auth_sasl(p, SASL_XOAUTH2, s->user, pass, err);
 	case AUTH_NONE:
 		break;
 	}
@@ -611,14 +577,11 @@ static struct pop3 *
 session_new(const struct conf_server *s)
 {
 	struct pop3 *p = xcalloc(1, sizeof *p);
-	const char *host = s->host != NULL ? s->host : "(no host)";
 
-	/* An IPv6 literal needs brackets to keep "host:port" readable. */
-	p->where = strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, s->port) :
-	    xasprintf("%s:%u", host, s->port);
+	p->where = net_where(s->host, s->port);
 	/* 0 would mean libetpan's 300 s per read and no step deadline. */
 	p->timeout = s->timeout != 0 ? s->timeout : POP3_TIMEOUT_DEFAULT;
-	pop3_caps_init(&p->caps);
+	pop3_parse_caps_init(&p->caps);
 	if ((p->m = mailpop3_new(0, NULL)) == NULL)
 		fatalx("pop3: out of memory");
 	mailpop3_set_timeout(p->m, p->timeout);
@@ -692,7 +655,7 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 		return uidl ? POP3_OK : server_err(p, POP3_ESERVER, err, "LIST", line);
 	l->have = true;
 	for (;;) {
-		if ((rv = pop3_rd_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
+		if ((rv = pop3_reader_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (end)
 			return POP3_OK;
@@ -725,7 +688,7 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 		rv = send_cmd(p, err, "LIST");
 	if (rv == POP3_OK)
 		rv = read_listing(p, false, &list, err);
-	if (rv == POP3_OK && (rv = pop3_listing_merge(list.e, list.n, uidl.e, uidl.n,
+	if (rv == POP3_OK && (rv = pop3_parse_listing(list.e, list.n, uidl.e, uidl.n,
 	    uidl.have, p->ndeleted > 0, &msg)) != POP3_OK)
 		rv = fail(p, rv, err, msg);
 	if (rv == POP3_OK) {
@@ -754,7 +717,7 @@ pop3_entries_free(struct pop3_entry *entries, size_t n)
 int
 pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char **err)
 {
-	struct pop3_out o;
+	struct pop3_sink o;
 	struct pop3_retr res;
 	char text[POP3_LINE_MAX + 1], what[32], *msg = NULL;
 	bool ok;
@@ -768,10 +731,10 @@ pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char 
 		snprintf(what, sizeof what, "TOP %lu", num);
 		return server_err(p, POP3_ESERVER, err, what, text);
 	}
-	pop3_out_init(&o, -1, POP3_EOL_CRLF, 0);
-	if ((rv = pop3_rd_body(&p->rd, pop3_out_sink, &o, &msg)) == POP3_OK)
-		rv = pop3_out_finish(&o, &res, &msg);
-	pop3_out_free(&o);
+	pop3_sink_init(&o, -1, POP3_EOL_CRLF, 0);
+	if ((rv = pop3_reader_body(&p->rd, pop3_sink_put, &o, &msg)) == POP3_OK)
+		rv = pop3_sink_finish(&o, &res, &msg);
+	pop3_sink_free(&o);
 	if (rv != POP3_OK)
 		return fail(p, rv, err, msg);
 	memcpy(sha256, res.header_sha256, sizeof res.header_sha256);
@@ -834,7 +797,7 @@ int
 pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
     uint64_t max_octets, struct pop3_retr *res, char **err)
 {
-	struct pop3_out o;
+	struct pop3_sink o;
 	char text[POP3_LINE_MAX + 1], what[32], *msg = NULL;
 	bool ok;
 	int rv;
@@ -848,10 +811,10 @@ pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
 		snprintf(what, sizeof what, "RETR %lu", num);
 		return server_err(p, POP3_ESERVER, err, what, text);
 	}
-	pop3_out_init(&o, fd, eol, max_octets);
-	if ((rv = pop3_rd_body(&p->rd, pop3_out_sink, &o, &msg)) == POP3_OK)
-		rv = pop3_out_finish(&o, res, &msg);
-	pop3_out_free(&o);
+	pop3_sink_init(&o, fd, eol, max_octets);
+	if ((rv = pop3_reader_body(&p->rd, pop3_sink_put, &o, &msg)) == POP3_OK)
+		rv = pop3_sink_finish(&o, res, &msg);
+	pop3_sink_free(&o);
 	return rv == POP3_OK ? POP3_OK : fail(p, rv, err, msg);
 }
 
@@ -882,7 +845,7 @@ dele_window(struct pop3 *p, const unsigned long *nums, size_t k, struct dele_res
 			continue;
 		}
 		if (d->failed++ == 0) {
-			clean = pop3_clean_text(text);
+			clean = pop3_parse_clean(text);
 			d->first = xasprintf("DELE %lu: -ERR %s", nums[i], clean);
 			free(clean);
 		}
@@ -934,7 +897,7 @@ pop3_abort(struct pop3 *p)
 	if (p == NULL)
 		return;
 	/* mailpop3_free() would send QUIT, which commits every DELE
-	 * (LIBETPAN.md trap 3): close the stream ourselves first. */
+	 * (doc/DESIGN.md, libetpan trap 3): close the stream ourselves first. */
 	if (p->m->pop3_stream != NULL) {
 		mailstream_close(p->m->pop3_stream);
 		p->m->pop3_stream = NULL;
@@ -942,7 +905,7 @@ pop3_abort(struct pop3 *p)
 	free(p->m->pop3_timestamp);
 	p->m->pop3_timestamp = NULL;
 	mailpop3_free(p->m);
-	pop3_rd_free(&p->rd);
+	pop3_reader_free(&p->rd);
 	queue_clear(p);
 	free(p->where);
 	free(p);

@@ -1,6 +1,7 @@
 /* A POP3 client session. libetpan connects (plain, STLS, POP3S); every
  * command is spoken by our own bounded parser over its mailstream (see
- * LIBETPAN.md traps 2-5): streaming RETR, pipelining, deadlines, APOP.
+ * doc/DESIGN.md, libetpan traps 2-5): streaming RETR, pipelining,
+ * deadlines, APOP.
  *
  * Every function returning int returns POP3_OK (0) or a negative
  * enum pop3_err; on error *err (when err is not NULL) receives an allocated

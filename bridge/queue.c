@@ -13,10 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
-#include "bridge/smtp.h"
-#include "bridge/xmalloc.h"
+#include "bridge/upstream.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 
 #define QUEUE_BACKOFF_MAX 3600
@@ -39,7 +39,7 @@ queue_backoff(unsigned initial, unsigned n)
 
 static void
 set_result(struct outbox_rcpt *r, enum outbox_rcpt_state state,
-    const struct smtp_reply *rep)
+    const struct upstream_reply *rep)
 {
 	r->state = state;
 	r->last_code = rep->code;
@@ -50,7 +50,7 @@ set_result(struct outbox_rcpt *r, enum outbox_rcpt_state state,
 /* Applies a reply to every recipient in sel (NULL: every pending one):
  * 2xx delivered (when ok2xx), 5xx failed, else left pending. */
 static void
-apply_reply(struct outbox_msg *m, const bool *sel, const struct smtp_reply *rep,
+apply_reply(struct outbox_msg *m, const bool *sel, const struct upstream_reply *rep,
     bool ok2xx)
 {
 	for (size_t i = 0; i < m->n_rcpts; i++) {
@@ -66,23 +66,23 @@ apply_reply(struct outbox_msg *m, const bool *sel, const struct smtp_reply *rep,
 }
 
 static char *
-reply_error(const char *what, const struct smtp_reply *rep)
+reply_error(const char *what, const struct upstream_reply *rep)
 {
 	return xasprintf("%s: %d %s", what, rep->code, rep->text);
 }
 
 /* RCPT for each pending recipient; ok[i] set for the accepted ones. */
 static int
-rcpts(struct smtp *sm, struct outbox_msg *m, bool *ok, size_t *n_ok, char **error)
+rcpts(struct upstream *sm, struct outbox_msg *m, bool *ok, size_t *n_ok, char **error)
 {
-	struct smtp_reply rep;
+	struct upstream_reply rep;
 	size_t i;
 
 	*n_ok = 0;
 	for (i = 0; i < m->n_rcpts; i++) {
 		if (m->rcpts[i].state != RCPT_PENDING)
 			continue;
-		if (smtp_rcpt(sm, m->rcpts[i].addr, &rep, error) != SMTP_OK)
+		if (upstream_rcpt(sm, m->rcpts[i].addr, &rep, error) != UPSTREAM_OK)
 			return -1;
 		if (rep.code / 100 == 2) {
 			ok[i] = true;
@@ -100,14 +100,14 @@ rcpts(struct smtp *sm, struct outbox_msg *m, bool *ok, size_t *n_ok, char **erro
 /* The transaction on an open session; *error (allocated) says why
  * recipients stay pending. */
 static void
-transact(struct smtp *sm, struct outbox_msg *m, int fd, char **error)
+transact(struct upstream *sm, struct outbox_msg *m, int fd, char **error)
 {
 	bool *ok = xcalloc(m->n_rcpts, sizeof *ok);
 	bool eightbit = queue_file_8bit(fd);
-	struct smtp_reply rep;
+	struct upstream_reply rep;
 	size_t n_ok;
 
-	if (smtp_mail(sm, m->mail_from, m->size, eightbit, &rep, error) != SMTP_OK)
+	if (upstream_mail(sm, m->mail_from, m->size, eightbit, &rep, error) != UPSTREAM_OK)
 		goto out;
 	if (rep.code / 100 != 2) {
 		apply_reply(m, NULL, &rep, false);
@@ -117,10 +117,10 @@ transact(struct smtp *sm, struct outbox_msg *m, int fd, char **error)
 	if (rcpts(sm, m, ok, &n_ok, error) == -1)
 		goto out;
 	if (n_ok == 0) {
-		smtp_rset(sm, NULL);
+		upstream_rset(sm, NULL);
 		goto out;
 	}
-	if (smtp_data(sm, fd, &rep, error) != SMTP_OK)
+	if (upstream_data(sm, fd, &rep, error) != UPSTREAM_OK)
 		goto out;
 	apply_reply(m, ok, &rep, rep.code / 100 == 2 && rep.code != 354);
 	if (rep.code / 100 != 2) {
@@ -209,7 +209,7 @@ static void
 attempt(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	struct smtp *sm = NULL;
+	struct upstream *sm = NULL;
 	char *secret = NULL, *error = NULL;
 	int fd = -1;
 
@@ -218,14 +218,14 @@ attempt(const struct conf *c, struct state *st, const struct conf_account *a,
 	else if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) == -1)
 		error = xasprintf("%s: %s", m->spool_path, strerror(errno));
 	else if (conf_password(&a->smtp, &secret, &error) == 0 &&
-	    smtp_open(&sm, &a->smtp, secret, &error) == SMTP_OK)
+	    upstream_open(&sm, &a->smtp, secret, &error) == UPSTREAM_OK)
 		transact(sm, m, fd, &error);
 	if (secret != NULL) {
 		explicit_bzero(secret, strlen(secret));
 		free(secret);
 	}
 	record(c, st, m, error);
-	smtp_close(sm);
+	upstream_close(sm);
 	if (fd != -1)
 		close(fd);
 	free(error);

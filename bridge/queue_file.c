@@ -15,8 +15,9 @@
 #include <gnutls/crypto.h>
 
 #include "bridge/dsn.h"
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/hex.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/deliver.h"
 
 bool
@@ -42,7 +43,7 @@ queue_file_8bit(int fd)
  * who can mail the user could otherwise plant it to suppress a bounce.
  * NULL when the message has no spool file name. */
 char *
-queue_copy_key(const struct outbox_msg *m, const char *what)
+queue_file_copy_key(const struct outbox_msg *m, const char *what)
 {
 	const char *name = m->spool_path != NULL ? strrchr(m->spool_path, '/') : NULL;
 	unsigned char md[32];
@@ -52,8 +53,7 @@ queue_copy_key(const struct outbox_msg *m, const char *what)
 	if (name == NULL || *name == '\0' ||
 	    gnutls_hash_fast(GNUTLS_DIG_SHA256, name, strlen(name), md) != 0)
 		return NULL;
-	for (size_t i = 0; i < 16; i++)
-		snprintf(tag + 2 * i, 3, "%02x", md[i]);
+	hex_encode(md, 16, tag);
 	return xasprintf("outbox%lldx%lld-%s-%s", (long long)m->id,
 	    (long long)m->created_at, tag, what);
 }
@@ -62,7 +62,7 @@ static void
 sent_copy(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	char *key = queue_copy_key(m, "sent"), *err = NULL;
+	char *key = queue_file_copy_key(m, "sent"), *err = NULL;
 
 	if (key == NULL)
 		err = xstrdup("no spool file name to derive the delivery key from");
@@ -114,8 +114,8 @@ static void
 bounce(const struct conf *c, struct state *st, const struct conf_account *a,
     struct outbox_msg *m)
 {
-	char *key = queue_copy_key(m, "dsn"), *err = NULL;
-	char *path = xasprintf("%s/spool/%lld.dsn", c->state_dir, (long long)m->id);
+	char *key = queue_file_copy_key(m, "dsn"), *err = NULL;
+	char *path = outbox_bounce_path(c->state_dir, m->id);
 
 	if (key == NULL)
 		err = xstrdup("no spool file name to derive the delivery key from");

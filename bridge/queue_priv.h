@@ -14,7 +14,7 @@ bool queue_file_8bit(int fd);
 /* The delivery key of m's Sent copy (what "sent") or bounce ("dsn"):
  * allocated, unguessable (from the spool file's random name), the same on
  * every retry; NULL when m has no spool file name. */
-char *queue_copy_key(const struct outbox_msg *m, const char *what);
+char *queue_file_copy_key(const struct outbox_msg *m, const char *what);
 
 /* For a sent or bounced message: the \Seen copy into a's sent_folder
  * and the bounce into a's INBOX, each once (stable delivery keys), each

@@ -13,9 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 
 #define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */
@@ -40,16 +40,14 @@ sweep_spool(const struct conf *c, struct state *st)
 static int
 runner_main(const struct conf *c)
 {
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
 	struct state *st;
+	char *err = NULL;
 
-	if (state_open(path, &st, &err) == -1) {
+	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("queue: %s", err);
 		free(err);
-		free(path);
 		return EX_IOERR;
 	}
-	free(path);
 	sweep_spool(c, st);
 	while (!queue_stop) {
 		if (queue_pass(c, st, (int64_t)time(NULL), &err) == -1) {

@@ -1,6 +1,5 @@
 #include "bridge/relay.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -10,16 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
-#include "bridge/relay_smtp.h"
-#include "bridge/xmalloc.h"
+#include "bridge/relay_session.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 
 struct listener {
 	int fd;
@@ -126,49 +124,6 @@ load_cred(const struct conf *c, gnutls_certificate_credentials_t *cred)
 	return -1;
 }
 
-int
-relay_spool_temp(const struct conf *c, char **path)
-{
-	char *spool = xasprintf("%s/spool", c->state_dir);
-	char *tmp = xasprintf("%s/tmp", spool);
-	int fd;
-
-	if (mkdir(spool, 0700) == -1 && errno != EEXIST)
-		log_warn("relay: %s", spool);
-	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
-		log_warn("relay: %s", tmp);
-	*path = xasprintf("%s/relay.XXXXXX", tmp);
-	if ((fd = mkostemp(*path, O_CLOEXEC)) == -1) {
-		log_warn("relay: %s", *path);
-		free(*path);
-		*path = NULL;
-	}
-	free(tmp);
-	free(spool);
-	return fd;
-}
-
-/* Temp files left by a session that died (a crash, SIGKILL) are removed
- * once they are older than any live session could leave them. */
-static void
-clean_spool_tmp(const struct conf *c)
-{
-	char *dir = xasprintf("%s/spool/tmp", c->state_dir);
-	time_t cutoff = time(NULL) - 2 * c->relay.timeout - 60;
-	struct dirent *e;
-	struct stat st;
-	DIR *d;
-
-	if ((d = opendir(dir)) != NULL) {
-		while ((e = readdir(d)) != NULL)
-			if (strncmp(e->d_name, "relay.", 6) == 0 &&
-			    fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_mtime < cutoff)
-				unlinkat(dirfd(d), e->d_name, 0);
-		closedir(d);
-	}
-	free(dir);
-}
-
 static void
 on_stop(int sig)
 {
@@ -201,7 +156,7 @@ relay_signals(pid_t parent)
 /* A session child: default signals (SIGTERM ends it at once: a message
  * not yet answered 250 is the client's to send again). */
 static void
-session_child(const struct relay_ctx *x, struct listener *ls, size_t n, size_t i,
+session_child(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
     int fd, const struct sockaddr *peer)
 {
 	bool tls = ls[i].tls;
@@ -211,12 +166,12 @@ session_child(const struct relay_ctx *x, struct listener *ls, size_t n, size_t i
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
-	relay_session(x, fd, tls, peer);
+	relay_session_run(x, fd, tls, peer);
 	_exit(0);
 }
 
 static void
-accept_one(const struct relay_ctx *x, struct listener *ls, size_t n, size_t i,
+accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
     unsigned *live)
 {
 	struct sockaddr_storage ss;
@@ -258,7 +213,7 @@ reap_sessions(unsigned *live)
 /* The relay process: accepts until SIGTERM, then exits at once (sessions
  * under way carry on in their own processes). */
 static void __attribute__((noreturn))
-relay_main(const struct relay_ctx *x, struct listener *ls, size_t n)
+relay_main(const struct relay_session_ctx *x, struct listener *ls, size_t n)
 {
 	struct pollfd *pfd = xcalloc(n, sizeof *pfd);
 	unsigned live = 0;
@@ -282,7 +237,7 @@ relay_main(const struct relay_ctx *x, struct listener *ls, size_t n)
 int
 relay_start(struct relay_proc *rp, const struct conf *c)
 {
-	struct relay_ctx x = { .c = c };
+	struct relay_session_ctx x = { .c = c };
 	struct listener *ls = NULL;
 	size_t n = 0, i;
 	pid_t parent = getpid(), pid;
@@ -308,7 +263,6 @@ relay_start(struct relay_proc *rp, const struct conf *c)
 		rc = -1;
 	} else if (rc == 0 && pid == 0) {
 		relay_signals(parent);
-		clean_spool_tmp(c);
 		relay_main(&x, ls, n);
 	} else if (rc == 0) {
 		rp->pid = pid;

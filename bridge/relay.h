@@ -2,7 +2,7 @@
  * passes. It binds every relay.listen (and listen_tls) address in the
  * daemon, so that a port in use or a bad certificate is reported at start,
  * then forks one relay process that accepts connections and forks one
- * child per session (bridge/relay_smtp.c), at most relay.max_connections
+ * child per session (bridge/relay_session.c), at most relay.max_connections
  * at once (more get "421" and are closed). A crashed session takes no
  * other with it; sessions under way finish when the relay restarts.
  *
@@ -38,9 +38,5 @@ void relay_check(struct relay_proc *rp, const struct conf *c);
 /* Stops the relay process (SIGTERM, then waits): no new connections;
  * sessions under way finish on their own. */
 void relay_stop(struct relay_proc *rp);
-
-/* A new temp file in STATE_DIR/spool/tmp for a message being received:
- * returns the fd (O_CLOEXEC) and *path (allocated), or -1 (logged). */
-int relay_spool_temp(const struct conf *c, char **path);
 
 #endif

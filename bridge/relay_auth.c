@@ -1,84 +1,64 @@
-/* The relay's AUTH command (RFC 4954): PLAIN (RFC 4616) and LOGIN, checked
- * against the passwd-file. Neither the exchange nor the password is ever
- * logged; buffers that held them are wiped. */
+/* The relay's AUTH command (RFC 4954) and where it is offered: PLAIN (RFC
+ * 4616) and LOGIN, checked against the passwd-file. Neither the exchange
+ * nor the password is ever logged; buffers that held them are wiped. */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "bridge/log.h"
 #include "bridge/relay_priv.h"
-#include "bridge/xmalloc.h"
+#include "lib/base64.h"
+#include "lib/log.h"
+#include "lib/sasl.h"
+#include "lib/xmalloc.h"
 
 #define CRED_MAX	256     /* bytes of a user name or a password */
 
-static int
-b64_value(unsigned char c)
+bool
+relay_auth_allowed(bool tls, const struct sockaddr *peer)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
+	static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
 
-/* Strict base64 (padding required, nothing else allowed). out must hold
- * strlen(in) / 4 * 3 + 1 bytes; it is NUL-terminated. Returns the decoded
- * length, or -1. */
-static ssize_t
-b64_decode(const char *in, char *out)
-{
-	size_t n = strlen(in), o = 0;
+	if (tls)
+		return true;
+	if (peer->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
 
-	if (n % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4], pad = 0;
-
-		for (int k = 0; k < 4; k++) {
-			if (in[i + k] == '=' && i + 4 == n && k >= 2) {
-				v[k] = 0;
-				pad++;
-			} else if (pad > 0 || (v[k] = b64_value(in[i + k])) < 0)
-				return -1;
-		}
-		unsigned w = v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3];
-		out[o++] = w >> 16;
-		if (pad < 2)
-			out[o++] = w >> 8 & 0xff;
-		if (pad < 1)
-			out[o++] = w & 0xff;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
 	}
-	out[o] = '\0';
-	return o;
+	if (peer->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		    (memcmp(a->s6_addr, v4mapped, 12) == 0 && a->s6_addr[12] == 127);
+	}
+	return false;
 }
 
 /* Reads the client's answer to a 334 challenge and decodes it into a new
  * buffer (*out, *len). 0, or -1 after replying (cancelled, malformed). */
 static int
-read_response(struct sess *s, const char *challenge, char **out, ssize_t *len)
+read_response(struct relay_session *s, const char *challenge, char **out, size_t *len)
 {
 	char line[RELAY_LINE_MAX];
 	ssize_t n;
 
-	rio_reply(&s->io, "334 %s", challenge);
-	if ((n = rio_getline(&s->io, line, sizeof line)) == RIO_DEAD) {
+	relay_io_reply(&s->io, "334 %s", challenge);
+	if ((n = relay_io_getline(&s->io, line, sizeof line)) == RELAY_IO_DEAD) {
 		s->quit = true;
 		return -1;
 	}
-	if (n == RIO_TOOLONG || strcmp(line, "*") == 0) {
+	if (n == RELAY_IO_TOOLONG || strcmp(line, "*") == 0) {
 		explicit_bzero(line, sizeof line);
-		sess_error(s, n == RIO_TOOLONG ? "500 5.5.6 Authentication exchange line too long" :
+		relay_session_error(s, n == RELAY_IO_TOOLONG ?
+		    "500 5.5.6 Authentication exchange line too long" :
 		    "501 5.0.0 Authentication cancelled");
 		return -1;
 	}
-	*out = xmalloc(n / 4 * 3 + 1);
-	*len = b64_decode(line, *out);
+	*out = base64_decode(line, len);
 	explicit_bzero(line, sizeof line);
-	if (*len < 0) {
-		free(*out);
-		sess_error(s, "501 5.5.2 Cannot decode response");
+	if (*out == NULL) {
+		relay_session_error(s, "501 5.5.2 Cannot decode response");
 		return -1;
 	}
 	return 0;
@@ -87,17 +67,14 @@ read_response(struct sess *s, const char *challenge, char **out, ssize_t *len)
 /* The decoded PLAIN or LOGIN value of the initial response, or of a 334
  * round trip when there is none. */
 static int
-get_value(struct sess *s, const char *initial, const char *challenge, char **out,
-    ssize_t *len)
+get_value(struct relay_session *s, const char *initial, const char *challenge, char **out,
+    size_t *len)
 {
 	if (initial == NULL || *initial == '\0')
 		return read_response(s, challenge, out, len);
-	*out = xmalloc(strlen(initial) / 4 * 3 + 1);
-	if (strcmp(initial, "=") == 0)          /* an empty initial response */
-		**out = '\0', *len = 0;
-	else if ((*len = b64_decode(initial, *out)) < 0) {
-		free(*out);
-		sess_error(s, "501 5.5.2 Cannot decode response");
+	/* "=" is an empty initial response (RFC 4954), "" in base64. */
+	if ((*out = base64_decode(strcmp(initial, "=") == 0 ? "" : initial, len)) == NULL) {
+		relay_session_error(s, "501 5.5.2 Cannot decode response");
 		return -1;
 	}
 	return 0;
@@ -115,7 +92,7 @@ cred_ok(const char *v, size_t len)
 }
 
 static void
-verify(struct sess *s, const char *user, size_t ulen, const char *pass, size_t plen)
+verify(struct relay_session *s, const char *user, size_t ulen, const char *pass, size_t plen)
 {
 	char *err = NULL;
 	int rc = 0;
@@ -125,47 +102,48 @@ verify(struct sess *s, const char *user, size_t ulen, const char *pass, size_t p
 	if (rc == 1) {
 		s->user = xstrdup(user);
 		log_info("relay: %s: user %s authenticated", s->peer, user);
-		rio_reply(&s->io, "235 2.7.0 Authentication successful");
+		relay_io_reply(&s->io, "235 2.7.0 Authentication successful");
 		return;
 	}
 	if (rc == -1) {
 		log_warnx("relay: %s", err);
 		free(err);
-		rio_reply(&s->io, "454 4.7.0 Temporary authentication failure");
+		relay_io_reply(&s->io, "454 4.7.0 Temporary authentication failure");
 		return;
 	}
 	log_info("relay: %s: authentication failed", s->peer);
-	rio_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
+	relay_io_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
 	if (++s->auth_fails >= RELAY_MAX_AUTH_FAILS) {
-		rio_reply(&s->io, "421 4.7.0 Too many failed authentications");
+		relay_io_reply(&s->io, "421 4.7.0 Too many failed authentications");
 		s->quit = true;
 	}
 }
 
 static void
-auth_plain(struct sess *s, const char *initial)
+auth_plain(struct relay_session *s, const char *initial)
 {
-	char *v, *authc, *pass;
-	ssize_t len;
+	struct sasl_plain pl;
+	size_t len;
+	char *v;
 
 	if (get_value(s, initial, "", &v, &len) == -1)
 		return;
-	/* authzid NUL authcid NUL passwd; an authzid must be the user. */
-	authc = memchr(v, '\0', len);
-	pass = authc ? memchr(authc + 1, '\0', v + len - authc - 1) : NULL;
-	if (authc == NULL || pass == NULL || (authc != v && strcmp(v, authc + 1) != 0))
-		rio_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
+	/* An authorization identity, if any, must be the user itself. */
+	if (sasl_plain_parse(v, len, &pl) == -1 || (pl.authzid_len > 0 &&
+	    (pl.authzid_len != pl.authcid_len ||
+	    memcmp(pl.authzid, pl.authcid, pl.authcid_len) != 0)))
+		relay_io_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
 	else
-		verify(s, authc + 1, pass - authc - 1, pass + 1, v + len - pass - 1);
+		verify(s, pl.authcid, pl.authcid_len, pl.passwd, pl.passwd_len);
 	explicit_bzero(v, len);
 	free(v);
 }
 
 static void
-auth_login(struct sess *s, const char *initial)
+auth_login(struct relay_session *s, const char *initial)
 {
 	char *user, *pass;
-	ssize_t ulen, plen;
+	size_t ulen, plen;
 
 	if (get_value(s, initial, "VXNlcm5hbWU6", &user, &ulen) == -1)
 		return;
@@ -178,17 +156,18 @@ auth_login(struct sess *s, const char *initial)
 }
 
 void
-relay_cmd_auth(struct sess *s, char *arg)
+relay_auth_cmd(struct relay_session *s, char *arg)
 {
 	char *mech = strsep(&arg, " ");
 
 	if (s->helo[0] == '\0' || s->user != NULL || s->from != NULL) {
-		sess_error(s, s->user ? "503 5.5.1 Already authenticated" :
+		relay_session_error(s, s->user ? "503 5.5.1 Already authenticated" :
 		    "503 5.5.1 Send EHLO first, and AUTH before MAIL");
 		return;
 	}
 	if (s->io.tls == NULL && !s->loopback) {
-		sess_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		relay_session_error(s,
+		    "538 5.7.11 Encryption required for requested authentication mechanism");
 		return;
 	}
 	if (strcasecmp(mech, "PLAIN") == 0)
@@ -196,5 +175,5 @@ relay_cmd_auth(struct sess *s, char *arg)
 	else if (strcasecmp(mech, "LOGIN") == 0)
 		auth_login(s, arg);
 	else
-		sess_error(s, "504 5.5.4 Unrecognized authentication type");
+		relay_session_error(s, "504 5.5.4 Unrecognized authentication type");
 }

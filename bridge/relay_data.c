@@ -6,7 +6,7 @@
 enum { BOL, DOT, DOTCR, TEXT, CR };
 
 void
-data_dec_init(struct data_dec *d)
+relay_data_init(struct relay_data *d)
 {
 	d->st = BOL;
 	d->bare_eol = false;
@@ -15,7 +15,7 @@ data_dec_init(struct data_dec *d)
 
 /* One byte inside a line (state TEXT or CR). */
 static void
-text_byte(struct data_dec *d, char c, char *out, size_t *o)
+text_byte(struct relay_data *d, char c, char *out, size_t *o)
 {
 	if (d->st == CR) {
 		if (c == '\n') {
@@ -38,7 +38,7 @@ text_byte(struct data_dec *d, char c, char *out, size_t *o)
 }
 
 size_t
-data_decode(struct data_dec *d, const char *in, size_t n, char *out, size_t *out_n)
+relay_data_decode(struct relay_data *d, const char *in, size_t n, char *out, size_t *out_n)
 {
 	size_t i, o = 0;
 

@@ -9,19 +9,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct data_dec {
+struct relay_data {
 	int st;                 /* where in a line the decoder is */
 	bool bare_eol;          /* a bare LF or CR was seen */
 	bool done;              /* the final CRLF.CRLF was consumed */
 };
 
 /* Starts at the beginning of a line (right after the DATA command). */
-void data_dec_init(struct data_dec *d);
+void relay_data_init(struct relay_data *d);
 
 /* Decodes in[0..n): the message bytes (CRLF line endings, dots unstuffed)
  * go to out, which must hold n + 1 bytes; *out_n is set to their count.
  * Returns the input bytes consumed: n, or fewer when the end of the data
  * was reached (d->done; the rest belongs to the next command). */
-size_t data_decode(struct data_dec *d, const char *in, size_t n, char *out, size_t *out_n);
+size_t relay_data_decode(struct relay_data *d, const char *in, size_t n, char *out, size_t *out_n);
 
 #endif

@@ -9,7 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 /* Set by SIGALRM when the session's deadline has passed. */
 static volatile sig_atomic_t expired;
@@ -22,7 +22,7 @@ on_alarm(int sig)
 }
 
 void
-rio_deadline(unsigned secs)
+relay_io_deadline(unsigned secs)
 {
 	/* No SA_RESTART: a read or write under way returns EINTR. */
 	struct sigaction sa = { .sa_handler = on_alarm };
@@ -33,20 +33,20 @@ rio_deadline(unsigned secs)
 }
 
 bool
-rio_expired(void)
+relay_io_expired(void)
 {
 	return expired != 0;
 }
 
 void
-rio_init(struct rio *r, int fd)
+relay_io_init(struct relay_io *r, int fd)
 {
 	memset(r, 0, sizeof *r);
 	r->fd = fd;
 }
 
 void
-rio_timeout(struct rio *r, unsigned secs)
+relay_io_timeout(struct relay_io *r, unsigned secs)
 {
 	struct timeval tv = { .tv_sec = secs };
 
@@ -57,7 +57,7 @@ rio_timeout(struct rio *r, unsigned secs)
 }
 
 static ssize_t
-raw_write(struct rio *r, const char *p, size_t n)
+raw_write(struct relay_io *r, const char *p, size_t n)
 {
 	ssize_t k;
 
@@ -81,7 +81,7 @@ raw_write(struct rio *r, const char *p, size_t n)
 }
 
 int
-rio_flush(struct rio *r)
+relay_io_flush(struct relay_io *r)
 {
 	size_t done = 0;
 
@@ -98,7 +98,7 @@ rio_flush(struct rio *r)
 }
 
 void
-rio_reply(struct rio *r, const char *fmt, ...)
+relay_io_reply(struct relay_io *r, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
@@ -114,13 +114,13 @@ rio_reply(struct rio *r, const char *fmt, ...)
 	memcpy(line + n, "\r\n", 2);
 	n += 2;
 	if (r->out_len + n > sizeof r->out)
-		rio_flush(r);
+		relay_io_flush(r);
 	memcpy(r->out + r->out_len, line, n);
 	r->out_len += n;
 }
 
 static ssize_t
-raw_read(struct rio *r, char *p, size_t n)
+raw_read(struct relay_io *r, char *p, size_t n)
 {
 	ssize_t k;
 
@@ -139,13 +139,13 @@ raw_read(struct rio *r, char *p, size_t n)
 }
 
 size_t
-rio_fill(struct rio *r)
+relay_io_fill(struct relay_io *r)
 {
 	ssize_t k;
 
 	if (r->in_off < r->in_len)
 		return r->in_len - r->in_off;
-	if (r->dead || rio_flush(r) == -1)
+	if (r->dead || relay_io_flush(r) == -1)
 		return 0;
 	r->in_off = r->in_len = 0;
 	if ((k = raw_read(r, r->in, sizeof r->in)) <= 0) {
@@ -157,17 +157,17 @@ rio_fill(struct rio *r)
 }
 
 ssize_t
-rio_getline(struct rio *r, char *buf, size_t max)
+relay_io_getline(struct relay_io *r, char *buf, size_t max)
 {
 	size_t len = 0;
 	bool toolong = false;
 
 	for (;;) {
-		size_t avail = rio_fill(r), take;
+		size_t avail = relay_io_fill(r), take;
 		char *start = r->in + r->in_off, *lf;
 
 		if (avail == 0)
-			return RIO_DEAD;
+			return RELAY_IO_DEAD;
 		lf = memchr(start, '\n', avail);
 		take = lf ? (size_t)(lf - start) + 1 : avail;
 		if (!toolong && len + take <= max) {
@@ -179,7 +179,7 @@ rio_getline(struct rio *r, char *buf, size_t max)
 		if (lf == NULL)
 			continue;
 		if (toolong)
-			return RIO_TOOLONG;
+			return RELAY_IO_TOOLONG;
 		len--;                  /* the LF; then an optional CR */
 		if (len > 0 && buf[len - 1] == '\r')
 			len--;
@@ -189,19 +189,19 @@ rio_getline(struct rio *r, char *buf, size_t max)
 }
 
 bool
-rio_pending(const struct rio *r)
+relay_io_pending(const struct relay_io *r)
 {
 	return r->in_off < r->in_len ||
 	    (r->tls != NULL && gnutls_record_check_pending(r->tls) > 0);
 }
 
 int
-rio_starttls(struct rio *r, gnutls_certificate_credentials_t cred, char **err)
+relay_io_starttls(struct relay_io *r, gnutls_certificate_credentials_t cred, char **err)
 {
 	int rc;
 
 	r->in_off = r->in_len = 0;
-	if (rio_flush(r) == -1) {
+	if (relay_io_flush(r) == -1) {
 		*err = xstrdup("connection lost before the TLS handshake");
 		return -1;
 	}
@@ -224,7 +224,7 @@ fail:
 }
 
 void
-rio_expire(struct rio *r, const char *reply)
+relay_io_expire(struct relay_io *r, const char *reply)
 {
 	/* Mid-write, the stream (TLS records, a reply) is cut: say nothing. */
 	if (r->fd == -1 || r->write_cut)
@@ -233,25 +233,25 @@ rio_expire(struct rio *r, const char *reply)
 	r->dead = false;
 	r->in_off = r->in_len = 0;
 	r->out_len = 0;
-	rio_timeout(r, 5);
-	rio_deadline(10);
-	rio_reply(r, "%s", reply);
-	rio_flush(r);
+	relay_io_timeout(r, 5);
+	relay_io_deadline(10);
+	relay_io_reply(r, "%s", reply);
+	relay_io_flush(r);
 	r->dead = true;
 }
 
 void
-rio_close(struct rio *r)
+relay_io_close(struct relay_io *r)
 {
 	if (r->tls != NULL) {
 		if (!r->dead) {
-			rio_flush(r);
+			relay_io_flush(r);
 			gnutls_bye(r->tls, GNUTLS_SHUT_WR);
 		}
 		gnutls_deinit(r->tls);
 		r->tls = NULL;
 	} else if (!r->dead)
-		rio_flush(r);
+		relay_io_flush(r);
 	if (r->fd != -1)
 		close(r->fd);
 	r->fd = -1;

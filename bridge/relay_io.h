@@ -3,7 +3,7 @@
  * bytes pipelined behind STARTTLS can be thrown away) and an output buffer
  * that is flushed before the session waits for input (RFC 2920: replies to
  * a pipelined group go out together). Timeouts are socket timeouts: a
- * read or write that waits longer fails the session; rio_deadline() bounds
+ * read or write that waits longer fails the session; relay_io_deadline() bounds
  * the whole session. */
 #ifndef POP3BRIDGE_RELAY_IO_H
 #define POP3BRIDGE_RELAY_IO_H
@@ -14,15 +14,15 @@
 
 #include <gnutls/gnutls.h>
 
-#define RIO_INBUF	16384
-#define RIO_OUTBUF	4096
+#define RELAY_IO_INBUF	16384
+#define RELAY_IO_OUTBUF	4096
 
-struct rio {
+struct relay_io {
 	int fd;
 	gnutls_session_t tls;           /* NULL: plaintext */
-	char in[RIO_INBUF];
+	char in[RELAY_IO_INBUF];
 	size_t in_off, in_len;          /* unread input: in[in_off .. in_len) */
-	char out[RIO_OUTBUF];
+	char out[RELAY_IO_OUTBUF];
 	size_t out_len;
 	bool dead;                      /* EOF, error or timeout: stop talking */
 	bool write_cut;                 /* a write was cut by the deadline */
@@ -33,46 +33,46 @@ struct rio {
  * replacing any earlier one. When it passes (SIGALRM), every read or
  * write under way or to come fails and the session is dead. One session
  * per process. */
-void rio_deadline(unsigned secs);
+void relay_io_deadline(unsigned secs);
 /* True when the deadline has passed. */
-bool rio_expired(void);
+bool relay_io_expired(void);
 /* After the deadline: sends reply (e.g. "421 ...") when the stream is still
  * in a clean state, within a few seconds, and leaves the session dead. */
-void rio_expire(struct rio *r, const char *reply);
+void relay_io_expire(struct relay_io *r, const char *reply);
 
-void rio_init(struct rio *r, int fd);
+void relay_io_init(struct relay_io *r, int fd);
 /* Sets the socket's read and write timeouts. */
-void rio_timeout(struct rio *r, unsigned secs);
+void relay_io_timeout(struct relay_io *r, unsigned secs);
 
 /* Makes unread input available: returns the bytes at r->in + r->in_off
  * (reading from the peer only when none are buffered, after flushing the
  * replies), 0 when the session is dead. */
-size_t rio_fill(struct rio *r);
+size_t relay_io_fill(struct relay_io *r);
 
 /* Reads one line ending in LF into buf (NUL-terminated, without the CRLF
- * or LF). Returns its length, RIO_TOOLONG when it had more than max - 1
- * bytes (the rest of the line is read and dropped), RIO_DEAD at EOF, on an
+ * or LF). Returns its length, RELAY_IO_TOOLONG when it had more than max - 1
+ * bytes (the rest of the line is read and dropped), RELAY_IO_DEAD at EOF, on an
  * error or a timeout. */
-#define RIO_TOOLONG	(-2)
-#define RIO_DEAD	(-1)
-ssize_t rio_getline(struct rio *r, char *buf, size_t max);
+#define RELAY_IO_TOOLONG	(-2)
+#define RELAY_IO_DEAD	(-1)
+ssize_t relay_io_getline(struct relay_io *r, char *buf, size_t max);
 
 /* Queues a reply line (CRLF is added); flushes when the buffer is full. */
-void rio_reply(struct rio *r, const char *fmt, ...)
+void relay_io_reply(struct relay_io *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Writes out what is queued: 0, or -1 when the session is dead. */
-int rio_flush(struct rio *r);
+int relay_io_flush(struct relay_io *r);
 
 /* True when the client sent more than we have read (used to refuse input
  * pipelined behind STARTTLS). */
-bool rio_pending(const struct rio *r);
+bool relay_io_pending(const struct relay_io *r);
 
 /* Starts TLS as the server on the connection: discards every buffered
  * input byte first (no command injection across the upgrade), then does
  * the handshake. 0, or -1 (*err allocated) with the session dead. */
-int rio_starttls(struct rio *r, gnutls_certificate_credentials_t cred, char **err);
+int relay_io_starttls(struct relay_io *r, gnutls_certificate_credentials_t cred, char **err);
 
 /* Says goodbye to TLS if on, closes the socket. */
-void rio_close(struct rio *r);
+void relay_io_close(struct relay_io *r);
 
 #endif

@@ -1,10 +1,8 @@
-/* The relay's DATA command: the message streams into a temp file in
- * STATE_DIR/spool/tmp (CRLF, a Received: header on top; nothing in memory
+/* The relay's DATA command: the message streams into an anonymous spool
+ * file (outbox_spool_file; CRLF, a Received: header on top; nothing in memory
  * grows with it), then outbox_enqueue() makes it durable and only then the
  * client gets its 250. A bare CR/LF or an oversized message is read to its
  * end and refused as a whole, so the client stays in sync. */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,35 +10,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/relay.h"
 #include "bridge/relay_data.h"
 #include "bridge/relay_priv.h"
-#include "bridge/xmalloc.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/outbox.h"
 #include "store/state.h"
 
 enum outcome { MSG_OK, MSG_BARE_EOL, MSG_TOO_BIG, MSG_IO_ERROR, MSG_LOST };
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-
-		if (k == -1 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		n -= k;
-	}
-	return 0;
-}
-
 /* RFC 5321 4.4, with the RFC 3848 protocol name (ESMTPSA: TLS and AUTH). */
 static int
-write_received(struct sess *s, int fd)
+write_received(struct relay_session *s, int fd)
 {
 	char date[64], *h;
 	time_t now = time(NULL);
@@ -51,30 +33,30 @@ write_received(struct sess *s, int fd)
 	h = xasprintf("Received: from %s ([%s])\r\n\tby %s (pop3bridge) with %s%s;\r\n\t%s\r\n",
 	    s->helo, s->peer, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP",
 	    s->io.tls != NULL ? "SA" : "A", date);
-	rc = write_all(fd, h, strlen(h));
+	rc = io_write_all(fd, h, strlen(h));
 	free(h);
 	return rc;
 }
 
 /* Reads the data up to CRLF.CRLF into fd. */
 static enum outcome
-receive(struct sess *s, int fd, uint64_t *size)
+receive(struct relay_session *s, int fd, uint64_t *size)
 {
-	struct data_dec d;
-	char out[RIO_INBUF + 1];
+	struct relay_data d;
+	char out[RELAY_IO_INBUF + 1];
 	bool io_error = false;
 
-	data_dec_init(&d);
+	relay_data_init(&d);
 	*size = 0;
 	while (!d.done) {
-		size_t avail = rio_fill(&s->io), n;
+		size_t avail = relay_io_fill(&s->io), n;
 
 		if (avail == 0)
 			return MSG_LOST;
-		s->io.in_off += data_decode(&d, s->io.in + s->io.in_off, avail, out, &n);
+		s->io.in_off += relay_data_decode(&d, s->io.in + s->io.in_off, avail, out, &n);
 		*size += n;
 		if (*size <= s->x->c->relay.max_message_size && !io_error &&
-		    write_all(fd, out, n) == -1) {
+		    io_write_all(fd, out, n) == -1) {
 			log_warn("relay: spool");
 			io_error = true;
 		}
@@ -87,14 +69,14 @@ receive(struct sess *s, int fd, uint64_t *size)
 }
 
 static int
-enqueue(struct sess *s, int fd, int64_t *id)
+enqueue(struct relay_session *s, int fd, int64_t *id)
 {
 	const struct conf *c = s->x->c;
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
 	struct state *st;
+	char *err = NULL;
 	int rc = -1;
 
-	if (state_open(path, &st, &err) == 0) {
+	if (state_open_dir(c->state_dir, true, &st, &err) == 0) {
 		rc = outbox_enqueue(st, c->state_dir, s->acct->name, s->user, s->from,
 		    s->rcpts, s->n_rcpts, fd, id, &err);
 		state_close(st);
@@ -103,34 +85,36 @@ enqueue(struct sess *s, int fd, int64_t *id)
 		log_warnx("relay: %s: cannot queue: %s", s->acct->name, err);
 		free(err);
 	}
-	free(path);
 	return rc;
 }
 
 static void
-finish(struct sess *s, enum outcome o, int fd, uint64_t size)
+finish(struct relay_session *s, enum outcome o, int fd, uint64_t size)
 {
 	int64_t id;
 
 	switch (o) {
 	case MSG_BARE_EOL:
 		log_warnx("relay: %s: message refused: bare CR or LF in DATA", s->peer);
-		rio_reply(&s->io, "550 5.6.0 Bare CR or LF in message: lines must end in CRLF");
+		relay_io_reply(&s->io,
+		    "550 5.6.0 Bare CR or LF in message: lines must end in CRLF");
 		break;
 	case MSG_TOO_BIG:
-		rio_reply(&s->io, "552 5.3.4 Message size exceeds fixed maximum message size");
+		relay_io_reply(&s->io,
+		    "552 5.3.4 Message size exceeds fixed maximum message size");
 		break;
 	case MSG_IO_ERROR:
-		rio_reply(&s->io, "452 4.3.1 Insufficient system storage");
+		relay_io_reply(&s->io, "452 4.3.1 Insufficient system storage");
 		break;
 	case MSG_OK:
 		if (enqueue(s, fd, &id) == -1) {
-			rio_reply(&s->io, "451 4.3.0 Cannot queue the message, try again later");
+			relay_io_reply(&s->io,
+			    "451 4.3.0 Cannot queue the message, try again later");
 			break;
 		}
 		log_info("relay: %s: queued %" PRId64 " from <%s> by %s for %zu recipients, "
 		    "%" PRIu64 " bytes", s->acct->name, id, s->from, s->user, s->n_rcpts, size);
-		rio_reply(&s->io, "250 2.0.0 Ok: queued as %" PRId64, id);
+		relay_io_reply(&s->io, "250 2.0.0 Ok: queued as %" PRId64, id);
 		break;
 	case MSG_LOST:
 		s->quit = true;
@@ -139,36 +123,39 @@ finish(struct sess *s, enum outcome o, int fd, uint64_t size)
 }
 
 void
-relay_cmd_data(struct sess *s, char *arg)
+relay_msg_data(struct relay_session *s, char *arg)
 {
-	char *path = NULL;
+	char *err = NULL;
 	enum outcome o;
 	uint64_t size;
 	int fd;
 
 	if (*arg != '\0') {
-		sess_error(s, "501 5.5.4 Syntax: DATA");
+		relay_session_error(s, "501 5.5.4 Syntax: DATA");
 		return;
 	}
 	if (s->from == NULL || s->n_rcpts == 0) {
-		sess_error(s, s->from ? "554 5.5.1 No valid recipients" :
+		relay_session_error(s, s->from ? "554 5.5.1 No valid recipients" :
 		    "503 5.5.1 Need MAIL and RCPT before DATA");
 		return;
 	}
-	if ((fd = relay_spool_temp(s->x->c, &path)) == -1 || write_received(s, fd) == -1) {
-		rio_reply(&s->io, "451 4.3.0 Cannot spool the message, try again later");
+	if ((fd = outbox_spool_file(s->x->c->state_dir, &err)) == -1 ||
+	    write_received(s, fd) == -1) {
+		if (fd == -1)
+			log_warnx("relay: %s", err);
+		else
+			log_warn("relay: spool");
+		free(err);
+		relay_io_reply(&s->io, "451 4.3.0 Cannot spool the message, try again later");
 		goto out;
 	}
-	rio_reply(&s->io, "354 End data with <CR><LF>.<CR><LF>");
-	rio_timeout(&s->io, 2 * s->x->c->relay.timeout);
+	relay_io_reply(&s->io, "354 End data with <CR><LF>.<CR><LF>");
+	relay_io_timeout(&s->io, 2 * s->x->c->relay.timeout);
 	o = receive(s, fd, &size);
-	rio_timeout(&s->io, s->x->c->relay.timeout);
+	relay_io_timeout(&s->io, s->x->c->relay.timeout);
 	finish(s, o, fd, size);
 out:
 	if (fd != -1)
-		close(fd);
-	if (path != NULL)
-		unlink(path);   /* outbox_enqueue linked it under its own name */
-	free(path);
-	sess_reset_tx(s);
+		close(fd);	/* outbox_enqueue linked it under its own name */
+	relay_session_reset_tx(s);
 }

@@ -1,14 +1,15 @@
-/* Shared by the relay session's files (relay_smtp.c: commands; relay_auth.c:
+/* Shared by the relay session's files (relay_session.c: commands; relay_auth.c:
  * AUTH; relay_msg.c: DATA into the queue). Not for other modules. */
 #ifndef POP3BRIDGE_RELAY_PRIV_H
 #define POP3BRIDGE_RELAY_PRIV_H
 
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 
 #include "bridge/passwd.h"
 #include "bridge/relay_io.h"
-#include "bridge/relay_smtp.h"
+#include "bridge/relay_session.h"
 
 #define RELAY_LINE_MAX		1000    /* a command line with its CRLF (RFC 5321 4.5.3.1.4) */
 #define RELAY_MAX_ERRORS	10      /* bad commands before we hang up */
@@ -18,9 +19,9 @@
 #define RELAY_PREAUTH_TIMEOUTS	2
 #define RELAY_SESSION_TIMEOUTS	12
 
-struct sess {
-	const struct relay_ctx *x;
-	struct rio io;
+struct relay_session {
+	const struct relay_session_ctx *x;
+	struct relay_io io;
 	char peer[INET6_ADDRSTRLEN];
 	bool loopback;
 	char helo[256];                 /* "" until EHLO/HELO */
@@ -37,11 +38,17 @@ struct sess {
 };
 
 /* Replies with a client error and hangs up after too many of them. */
-void sess_error(struct sess *s, const char *reply);
+void relay_session_error(struct relay_session *s, const char *reply);
 /* Forgets the transaction (RSET, EHLO, after DATA). */
-void sess_reset_tx(struct sess *s);
+void relay_session_reset_tx(struct relay_session *s);
 
-void relay_cmd_auth(struct sess *s, char *arg);
-void relay_cmd_data(struct sess *s, char *arg);
+/* bridge/relay_auth.c: the AUTH command, and its policy: PLAIN/LOGIN only
+ * over TLS or from a loopback peer (127.0.0.0/8, ::1,
+ * ::ffff:127.0.0.0/104). */
+void relay_auth_cmd(struct relay_session *s, char *arg);
+bool relay_auth_allowed(bool tls, const struct sockaddr *peer);
+
+/* bridge/relay_msg.c: the DATA command. */
+void relay_msg_data(struct relay_session *s, char *arg);
 
 #endif

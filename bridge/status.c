@@ -3,12 +3,11 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/state.h"
 
 static const char *
@@ -159,19 +158,16 @@ account_status(struct state *st, const char *name, struct state_status *s, char 
 int
 status_print(FILE *out, const struct conf *c, bool json)
 {
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
 	struct state *st = NULL;
-	struct stat sb;
+	char *err = NULL;
 	int rc = EX_OK;
 
 	/* No database yet: nothing ever ran; do not create one just to look. */
-	if (stat(path, &sb) == 0 && state_open(path, &st, &err) == -1) {
+	if (state_open_dir(c->state_dir, false, &st, &err) == -1) {
 		log_warnx("%s", err);
 		free(err);
-		free(path);
 		return EX_IOERR;
 	}
-	free(path);
 	if (json)
 		fputs("{\"accounts\": [", out);
 	for (size_t i = 0; i < c->n_accounts; i++) {
@@ -230,27 +226,6 @@ print_where(FILE *out, const struct conf *c, const struct conf_account *a,
 	free(where);
 }
 
-/* Opens the state database without creating it: 1 opened, 0 none yet,
- * -1 error (logged). */
-static int
-open_state(const struct conf *c, struct state **st)
-{
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
-	struct stat sb;
-	int r = 0;
-
-	*st = NULL;
-	if (stat(path, &sb) == 0) {
-		if ((r = state_open(path, st, &err)) == -1) {
-			log_warnx("%s", err);
-			free(err);
-		} else
-			r = 1;
-	}
-	free(path);
-	return r;
-}
-
 int
 status_where(FILE *out, const struct conf *c, const char *account, const char *uidl)
 {
@@ -265,7 +240,9 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 		log_warnx("no account \"%s\" in %s", account, c->path);
 		return EX_USAGE;
 	}
-	if ((r = open_state(c, &st)) == 1 && (r = state_account(st, a->name, &id, &err)) == 0)
+	/* No database yet: no message was ever imported. */
+	if ((r = state_open_dir(c->state_dir, false, &st, &err)) == 0 && st != NULL &&
+	    (r = state_account(st, a->name, &id, &err)) == 0)
 		r = state_find(st, id, uidl, &m, &err);
 	if (st)
 		state_close(st);

@@ -12,11 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/header.h"
-#include "bridge/log.h"
 #include "bridge/pop3.h"
-#include "bridge/proc.h"
-#include "bridge/xmalloc.h"
+#include "lib/header.h"
+#include "lib/hex.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;
@@ -70,13 +71,6 @@ struct fetched {
 	struct state_msg sm;
 	enum fate fate;
 };
-
-static void
-hex32(const unsigned char h[32], char out[65])
-{
-	for (int k = 0; k < 32; k++)
-		snprintf(out + 2 * k, 3, "%02x", h[k]);
-}
 
 static int
 fail(struct pass *ps, int code, char *err)
@@ -233,7 +227,7 @@ derive_uidls(struct pass *ps)
 
 		if ((r = pop3_top_hash(ps->p, ps->ent[i].num, h, &err)) != POP3_OK)
 			return pop3_fail(ps, r, err);
-		hex32(h, hex);
+		hex_encode(h, 32, hex);
 		ps->derived[i] = xasprintf("nouidl-%llu-%.32s",
 		    (unsigned long long)ps->ent[i].size, hex);
 		for (size_t j = 0; j < i; j++)
@@ -322,12 +316,12 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	f->e = e;
 	f->sm.uidl = (char *)uidl;
 	f->sm.size = rr.written;
-	hex32(rr.sha256, f->sm.sha256);
+	hex_encode(rr.sha256, 32, f->sm.sha256);
 	/* The fingerprint as the UIDL-reset guard will see it: LIST's size
 	 * and the header hash TOP n 0 gives. */
 	f->sm.pop3_size = e->size;
-	hex32(rr.header_sha256, f->sm.header_sha256);
-	hex32(rr.body_sha256, f->sm.body_sha256);
+	hex_encode(rr.header_sha256, 32, f->sm.header_sha256);
+	hex_encode(rr.body_sha256, 32, f->sm.body_sha256);
 	f->sm.message_id = f->h.message_id;
 	f->sm.delivery_key = f->key;
 	f->sm.folder = (char *)folder;
@@ -613,7 +607,7 @@ fingerprints(struct pass *ps, const size_t *idx, size_t n, struct state_fp *fps,
 		}
 		if (r != POP3_OK)
 			return pop3_fail(ps, r, err);
-		hex32(h, hex[j]);
+		hex_encode(h, 32, hex[j]);
 		fps[j] = (struct state_fp){ ps->uidls[idx[j]], e->size, hex[j] };
 	}
 	return 0;

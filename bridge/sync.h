@@ -1,4 +1,4 @@
-/* One account's sync pass: the import protocol of DESIGN.md.
+/* One account's sync pass (doc/DESIGN.md, The import protocol):
  *
  *   lock the account -> reconcile pending rows against the store -> clean
  *   temp files a killed run left -> connect -> list -> select new UIDLs ->

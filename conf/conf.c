@@ -11,33 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
 #include "conf/conf.h"
 #include "conf/conf_priv.h"
+#include "lib/xmalloc.h"
 
 /* A config file larger than this is surely not one. */
 #define CONF_MAX_FILE	(4 * 1024 * 1024)
-
-char *
-conf_vformat(const char *fmt, va_list ap)
-{
-	va_list aq;
-	char *s;
-	int n;
-
-	va_copy(aq, ap);
-	n = vsnprintf(NULL, 0, fmt, aq);
-	va_end(aq);
-	if (n < 0)
-		return xstrdup("(message could not be formatted)");
-	s = xmalloc((size_t)n + 1);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	return s;
-}
 
 void
 conf_verr(struct conf_load *ld, int line, const char *fmt, va_list ap)
@@ -49,7 +33,7 @@ conf_verr(struct conf_load *ld, int line, const char *fmt, va_list ap)
 	m = &ld->msgs[ld->n_msgs];
 	m->line = line > 0 ? line : 0;
 	m->seq = ld->n_msgs++;
-	m->text = conf_vformat(fmt, ap);
+	m->text = xvasprintf(fmt, ap);
 	/* One line per error, whatever token libconfuse quotes. */
 	for (p = m->text; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
@@ -305,6 +289,22 @@ conf_account(const struct conf *c, const char *name)
 	return NULL;
 }
 
+const struct conf_account *
+conf_account_by_address(const struct conf *c, const char *addr, const char *local_user)
+{
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct conf_account *a = &c->accounts[i];
+
+		if (local_user != NULL &&
+		    (a->local_user == NULL || strcmp(a->local_user, local_user) != 0))
+			continue;
+		for (size_t j = 0; j < a->n_addresses; j++)
+			if (strcasecmp(a->addresses[j], addr) == 0)
+				return a;
+	}
+	return NULL;
+}
+
 char *
 conf_expand_user(const char *s, const char *user)
 {
@@ -410,6 +410,23 @@ conf_safe_value(const char *s, size_t max)
 		return false;
 	len = strlen(s);
 	return len <= max && strcspn(s, "\r\n") == len;
+}
+
+bool
+conf_safe_name(const char *s, size_t max)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (i == max || (unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+bool
+conf_plaintext_refused(const struct conf_server *s, bool has_secret)
+{
+	return s->tls == CONF_TLS_NONE && has_secret && !s->allow_plaintext;
 }
 
 /* Account names and local users end up in file names and paths. */

@@ -97,6 +97,12 @@ void conf_free(struct conf *c);
 /* Finds an account by name; NULL if none. */
 const struct conf_account *conf_account(const struct conf *c, const char *name);
 
+/* The first account with addr among its addresses (compared in any case),
+ * of local_user when that is not NULL; NULL if none. Who may send as whom
+ * (the relay, `sendmail`). */
+const struct conf_account *conf_account_by_address(const struct conf *c,
+    const char *addr, const char *local_user);
+
 /* s with every "%u" replaced by user. Allocated. */
 char *conf_expand_user(const char *s, const char *user);
 
@@ -120,8 +126,22 @@ char *conf_store_location(const struct conf *c, const struct conf_account *a);
  * command's failure but never its output. */
 int conf_password(const struct conf_server *s, char **out, char **err);
 
-/* True if s holds a CR, LF or NUL-free value fit for a protocol line:
- * no CR, LF, and at most max bytes. */
+/* True if s (not NULL) is a value fit for a protocol line: no CR or LF
+ * (NUL cannot be in a C string), at most max bytes. */
 bool conf_safe_value(const char *s, size_t max);
+
+/* Stricter, for names and values libetpan quotes or we send as arguments
+ * (user names, folder levels, delivery keys): no control character at
+ * all, at most max bytes (doc/DESIGN.md, libetpan trap 7). */
+bool conf_safe_name(const char *s, size_t max);
+
+/* The plaintext-credential policy, the same for check-config and for
+ * every client (POP3, SMTP, the IMAP store): a server block with a secret
+ * to send (has_secret) over tls = "none" is refused unless it says
+ * allow_plaintext = true. True when refused; CONF_PLAINTEXT_REFUSED says
+ * why. */
+bool conf_plaintext_refused(const struct conf_server *s, bool has_secret);
+#define CONF_PLAINTEXT_REFUSED \
+	"password over plaintext refused (tls = \"none\"); set allow_plaintext = true"
 
 #endif

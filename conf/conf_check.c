@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "conf/conf_priv.h"
+#include "lib/addr.h"
 
 static int
 line_or(const struct conf_load *ld, const void *field, int fallback)
@@ -53,11 +54,9 @@ check_secret(struct conf_load *ld, const struct conf_server *s,
 	if (s->password != NULL && s->password_command != NULL)
 		conf_err(ld, pw > cmd ? pw : cmd, "%s: password and "
 		    "password_command are both set; keep one", block);
-	if (s->tls == CONF_TLS_NONE && !s->allow_plaintext &&
-	    (s->password != NULL || s->password_command != NULL))
-		conf_err(ld, line_or(ld, &s->tls, bline), "%s: password over "
-		    "plaintext refused (tls = \"none\"); set allow_plaintext = "
-		    "true", block);
+	if (conf_plaintext_refused(s, s->password != NULL || s->password_command != NULL))
+		conf_err(ld, line_or(ld, &s->tls, bline), "%s: %s", block,
+		    CONF_PLAINTEXT_REFUSED);
 }
 
 /* pop3 {}, smtp {} or the imap keys of store {}; fallback is the line to
@@ -123,19 +122,6 @@ check_folder(struct conf_load *ld, const struct conf *c, const char *key,
 		conf_err(ld, line, "%s %s", key, why);
 }
 
-static bool
-address_ok(const char *s)
-{
-	const char *p;
-
-	if (strlen(s) > CONF_MAX_ADDRESS || strchr(s, '@') == NULL)
-		return false;
-	for (p = s; *p != '\0'; p++)
-		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-			return false;
-	return true;
-}
-
 static void
 check_names(struct conf_load *ld, const struct conf_account *a)
 {
@@ -168,7 +154,7 @@ check_account(struct conf_load *ld, const struct conf *c,
 	if (a->has_smtp)
 		check_server(ld, &a->smtp, "smtp", a->line);
 	for (i = 0; i < a->n_addresses; i++)
-		if (!address_ok(a->addresses[i]))
+		if (!addr_ok(a->addresses[i]))
 			conf_err(ld, line_or(ld, &a->addresses[i], a->line),
 			    "addresses: entry %zu is not an e-mail address",
 			    i + 1);

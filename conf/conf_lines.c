@@ -23,8 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/xmalloc.h"
 #include "conf/conf_priv.h"
+#include "lib/xmalloc.h"
 
 /* What libconfuse 3.3 adds to its count for a line comment ending in a
  * newline, for one ending at end of file, and for a block comment's end. */

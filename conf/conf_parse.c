@@ -17,9 +17,9 @@
 
 #include <confuse.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
 #include "conf/conf_priv.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 #define SECTION_LINE	"@line"
 #define DEFAULT_LISTEN	"127.0.0.1:1587"
@@ -302,7 +302,7 @@ opt_err(cfg_t *sec, const char *name, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	msg = conf_vformat(fmt, ap);
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	conf_err(P->ld, line > 0 ? line : sec_line(sec), "%s%s%s %s", q,
 	    *q != '\0' ? "." : "", name, msg);

@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
 #include "conf/conf.h"
+#include "lib/xmalloc.h"
 
 #define OUTPUT_MAX	4096
 

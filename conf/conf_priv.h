@@ -17,7 +17,6 @@
 #define CONF_MAX_HOST		255
 #define CONF_MAX_USER		255
 #define CONF_MAX_PASSWORD	1024
-#define CONF_MAX_ADDRESS	254
 
 /* One error message; line 0 means "no line". */
 struct conf_msg {
@@ -48,8 +47,6 @@ struct conf_load {
 };
 
 /* conf.c */
-char	*conf_vformat(const char *, va_list)
-	    __attribute__((format(printf, 1, 0)));
 void	conf_err(struct conf_load *, int, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
 void	conf_verr(struct conf_load *, int, const char *, va_list)

@@ -1,5 +1,6 @@
 #include "store/deliver.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -9,8 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/err.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 #include "store/imap.h"
 #include "store/maildir.h"
 
@@ -75,6 +78,59 @@ deliver_key(const char *key_tag)
 	    ts.tv_nsec / 1000, (long)pid, q, key_tag, host);
 }
 
+static const char *
+skip_digits(const char *p)
+{
+	const char *q = p;
+
+	while (*q >= '0' && *q <= '9')
+		q++;
+	return q == p ? NULL : q;
+}
+
+bool
+deliver_key_has_tag(const char *name, const char *key_tag)
+{
+	size_t tl = strlen(key_tag);
+	const char *p, *q;
+
+	if ((p = skip_digits(name)) == NULL || strncmp(p, ".M", 2) != 0)
+		return false;
+	if ((p = skip_digits(p + 2)) == NULL || *p != 'P')
+		return false;
+	if ((p = skip_digits(p + 1)) == NULL || *p != 'Q')
+		return false;
+	/* Q's digits end where the tag starts; a tag could begin with a
+	 * digit itself, so try every split after at least one digit. */
+	for (q = p + 2; q[-1] >= '0' && q[-1] <= '9'; q++)
+		if (strncmp(q, key_tag, tl) == 0 && q[tl] == '.')
+			return true;
+	return false;
+}
+
+int
+deliver_tmp_sweep(const char *dir, const char *key_tag, const char *account, char **err)
+{
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	if ((d = opendir(dir)) == NULL)
+		return errno == ENOENT ? 0 : err_errno(err, "opening %s", dir);
+	while ((de = readdir(d)) != NULL) {
+		if (!deliver_key_has_tag(de->d_name, key_tag))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == -1 && errno != ENOENT) {
+			r = err_errno(err, "removing %s/%s", dir, de->d_name);
+			break;
+		}
+		log_debug("%s: removed %s/%s left by an interrupted run", account, dir,
+		    de->d_name);
+	}
+	closedir(d);
+	return r;
+}
+
 /* Copies path into fd converting line endings to the store's: LF, or CRLF
  * (a bare LF gains a CR; an existing CRLF is kept). */
 static int
@@ -95,14 +151,14 @@ copy_converted(FILE *in, int fd, int crlf, uint64_t *size)
 		if (o >= sizeof buf - 2) {
 			/* Keep a trailing CR back: the next byte may be its LF. */
 			n = (buf[o - 1] == '\r') ? o - 1 : o;
-			if (write(fd, buf, n) != (ssize_t)n)
+			if (io_write_all(fd, buf, n) == -1)
 				return -1;
 			*size += n;
 			memmove(buf, buf + n, o - n);
 			o -= n;
 		}
 	}
-	if (ferror(in) || (o > 0 && write(fd, buf, o) != (ssize_t)o))
+	if (ferror(in) || io_write_all(fd, buf, o) == -1)
 		return -1;
 	*size += o;
 	return 0;

@@ -1,7 +1,7 @@
 /* The delivery interface: the sync loop writes every message through one
  * of these backends and never knows which store it is.
  *
- * Protocol, per batch (see DESIGN.md, the import protocol):
+ * Protocol, per batch (doc/DESIGN.md, The import protocol):
  *   tmp_create()  for each message: a temp file named by its delivery key;
  *                 the caller writes the message to it and keeps the fd;
  *   deliver()     makes the whole batch durable in the store (after it
@@ -15,6 +15,7 @@
 #ifndef POP3BRIDGE_DELIVER_H
 #define POP3BRIDGE_DELIVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -72,5 +73,17 @@ const struct deliver_backend *deliver_backend_for(enum conf_store_type t);
  * "/" and ":" escaped as Maildir requires). key_tag (e.g. "X12" for account
  * 12) lets tmp_cleanup() recognise one account's leftovers. Allocated. */
 char *deliver_key(const char *key_tag);
+
+/* True if the file name is a delivery key made with exactly this key_tag:
+ * "<digits>.M<digits>P<digits>Q<digits>" key_tag "." (so tag X1 does not
+ * match a key of X12). */
+bool deliver_key_has_tag(const char *name, const char *key_tag);
+
+/* For the backends' tmp_cleanup(): removes every file in dir whose name is
+ * a delivery key of key_tag, what a killed pass of that account left. A
+ * missing dir is fine; account names the pass in debug logs. 0, or -1
+ * with *err allocated. */
+int deliver_tmp_sweep(const char *dir, const char *key_tag, const char *account,
+    char **err);
 
 #endif

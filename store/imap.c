@@ -12,10 +12,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +24,18 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
-#include "bridge/tls.h"
-#include "bridge/xmalloc.h"
-#include "store/maildir.h"
-#include "store/mutf7.h"
+#include "lib/err.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "lib/mutf7.h"
+#include "lib/sasl.h"
+#include "lib/tls.h"
+#include "lib/xmalloc.h"
+#include "store/outbox.h"
 
-#define IMAP_NAME_MAX	255	/* user names (LIBETPAN.md trap 7) */
+/* User names: bounded before libetpan quotes them (doc/DESIGN.md, libetpan
+ * trap 7). */
+#define IMAP_NAME_MAX	255
 #define IMAP_PASS_MAX	1024
 #define IMAP_MBOX_MAX	1000	/* encoded mailbox name */
 #define IMAP_CHUNK	65536	/* bytes of a literal per read and write */
@@ -94,32 +97,18 @@ fail(struct imap *im, char **err, const char *what, int r)
 	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_CONNECTION_REFUSED ||
 	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_FATAL) {
 		im->broken = true;
-		*err = xasprintf("%s: %s: %s", im->where, what,
+		return err_at(err, im->where, "%s: %s", what,
 		    r == MAILIMAP_ERROR_PARSE ? "unparsable reply" :
 		    r == MAILIMAP_ERROR_CONNECTION_REFUSED ? "connection refused" :
 		    r == MAILIMAP_ERROR_FATAL ? "server closed the session" :
 		    "connection lost or timed out");
-		return -1;
 	}
 	text = server_text(im);
 	if (*text != '\0')
-		*err = xasprintf("%s: %s refused: %s", im->where, what, text);
+		err_at(err, im->where, "%s refused: %s", what, text);
 	else
-		*err = xasprintf("%s: %s failed (libetpan error %d)", im->where, what, r);
+		err_at(err, im->where, "%s failed (libetpan error %d)", what, r);
 	free(text);
-	return -1;
-}
-
-static int __attribute__((format(printf, 3, 4)))
-failf(struct imap *im, char **err, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	*err = xasprintf("%s: %s", im->where, msg);
 	return -1;
 }
 
@@ -127,7 +116,7 @@ static int
 usable(struct imap *im, char **err)
 {
 	if (im->broken || im->m == NULL)
-		return failf(im, err, "session unusable after an earlier error");
+		return err_at(err, im->where, "session unusable after an earlier error");
 	return 0;
 }
 
@@ -135,26 +124,13 @@ usable(struct imap *im, char **err)
  * Names and values.
  */
 
-/* No CR, LF or other control character (LIBETPAN.md trap 7: libetpan
- * quotes strings but does not refuse line breaks), at most max bytes. */
-static bool
-safe_value(const char *v, size_t max)
-{
-	size_t i;
-
-	for (i = 0; v[i] != '\0'; i++)
-		if (i == max || (unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-			return false;
-	return true;
-}
-
 /* A delivery key names a file in the spool and goes into SEARCH. */
 static int
 check_key(const char *key, char **err)
 {
 	if (key[0] == '\0' || key[0] == '.' || strchr(key, '/') != NULL ||
 	    strchr(key, '"') != NULL || strchr(key, ' ') != NULL ||
-	    !safe_value(key, IMAP_NAME_MAX)) {
+	    !conf_safe_name(key, IMAP_NAME_MAX)) {
 		*err = xasprintf("invalid delivery key \"%s\"", key);
 		return -1;
 	}
@@ -170,19 +146,20 @@ add_level(struct imap *im, const char *folder, const char *s, size_t n, bool fir
 	int r = -1;
 
 	if (n == 0)
-		failf(im, err, "folder \"%s\": empty hierarchy level", folder);
+		err_at(err, im->where, "folder \"%s\": empty hierarchy level", folder);
 	else if (strpbrk(lvl, "*%") != NULL)
-		failf(im, err, "folder \"%s\": \"*\" and \"%%\" are IMAP wildcards", folder);
+		err_at(err, im->where, "folder \"%s\": \"*\" and \"%%\" are IMAP wildcards",
+		    folder);
 	else if (im->delim != '\0' && im->delim != '/' && strchr(lvl, im->delim))
-		failf(im, err, "folder \"%s\": \"%c\" is the server's hierarchy delimiter "
+		err_at(err, im->where, "folder \"%s\": \"%c\" is the server's hierarchy delimiter "
 		    "(use \"/\" between levels)", folder, im->delim);
-	else if (!safe_value(lvl, IMAP_MBOX_MAX))
-		failf(im, err, "folder \"%s\": control character in the name", folder);
+	else if (!conf_safe_name(lvl, IMAP_MBOX_MAX))
+		err_at(err, im->where, "folder \"%s\": control character in the name", folder);
 	else if (first && strcasecmp(lvl, "INBOX") == 0) {
 		enc = xstrdup("INBOX");
 		r = 0;
 	} else if (mutf7_encode(lvl, &enc) == -1)
-		failf(im, err, "folder \"%s\": not valid UTF-8", folder);
+		err_at(err, im->where, "folder \"%s\": not valid UTF-8", folder);
 	else
 		r = 0;
 	free(lvl);
@@ -207,7 +184,8 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 		return 0;
 	}
 	if (im->delim == '\0' && strchr(folder, '/') != NULL)
-		return failf(im, err, "folder \"%s\": the server has no hierarchy", folder);
+		return err_at(err, im->where, "folder \"%s\": the server has no hierarchy",
+		    folder);
 	for (;;) {
 		slash = strchr(p, '/');
 		if (add_level(im, folder, p, slash ? (size_t)(slash - p) : strlen(p),
@@ -221,7 +199,7 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
 	}
 	if (strlen(out) > IMAP_MBOX_MAX) {
 		free(out);
-		return failf(im, err, "folder \"%s\": name too long", folder);
+		return err_at(err, im->where, "folder \"%s\": name too long", folder);
 	}
 	*mbox = out;
 	return 0;
@@ -291,7 +269,8 @@ starttls(struct imap *im, char **err)
 		return -1;
 	if (!offered) {
 		im->broken = true;
-		return failf(im, err, "server does not offer STARTTLS (tls = \"starttls\")");
+		return err_at(err, im->where,
+		    "server does not offer STARTTLS (tls = \"starttls\")");
 	}
 	/* libetpan refuses bytes injected after the reply (CVE-2020-15953). */
 	r = mailimap_socket_starttls_with_callback(im->m, tls_sni_callback,
@@ -326,7 +305,7 @@ establish(struct imap *im, char **err)
 	 * log in to. */
 	if (r == MAILIMAP_NO_ERROR_AUTHENTICATED) {
 		im->broken = true;
-		return failf(im, err, "server greeted with PREAUTH: refused, the store "
+		return err_at(err, im->where, "server greeted with PREAUTH: refused, the store "
 		    "must log in as the configured user%s",
 		    s->tls == CONF_TLS_STARTTLS ? " over TLS" : "");
 	}
@@ -350,7 +329,7 @@ login(struct imap *im, const char *user, const char *pass, char **err)
 	if (read_caps(im, NULL, &nologin, err) == -1)
 		return -1;
 	if (nologin)
-		return failf(im, err, "server refuses LOGIN (LOGINDISABLED): use tls");
+		return err_at(err, im->where, "server refuses LOGIN (LOGINDISABLED): use tls");
 	r = mailimap_login(im->m, user, pass);
 	/* libetpan keeps sent bytes in its write buffer: wipe the password. */
 	explicit_bzero(s->write_buffer, s->buffer_max_size);
@@ -359,11 +338,11 @@ login(struct imap *im, const char *user, const char *pass, char **err)
 	if (r != MAILIMAP_ERROR_LOGIN)
 		return fail(im, err, "LOGIN", r);
 	text = server_text(im);
-	if (*pass != '\0' && strstr(text, pass) != NULL)
-		failf(im, err, "login as %s refused (reply withheld: it repeats the "
+	if (sasl_repeats_secret(text, user, pass))
+		err_at(err, im->where, "login as %s refused (reply withheld: it repeats the "
 		    "password)", user);
 	else
-		failf(im, err, "login as %s refused: %s", user, text);
+		err_at(err, im->where, "login as %s refused: %s", user, text);
 	free(text);
 	return -1;
 }
@@ -396,11 +375,11 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 	const char *master = c->store.master_user;
 
 	*user = conf_store_user(c, a);
-	if (**user == '\0' || !safe_value(*user, IMAP_NAME_MAX))
-		return failf(im, err, "store user name is empty, holds a control "
+	if (**user == '\0' || !conf_safe_name(*user, IMAP_NAME_MAX))
+		return err_at(err, im->where, "store user name is empty, holds a control "
 		    "character or is longer than %d bytes", IMAP_NAME_MAX);
-	if (master != NULL && (*master == '\0' || !safe_value(master, IMAP_NAME_MAX)))
-		return failf(im, err, "store master_user is empty, holds a control "
+	if (master != NULL && (*master == '\0' || !conf_safe_name(master, IMAP_NAME_MAX)))
+		return err_at(err, im->where, "store master_user is empty, holds a control "
 		    "character or is too long");
 	/* Dovecot's master login: "user*master" (auth_master_user_separator),
 	 * authenticated by the master's password. */
@@ -409,12 +388,11 @@ credentials(struct imap *im, const struct conf *c, const struct conf_account *a,
 		return -1;
 	if (*pass == NULL)
 		*pass = xstrdup("");
-	if (!safe_value(*pass, IMAP_PASS_MAX))
-		return failf(im, err, "store password holds a control character or is "
+	if (!conf_safe_name(*pass, IMAP_PASS_MAX))
+		return err_at(err, im->where, "store password holds a control character or is "
 		    "longer than %d bytes", IMAP_PASS_MAX);
-	if (im->srv->tls == CONF_TLS_NONE && **pass != '\0' && !im->srv->allow_plaintext)
-		return failf(im, err, "tls = none with a password requires "
-		    "allow_plaintext = true");
+	if (conf_plaintext_refused(im->srv, **pass != '\0'))
+		return err_at(err, im->where, "%s", CONF_PLAINTEXT_REFUSED);
 	return 0;
 }
 
@@ -648,7 +626,7 @@ continuation(struct imap *im, bool *trycreate, char **err)
 			break;
 	}
 	if (tagged_reply(im, "APPEND", trycreate, err) == 0)
-		return failf(im, err, "APPEND: server accepted a message it never read");
+		return err_at(err, im->where, "APPEND: server accepted a message it never read");
 	return 0;
 }
 
@@ -666,7 +644,7 @@ send_literal(struct imap *im, int fd, uint64_t size, char **err)
 		    (off_t)off);
 		if (n <= 0) {
 			im->broken = true;
-			return failf(im, err, "reading the temp file: %s",
+			return err_at(err, im->where, "reading the temp file: %s",
 			    n == 0 ? "it shrank" : strerror(errno));
 		}
 		if (send_bytes(im, im->buf, (size_t)n, err) == -1)
@@ -833,12 +811,12 @@ im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	im->srv = &c->store.imap;
 	im->where = xasprintf("imap store %s:%u", im->srv->host ? im->srv->host : "?",
 	    im->srv->port);
-	im->spool = xasprintf("%s/spool/imap", c->state_dir);
+	im->spool = outbox_spool_area(c->state_dir, "imap");
 	im->timeout = im->srv->timeout ? im->srv->timeout : IMAP_TIMEOUT_DEFAULT;
 	im->buf = xmalloc(IMAP_CHUNK);
 	if (im->srv->host == NULL || *im->srv->host == '\0' || im->srv->port == 0 ||
 	    im->srv->port > 65535) {
-		failf(im, err, "no host or port configured");
+		err_at(err, im->where, "no host or port configured");
 		im_close(im);
 		return -1;
 	}
@@ -850,45 +828,6 @@ im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	return 0;
 }
 
-/* mkdir -p with mode 0700 for what is created. */
-static int
-make_dirs(const char *path, char **err)
-{
-	char *p = xstrdup(path), *s;
-	int r = 0;
-
-	for (s = p + 1; r == 0; s++) {
-		if ((s = strchr(s, '/')) != NULL)
-			*s = '\0';
-		if (mkdir(p, 0700) == -1 && errno != EEXIST) {
-			*err = xasprintf("creating %s: %s", p, strerror(errno));
-			r = -1;
-		}
-		if (s == NULL)
-			break;
-		*s = '/';
-	}
-	free(p);
-	return r;
-}
-
-static int
-write_all(int fd, const char *s, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, s, n)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int
 im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
 {
@@ -897,7 +836,8 @@ im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **er
 
 	(void)folder;
 	*fd = -1;
-	if (check_key(key, err) == -1 || make_dirs(im->spool, err) == -1)
+	if (check_key(key, err) == -1 ||
+	    io_mkdir_p(im->spool, 0700, false, err) == -1)
 		return -1;
 	path = spool_path(im, key);
 	*fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
@@ -906,7 +846,7 @@ im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **er
 	else {
 		/* The key travels with the message: find() searches for it. */
 		line = xasprintf(IMAP_KEY_HEADER ": %s\r\n", key);
-		if (write_all(*fd, line, strlen(line)) == -1) {
+		if (io_write_all(*fd, line, strlen(line)) == -1) {
 			*err = xasprintf("writing %s: %s", path, strerror(errno));
 			close(*fd);
 			unlink(path);
@@ -941,31 +881,9 @@ static int
 im_tmp_cleanup(void *ctx, const char *folder, const char *key_tag, char **err)
 {
 	struct imap *im = ctx;
-	struct dirent *de;
-	DIR *d;
-	int r = 0;
 
 	(void)folder;
-	if ((d = opendir(im->spool)) == NULL) {
-		if (errno == ENOENT)
-			return 0;
-		*err = xasprintf("opening %s: %s", im->spool, strerror(errno));
-		return -1;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (!maildir_key_has_tag(de->d_name, key_tag))
-			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) == -1 && errno != ENOENT) {
-			*err = xasprintf("removing %s/%s: %s", im->spool, de->d_name,
-			    strerror(errno));
-			r = -1;
-			break;
-		}
-		log_debug("%s: removed %s/%s left by an interrupted run", im->account,
-		    im->spool, de->d_name);
-	}
-	closedir(d);
-	return r;
+	return deliver_tmp_sweep(im->spool, key_tag, im->account, err);
 }
 
 static int

@@ -1,6 +1,6 @@
 /* The IMAP delivery backend: messages are APPENDed to an IMAP server (a
  * local Dovecot, or any server) over one libetpan session per open(),
- * TLS verified by bridge/tls.c before any credential is sent.
+ * TLS verified by lib/tls.c before any credential is sent.
  *
  * Temp files live in STATE_DIR/spool/imap/KEY (the folder argument of
  * tmp_* does not matter there). Each starts with the header line

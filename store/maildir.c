@@ -17,22 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
-#include "bridge/xmalloc.h"
-#include "store/mutf7.h"
-
-/* Dovecot's subscriptions file (src/lib-storage/list/subscription-file.c):
- * version 2 starts with this header, then one mailbox per line with its
- * hierarchy levels separated by tabs; version 1 has no header and names
- * with the list's separator, "." for Maildir++. Writers hold the dotlock
- * "subscriptions.lock" and rename it over the file. */
-#define SUBS_FILE "subscriptions"
-#define SUBS_LOCK "subscriptions.lock"
-#define SUBS_V2 "V\t2\n\n"
-#define SUBS_STALE 30           /* seconds: Dovecot's stale lock timeout */
-#define SUBS_WAIT_MS 10000
-#define SUBS_MAX (1 << 20)
+#include "lib/io.h"
+#include "lib/log.h"
+#include "lib/mutf7.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
+#include "store/maildir_subs.h"
 
 struct folder {
 	char *name;             /* as configured */
@@ -139,36 +129,6 @@ maildir_folder_dir(const char *folder, char **dir, char **err)
 	return 0;
 }
 
-static const char *
-skip_digits(const char *p)
-{
-	const char *q = p;
-
-	while (*q >= '0' && *q <= '9')
-		q++;
-	return q == p ? NULL : q;
-}
-
-bool
-maildir_key_has_tag(const char *name, const char *key_tag)
-{
-	size_t tl = strlen(key_tag);
-	const char *p, *q;
-
-	if ((p = skip_digits(name)) == NULL || strncmp(p, ".M", 2) != 0)
-		return false;
-	if ((p = skip_digits(p + 2)) == NULL || *p != 'P')
-		return false;
-	if ((p = skip_digits(p + 1)) == NULL || *p != 'Q')
-		return false;
-	/* Q's digits end where the tag starts; a tag could begin with a
-	 * digit itself, so try every split after at least one digit. */
-	for (q = p + 2; q[-1] >= '0' && q[-1] <= '9'; q++)
-		if (strncmp(q, key_tag, tl) == 0 && q[tl] == '.')
-			return true;
-	return false;
-}
-
 /* A key becomes a file name: nothing that could leave tmp/ or clash with
  * the ":2,flags" suffix (keys are read back from the state database). */
 static int
@@ -223,21 +183,6 @@ find_owner(struct maildir *md, char **err)
 	return 0;
 }
 
-static int
-sync_dir(const char *path, char **err)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd == -1 || fsync(fd) == -1) {
-		*err = xasprintf("fsync %s: %s", path, strerror(errno));
-		if (fd != -1)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
 /* Syncs path and the directory holding it, so that a new directory (and
  * what it holds) survives a crash. */
 static int
@@ -246,42 +191,10 @@ sync_dir_and_parent(const char *path, char **err)
 	char *parent;
 	int r;
 
-	if (sync_dir(path, err) == -1)
+	if (io_fsync_dir(path, err) == -1)
 		return -1;
 	parent = parent_dir(path);
-	r = sync_dir(parent, err);
-	free(parent);
-	return r;
-}
-
-/* mkdir 0700: 1 made, 0 existed, -1 error. */
-static int
-make_dir(const char *path, char **err)
-{
-	if (mkdir(path, 0700) == -1) {
-		if (errno == EEXIST)
-			return 0;
-		*err = xasprintf("creating %s: %s", path, strerror(errno));
-		return -1;
-	}
-	return 1;
-}
-
-/* make_dir, creating missing ancestors first. Each new directory's parent
- * is synced: the whole chain must survive a crash with the mail in it. */
-static int
-make_dirs(struct maildir *md, const char *path, char **err)
-{
-	struct stat sb;
-	char *parent;
-	int r;
-
-	if (stat(path, &sb) == 0)
-		return 0;
-	parent = parent_dir(path);
-	r = make_dirs(md, parent, err);
-	if (r != -1 && (r = make_dir(path, err)) == 1 && sync_dir(parent, err) == -1)
-		r = -1;
+	r = io_fsync_dir(parent, err);
 	free(parent);
 	return r;
 }
@@ -306,19 +219,21 @@ make_file(const char *path, char **err)
  * "maildirfolder" file that marks a Maildir++ folder. *made is set when
  * the folder's own directory was created by this call. */
 static int
-make_maildir(struct maildir *md, const char *dir, bool *made, char **err)
+make_maildir(const struct maildir *md, const char *dir, bool *made, char **err)
 {
 	static const char *const subs[] = { "tmp", "new", "cur" };
 	char *path = xasprintf("%s%s%s", md->root, dir[0] ? "/" : "", dir), *p;
 	int r, any;
 	size_t i;
 
-	r = dir[0] ? make_dir(path, err) : make_dirs(md, path, err);
+	/* The root's missing ancestors are made durably: the whole chain
+	 * must survive a crash with the mail in it. */
+	r = io_mkdir_p(path, 0700, dir[0] == '\0', err);
 	*made = r == 1;
 	any = r;
 	for (i = 0; r != -1 && i < 3; i++) {
 		p = xasprintf("%s/%s", path, subs[i]);
-		if ((r = make_dir(p, err)) == 1)
+		if ((r = io_mkdir_p(p, 0700, false, err)) == 1)
 			any = 1;
 		free(p);
 	}
@@ -332,182 +247,6 @@ make_maildir(struct maildir *md, const char *dir, bool *made, char **err)
 		r = sync_dir_and_parent(path, err);
 	free(path);
 	return r == -1 ? -1 : 0;
-}
-
-/*
- * Subscriptions: a folder we create is subscribed, as a client creating it
- * would do, so that clients showing subscribed folders only see it too.
- */
-
-/* Takes Dovecot's dotlock: the fd of the new lock file, or -1. */
-static int
-subs_lock(const char *lock, char **err)
-{
-	struct timespec pause = { 0, 100 * 1000 * 1000 };
-	struct stat sb;
-	int fd, waited;
-
-	for (waited = 0;; waited += 100) {
-		fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd != -1)
-			break;
-		if (errno != EEXIST) {
-			*err = xasprintf("creating %s: %s", lock, strerror(errno));
-			return -1;
-		}
-		/* Left by a killed writer: Dovecot overrides it after 30 s too. */
-		if (stat(lock, &sb) == 0 && sb.st_mtime < time(NULL) - SUBS_STALE) {
-			unlink(lock);
-			continue;
-		}
-		if (waited >= SUBS_WAIT_MS) {
-			*err = xasprintf("%s is held by another process", lock);
-			return -1;
-		}
-		nanosleep(&pause, NULL);
-	}
-	return fd;
-}
-
-/* Reads the whole file into *buf (NUL-terminated): 0, or 1 when it does
- * not exist, -1 on error. */
-static int
-read_small(const char *path, char **buf, size_t *len, char **err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t cap = 0, n = 0;
-	ssize_t r = 0;
-	char *b = NULL;
-
-	if (fd == -1) {
-		if (errno == ENOENT)
-			return 1;
-		*err = xasprintf("opening %s: %s", path, strerror(errno));
-		return -1;
-	}
-	for (;;) {
-		if (cap - n < 2) {
-			if (cap >= SUBS_MAX)
-				break;
-			cap = cap ? 2 * cap : 4096;
-			b = xreallocarray(b, cap, 1);
-		}
-		if ((r = read(fd, b + n, cap - n - 1)) <= 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	if (r != 0) {
-		*err = r == -1 ? xasprintf("reading %s: %s", path, strerror(errno)) :
-		    xasprintf("%s: larger than %d bytes", path, SUBS_MAX);
-		free(b);
-		return -1;
-	}
-	b[n] = '\0';
-	*buf = b;
-	*len = n;
-	return 0;
-}
-
-static bool
-has_line(const char *buf, const char *line)
-{
-	size_t n = strlen(line);
-	const char *p;
-
-	for (p = buf; (p = strstr(p, line)) != NULL; p++)
-		if ((p == buf || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
-			return true;
-	return false;
-}
-
-static int
-write_all(int fd, const char *s, size_t n)
-{
-	ssize_t r;
-
-	while (n > 0) {
-		if ((r = write(fd, s, n)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		s += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Fills the lock file with the new contents: the old ones (or a version 2
- * header for a new file), then name on a line of its own. */
-static int
-subs_write(int fd, const char *old, size_t len, const char *name)
-{
-	if (old == NULL) {
-		old = SUBS_V2;
-		len = strlen(SUBS_V2);
-	}
-	if (write_all(fd, old, len) == -1 ||
-	    (len > 0 && old[len - 1] != '\n' && write_all(fd, "\n", 1) == -1) ||
-	    write_all(fd, name, strlen(name)) == -1 || write_all(fd, "\n", 1) == -1)
-		return -1;
-	return fsync(fd);
-}
-
-/* Under the lock: adds the folder of directory dir to the file unless it
- * is there. 1 added, 0 present, -1 error. */
-static int
-subs_update(const char *path, const char *lock, int fd, const char *dir, char **err)
-{
-	char *old = NULL, *name, *p;
-	size_t len = 0;
-	bool v2;
-	int r;
-
-	if ((r = read_small(path, &old, &len, err)) == -1)
-		return -1;
-	/* A new file is started as version 2, as Dovecot 2.3 does; an old
-	 * one keeps its version. Levels are mUTF-7: never a tab or newline,
-	 * so nothing needs Dovecot's tab-escaping. */
-	v2 = r == 1 || strncmp(old, SUBS_V2, strlen(SUBS_V2)) == 0;
-	name = xstrdup(dir + 1);
-	if (v2)
-		for (p = name; (p = strchr(p, '.')) != NULL; p++)
-			*p = '\t';
-	r = 0;
-	if (old == NULL || !has_line(old + (v2 ? strlen(SUBS_V2) : 0), name)) {
-		if (subs_write(fd, old, len, name) == -1 || rename(lock, path) == -1) {
-			*err = xasprintf("writing %s: %s", lock, strerror(errno));
-			r = -1;
-		} else
-			r = 1;
-	}
-	free(name);
-	free(old);
-	return r;
-}
-
-/* Subscribes folder directory dir (".a.b"). Only cosmetic: a failure is
- * logged and delivery goes on. */
-static void
-subscribe(struct maildir *md, const char *dir)
-{
-	char *path = xasprintf("%s/" SUBS_FILE, md->root);
-	char *lock = xasprintf("%s/" SUBS_LOCK, md->root);
-	char *err = NULL;
-	int fd, r = -1;
-
-	if ((fd = subs_lock(lock, &err)) != -1) {
-		r = subs_update(path, lock, fd, dir, &err);
-		close(fd);
-		if (r != 1)
-			unlink(lock);
-	}
-	if (r == -1)
-		log_warnx("%s: not subscribing folder %s: %s", md->account, dir, err);
-	free(err);
-	free(path);
-	free(lock);
 }
 
 /*
@@ -547,7 +286,7 @@ folder_get(struct maildir *md, const char *name, bool create, char **err)
 		if (make_maildir(md, f->dir, &made, err) == -1)
 			return NULL;
 		if (made)
-			subscribe(md, f->dir);
+			maildir_subs_add(md->root, f->dir, md->account);
 	}
 	f->ready = true;
 	return f;
@@ -663,35 +402,14 @@ static int
 tmp_cleanup_owned(void *ctx, const char *folder, const char *key_tag, char **err)
 {
 	struct maildir *md = ctx;
-	struct dirent *de;
 	struct folder *f;
 	char *path;
-	DIR *d;
-	int r = 0;
+	int r;
 
 	if ((f = folder_get(md, folder, false, err)) == NULL)
 		return -1;
 	path = fpath(md, f, "tmp", NULL);
-	if ((d = opendir(path)) == NULL) {
-		if (errno != ENOENT) {
-			*err = xasprintf("opening %s: %s", path, strerror(errno));
-			r = -1;
-		}
-		free(path);
-		return r;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (!maildir_key_has_tag(de->d_name, key_tag))
-			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) == -1 && errno != ENOENT) {
-			*err = xasprintf("removing %s/%s: %s", path, de->d_name, strerror(errno));
-			r = -1;
-			break;
-		}
-		log_debug("%s: removed %s/%s left by an interrupted run", md->account,
-		    path, de->d_name);
-	}
-	closedir(d);
+	r = deliver_tmp_sweep(path, key_tag, md->account, err);
 	free(path);
 	return r;
 }
@@ -799,7 +517,7 @@ deliver_owned(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 	/* One fsync per directory for the whole batch. Also after a failure:
 	 * reconciliation may find the files already moved and record them. */
 	for (i = 0; i < n_dirs; i++) {
-		if (sync_dir(dirs[i], r == 0 ? err : &serr) == -1)
+		if (io_fsync_dir(dirs[i], r == 0 ? err : &serr) == -1)
 			r = -1;
 		free(serr);
 		serr = NULL;
@@ -878,7 +596,7 @@ find_owned(void *ctx, const char *folder, const char *key, char **location, char
 	/* A run killed between rename and directory fsync leaves a file that
 	 * is visible but not yet durable: make it so before it is recorded. */
 	path = fpath(md, f, sub, NULL);
-	if (sync_dir(path, err) == -1)
+	if (io_fsync_dir(path, err) == -1)
 		r = -1;
 	else
 		*location = flocation(f, sub, name);

@@ -7,8 +7,6 @@
 #ifndef POP3BRIDGE_MAILDIR_H
 #define POP3BRIDGE_MAILDIR_H
 
-#include <stdbool.h>
-
 #include "store/deliver.h"
 
 extern const struct deliver_backend maildir_backend;
@@ -18,10 +16,5 @@ extern const struct deliver_backend maildir_backend;
  * separator), control characters and invalid UTF-8. Returns 0 with *dir
  * allocated, or -1 with *err allocated. */
 int maildir_folder_dir(const char *folder, char **dir, char **err);
-
-/* True if the file name is a delivery key made with exactly this key_tag:
- * "<digits>.M<digits>P<digits>Q<digits>" key_tag "." (so tag X1 does not
- * match a key of X12). */
-bool maildir_key_has_tag(const char *name, const char *key_tag);
 
 #endif

@@ -21,7 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/hex.h"
+#include "lib/io.h"
+#include "lib/xmalloc.h"
 
 #define MSG_COLUMNS "o.id, a.name, o.auth_user, o.mail_from, o.spool_file," \
 	" o.size, o.created_at, o.next_attempt_at, o.attempts, o.state," \
@@ -57,27 +59,47 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
 	return r;
 }
 
-char *
-outbox_spool_dir(const char *state_dir)
+/*
+ * Paths: STATE_DIR/spool/NAME.msg for queued messages, spool/tmp/ for
+ * submissions under way, spool/ID.dsn for a bounce being written, and the
+ * areas of other users of the spool (spool/imap/).
+ */
+
+/* STATE_DIR/spool/name; "STATE_DIR/spool/" for "" (the spool itself, and
+ * the path of a message whose file is gone: it names no file). */
+static char *
+spool_path(const char *state_dir, const char *name)
 {
-	return xasprintf("%s/spool", state_dir);
+	return xasprintf("%s/spool/%s", state_dir, name);
+}
+
+int
+outbox_spool_file(const char *state_dir, char **err)
+{
+	char *dir = spool_path(state_dir, "tmp");
+	int fd = -1;
+
+	if (io_mkdir_p(dir, 0700, false, err) != -1)
+		fd = io_tmpfile(dir, err);
+	free(dir);
+	return fd;
+}
+
+char *
+outbox_spool_area(const char *state_dir, const char *name)
+{
+	return spool_path(state_dir, name);
+}
+
+char *
+outbox_bounce_path(const char *state_dir, int64_t id)
+{
+	return xasprintf("%s/spool/%lld.dsn", state_dir, (long long)id);
 }
 
 /*
  * Enqueueing.
  */
-
-static int
-fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
-
-	if (fd == -1)
-		return -1;
-	r = fsync(fd);
-	close(fd);
-	return r;
-}
 
 /* Copies fd (from its start) into path, for when it cannot be linked. */
 static int
@@ -92,7 +114,7 @@ copy_into(int fd, const char *path)
 	if (lseek(fd, 0, SEEK_SET) == -1)
 		goto out;
 	while ((n = read(fd, buf, sizeof buf)) > 0)
-		if (write(out, buf, (size_t)n) != n)
+		if (io_write_all(out, buf, (size_t)n) == -1)
 			goto out;
 	if (n == 0 && fsync(out) == 0)
 		r = 0;
@@ -110,7 +132,7 @@ static int
 spool_link(const char *state_dir, int fd, char **name, char **err)
 {
 	static atomic_ulong seq;
-	char *dir = outbox_spool_dir(state_dir), *path, proc[64], hex[33];
+	char *dir = spool_path(state_dir, ""), *path, proc[64], hex[33];
 	unsigned char rnd[16];
 	struct timespec ts;
 	int r = -1;
@@ -123,12 +145,11 @@ spool_link(const char *state_dir, int fd, char **name, char **err)
 		*name = NULL;
 		return -1;
 	}
-	for (size_t i = 0; i < sizeof rnd; i++)
-		snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+	hex_encode(rnd, sizeof rnd, hex);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	*name = xasprintf("%lld.%s.%ld.%lu.msg", (long long)ts.tv_sec, hex,
 	    (long)getpid(), atomic_fetch_add(&seq, 1));
-	path = xasprintf("%s/%s", dir, *name);
+	path = spool_path(state_dir, *name);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
 		*err = xasprintf("creating %s: %s", dir, strerror(errno));
@@ -137,9 +158,7 @@ spool_link(const char *state_dir, int fd, char **name, char **err)
 	else if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == -1 &&
 	    copy_into(fd, path) == -1)
 		*err = xasprintf("spooling into %s: %s", dir, strerror(errno));
-	else if (fsync_dir(dir) == -1)
-		*err = xasprintf("fsync of %s: %s", dir, strerror(errno));
-	else
+	else if (io_fsync_dir(dir, err) == 0)
 		r = 0;
 	if (r == -1) {
 		unlink(path);
@@ -228,7 +247,7 @@ outbox_enqueue(struct state *st, const char *state_dir, const char *account,
 		state_rollback(st);
 	}
 	/* Not committed: nothing refers to the spool file. */
-	path = xasprintf("%s/spool/%s", state_dir, name);
+	path = spool_path(state_dir, name);
 	unlink(path);
 	free(path);
 	free(name);
@@ -249,7 +268,7 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 	m->account = state_col_str(s, 1);
 	m->auth_user = state_col_str(s, 2);
 	m->mail_from = state_col_str(s, 3);
-	m->spool_path = xasprintf("%s/spool/%s", state_dir, f ? (const char *)f : "");
+	m->spool_path = spool_path(state_dir, f ? (const char *)f : "");
 	m->size = (uint64_t)sqlite3_column_int64(s, 5);
 	m->created_at = sqlite3_column_int64(s, 6);
 	m->next_attempt_at = sqlite3_column_int64(s, 7);
@@ -538,7 +557,7 @@ spool_unlink(const char *state_dir, const char *name)
 
 	if (*name == '\0' || strchr(name, '/') != NULL)
 		return 0;
-	path = xasprintf("%s/spool/%s", state_dir, name);
+	path = spool_path(state_dir, name);
 	if (unlink(path) == -1 && errno != ENOENT)
 		r = -1;
 	free(path);
@@ -587,19 +606,47 @@ spool_referenced(struct state *st, sqlite3_stmt *q, const char *name, char **err
 	return rc == SQLITE_DONE ? 0 : state_error(st, "sweeping the spool", err);
 }
 
+/* True when the entry is a regular file at least min_age seconds old. */
+static bool
+old_file(DIR *d, const char *name, time_t min_age)
+{
+	struct stat sb;
+
+	return name[0] != '.' && fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(sb.st_mode) && time(NULL) - sb.st_mtime >= min_age;
+}
+
+/* Files in STATE_DIR/spool/tmp older than min_age: no submission keeps a
+ * named temp file there for that long. */
+static void
+sweep_tmp(const char *state_dir, time_t min_age, size_t *removed)
+{
+	char *dir = spool_path(state_dir, "tmp");
+	struct dirent *de;
+	DIR *d;
+
+	if ((d = opendir(dir)) != NULL) {
+		while ((de = readdir(d)) != NULL)
+			if (old_file(d, de->d_name, min_age) &&
+			    unlinkat(dirfd(d), de->d_name, 0) == 0)
+				(*removed)++;
+		closedir(d);
+	}
+	free(dir);
+}
+
 int
 outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
     size_t *removed, char **err)
 {
-	char *dir = outbox_spool_dir(state_dir);
-	time_t now = time(NULL);
+	char *dir = spool_path(state_dir, "");
 	struct dirent *de;
-	struct stat sb;
 	sqlite3_stmt *q;
 	DIR *d;
 	int r = 0;
 
 	*removed = 0;
+	sweep_tmp(state_dir, min_age, removed);
 	if ((d = opendir(dir)) == NULL) {
 		r = errno == ENOENT ? 0 : -1;
 		if (r == -1)
@@ -613,9 +660,8 @@ outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
 	while (r == 0 && (de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
 
-		if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".msg") != 0 ||
-		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == -1 ||
-		    !S_ISREG(sb.st_mode) || now - sb.st_mtime < min_age)
+		if (len < 5 || strcmp(de->d_name + len - 4, ".msg") != 0 ||
+		    !old_file(d, de->d_name, min_age))
 			continue;
 		if ((r = spool_referenced(st, q, de->d_name, err)) == 0 &&
 		    unlinkat(dirfd(d), de->d_name, 0) == 0)

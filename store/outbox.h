@@ -49,10 +49,22 @@ struct outbox_msg {
 	size_t n_rcpts;
 };
 
-/* STATE_DIR/spool, allocated. Submitters may create the message file there
- * (O_TMPFILE, or a temporary name) so that outbox_enqueue() can link it
- * instead of copying it. */
-char *outbox_spool_dir(const char *state_dir);
+/* The spool and its paths belong to this module, no other assembles them.
+ *
+ * outbox_spool_file: a new anonymous file in STATE_DIR/spool/tmp (made
+ * when missing) for a message being submitted (the relay's DATA,
+ * `sendmail`): the caller writes the message to it, then hands the fd to
+ * outbox_enqueue(), which links it into the spool instead of copying it.
+ * Nothing is left behind when the submission fails or the process dies.
+ * Returns the fd (read-write, close-on-exec), or -1 with *err set.
+ *
+ * outbox_spool_area: STATE_DIR/spool/NAME, a directory of its own for
+ * another user of the spool (the IMAP store's temp files, "imap"); the
+ * queue never reads it. outbox_bounce_path: the scratch file a bounce of
+ * queue id is written to before it is stored. Both allocated. */
+int outbox_spool_file(const char *state_dir, char **err);
+char *outbox_spool_area(const char *state_dir, const char *name);
+char *outbox_bounce_path(const char *state_dir, int64_t id);
 
 /* Makes the message in the open file fd (its final content, CRLF line
  * endings, written by the caller) durable in the spool — fsync the file,
@@ -95,8 +107,10 @@ int outbox_drop(struct state *st, int64_t id, char **err);
 
 /* Removes spool files no outbox row names and older than min_age seconds:
  * what a crash between linking a message into the spool and committing its
- * row left (the age keeps it from racing an enqueue under way). *removed
- * receives how many. */
+ * row left (the age keeps it from racing an enqueue under way), and files
+ * in STATE_DIR/spool/tmp as old (a crash while a named temp file was being
+ * made anonymous, or files of older versions). *removed receives how
+ * many. */
 int outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
     size_t *removed, char **err);
 

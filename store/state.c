@@ -10,8 +10,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/err.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 /*
  * The schema, as forward migrations: migrations[i] takes PRAGMA
@@ -241,20 +243,11 @@ struct state {
 	sqlite3_stmt *stmt[S_COUNT];
 };
 
+/* "what: SQLite's last message". */
 static int
 fail(struct state *st, const char *what, char **err)
 {
-	if (err != NULL)
-		*err = xasprintf("%s: %s", what, sqlite3_errmsg(st->db));
-	return -1;
-}
-
-static int
-failx(const char *what, char **err)
-{
-	if (err != NULL)
-		*err = xstrdup(what);
-	return -1;
+	return err_set(err, "%s: %s", what, sqlite3_errmsg(st->db));
 }
 
 /* The cached statement id, prepared on first use; NULL with *err set. */
@@ -534,6 +527,26 @@ fail:
 	return -1;
 }
 
+int
+state_open_dir(const char *state_dir, bool create, struct state **out, char **err)
+{
+	char *path = xasprintf("%s/state.db", state_dir);
+	struct stat sb;
+	int r = 0;
+
+	*out = NULL;
+	if (create || stat(path, &sb) == 0)
+		r = state_open(path, out, err);
+	free(path);
+	return r;
+}
+
+int
+state_make_dir(const char *state_dir, char **err)
+{
+	return io_mkdir_p(state_dir, 0700, false, err) == -1 ? -1 : 0;
+}
+
 void
 state_close(struct state *st)
 {
@@ -580,7 +593,7 @@ state_account(struct state *st, const char *name, int64_t *id, char **err)
 	if (rc == SQLITE_ROW)
 		*id = sqlite3_column_int64(s, 0);
 	else if (rc == SQLITE_DONE)
-		failx("looking up the account: it vanished as it was created", err);
+		err_set(err, "looking up the account: it vanished as it was created");
 	else
 		fail(st, what, err);
 	done(s);

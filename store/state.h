@@ -46,6 +46,17 @@ struct state_msg {
 int state_open(const char *path, struct state **out, char **err);
 void state_close(struct state *st);
 
+/* The database of a state directory (STATE_DIR/state.db, a name no other
+ * module knows): state_open() on it. Without create, a database that does
+ * not exist yet is not made (`status` and `where` only look): 0 with *out
+ * NULL then. */
+int state_open_dir(const char *state_dir, bool create, struct state **out, char **err);
+
+/* Creates STATE_DIR and its missing parents, mode 0700 (message ids and
+ * the queue are private), before the commands that write state run.
+ * 0, or -1 with *err. */
+int state_make_dir(const char *state_dir, char **err);
+
 /* The id of the named account, created on first use. */
 int state_account(struct state *st, const char *name, int64_t *id, char **err);
 

@@ -4,6 +4,7 @@
 #ifndef POP3BRIDGE_CHECK_H
 #define POP3BRIDGE_CHECK_H
 
+#include <dirent.h>
 #include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -71,6 +72,22 @@ static inline void
 check_rm_tree(const char *dir)
 {
 	nftw(dir, check_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Entries of dir besides "." and ".." (-1 when it cannot be opened). */
+static inline int
+check_count_entries(const char *dir)
+{
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+	closedir(d);
+	return n;
 }
 
 #endif

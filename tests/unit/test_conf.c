@@ -12,8 +12,8 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
 #include "conf/conf.h"
+#include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
 #define FIX	"tests/unit/conf/"
@@ -689,6 +689,13 @@ test_safe_value(void)
 	CHECK(!conf_safe_value("ab\r\n", 10));
 	CHECK(!conf_safe_value(NULL, 10));
 	CHECK(conf_safe_value("tab\tand space", 20));
+	/* Names: no control character at all. */
+	CHECK(conf_safe_name("alice", 5));
+	CHECK(!conf_safe_name("alice", 4));
+	CHECK(!conf_safe_name("tab\there", 20));
+	CHECK(!conf_safe_name("del\x7f", 20));
+	CHECK(!conf_safe_name("a\r", 20));
+	CHECK(conf_safe_name("", 0));
 }
 
 static void
@@ -747,6 +754,25 @@ test_default_path_home(void)
 	free(dot);
 }
 
+/* One policy for check-config and every client: a secret over tls =
+ * "none" needs allow_plaintext. */
+static void
+test_plaintext_policy(void)
+{
+	struct conf_server s = { .tls = CONF_TLS_NONE };
+
+	CHECK(conf_plaintext_refused(&s, true));
+	CHECK(!conf_plaintext_refused(&s, false));
+	s.allow_plaintext = true;
+	CHECK(!conf_plaintext_refused(&s, true));
+	s.allow_plaintext = false;
+	s.tls = CONF_TLS_STARTTLS;
+	CHECK(!conf_plaintext_refused(&s, true));
+	s.tls = CONF_TLS_IMPLICIT;
+	CHECK(!conf_plaintext_refused(&s, true));
+	CHECK(strstr(CONF_PLAINTEXT_REFUSED, "allow_plaintext = true") != NULL);
+}
+
 int
 main(void)
 {
@@ -775,6 +801,7 @@ main(void)
 	TEST(test_password_command);
 	TEST(test_password_from_file);
 	TEST(test_safe_value);
+	TEST(test_plaintext_policy);
 	TEST(test_default_path);
 	TEST(test_default_path_home);
 	check_rm_tree(tmpdir);

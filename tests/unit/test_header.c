@@ -1,8 +1,9 @@
-/* The header scanner: Message-ID, the top Received: date and Date:. */
+/* The header scanner: Message-ID, the top Received: date and Date:; and
+ * header_each, the field walk `sendmail -t` reads recipients with. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/header.h"
+#include "lib/header.h"
 #include "tests/unit/check.h"
 
 static void
@@ -95,6 +96,46 @@ test_truncated_and_empty(void)
 	header_info_free(&h);
 }
 
+/* Collects every value header_each passes, joined by "|". */
+static void
+collect(void *arg, const char *value)
+{
+	char *all = arg;
+
+	if (*all != '\0')
+		strcat(all, "|");
+	strcat(all, value);
+}
+
+static void
+test_each(void)
+{
+	static const char h[] = "From: a@x\r\n"
+	    "To: b@x,\r\n\tc@x\r\n"
+	    "cc: d@x\r\n"
+	    "X-To: not@this\r\n"
+	    "CC:e@x\r\n"
+	    "\r\n"
+	    "To: body@not.header\r\n";
+	char all[256] = "";
+
+	header_each(h, strlen(h), "To", collect, all);
+	CHECK_STR(all, " b@x,\tc@x");
+	all[0] = '\0';
+	header_each(h, strlen(h), "Cc", collect, all);
+	CHECK_STR(all, " d@x|e@x");
+	all[0] = '\0';
+	header_each(h, strlen(h), "Bcc", collect, all);
+	CHECK_STR(all, "");
+	/* LF line endings too, and a block cut short. */
+	all[0] = '\0';
+	header_each("To: f@x\n  g@x\nFrom: h", 21, "to", collect, all);
+	CHECK_STR(all, " f@x  g@x");
+	all[0] = '\0';
+	header_each("To: f@x", 5, "To", collect, all);
+	CHECK_STR(all, " f");
+}
+
 int
 main(void)
 {
@@ -104,5 +145,6 @@ main(void)
 	TEST(test_body_is_not_header);
 	TEST(test_bad_message_ids);
 	TEST(test_truncated_and_empty);
+	TEST(test_each);
 	CHECK_DONE();
 }

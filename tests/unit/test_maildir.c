@@ -1,4 +1,4 @@
-/* Unit tests of store/maildir.c, store/deliver.c and store/mutf7.c: real
+/* Unit tests of store/maildir.c, store/deliver.c and lib/mutf7.c: real
  * files in a temp dir, laid out as Dovecot reads them. */
 #include "store/maildir.h"
 
@@ -15,9 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/mutf7.h"
+#include "lib/xmalloc.h"
 #include "store/deliver.h"
-#include "store/mutf7.h"
 #include "tests/unit/check.h"
 
 static char tmpdir[] = "/tmp/test_maildir.XXXXXX";
@@ -220,8 +220,8 @@ test_key_format(void)
 	host[sizeof host - 1] = '\0';
 	if (strchr(host, '/') == NULL && strchr(host, ':') == NULL)
 		CHECK_STR(k + used, host);
-	CHECK(maildir_key_has_tag(k, "X12"));
-	CHECK(!maildir_key_has_tag(k, "X1"));
+	CHECK(deliver_key_has_tag(k, "X12"));
+	CHECK(!deliver_key_has_tag(k, "X1"));
 	free(k);
 
 	for (i = 0; i < N; i++)
@@ -267,23 +267,23 @@ test_key_host_escape(void)
 static void
 test_tag_matching(void)
 {
-	CHECK(maildir_key_has_tag("1700000000.M123P45Q6X1.host", "X1"));
-	CHECK(maildir_key_has_tag("1700000000.M123P45Q6X1.", "X1"));
-	CHECK(!maildir_key_has_tag("1700000000.M123P45Q6X12.host", "X1"));
-	CHECK(maildir_key_has_tag("1700000000.M123P45Q6X12.host", "X12"));
-	CHECK(!maildir_key_has_tag("1700000000.M123P45Q6X1", "X1"));
-	CHECK(!maildir_key_has_tag("1700000000.M123P45QX1.host", "X1"));
-	CHECK(!maildir_key_has_tag("1700000000.M123P45Q6Y1.host", "X1"));
-	CHECK(!maildir_key_has_tag("x1700000000.M123P45Q6X1.host", "X1"));
-	CHECK(!maildir_key_has_tag("1700000000.M123Q6X1.host", "X1"));
-	CHECK(!maildir_key_has_tag("1700000000.M123P45Q6X1.host", "x1"));
-	CHECK(!maildir_key_has_tag("1700000000.M123P45Q6X1.host", ""));
-	CHECK(maildir_key_has_tag("1700000000.M123P45Q6.host", ""));
+	CHECK(deliver_key_has_tag("1700000000.M123P45Q6X1.host", "X1"));
+	CHECK(deliver_key_has_tag("1700000000.M123P45Q6X1.", "X1"));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45Q6X12.host", "X1"));
+	CHECK(deliver_key_has_tag("1700000000.M123P45Q6X12.host", "X12"));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45Q6X1", "X1"));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45QX1.host", "X1"));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45Q6Y1.host", "X1"));
+	CHECK(!deliver_key_has_tag("x1700000000.M123P45Q6X1.host", "X1"));
+	CHECK(!deliver_key_has_tag("1700000000.M123Q6X1.host", "X1"));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45Q6X1.host", "x1"));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45Q6X1.host", ""));
+	CHECK(deliver_key_has_tag("1700000000.M123P45Q6.host", ""));
 	/* Dovecot's own names in tmp/ are never ours. */
-	CHECK(!maildir_key_has_tag("1700000000.M123P45.host", ""));
+	CHECK(!deliver_key_has_tag("1700000000.M123P45.host", ""));
 	/* A tag that starts with a digit still splits from the sequence. */
-	CHECK(maildir_key_has_tag("1700000000.M123P45Q67.host", "7"));
-	CHECK(maildir_key_has_tag("1700000000.M123P45Q67.host", "67") == false);
+	CHECK(deliver_key_has_tag("1700000000.M123P45Q67.host", "7"));
+	CHECK(deliver_key_has_tag("1700000000.M123P45Q67.host", "67") == false);
 }
 
 /* The layout Dovecot expects: the root a maildir, each folder a maildir

@@ -13,8 +13,10 @@
 
 #include <gnutls/crypto.h>
 
+#include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
-#include "bridge/xmalloc.h"
+#include "bridge/pop3_sink.h"
+#include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
 /* Frees an error message and forgets it, so a failed CHECK cannot turn
@@ -52,26 +54,26 @@ mem_src(void *ctx, void *buf, size_t cap, int ms)
 }
 
 static void
-rd_open(struct pop3_rd *r, struct mem *m, const void *data, size_t len, size_t step)
+rd_open(struct pop3_reader *r, struct mem *m, const void *data, size_t len, size_t step)
 {
 	memset(m, 0, sizeof *m);
 	m->p = data;
 	m->len = len;
 	m->step = step;
-	pop3_rd_init(r, mem_src, m, 5);
+	pop3_reader_init(r, mem_src, m, 5);
 }
 
 /* Reads one status line from data; returns the code, the text in text. */
 static int
 status_of(const char *data, size_t step, enum pop3_status *st, char *text, char **err)
 {
-	struct pop3_rd r;
+	struct pop3_reader r;
 	struct mem m;
 	int rv;
 
 	rd_open(&r, &m, data, strlen(data), step);
-	rv = pop3_rd_status(&r, st, text, POP3_LINE_MAX + 1, err);
-	pop3_rd_free(&r);
+	rv = pop3_reader_status(&r, st, text, POP3_LINE_MAX + 1, err);
+	pop3_reader_free(&r);
 	return rv;
 }
 
@@ -116,7 +118,7 @@ test_status_limits(void)
 {
 	char text[POP3_LINE_MAX + 1], *line, *err = NULL;
 	enum pop3_status st;
-	struct pop3_rd r;
+	struct pop3_reader r;
 	struct mem m;
 
 	line = malloc(POP3_LINE_MAX + 16);
@@ -135,15 +137,15 @@ test_status_limits(void)
 	line = malloc(100000);
 	memset(line, 'y', 100000);
 	rd_open(&r, &m, line, 100000, 0);
-	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, NULL), POP3_EPROTO);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, NULL), POP3_EPROTO);
 	CHECK(m.off < 2 * POP3_CHUNK);
-	pop3_rd_free(&r);
+	pop3_reader_free(&r);
 	free(line);
 	rd_open(&r, &m, "+OK a\0b\r\n", 9, 0);
-	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, &err), POP3_EPROTO);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_EPROTO);
 	CHECK_STR(err, "NUL byte in a reply line");
 	clear(&err);
-	pop3_rd_free(&r);
+	pop3_reader_free(&r);
 }
 
 /* A server dripping one byte every 0.3 s: per-read timeouts would never
@@ -155,20 +157,20 @@ test_deadline(void)
 	char text[POP3_LINE_MAX + 1], *err = NULL;
 	struct timespec t0, t1;
 	enum pop3_status st;
-	struct pop3_rd r;
+	struct pop3_reader r;
 	struct mem m;
 
 	rd_open(&r, &m, drip, sizeof drip - 1, 1);
 	r.timeout = 1;
 	m.delay = 300000;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, &err), POP3_ENET);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_ENET);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	CHECK_STR(err, "timed out after 1 s");
 	CHECK(t1.tv_sec - t0.tv_sec <= 2);
 	CHECK(m.off < 10);
 	clear(&err);
-	pop3_rd_free(&r);
+	pop3_reader_free(&r);
 }
 
 /* Collects a body into memory (the reader calls it piece by piece). */
@@ -201,7 +203,7 @@ test_deadline_body(void)
 	static const char drip[] = "a body line that never seems to end, dripping\r\n.\r\n";
 	struct timespec t0, t1;
 	struct collect c;
-	struct pop3_rd r;
+	struct pop3_reader r;
 	struct mem m;
 	char *err = NULL;
 
@@ -210,13 +212,13 @@ test_deadline_body(void)
 	r.timeout = 1;
 	m.delay = 300000;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	CHECK_INT(pop3_rd_body(&r, collect_sink, &c, &err), POP3_ENET);
+	CHECK_INT(pop3_reader_body(&r, collect_sink, &c, &err), POP3_ENET);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	CHECK_STR(err, "timed out after 1 s");
 	CHECK(t1.tv_sec - t0.tv_sec <= 2);
 	clear(&err);
 	free(c.p);
-	pop3_rd_free(&r);
+	pop3_reader_free(&r);
 }
 
 static void
@@ -225,43 +227,43 @@ test_mline(void)
 	static const char capa[] = "+OK\r\nUIDL\r\n..dot\r\nSASL PLAIN\n.\r\n+OK next\r\n";
 	char line[POP3_LINE_MAX + 1];
 	enum pop3_status st;
-	struct pop3_rd r;
+	struct pop3_reader r;
 	struct mem m;
 	size_t step;
 	bool end;
 
 	for (step = 0; step < 2; step++) {
 		rd_open(&r, &m, capa, sizeof capa - 1, step);
-		CHECK_INT(pop3_rd_status(&r, &st, line, sizeof line, NULL), POP3_OK);
-		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK_INT(pop3_reader_status(&r, &st, line, sizeof line, NULL), POP3_OK);
+		CHECK_INT(pop3_reader_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
 		CHECK(!end);
 		CHECK_STR(line, "UIDL");
-		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK_INT(pop3_reader_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
 		CHECK_STR(line, ".dot");
-		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK_INT(pop3_reader_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
 		CHECK_STR(line, "SASL PLAIN");
-		CHECK_INT(pop3_rd_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
+		CHECK_INT(pop3_reader_mline(&r, line, sizeof line, &end, NULL), POP3_OK);
 		CHECK(end);
 		/* Pipelined: the next reply follows in the same buffer. */
-		CHECK_INT(pop3_rd_status(&r, &st, line, sizeof line, NULL), POP3_OK);
+		CHECK_INT(pop3_reader_status(&r, &st, line, sizeof line, NULL), POP3_OK);
 		CHECK_STR(line, "next");
-		pop3_rd_free(&r);
+		pop3_reader_free(&r);
 	}
 }
 
 static int
 body_of(const void *data, size_t len, size_t step, struct collect *c, size_t *left)
 {
-	struct pop3_rd r;
+	struct pop3_reader r;
 	struct mem m;
 	int rv;
 
 	memset(c, 0, sizeof *c);
 	rd_open(&r, &m, data, len, step);
-	rv = pop3_rd_body(&r, collect_sink, c, NULL);
+	rv = pop3_reader_body(&r, collect_sink, c, NULL);
 	if (left != NULL)
-		*left = m.len - m.off + pop3_rd_pending(&r);
-	pop3_rd_free(&r);
+		*left = m.len - m.off + pop3_reader_pending(&r);
+	pop3_reader_free(&r);
 	return rv;
 }
 
@@ -351,18 +353,18 @@ retr_check(const char *wire, size_t wlen, enum pop3_eol eol, const char *want,
 {
 	unsigned char sha[32], got[256];
 	struct pop3_retr res;
-	struct pop3_out o;
-	struct pop3_rd r;
+	struct pop3_sink o;
+	struct pop3_reader r;
 	struct mem m;
 	int fd = memfd_create("retr", 0);
 	ssize_t n;
 
 	rd_open(&r, &m, wire, wlen, 1);
-	pop3_out_init(&o, fd, eol, 0);
-	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, NULL), POP3_OK);
-	CHECK_INT(pop3_out_finish(&o, &res, NULL), POP3_OK);
-	pop3_out_free(&o);
-	pop3_rd_free(&r);
+	pop3_sink_init(&o, fd, eol, 0);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, NULL), POP3_OK);
+	pop3_sink_free(&o);
+	pop3_reader_free(&r);
 	n = pread(fd, got, sizeof got, 0);
 	CHECK_INT(n, wantlen);
 	CHECK(n >= 0 && memcmp(got, want, wantlen) == 0);
@@ -389,8 +391,8 @@ test_retr_header_cap(void)
 	size_t lines = 3000, len = 0, i;
 	char *wire = xmalloc(lines * 102 + 64);
 	struct pop3_retr res;
-	struct pop3_out o;
-	struct pop3_rd r;
+	struct pop3_sink o;
+	struct pop3_reader r;
 	struct mem m;
 
 	for (i = 0; i < lines; i++) {
@@ -404,14 +406,14 @@ test_retr_header_cap(void)
 	memcpy(wire + len, tail, sizeof tail - 1);
 	len += sizeof tail - 1;
 	rd_open(&r, &m, wire, len, 0);
-	pop3_out_init(&o, -1, POP3_EOL_LF, 0);
-	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, NULL), POP3_OK);
-	CHECK_INT(pop3_out_finish(&o, &res, NULL), POP3_OK);
+	pop3_sink_init(&o, -1, POP3_EOL_LF, 0);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, NULL), POP3_OK);
 	CHECK_INT(res.header_len, POP3_HEADER_MAX);
 	CHECK(res.header != NULL && memcmp(res.header, "X-Long: a", 9) == 0);
 	free(res.header);
-	pop3_out_free(&o);
-	pop3_rd_free(&r);
+	pop3_sink_free(&o);
+	pop3_reader_free(&r);
 	free(wire);
 }
 
@@ -442,31 +444,31 @@ test_retr_limits(void)
 	char text[POP3_LINE_MAX + 1], *err = NULL;
 	struct pop3_retr res;
 	enum pop3_status st;
-	struct pop3_out o;
-	struct pop3_rd r;
+	struct pop3_sink o;
+	struct pop3_reader r;
 	struct mem m;
 	int fd;
 
 	rd_open(&r, &m, wire, sizeof wire - 1, 0);
-	pop3_out_init(&o, -1, POP3_EOL_LF, 23);
-	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, &err), POP3_EPROTO);
+	pop3_sink_init(&o, -1, POP3_EOL_LF, 23);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, &err), POP3_EPROTO);
 	CHECK_STR(err, "message larger than 23 octets");
 	clear(&err);
-	pop3_out_free(&o);
-	pop3_rd_free(&r);
+	pop3_sink_free(&o);
+	pop3_reader_free(&r);
 	/* A full disk: the reader still reads to the end, then ELOCAL. */
 	if ((fd = open("/dev/full", O_WRONLY)) == -1)
 		return;
 	rd_open(&r, &m, wire, sizeof wire - 1, 1);
-	pop3_out_init(&o, fd, POP3_EOL_LF, 0);
-	CHECK_INT(pop3_rd_body(&r, pop3_out_sink, &o, NULL), POP3_OK);
-	CHECK_INT(pop3_out_finish(&o, &res, &err), POP3_ELOCAL);
+	pop3_sink_init(&o, fd, POP3_EOL_LF, 0);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, &err), POP3_ELOCAL);
 	CHECK(err != NULL && strstr(err, "No space") != NULL);
 	clear(&err);
-	pop3_out_free(&o);
-	CHECK_INT(pop3_rd_status(&r, &st, text, sizeof text, NULL), POP3_OK);
+	pop3_sink_free(&o);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, NULL), POP3_OK);
 	CHECK_STR(text, "after");
-	pop3_rd_free(&r);
+	pop3_reader_free(&r);
 	close(fd);
 }
 
@@ -475,32 +477,32 @@ test_caps(void)
 {
 	struct pop3_caps c;
 
-	pop3_caps_init(&c);
+	pop3_parse_caps_init(&c);
 	CHECK_INT(c.login_delay, -1);
 	CHECK_INT(c.expire, -1);
-	pop3_caps_line(&c, "UIDL");
-	pop3_caps_line(&c, "top");
-	pop3_caps_line(&c, "USER");
-	pop3_caps_line(&c, "PIPELINING");
-	pop3_caps_line(&c, "STLS");
-	pop3_caps_line(&c, "SASL LOGIN PLAIN XOAUTH2");
-	pop3_caps_line(&c, "LOGIN-DELAY 900 USER");
-	pop3_caps_line(&c, "EXPIRE NEVER");
-	pop3_caps_line(&c, "IMPLEMENTATION Dovecot");
+	pop3_parse_caps_line(&c, "UIDL");
+	pop3_parse_caps_line(&c, "top");
+	pop3_parse_caps_line(&c, "USER");
+	pop3_parse_caps_line(&c, "PIPELINING");
+	pop3_parse_caps_line(&c, "STLS");
+	pop3_parse_caps_line(&c, "SASL LOGIN PLAIN XOAUTH2");
+	pop3_parse_caps_line(&c, "LOGIN-DELAY 900 USER");
+	pop3_parse_caps_line(&c, "EXPIRE NEVER");
+	pop3_parse_caps_line(&c, "IMPLEMENTATION Dovecot");
 	CHECK(c.uidl && c.top && c.user && c.pipelining && c.stls);
 	CHECK(c.sasl_plain && c.sasl_xoauth2);
 	CHECK_INT(c.login_delay, 900);
 	CHECK(c.expire == LONG_MAX);
-	pop3_caps_line(&c, "EXPIRE 31");
+	pop3_parse_caps_line(&c, "EXPIRE 31");
 	CHECK_INT(c.expire, 31);
-	pop3_caps_line(&c, "EXPIRE -3");
+	pop3_parse_caps_line(&c, "EXPIRE -3");
 	CHECK_INT(c.expire, -1);
-	pop3_caps_line(&c, "LOGIN-DELAY 99999999999999999999999");
+	pop3_parse_caps_line(&c, "LOGIN-DELAY 99999999999999999999999");
 	CHECK_INT(c.login_delay, -1);
-	pop3_caps_init(&c);
-	pop3_caps_line(&c, "SASL GSSAPI");
-	pop3_caps_line(&c, "");
-	pop3_caps_line(&c, "UIDLX");
+	pop3_parse_caps_init(&c);
+	pop3_parse_caps_line(&c, "SASL GSSAPI");
+	pop3_parse_caps_line(&c, "");
+	pop3_parse_caps_line(&c, "UIDLX");
 	CHECK(!c.sasl_plain && !c.uidl);
 }
 
@@ -569,7 +571,7 @@ merge(const unsigned long *ln, size_t nl, const unsigned long *un,
     const char *const *u, size_t nu, bool gaps, char **err, char **uidl2)
 {
 	struct pop3_entry *l = entries(nl, ln, NULL), *x = entries(nu, un, u);
-	int rv = pop3_listing_merge(l, nl, x, nu, true, gaps, err);
+	int rv = pop3_parse_listing(l, nl, x, nu, true, gaps, err);
 
 	if (uidl2 != NULL)
 		*uidl2 = rv == POP3_OK && nl > 1 && l[1].uidl ? strdup(l[1].uidl) : NULL;
@@ -612,7 +614,7 @@ test_merge(void)
 	clear(&err);
 	/* Without UIDL every entry keeps uidl NULL. */
 	l = entries(3, n3, NULL);
-	CHECK_INT(pop3_listing_merge(l, 3, NULL, 0, false, false, NULL), POP3_OK);
+	CHECK_INT(pop3_parse_listing(l, 3, NULL, 0, false, false, NULL), POP3_OK);
 	CHECK(l[0].uidl == NULL && l[2].size == 300);
 	free_entries(l, 3);
 }
@@ -620,26 +622,14 @@ test_merge(void)
 static void
 test_misc(void)
 {
-	static const char *const in[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
-	static const char *const out[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==",
-	    "Zm9vYmE=", "Zm9vYmFy" };
 	char *s;
-	size_t i;
 
-	for (i = 0; i < 7; i++) {
-		s = pop3_base64(in[i], strlen(in[i]));
-		CHECK_STR(s, out[i]);
-		free(s);
-	}
-	s = pop3_base64("\0u\0p", 4);
-	CHECK_STR(s, "AHUAcA==");
-	free(s);
-	CHECK(pop3_resp_temporary("[IN-USE] mailbox locked"));
-	CHECK(pop3_resp_temporary("[login-delay] wait"));
-	CHECK(pop3_resp_temporary("[SYS/TEMP] try later"));
-	CHECK(!pop3_resp_temporary("[AUTH] Authentication failed."));
-	CHECK(!pop3_resp_temporary("[SYS/PERM] gone"));
-	s = pop3_clean_text("bad\x1b[31m\ttext\x7f!");
+	CHECK(pop3_parse_temporary("[IN-USE] mailbox locked"));
+	CHECK(pop3_parse_temporary("[login-delay] wait"));
+	CHECK(pop3_parse_temporary("[SYS/TEMP] try later"));
+	CHECK(!pop3_parse_temporary("[AUTH] Authentication failed."));
+	CHECK(!pop3_parse_temporary("[SYS/PERM] gone"));
+	s = pop3_parse_clean("bad\x1b[31m\ttext\x7f!");
 	CHECK_STR(s, "bad[31mtext!");
 	free(s);
 }

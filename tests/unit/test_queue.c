@@ -75,11 +75,11 @@ test_copy_key(void)
 	    .spool_path = "/s/spool/1700000000.0123456789abcdef0123456789abcdef.9.0.msg" };
 	struct outbox_msg b = a;
 	struct outbox_msg none = { .id = 7, .created_at = 1700000000, .spool_path = "/s/spool/" };
-	char *ka = queue_copy_key(&a, "dsn"), *ka2 = queue_copy_key(&a, "dsn");
-	char *ks = queue_copy_key(&a, "sent"), *kb;
+	char *ka = queue_file_copy_key(&a, "dsn"), *ka2 = queue_file_copy_key(&a, "dsn");
+	char *ks = queue_file_copy_key(&a, "sent"), *kb;
 
 	b.spool_path = "/s/spool/1700000000.fedcba9876543210fedcba9876543210.9.0.msg";
-	kb = queue_copy_key(&b, "dsn");
+	kb = queue_file_copy_key(&b, "dsn");
 	CHECK(ka != NULL && ka2 != NULL && ks != NULL && kb != NULL);
 	CHECK_STR(ka, ka2);
 	CHECK(strcmp(ka, kb) != 0);
@@ -88,7 +88,7 @@ test_copy_key(void)
 	CHECK(strncmp(ka, "outbox7x1700000000-", 19) == 0 && strlen(ka) >= 19 + 32);
 	CHECK(strpbrk(ka, "./:") == NULL && strpbrk(ks, "./:") == NULL);
 	/* nothing to derive it from: no key (the copy waits) */
-	CHECK(queue_copy_key(&none, "dsn") == NULL);
+	CHECK(queue_file_copy_key(&none, "dsn") == NULL);
 	free(ka);
 	free(ka2);
 	free(ks);

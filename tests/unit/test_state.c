@@ -1,6 +1,10 @@
-/* Unit tests of store/state.c against real SQLite files in a temp dir. */
+/* Unit tests of store/state.c against real SQLite files in a temp dir,
+ * and of the paths the state and the outbox own (store/outbox.c). */
 #include "store/state.h"
 
+#include <sys/stat.h>
+
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/io.h"
+#include "lib/xmalloc.h"
+#include "store/outbox.h"
 #include "tests/unit/check.h"
 
 static char tmpdir[] = "/tmp/test_state.XXXXXX";
@@ -768,6 +774,116 @@ test_adopt_10k(void)
 	free(path);
 }
 
+/* STATE_DIR and STATE_DIR/state.db have one owner: state_make_dir and
+ * state_open_dir; readers do not create the database. */
+static void
+test_state_dir(void)
+{
+	char *dir = xasprintf("%s/sd/a/b", tmpdir), *db = xasprintf("%s/state.db", dir);
+	struct state *st = (struct state *)&st;
+	struct stat sb;
+	char *err = NULL;
+
+	CHECK_INT(state_open_dir(dir, false, &st, &err), 0);
+	CHECK(st == NULL && err == NULL);
+	CHECK_INT(state_make_dir(dir, &err), 0);
+	CHECK(stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) && (sb.st_mode & 0777) == 0700);
+	CHECK_INT(state_make_dir(dir, &err), 0);
+	CHECK_INT(state_open_dir(dir, false, &st, &err), 0);
+	CHECK(st == NULL && stat(db, &sb) == -1);
+	CHECK_INT(state_open_dir(dir, true, &st, &err), 0);
+	CHECK(st != NULL && stat(db, &sb) == 0);
+	state_close(st);
+	CHECK_INT(state_open_dir(dir, false, &st, &err), 0);
+	CHECK(st != NULL);
+	state_close(st);
+	free(db);
+	/* Below a file: an error, and nothing is made. */
+	db = xasprintf("%s/state.db/x", dir);
+	CHECK_INT(state_make_dir(db, &err), -1);
+	CHECK(err != NULL && strstr(err, "state.db") != NULL);
+	free(err);
+	free(db);
+	free(dir);
+}
+
+/* Makes path a regular file two days old. */
+static void
+old_file(const char *path)
+{
+	struct timespec old[2] = { { time(NULL) - 2 * 86400, 0 }, { time(NULL) - 2 * 86400, 0 } };
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	CHECK(fd != -1 && futimens(fd, old) == 0);
+	close(fd);
+}
+
+/* The spool belongs to the outbox: an anonymous file per submission,
+ * linked in by outbox_enqueue; leftovers swept. */
+static void
+test_spool(void)
+{
+	char *sd = xasprintf("%s/sp", tmpdir), *spool = xasprintf("%s/spool", sd);
+	char *tmp = xasprintf("%s/spool/tmp", sd), *p, *err = NULL;
+	char *rcpts[] = { "bob@example.net" };
+	struct outbox_msg *v = NULL;
+	struct state *st = NULL;
+	size_t n = 0, removed = 99;
+	int64_t id = 0;
+	int fd;
+
+	CHECK_INT(state_make_dir(sd, &err), 0);
+	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
+	if (st == NULL) {
+		free(sd);
+		free(spool);
+		free(tmp);
+		return;
+	}
+	fd = outbox_spool_file(sd, &err);
+	CHECK(fd != -1);
+	CHECK_INT(check_count_entries(tmp), 0);	/* anonymous: nothing to leave behind */
+	CHECK_INT(io_write_all(fd, "Subject: x\r\n\r\nbody\r\n", 20), 0);
+	CHECK_INT(outbox_enqueue(st, sd, "acct", NULL, "a@example.org", rcpts, 1, fd, &id,
+	    &err), 0);
+	close(fd);
+	CHECK(id > 0);
+	CHECK_INT(outbox_list(st, sd, &v, &n, &err), 0);
+	CHECK(n == 1 && v[0].spool_path != NULL &&
+	    strncmp(v[0].spool_path, spool, strlen(spool)) == 0);
+	CHECK(n == 1 && access(v[0].spool_path, R_OK) == 0);
+	/* The queued file is referenced: kept however old. */
+	if (n == 1)
+		old_file(v[0].spool_path);
+	/* Leftovers: an old unreferenced message, an old temp file, a new one. */
+	p = xasprintf("%s/1700000000.%032d.1.1.msg", spool, 0);
+	old_file(p);
+	free(p);
+	p = xasprintf("%s/tmp.left", tmp);
+	old_file(p);
+	free(p);
+	p = xasprintf("%s/tmp.fresh", tmp);
+	fd = open(p, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	free(p);
+	CHECK_INT(outbox_sweep_orphans(st, sd, 86400, &removed, &err), 0);
+	CHECK_INT(removed, 2);
+	CHECK_INT(check_count_entries(tmp), 1);
+	CHECK(n == 1 && access(v[0].spool_path, R_OK) == 0);
+	outbox_msgs_free(v, n);
+	/* The other names the outbox gives out. */
+	p = outbox_spool_area(sd, "imap");
+	CHECK(strcmp(p + strlen(sd), "/spool/imap") == 0);
+	free(p);
+	p = outbox_bounce_path(sd, 42);
+	CHECK(strcmp(p + strlen(sd), "/spool/42.dsn") == 0);
+	free(p);
+	state_close(st);
+	free(sd);
+	free(spool);
+	free(tmp);
+}
+
 int
 main(void)
 {
@@ -788,6 +904,8 @@ main(void)
 	TEST(test_dedup);
 	TEST(test_adopt);
 	TEST(test_adopt_10k);
+	TEST(test_state_dir);
+	TEST(test_spool);
 	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }

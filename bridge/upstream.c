@@ -1,7 +1,7 @@
 /* The upstream SMTP session. libetpan provides the streams, the greeting,
  * the capability parser and SASL; the transaction commands are ours (see
- * smtp.h for why). */
-#include "bridge/smtp.h"
+ * upstream.h for why). */
+#include "bridge/upstream.h"
 
 #include <sys/socket.h>
 #include <arpa/inet.h>
@@ -16,63 +16,53 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/log.h"
-#include "bridge/net.h"
-#include "bridge/pop3_reader.h"
-#include "bridge/tls.h"
-#include "bridge/xmalloc.h"
+#include "lib/addr.h"
+#include "lib/err.h"
+#include "lib/log.h"
+#include "lib/net.h"
+#include "lib/sasl.h"
+#include "lib/tls.h"
+#include "lib/xmalloc.h"
 
 /* libetpan exports it without declaring it: parses m->response (the text
  * of an EHLO reply, one line per "\n") into m->esmtp and m->auth. */
 int mailesmtp_parse_ehlo(mailsmtp *m);
 
-#define SMTP_CHUNK	8192
-#define SMTP_LINE_MAX	2048	/* a reply line (RFC 5321: 512) */
-#define SMTP_LINES_MAX	200	/* lines of one reply */
-#define SMTP_ADDR_MAX	256
-#define SMTP_SECRET_MAX	16384	/* XOAUTH2 tokens are long */
-#define SMTP_TIMEOUT_DEFAULT 60
+#define UPSTREAM_CHUNK	8192
+#define UPSTREAM_LINE_MAX	2048	/* a reply line (RFC 5321: 512) */
+#define UPSTREAM_LINES_MAX	200	/* lines of one reply */
+#define UPSTREAM_SECRET_MAX	16384	/* XOAUTH2 tokens are long */
+#define UPSTREAM_TIMEOUT_DEFAULT 60
 
-struct smtp {
+struct upstream {
 	mailsmtp *m;		/* owns the stream; only its connect, SASL and
 				 * EHLO parser are used */
 	char *where;		/* "host:port", prefix of every message */
 	char helo[64];		/* our address literal */
-	bool broken;		/* after SMTP_ENET or SMTP_EPROTO */
+	bool broken;		/* after UPSTREAM_ENET or UPSTREAM_EPROTO */
 };
 
-static int
-fail(struct smtp *sm, int code, char **err, char *msg)
+/* Sets *err to "host:port: message" and returns code. After UPSTREAM_ENET or
+ * UPSTREAM_EPROTO the stream is in an unknown state: the session is broken. */
+static int __attribute__((format(printf, 4, 5)))
+failf(struct upstream *sm, int code, char **err, const char *fmt, ...)
 {
-	if (code == SMTP_ENET || code == SMTP_EPROTO)
-		sm->broken = true;
-	if (err != NULL)
-		*err = xasprintf("%s: %s", sm->where, msg != NULL ? msg : "error");
-	free(msg);
+	va_list ap;
+
+	sm->broken = sm->broken || code == UPSTREAM_ENET || code == UPSTREAM_EPROTO;
+	va_start(ap, fmt);
+	err_vat(err, sm->where, fmt, ap);
+	va_end(ap);
 	return code;
 }
 
-static int __attribute__((format(printf, 4, 5)))
-failf(struct smtp *sm, int code, char **err, const char *fmt, ...)
+/* failf() with a message made elsewhere, which it takes (and frees). */
+static int
+fail(struct upstream *sm, int code, char **err, char *msg)
 {
-	va_list ap;
-	char *msg;
-
-	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) == -1)
-		fatalx("smtp: out of memory");
-	va_end(ap);
-	return fail(sm, code, err, msg);
-}
-
-bool
-smtp_address_ok(const char *addr, bool null_ok)
-{
-	size_t n = strlen(addr);
-
-	if (n == 0)
-		return null_ok;
-	return n <= SMTP_ADDR_MAX && strpbrk(addr, "\r\n<> \t") == NULL;
+	code = failf(sm, code, err, "%s", msg != NULL ? msg : "error");
+	free(msg);
+	return code;
 }
 
 /*
@@ -82,7 +72,7 @@ smtp_address_ok(const char *addr, bool null_ok)
 /* Appends one reply line's text to r (lines joined by " ", control
  * characters dropped, truncated to fit). */
 static void
-reply_add(struct smtp_reply *r, const char *text)
+reply_add(struct upstream_reply *r, const char *text)
 {
 	size_t o = strlen(r->text);
 
@@ -97,7 +87,7 @@ reply_add(struct smtp_reply *r, const char *text)
 /* Reads one (multi-line) reply into r, and into libetpan's response
  * buffer too so that mailesmtp_parse_ehlo() can read an EHLO reply. */
 static int
-reply(struct smtp *sm, struct smtp_reply *r, char **err)
+reply(struct upstream *sm, struct upstream_reply *r, char **err)
 {
 	mailsmtp *m = sm->m;
 	char *line;
@@ -105,17 +95,17 @@ reply(struct smtp *sm, struct smtp_reply *r, char **err)
 
 	memset(r, 0, sizeof *r);
 	mmap_string_assign(m->response_buffer, "");
-	for (n = 0; n < SMTP_LINES_MAX; n++) {
+	for (n = 0; n < UPSTREAM_LINES_MAX; n++) {
 		line = mailstream_read_line_remove_eol(m->stream, m->line_buffer);
 		if (line == NULL)
-			return failf(sm, SMTP_ENET, err, "connection lost or timed out");
-		if (strlen(line) > SMTP_LINE_MAX || strlen(line) < 3 ||
+			return failf(sm, UPSTREAM_ENET, err, "connection lost or timed out");
+		if (strlen(line) > UPSTREAM_LINE_MAX || strlen(line) < 3 ||
 		    strspn(line, "0123456789") != 3 ||
 		    (line[3] != '\0' && line[3] != ' ' && line[3] != '-'))
-			return failf(sm, SMTP_EPROTO, err, "malformed reply");
+			return failf(sm, UPSTREAM_EPROTO, err, "malformed reply");
 		code = atoi(line);
 		if (r->code != 0 && code != r->code)
-			return failf(sm, SMTP_EPROTO, err, "reply codes differ across lines");
+			return failf(sm, UPSTREAM_EPROTO, err, "reply codes differ across lines");
 		r->code = code;
 		reply_add(r, line[3] ? line + 4 : "");
 		mmap_string_append(m->response_buffer, line[3] ? line + 4 : "");
@@ -123,17 +113,17 @@ reply(struct smtp *sm, struct smtp_reply *r, char **err)
 		if (line[3] != '-') {
 			m->response = m->response_buffer->str;
 			m->response_code = code;
-			return SMTP_OK;
+			return UPSTREAM_OK;
 		}
 	}
-	return failf(sm, SMTP_EPROTO, err, "reply longer than %d lines", SMTP_LINES_MAX);
+	return failf(sm, UPSTREAM_EPROTO, err, "reply longer than %d lines", UPSTREAM_LINES_MAX);
 }
 
 /* Sends one command line (never a secret) and reads its reply. */
 static int __attribute__((format(printf, 4, 5)))
-command(struct smtp *sm, struct smtp_reply *r, char **err, const char *fmt, ...)
+command(struct upstream *sm, struct upstream_reply *r, char **err, const char *fmt, ...)
 {
-	char line[SMTP_ADDR_MAX + 128];
+	char line[ADDR_MAX + 128];
 	va_list ap;
 	int n;
 
@@ -141,11 +131,11 @@ command(struct smtp *sm, struct smtp_reply *r, char **err, const char *fmt, ...)
 	n = vsnprintf(line, sizeof line - 2, fmt, ap);
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof line - 2)
-		return failf(sm, SMTP_ECONFIG, err, "command too long");
+		return failf(sm, UPSTREAM_ECONFIG, err, "command too long");
 	memcpy(line + n, "\r\n", 3);
 	if (mailstream_write(sm->m->stream, line, (size_t)n + 2) == -1 ||
 	    mailstream_flush(sm->m->stream) == -1)
-		return failf(sm, SMTP_ENET, err, "write failed");
+		return failf(sm, UPSTREAM_ENET, err, "write failed");
 	return reply(sm, r, err);
 }
 
@@ -155,9 +145,9 @@ command(struct smtp *sm, struct smtp_reply *r, char **err, const char *fmt, ...)
 
 /* Our EHLO argument: the address literal of our end of the connection
  * (RFC 5321 4.1.3), which says nothing the server does not know already,
- * unlike gethostname() (LIBETPAN.md trap 11). */
+ * unlike gethostname() (doc/DESIGN.md, libetpan trap 11). */
 static void
-set_helo(struct smtp *sm, int fd)
+set_helo(struct upstream *sm, int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
@@ -175,76 +165,77 @@ set_helo(struct smtp *sm, int fd)
 }
 
 static int
-verify(struct smtp *sm, const struct conf_server *s, char **err)
+verify(struct upstream *sm, const struct conf_server *s, char **err)
 {
 	char *why = NULL;
 
 	if (tls_verify(sm->m->stream, s->host, s->ca_file, &why) != 0)
-		return fail(sm, SMTP_ETLS, err, why);
-	return SMTP_OK;
+		return fail(sm, UPSTREAM_ETLS, err, why);
+	return UPSTREAM_OK;
 }
 
 /* Connects, wraps the socket (TLS at once for implicit TLS, verified),
  * and reads the greeting. */
 static int
-connect_stream(struct smtp *sm, const struct conf_server *s, unsigned timeout,
+connect_stream(struct upstream *sm, const struct conf_server *s, unsigned timeout,
     char **err)
 {
-	struct smtp_reply r;
+	struct upstream_reply r;
 	char *why = NULL;
 	int fd, rv;
 
 	if (net_connect(s->host, s->port, timeout, &fd, &why) == -1)
-		return fail(sm, SMTP_ENET, err, why);
+		return fail(sm, UPSTREAM_ENET, err, why);
 	set_helo(sm, fd);
 	sm->m->stream = tls_stream_open(fd, s->tls == CONF_TLS_IMPLICIT, s->host,
-	    timeout, SMTP_CHUNK);
+	    timeout, UPSTREAM_CHUNK);
 	if (sm->m->stream == NULL)
-		return failf(sm, SMTP_ENET, err, "TLS handshake failed");
-	if (s->tls == CONF_TLS_IMPLICIT && (rv = verify(sm, s, err)) != SMTP_OK)
+		return failf(sm, UPSTREAM_ENET, err, "TLS handshake failed");
+	if (s->tls == CONF_TLS_IMPLICIT && (rv = verify(sm, s, err)) != UPSTREAM_OK)
 		return rv;
-	if ((rv = reply(sm, &r, err)) != SMTP_OK)
+	if ((rv = reply(sm, &r, err)) != UPSTREAM_OK)
 		return rv;
 	if (r.code != 220)
-		return failf(sm, SMTP_ENET, err, "server refused the connection: %d %s",
+		return failf(sm, UPSTREAM_ENET, err, "server refused the connection: %d %s",
 		    r.code, r.text);
-	return SMTP_OK;
+	return UPSTREAM_OK;
 }
 
 static int
-ehlo(struct smtp *sm, char **err)
+ehlo(struct upstream *sm, char **err)
 {
-	struct smtp_reply r;
+	struct upstream_reply r;
 	int rv;
 
-	if ((rv = command(sm, &r, err, "EHLO %s", sm->helo)) != SMTP_OK)
+	if ((rv = command(sm, &r, err, "EHLO %s", sm->helo)) != UPSTREAM_OK)
 		return rv;
 	if (r.code != 250)
-		return failf(sm, SMTP_EPROTO, err, "EHLO refused: %d %s", r.code, r.text);
+		return failf(sm, UPSTREAM_EPROTO, err, "EHLO refused: %d %s", r.code, r.text);
 	mailesmtp_parse_ehlo(sm->m);
-	return SMTP_OK;
+	return UPSTREAM_OK;
 }
 
-/* STARTTLS (RFC 3207), never falling back to plaintext (trap 8). */
+/* STARTTLS (RFC 3207), never falling back to plaintext (doc/DESIGN.md,
+ * libetpan trap 8). */
 static int
-starttls(struct smtp *sm, const struct conf_server *s, unsigned timeout, char **err)
+starttls(struct upstream *sm, const struct conf_server *s, unsigned timeout, char **err)
 {
 	mailstream *stream = sm->m->stream;
-	struct smtp_reply r;
+	struct upstream_reply r;
 	int rv;
 
 	if (!(sm->m->esmtp & MAILSMTP_ESMTP_STARTTLS))
-		return failf(sm, SMTP_ETLS, err, "server does not offer STARTTLS");
-	if ((rv = command(sm, &r, err, "STARTTLS")) != SMTP_OK)
+		return failf(sm, UPSTREAM_ETLS, err, "server does not offer STARTTLS");
+	if ((rv = command(sm, &r, err, "STARTTLS")) != UPSTREAM_OK)
 		return rv;
 	if (r.code != 220)
-		return failf(sm, SMTP_ETLS, err, "STARTTLS refused: %d %s", r.code, r.text);
+		return failf(sm, UPSTREAM_ETLS, err, "STARTTLS refused: %d %s", r.code, r.text);
 	/* Bytes after the 220 came in plaintext: injected (CVE-2020-15953). */
 	if (stream->read_buffer_len > 0)
-		return failf(sm, SMTP_ETLS, err, "unexpected data after the STARTTLS reply");
+		return failf(sm, UPSTREAM_ETLS, err, "unexpected data after the STARTTLS reply");
 	if (tls_stream_starttls(stream, s->host, timeout) == -1)
-		return failf(sm, SMTP_ENET, err, "TLS handshake failed");
-	if ((rv = verify(sm, s, err)) != SMTP_OK)
+		return failf(sm, UPSTREAM_ENET, err, "TLS handshake failed");
+	if ((rv = verify(sm, s, err)) != UPSTREAM_OK)
 		return rv;
 	/* What was announced in plaintext may have been forged. */
 	return ehlo(sm, err);
@@ -255,25 +246,25 @@ starttls(struct smtp *sm, const struct conf_server *s, unsigned timeout, char **
  */
 
 static int
-check_config(struct smtp *sm, const struct conf_server *s, const char *secret,
+check_config(struct upstream *sm, const struct conf_server *s, const char *secret,
     char **err)
 {
 	bool has_user = s->user != NULL && *s->user != '\0';
 
 	if (s->host == NULL || !conf_safe_value(s->host, 255))
-		return failf(sm, SMTP_ECONFIG, err, "bad host name");
+		return failf(sm, UPSTREAM_ECONFIG, err, "bad host name");
 	if (has_user && !conf_safe_value(s->user, 255))
-		return failf(sm, SMTP_ECONFIG, err, "user name holds CR, LF or is too long");
-	if (secret != NULL && !conf_safe_value(secret, SMTP_SECRET_MAX))
-		return failf(sm, SMTP_ECONFIG, err, "password holds CR, LF or is too long");
-	if (has_user && s->tls == CONF_TLS_NONE && !s->allow_plaintext)
-		return failf(sm, SMTP_ECONFIG, err, "password over plaintext refused"
-		    " (tls = \"none\" without allow_plaintext)");
-	return SMTP_OK;
+		return failf(sm, UPSTREAM_ECONFIG, err, "user name holds CR, LF or is too long");
+	if (secret != NULL && !conf_safe_value(secret, UPSTREAM_SECRET_MAX))
+		return failf(sm, UPSTREAM_ECONFIG, err, "password holds CR, LF or is too long");
+	/* With a user, AUTH sends a secret (an empty one too). */
+	if (conf_plaintext_refused(s, has_user))
+		return failf(sm, UPSTREAM_ECONFIG, err, "%s", CONF_PLAINTEXT_REFUSED);
+	return UPSTREAM_OK;
 }
 
 static const char *
-choose_mech(const struct smtp *sm, const struct conf_server *s)
+choose_mech(const struct upstream *sm, const struct conf_server *s)
 {
 	switch (s->auth) {
 	case CONF_AUTH_PLAIN:
@@ -294,9 +285,9 @@ choose_mech(const struct smtp *sm, const struct conf_server *s)
 
 /* libetpan's reply text, on one line. */
 static char *
-last_text(const struct smtp *sm)
+last_text(const struct upstream *sm)
 {
-	struct smtp_reply r = { 0 };
+	struct upstream_reply r = { 0 };
 
 	reply_add(&r, sm->m->response != NULL ? sm->m->response : "");
 	for (char *p = r.text; *p != '\0'; p++)
@@ -305,55 +296,8 @@ last_text(const struct smtp *sm)
 	return xasprintf("%d %s", sm->m->response_code, r.text);
 }
 
-/* True when text holds the n bytes at p, as they are or in base64. */
-static bool
-holds(const char *text, const char *p, size_t n)
-{
-	char *b64;
-	bool found;
-
-	if (n == 0)
-		return false;
-	if (memmem(text, strlen(text), p, n) != NULL)
-		return true;
-	b64 = pop3_base64(p, n);
-	found = strstr(text, b64) != NULL;
-	explicit_bzero(b64, strlen(b64));
-	free(b64);
-	return found;
-}
-
-/* Some servers echo the refused command: a refusal that repeats the
- * secret, or one of the SASL responses built around it (PLAIN
- * "[user]\0user\0secret", XOAUTH2 "user=U\1auth=Bearer T\1\1"), in clear
- * or base64, is withheld, like bridge/pop3.c does. */
-static bool
-repeats_secret(const char *text, const char *user, const char *secret)
-{
-	size_t ul = strlen(user), sl = strlen(secret), cap = 2 * ul + sl + 32, n;
-	char *raw = xmalloc(cap);
-	bool found = holds(text, secret, sl);
-
-	/* PLAIN without, then with the authorization identity */
-	raw[0] = '\0';
-	memcpy(raw + 1, user, ul);
-	raw[ul + 1] = '\0';
-	memcpy(raw + ul + 2, secret, sl);
-	n = ul + sl + 2;
-	found = found || holds(text, raw, n);
-	memmove(raw + ul, raw, n);
-	memcpy(raw, user, ul);
-	found = found || holds(text, raw, n + ul);
-	/* XOAUTH2 */
-	n = (size_t)snprintf(raw, cap, "user=%s\1auth=Bearer %s\1\1", user, secret);
-	found = found || holds(text, raw, n);
-	explicit_bzero(raw, cap);
-	free(raw);
-	return found;
-}
-
 static int
-authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
+authenticate(struct upstream *sm, const struct conf_server *s, const char *secret,
     char **err)
 {
 	mailstream *stream = sm->m->stream;
@@ -362,9 +306,9 @@ authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
 	int r;
 
 	if (s->user == NULL || *s->user == '\0')
-		return SMTP_OK;
+		return UPSTREAM_OK;
 	if ((mech = choose_mech(sm, s)) == NULL)
-		return failf(sm, SMTP_EAUTH, err, "server offers no AUTH PLAIN or LOGIN");
+		return failf(sm, UPSTREAM_EAUTH, err, "server offers no AUTH PLAIN or LOGIN");
 	if (secret == NULL)
 		secret = "";
 	if (strcmp(mech, "XOAUTH2") == 0)
@@ -376,48 +320,46 @@ authenticate(struct smtp *sm, const struct conf_server *s, const char *secret,
 	if (stream != NULL && stream->write_buffer != NULL)
 		explicit_bzero(stream->write_buffer, stream->buffer_max_size);
 	if (r == MAILSMTP_NO_ERROR)
-		return SMTP_OK;
+		return UPSTREAM_OK;
 	if (r == MAILSMTP_ERROR_STREAM)
-		return failf(sm, SMTP_ENET, err, "connection lost during AUTH");
-	if (sm->m->response != NULL && repeats_secret(sm->m->response, s->user, secret))
-		return failf(sm, SMTP_EAUTH, err, "AUTH %s refused (reply withheld: it"
+		return failf(sm, UPSTREAM_ENET, err, "connection lost during AUTH");
+	if (sm->m->response != NULL && sasl_repeats_secret(sm->m->response, s->user, secret))
+		return failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused (reply withheld: it"
 		    " repeats the credential)", mech);
 	text = last_text(sm);
-	r = failf(sm, SMTP_EAUTH, err, "AUTH %s refused: %s", mech, text);
+	r = failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused: %s", mech, text);
 	free(text);
 	return r;
 }
 
 int
-smtp_open(struct smtp **out, const struct conf_server *s, const char *secret,
+upstream_open(struct upstream **out, const struct conf_server *s, const char *secret,
     char **err)
 {
-	struct smtp *sm = xcalloc(1, sizeof *sm);
-	unsigned timeout = s->timeout ? s->timeout : SMTP_TIMEOUT_DEFAULT;
-	const char *host = s->host != NULL ? s->host : "(no host)";
+	struct upstream *sm = xcalloc(1, sizeof *sm);
+	unsigned timeout = s->timeout ? s->timeout : UPSTREAM_TIMEOUT_DEFAULT;
 	int rv;
 
 	*out = NULL;
-	sm->where = strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, s->port) :
-	    xasprintf("%s:%u", host, s->port);
+	sm->where = net_where(s->host, s->port);
 	if ((sm->m = mailsmtp_new(0, NULL)) == NULL)
-		fatalx("smtp: out of memory");
+		fatalx("upstream: out of memory");
 	mailsmtp_set_timeout(sm->m, timeout);
-	if ((rv = check_config(sm, s, secret, err)) != SMTP_OK ||
-	    (rv = connect_stream(sm, s, timeout, err)) != SMTP_OK ||
-	    (rv = ehlo(sm, err)) != SMTP_OK ||
-	    (s->tls == CONF_TLS_STARTTLS && (rv = starttls(sm, s, timeout, err)) != SMTP_OK) ||
-	    (rv = authenticate(sm, s, secret, err)) != SMTP_OK) {
+	if ((rv = check_config(sm, s, secret, err)) != UPSTREAM_OK ||
+	    (rv = connect_stream(sm, s, timeout, err)) != UPSTREAM_OK ||
+	    (rv = ehlo(sm, err)) != UPSTREAM_OK ||
+	    (s->tls == CONF_TLS_STARTTLS && (rv = starttls(sm, s, timeout, err)) != UPSTREAM_OK) ||
+	    (rv = authenticate(sm, s, secret, err)) != UPSTREAM_OK) {
 		sm->broken = true;
-		smtp_close(sm);
+		upstream_close(sm);
 		return rv;
 	}
 	*out = sm;
-	return SMTP_OK;
+	return UPSTREAM_OK;
 }
 
 bool
-smtp_has_8bitmime(const struct smtp *sm)
+upstream_has_8bitmime(const struct upstream *sm)
 {
 	return (sm->m->esmtp & MAILSMTP_ESMTP_8BITMIME) != 0;
 }
@@ -427,25 +369,25 @@ smtp_has_8bitmime(const struct smtp *sm)
  */
 
 int
-smtp_mail(struct smtp *sm, const char *from, uint64_t size, bool eightbit,
-    struct smtp_reply *r, char **err)
+upstream_mail(struct upstream *sm, const char *from, uint64_t size, bool eightbit,
+    struct upstream_reply *r, char **err)
 {
 	char size_param[32] = "";
 
-	if (!smtp_address_ok(from, true))
-		return failf(sm, SMTP_ECONFIG, err, "unusable sender address");
+	if (*from != '\0' && !addr_ok(from))
+		return failf(sm, UPSTREAM_ECONFIG, err, "unusable sender address");
 	if ((sm->m->esmtp & MAILSMTP_ESMTP_SIZE) && size > 0)
 		snprintf(size_param, sizeof size_param, " SIZE=%llu",
 		    (unsigned long long)size);
 	return command(sm, r, err, "MAIL FROM:<%s>%s%s", from, size_param,
-	    eightbit && smtp_has_8bitmime(sm) ? " BODY=8BITMIME" : "");
+	    eightbit && upstream_has_8bitmime(sm) ? " BODY=8BITMIME" : "");
 }
 
 int
-smtp_rcpt(struct smtp *sm, const char *to, struct smtp_reply *r, char **err)
+upstream_rcpt(struct upstream *sm, const char *to, struct upstream_reply *r, char **err)
 {
-	if (!smtp_address_ok(to, false))
-		return failf(sm, SMTP_ECONFIG, err, "unusable recipient address");
+	if (!addr_ok(to))
+		return failf(sm, UPSTREAM_ECONFIG, err, "unusable recipient address");
 	return command(sm, r, err, "RCPT TO:<%s>", to);
 }
 
@@ -469,9 +411,9 @@ write_stuffed(mailstream *s, const char *buf, size_t n, bool *bol)
 }
 
 /* Streams fd as the message body; the end marker needs the body to end
- * with CRLF, added only when it does not (trap 11). */
+ * with CRLF, added only when it does not (doc/DESIGN.md, libetpan trap 11). */
 static int
-send_body(struct smtp *sm, int fd, char **err)
+send_body(struct upstream *sm, int fd, char **err)
 {
 	mailstream *s = sm->m->stream;
 	char buf[65536], last[2] = { '\r', '\n' };
@@ -479,10 +421,10 @@ send_body(struct smtp *sm, int fd, char **err)
 	ssize_t n;
 
 	if (lseek(fd, 0, SEEK_SET) == -1)
-		return failf(sm, SMTP_ELOCAL, err, "message file: %s", strerror(errno));
+		return failf(sm, UPSTREAM_ELOCAL, err, "message file: %s", strerror(errno));
 	while ((n = read(fd, buf, sizeof buf)) > 0) {
 		if (write_stuffed(s, buf, (size_t)n, &bol) == -1)
-			return failf(sm, SMTP_ENET, err, "write failed during DATA");
+			return failf(sm, UPSTREAM_ENET, err, "write failed during DATA");
 		if (n >= 2)
 			memcpy(last, buf + n - 2, 2);
 		else {
@@ -493,12 +435,12 @@ send_body(struct smtp *sm, int fd, char **err)
 	if (n == -1) {
 		/* The server is waiting for the body: the session is lost. */
 		sm->broken = true;
-		return failf(sm, SMTP_ELOCAL, err, "message file: %s", strerror(errno));
+		return failf(sm, UPSTREAM_ELOCAL, err, "message file: %s", strerror(errno));
 	}
 	if ((memcmp(last, "\r\n", 2) != 0 && mailstream_write(s, "\r\n", 2) == -1) ||
 	    mailstream_write(s, ".\r\n", 3) == -1 || mailstream_flush(s) == -1)
-		return failf(sm, SMTP_ENET, err, "write failed during DATA");
-	return SMTP_OK;
+		return failf(sm, UPSTREAM_ENET, err, "write failed during DATA");
+	return UPSTREAM_OK;
 }
 
 /* 1 when the file at fd has only CRLF line endings (no bare CR, no bare
@@ -522,7 +464,7 @@ crlf_clean(int fd)
 }
 
 int
-smtp_data(struct smtp *sm, int fd, struct smtp_reply *r, char **err)
+upstream_data(struct upstream *sm, int fd, struct upstream_reply *r, char **err)
 {
 	int rv;
 
@@ -531,42 +473,42 @@ smtp_data(struct smtp *sm, int fd, struct smtp_reply *r, char **err)
 	if ((rv = crlf_clean(fd)) != 1) {
 		const char *why = rv == 0 ? "bare CR or LF (not sent)" : strerror(errno);
 
-		if (smtp_rset(sm, NULL) != SMTP_OK)
+		if (upstream_rset(sm, NULL) != UPSTREAM_OK)
 			sm->broken = true;
-		return failf(sm, SMTP_ELOCAL, err, "message file: %s", why);
+		return failf(sm, UPSTREAM_ELOCAL, err, "message file: %s", why);
 	}
-	if ((rv = command(sm, r, err, "DATA")) != SMTP_OK)
+	if ((rv = command(sm, r, err, "DATA")) != UPSTREAM_OK)
 		return rv;
 	if (r->code != 354) {
 		/* Anything but a refusal would let a hostile server have the
 		 * recipients marked delivered without the message. */
 		if (r->code / 100 == 4 || r->code / 100 == 5)
-			return SMTP_OK;
-		return failf(sm, SMTP_EPROTO, err, "unexpected reply to DATA: %d %s",
+			return UPSTREAM_OK;
+		return failf(sm, UPSTREAM_EPROTO, err, "unexpected reply to DATA: %d %s",
 		    r->code, r->text);
 	}
-	if ((rv = send_body(sm, fd, err)) != SMTP_OK)
+	if ((rv = send_body(sm, fd, err)) != UPSTREAM_OK)
 		return rv;
 	return reply(sm, r, err);
 }
 
 int
-smtp_rset(struct smtp *sm, char **err)
+upstream_rset(struct upstream *sm, char **err)
 {
-	struct smtp_reply r;
+	struct upstream_reply r;
 	int rv;
 
-	if ((rv = command(sm, &r, err, "RSET")) != SMTP_OK)
+	if ((rv = command(sm, &r, err, "RSET")) != UPSTREAM_OK)
 		return rv;
 	if (r.code != 250)
-		return failf(sm, SMTP_EPROTO, err, "RSET refused: %d %s", r.code, r.text);
-	return SMTP_OK;
+		return failf(sm, UPSTREAM_EPROTO, err, "RSET refused: %d %s", r.code, r.text);
+	return UPSTREAM_OK;
 }
 
 void
-smtp_close(struct smtp *sm)
+upstream_close(struct upstream *sm)
 {
-	struct smtp_reply r;
+	struct upstream_reply r;
 
 	if (sm == NULL)
 		return;

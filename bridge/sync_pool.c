@@ -1,4 +1,4 @@
-#include "bridge/pool.h"
+#include "bridge/sync_pool.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -8,14 +8,14 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/proc.h"
 #include "bridge/sync.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "lib/xmalloc.h"
 #include "store/state.h"
 
 void
-pool_init(struct pool *p, unsigned max, bool daemon)
+sync_pool_init(struct sync_pool *p, unsigned max, bool daemon)
 {
 	p->max = max ? max : 1;
 	p->jobs = xcalloc(p->max, sizeof *p->jobs);
@@ -23,7 +23,7 @@ pool_init(struct pool *p, unsigned max, bool daemon)
 }
 
 void
-pool_free(struct pool *p)
+sync_pool_free(struct sync_pool *p)
 {
 	for (unsigned i = 0; i < p->max; i++)
 		free(p->jobs[i].account);
@@ -32,7 +32,8 @@ pool_free(struct pool *p)
 }
 
 static void
-report(const struct pool *p, const struct conf_account *a, const struct sync_result *r, int rc)
+report(const struct sync_pool *p, const struct conf_account *a, const struct sync_result *r,
+    int rc)
 {
 	if (rc != EX_OK) {
 		log_warnx("%s: %s", a->name, r->error ? r->error : "failed");
@@ -48,20 +49,18 @@ report(const struct pool *p, const struct conf_account *a, const struct sync_res
 }
 
 static int
-child_pass(const struct pool *p, const struct conf *c, const struct conf_account *a)
+child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
-	char *path = xasprintf("%s/state.db", c->state_dir), *err = NULL;
 	struct sync_result res;
 	struct state *st;
+	char *err = NULL;
 	int rc;
 
-	if (state_open(path, &st, &err) == -1) {
+	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
-		free(path);
 		return EX_IOERR;
 	}
-	free(path);
 	rc = sync_account(c, a, st, &res);
 	report(p, a, &res, rc);
 	sync_result_free(&res);
@@ -70,9 +69,9 @@ child_pass(const struct pool *p, const struct conf *c, const struct conf_account
 }
 
 int
-pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
+sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
-	struct pool_job *slot = NULL;
+	struct sync_pool_job *slot = NULL;
 	pid_t parent = getpid(), pid;
 
 	for (unsigned i = 0; i < p->max && slot == NULL; i++)
@@ -100,7 +99,7 @@ pool_start(struct pool *p, const struct conf *c, const struct conf_account *a)
 
 /* Frees slot i of the job whose exit status is status. */
 static void
-finish_job(struct pool *p, unsigned i, int status, char **account, int *code)
+finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *code)
 {
 	*account = p->jobs[i].account;
 	p->jobs[i].account = NULL;
@@ -114,12 +113,12 @@ finish_job(struct pool *p, unsigned i, int status, char **account, int *code)
 }
 
 int
-pool_reap(struct pool *p, bool block, char **account, int *code)
+sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
 {
 	int status;
 	pid_t pid;
 
-	if (pool_running(p) == 0)
+	if (sync_pool_running(p) == 0)
 		return -1;
 	if (!block) {
 		/* The daemon has other children (relay, queue runner): ask for
@@ -145,7 +144,7 @@ pool_reap(struct pool *p, bool block, char **account, int *code)
 }
 
 size_t
-pool_running(const struct pool *p)
+sync_pool_running(const struct sync_pool *p)
 {
 	size_t n = 0;
 
@@ -155,7 +154,7 @@ pool_running(const struct pool *p)
 }
 
 bool
-pool_has(const struct pool *p, const char *account)
+sync_pool_has(const struct sync_pool *p, const char *account)
 {
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid != 0 && strcmp(p->jobs[i].account, account) == 0)
@@ -164,7 +163,7 @@ pool_has(const struct pool *p, const char *account)
 }
 
 void
-pool_signal(struct pool *p, int sig)
+sync_pool_signal(struct sync_pool *p, int sig)
 {
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid != 0)
@@ -182,10 +181,10 @@ on_sync_signal(int sig)
 }
 
 int
-pool_sync(const struct conf *c, char *const *names, size_t n)
+sync_pool_run(const struct conf *c, char *const *names, size_t n)
 {
 	struct sigaction sa = { .sa_handler = on_sync_signal };
-	struct pool p;
+	struct sync_pool p;
 	size_t total = n ? n : c->n_accounts, next = 0;
 	int worst = EX_OK, code;
 	char *done;
@@ -193,21 +192,21 @@ pool_sync(const struct conf *c, char *const *names, size_t n)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	pool_init(&p, c->max_parallel, false);
+	sync_pool_init(&p, c->max_parallel, false);
 	for (;;) {
-		while (!sync_got_signal && next < total && pool_running(&p) < p.max) {
+		while (!sync_got_signal && next < total && sync_pool_running(&p) < p.max) {
 			const struct conf_account *a = n ? conf_account(c, names[next]) :
 			    &c->accounts[next];
 
-			if (pool_start(&p, c, a) == -1) {
+			if (sync_pool_start(&p, c, a) == -1) {
 				worst = worst ? worst : EX_OSERR;
 				break;
 			}
 			next++;
 		}
 		if (sync_got_signal)
-			pool_signal(&p, SIGTERM);
-		int r = pool_reap(&p, true, &done, &code);
+			sync_pool_signal(&p, SIGTERM);
+		int r = sync_pool_reap(&p, true, &done, &code);
 
 		if (r == -1)
 			break;
@@ -217,7 +216,7 @@ pool_sync(const struct conf *c, char *const *names, size_t n)
 			worst = code;
 		free(done);
 	}
-	pool_free(&p);
+	sync_pool_free(&p);
 	if (sync_got_signal && worst == EX_OK)
 		worst = EX_TEMPFAIL;
 	return worst;

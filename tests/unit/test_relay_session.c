@@ -6,22 +6,23 @@
 #include <string.h>
 
 #include "bridge/relay_data.h"
-#include "bridge/relay_smtp.h"
+#include "bridge/relay_priv.h"
+#include "bridge/relay_session.h"
 #include "tests/unit/check.h"
 
 /* Decodes in (fed in pieces of step bytes); returns the output, sets *used
  * to the input consumed. */
 static char *
-decode(const char *in, size_t step, struct data_dec *d, size_t *used)
+decode(const char *in, size_t step, struct relay_data *d, size_t *used)
 {
 	size_t n = strlen(in), o = 0, k;
 	char *out = calloc(1, n + 2), chunk[64];
 
-	data_dec_init(d);
+	relay_data_init(d);
 	for (*used = 0; *used < n && !d->done; ) {
 		size_t len = n - *used < step ? n - *used : step, got;
 
-		k = data_decode(d, in + *used, len, chunk, &got);
+		k = relay_data_decode(d, in + *used, len, chunk, &got);
 		memcpy(out + o, chunk, got);
 		o += got;
 		*used += k;
@@ -34,7 +35,7 @@ static void
 test_data(void)
 {
 	static const size_t steps[] = { 1, 2, 3, 7, 60 };
-	struct data_dec d;
+	struct relay_data d;
 	size_t used;
 
 	for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
@@ -69,25 +70,25 @@ test_path(void)
 	const char *params;
 	char *a;
 
-	CHECK_STR(a = relay_parse_path("FROM:<alice@example.com>", "FROM:", &params),
+	CHECK_STR(a = relay_session_parse_path("FROM:<alice@example.com>", "FROM:", &params),
 	    "alice@example.com");
 	CHECK_STR(params, "");
 	free(a);
-	CHECK_STR(a = relay_parse_path("from: <a@b> SIZE=10  BODY=8BITMIME", "FROM:", &params),
-	    "a@b");
+	CHECK_STR(a = relay_session_parse_path("from: <a@b> SIZE=10  BODY=8BITMIME", "FROM:",
+	    &params), "a@b");
 	CHECK_STR(params, "SIZE=10  BODY=8BITMIME");
 	free(a);
-	CHECK_STR(a = relay_parse_path("FROM:<>", "FROM:", &params), "");
+	CHECK_STR(a = relay_session_parse_path("FROM:<>", "FROM:", &params), "");
 	free(a);
-	CHECK(relay_parse_path("FROM:alice@example.com", "FROM:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<a@b>", "FROM:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<a b@c>", "TO:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<@x,@y:a@b>", "TO:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<ab>", "TO:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<a@b@c>", "TO:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<a@b>x", "TO:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<\"a\"@b>", "TO:", &params) == NULL);
-	CHECK(relay_parse_path("TO:<a@b", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("FROM:alice@example.com", "FROM:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<a@b>", "FROM:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<a b@c>", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<@x,@y:a@b>", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<ab>", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<a@b@c>", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<a@b>x", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<\"a\"@b>", "TO:", &params) == NULL);
+	CHECK(relay_session_parse_path("TO:<a@b", "TO:", &params) == NULL);
 }
 
 static void
@@ -123,13 +124,18 @@ test_sender(void)
 	};
 	struct conf c = { .accounts = acc, .n_accounts = 2 };
 
-	CHECK(relay_sender_account(&c, "alice", "alice@example.com") == &acc[0]);
-	CHECK(relay_sender_account(&c, "alice", "A.Smith@Example.ORG") == &acc[0]);
-	CHECK(relay_sender_account(&c, "alice", "bob@example.com") == NULL);
-	CHECK(relay_sender_account(&c, "bob", "bob@example.com") == &acc[1]);
-	CHECK(relay_sender_account(&c, "bob", "") == NULL);
-	CHECK(relay_sender_account(&c, NULL, "bob@example.com") == NULL);
-	CHECK(relay_sender_account(&c, "carol", "alice@example.com") == NULL);
+	CHECK(relay_session_sender_account(&c, "alice", "alice@example.com") == &acc[0]);
+	CHECK(relay_session_sender_account(&c, "alice", "A.Smith@Example.ORG") == &acc[0]);
+	CHECK(relay_session_sender_account(&c, "alice", "bob@example.com") == NULL);
+	CHECK(relay_session_sender_account(&c, "bob", "bob@example.com") == &acc[1]);
+	CHECK(relay_session_sender_account(&c, "bob", "") == NULL);
+	CHECK(relay_session_sender_account(&c, NULL, "bob@example.com") == NULL);
+	CHECK(relay_session_sender_account(&c, "carol", "alice@example.com") == NULL);
+	/* The lookup under it, which `sendmail` uses without a user. */
+	CHECK(conf_account_by_address(&c, "BOB@example.com", NULL) == &acc[1]);
+	CHECK(conf_account_by_address(&c, "a.smith@example.org", NULL) == &acc[0]);
+	CHECK(conf_account_by_address(&c, "a.smith@example.org", "bob") == NULL);
+	CHECK(conf_account_by_address(&c, "nobody@example.com", NULL) == NULL);
 }
 
 int

@@ -1,4 +1,4 @@
-#include "bridge/relay_smtp.h"
+#include "bridge/relay_session.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -10,73 +10,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
 #include "bridge/relay_priv.h"
-#include "bridge/xmalloc.h"
-
-bool
-relay_auth_allowed(bool tls, const struct sockaddr *peer)
-{
-	static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
-
-	if (tls)
-		return true;
-	if (peer->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (peer->sa_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)peer)->sin6_addr;
-
-		return IN6_IS_ADDR_LOOPBACK(a) ||
-		    (memcmp(a->s6_addr, v4mapped, 12) == 0 && a->s6_addr[12] == 127);
-	}
-	return false;
-}
+#include "lib/addr.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 const struct conf_account *
-relay_sender_account(const struct conf *c, const char *user, const char *addr)
+relay_session_sender_account(const struct conf *c, const char *user, const char *addr)
 {
 	if (user == NULL || *addr == '\0')
 		return NULL;
-	for (size_t i = 0; i < c->n_accounts; i++) {
-		const struct conf_account *a = &c->accounts[i];
-
-		if (a->local_user == NULL || strcmp(a->local_user, user) != 0)
-			continue;
-		for (size_t j = 0; j < a->n_addresses; j++)
-			if (strcasecmp(a->addresses[j], addr) == 0)
-				return a;
-	}
-	return NULL;
-}
-
-/* A mailbox we are willing to carry: printable ASCII without specials
- * that could confuse a later protocol line, one '@' inside. Quoted local
- * parts, source routes and SMTPUTF8 are refused (strict, not lenient). */
-static bool
-address_ok(const char *a, size_t len)
-{
-	size_t at = 0, n_at = 0;
-
-	if (len == 0 || len > 254)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = a[i];
-
-		if (ch <= 0x20 || ch >= 0x7f || strchr("<>()[]\\,;:\"", ch) != NULL)
-			return false;
-		if (ch == '@') {
-			at = i;
-			n_at++;
-		}
-	}
-	return n_at == 1 && at > 0 && at < len - 1;
+	return conf_account_by_address(c, addr, user);
 }
 
 char *
-relay_parse_path(const char *arg, const char *kw, const char **params)
+relay_session_parse_path(const char *arg, const char *kw, const char **params)
 {
 	size_t kl = strlen(kw), len;
 	const char *p, *end;
@@ -88,7 +36,7 @@ relay_parse_path(const char *arg, const char *kw, const char **params)
 	if (*p != '<' || (end = strchr(p, '>')) == NULL)
 		return NULL;
 	len = end - p - 1;
-	if (len > 0 && !address_ok(p + 1, len))
+	if (len > 0 && !addr_valid(p + 1, len))
 		return NULL;
 	if (end[1] != '\0' && end[1] != ' ')
 		return NULL;
@@ -99,17 +47,17 @@ relay_parse_path(const char *arg, const char *kw, const char **params)
 }
 
 void
-sess_error(struct sess *s, const char *reply)
+relay_session_error(struct relay_session *s, const char *reply)
 {
-	rio_reply(&s->io, "%s", reply);
+	relay_io_reply(&s->io, "%s", reply);
 	if (++s->errors >= RELAY_MAX_ERRORS) {
-		rio_reply(&s->io, "421 4.7.0 Too many errors, closing connection");
+		relay_io_reply(&s->io, "421 4.7.0 Too many errors, closing connection");
 		s->quit = true;
 	}
 }
 
 void
-sess_reset_tx(struct sess *s)
+relay_session_reset_tx(struct relay_session *s)
 {
 	for (size_t i = 0; i < s->n_rcpts; i++)
 		free(s->rcpts[i]);
@@ -136,71 +84,71 @@ helo_ok(const char *h)
 }
 
 static void
-cmd_helo(struct sess *s, char *arg, bool esmtp)
+cmd_helo(struct relay_session *s, char *arg, bool esmtp)
 {
-	struct rio *io = &s->io;
+	struct relay_io *io = &s->io;
 
 	if (!helo_ok(arg)) {
-		sess_error(s, "501 5.5.4 Syntax: EHLO hostname");
+		relay_session_error(s, "501 5.5.4 Syntax: EHLO hostname");
 		return;
 	}
-	sess_reset_tx(s);
+	relay_session_reset_tx(s);
 	strcpy(s->helo, arg);
 	s->esmtp = esmtp;
 	if (!esmtp) {
-		rio_reply(io, "250 %s", s->x->hostname);
+		relay_io_reply(io, "250 %s", s->x->hostname);
 		return;
 	}
-	rio_reply(io, "250-%s", s->x->hostname);
-	rio_reply(io, "250-PIPELINING");
-	rio_reply(io, "250-SIZE %" PRIu64, s->x->c->relay.max_message_size);
-	rio_reply(io, "250-8BITMIME");
-	rio_reply(io, "250-ENHANCEDSTATUSCODES");
+	relay_io_reply(io, "250-%s", s->x->hostname);
+	relay_io_reply(io, "250-PIPELINING");
+	relay_io_reply(io, "250-SIZE %" PRIu64, s->x->c->relay.max_message_size);
+	relay_io_reply(io, "250-8BITMIME");
+	relay_io_reply(io, "250-ENHANCEDSTATUSCODES");
 	if (s->x->cred != NULL && io->tls == NULL)
-		rio_reply(io, "250-STARTTLS");
+		relay_io_reply(io, "250-STARTTLS");
 	if (io->tls != NULL || s->loopback)
-		rio_reply(io, "250-AUTH PLAIN LOGIN");
-	rio_reply(io, "250 HELP");
+		relay_io_reply(io, "250-AUTH PLAIN LOGIN");
+	relay_io_reply(io, "250 HELP");
 }
 
 static void
-cmd_ehlo(struct sess *s, char *arg)
+cmd_ehlo(struct relay_session *s, char *arg)
 {
 	cmd_helo(s, arg, true);
 }
 
 static void
-cmd_helo_only(struct sess *s, char *arg)
+cmd_helo_only(struct relay_session *s, char *arg)
 {
 	cmd_helo(s, arg, false);
 }
 
 static void
-cmd_starttls(struct sess *s, char *arg)
+cmd_starttls(struct relay_session *s, char *arg)
 {
 	char *err = NULL;
 
 	if (*arg != '\0') {
-		sess_error(s, "501 5.5.4 Syntax: STARTTLS");
+		relay_session_error(s, "501 5.5.4 Syntax: STARTTLS");
 		return;
 	}
 	if (s->x->cred == NULL || s->io.tls != NULL) {
-		sess_error(s, "502 5.5.1 STARTTLS not available");
+		relay_session_error(s, "502 5.5.1 STARTTLS not available");
 		return;
 	}
 	/* Anything pipelined behind STARTTLS was sent in the clear and is
-	 * thrown away by rio_starttls (CVE-2011-0411 and its kin). */
-	if (rio_pending(&s->io))
+	 * thrown away by relay_io_starttls (CVE-2011-0411 and its kin). */
+	if (relay_io_pending(&s->io))
 		log_warnx("relay: %s: input pipelined after STARTTLS discarded", s->peer);
-	rio_reply(&s->io, "220 2.0.0 Ready to start TLS");
-	if (rio_starttls(&s->io, s->x->cred, &err) == -1) {
+	relay_io_reply(&s->io, "220 2.0.0 Ready to start TLS");
+	if (relay_io_starttls(&s->io, s->x->cred, &err) == -1) {
 		log_info("relay: %s: %s", s->peer, err);
 		free(err);
 		s->quit = true;
 		return;
 	}
 	/* RFC 3207 4.2: forget everything learnt before TLS. */
-	sess_reset_tx(s);
+	relay_session_reset_tx(s);
 	s->helo[0] = '\0';
 	free(s->user);
 	s->user = NULL;
@@ -209,7 +157,7 @@ cmd_starttls(struct sess *s, char *arg)
 /* MAIL FROM parameters: SIZE, BODY, AUTH (RFC 1870, 6152, 4954). Replies
  * and returns -1 on the first one refused. */
 static int
-mail_params(struct sess *s, const char *params)
+mail_params(struct relay_session *s, const char *params)
 {
 	char *copy = xstrdup(params), *p = copy, *tok;
 	const char *reply = NULL;
@@ -236,137 +184,137 @@ mail_params(struct sess *s, const char *params)
 	free(copy);
 	if (reply == NULL)
 		return 0;
-	sess_error(s, reply);
+	relay_session_error(s, reply);
 	return -1;
 }
 
 static void
-cmd_mail(struct sess *s, char *arg)
+cmd_mail(struct relay_session *s, char *arg)
 {
 	const struct conf_account *a;
 	const char *params;
 	char *from;
 
 	if (s->helo[0] == '\0') {
-		sess_error(s, "503 5.5.1 Send EHLO first");
+		relay_session_error(s, "503 5.5.1 Send EHLO first");
 		return;
 	}
 	if (s->user == NULL) {
-		sess_error(s, "530 5.7.0 Authentication required");
+		relay_session_error(s, "530 5.7.0 Authentication required");
 		return;
 	}
 	if (s->from != NULL) {
-		sess_error(s, "503 5.5.1 Nested MAIL command");
+		relay_session_error(s, "503 5.5.1 Nested MAIL command");
 		return;
 	}
-	if ((from = relay_parse_path(arg, "FROM:", &params)) == NULL) {
-		sess_error(s, "501 5.1.7 Bad sender address syntax");
+	if ((from = relay_session_parse_path(arg, "FROM:", &params)) == NULL) {
+		relay_session_error(s, "501 5.1.7 Bad sender address syntax");
 		return;
 	}
 	if (mail_params(s, params) == -1) {
 		free(from);
 		return;
 	}
-	if ((a = relay_sender_account(s->x->c, s->user, from)) == NULL) {
+	if ((a = relay_session_sender_account(s->x->c, s->user, from)) == NULL) {
 		log_warnx("relay: %s: user %s may not send as <%s>", s->peer, s->user, from);
-		rio_reply(&s->io, "550 5.7.1 Sender address not allowed for this user");
+		relay_io_reply(&s->io, "550 5.7.1 Sender address not allowed for this user");
 	} else if (!a->has_smtp) {
 		log_warnx("relay: account %s has no smtp {} block", a->name);
-		rio_reply(&s->io, "550 5.3.5 No outgoing server configured for this sender");
+		relay_io_reply(&s->io, "550 5.3.5 No outgoing server configured for this sender");
 	} else {
 		s->acct = a;
 		s->from = from;
-		rio_reply(&s->io, "250 2.1.0 Ok");
+		relay_io_reply(&s->io, "250 2.1.0 Ok");
 		return;
 	}
 	free(from);
 }
 
 static void
-cmd_rcpt(struct sess *s, char *arg)
+cmd_rcpt(struct relay_session *s, char *arg)
 {
 	const char *params;
 	char *to;
 
 	if (s->from == NULL) {
-		sess_error(s, "503 5.5.1 Need MAIL before RCPT");
+		relay_session_error(s, "503 5.5.1 Need MAIL before RCPT");
 		return;
 	}
-	if ((to = relay_parse_path(arg, "TO:", &params)) == NULL || *to == '\0') {
+	if ((to = relay_session_parse_path(arg, "TO:", &params)) == NULL || *to == '\0') {
 		free(to);
-		sess_error(s, "501 5.1.3 Bad recipient address syntax");
+		relay_session_error(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
 	if (*params != '\0') {
 		free(to);
-		sess_error(s, "555 5.5.4 Unsupported RCPT TO parameter");
+		relay_session_error(s, "555 5.5.4 Unsupported RCPT TO parameter");
 		return;
 	}
 	for (size_t i = 0; i < s->n_rcpts; i++)
 		if (strcmp(s->rcpts[i], to) == 0) {     /* once is enough */
 			free(to);
-			rio_reply(&s->io, "250 2.1.5 Ok");
+			relay_io_reply(&s->io, "250 2.1.5 Ok");
 			return;
 		}
 	if (s->n_rcpts >= s->x->c->relay.max_recipients) {
 		free(to);
-		rio_reply(&s->io, "452 4.5.3 Too many recipients");
+		relay_io_reply(&s->io, "452 4.5.3 Too many recipients");
 		return;
 	}
 	s->rcpts = xreallocarray(s->rcpts, s->n_rcpts + 1, sizeof *s->rcpts);
 	s->rcpts[s->n_rcpts++] = to;
-	rio_reply(&s->io, "250 2.1.5 Ok");
+	relay_io_reply(&s->io, "250 2.1.5 Ok");
 }
 
 static void
-cmd_rset(struct sess *s, char *arg)
+cmd_rset(struct relay_session *s, char *arg)
 {
 	(void)arg;
-	sess_reset_tx(s);
-	rio_reply(&s->io, "250 2.0.0 Ok");
+	relay_session_reset_tx(s);
+	relay_io_reply(&s->io, "250 2.0.0 Ok");
 }
 
 static void
-cmd_noop(struct sess *s, char *arg)
+cmd_noop(struct relay_session *s, char *arg)
 {
 	(void)arg;
-	rio_reply(&s->io, "250 2.0.0 Ok");
+	relay_io_reply(&s->io, "250 2.0.0 Ok");
 }
 
 static void
-cmd_quit(struct sess *s, char *arg)
+cmd_quit(struct relay_session *s, char *arg)
 {
 	(void)arg;
-	rio_reply(&s->io, "221 2.0.0 Bye");
+	relay_io_reply(&s->io, "221 2.0.0 Bye");
 	s->quit = true;
 }
 
 static const struct {
 	const char *verb;
-	void (*fn)(struct sess *, char *);
+	void (*fn)(struct relay_session *, char *);
 } cmds[] = {
 	{ "EHLO", cmd_ehlo }, { "HELO", cmd_helo_only }, { "STARTTLS", cmd_starttls },
-	{ "AUTH", relay_cmd_auth }, { "MAIL", cmd_mail }, { "RCPT", cmd_rcpt },
-	{ "DATA", relay_cmd_data }, { "RSET", cmd_rset }, { "NOOP", cmd_noop },
+	{ "AUTH", relay_auth_cmd }, { "MAIL", cmd_mail }, { "RCPT", cmd_rcpt },
+	{ "DATA", relay_msg_data }, { "RSET", cmd_rset }, { "NOOP", cmd_noop },
 	{ "QUIT", cmd_quit },
 };
 
 static void
-one_command(struct sess *s)
+one_command(struct relay_session *s)
 {
 	char line[RELAY_LINE_MAX], *arg;
-	ssize_t n = rio_getline(&s->io, line, sizeof line);
+	ssize_t n = relay_io_getline(&s->io, line, sizeof line);
 
-	if (n == RIO_DEAD) {
+	if (n == RELAY_IO_DEAD) {
 		s->quit = true;
 		return;
 	}
-	if (n == RIO_TOOLONG) {
-		sess_error(s, "500 5.5.2 Line too long");
+	if (n == RELAY_IO_TOOLONG) {
+		relay_session_error(s, "500 5.5.2 Line too long");
 		return;
 	}
 	if (memchr(line, '\0', n) != NULL || memchr(line, '\r', n) != NULL) {
-		sess_error(s, "500 5.5.2 Bad character in command");
+		relay_session_error(s, "500 5.5.2 Bad character in command");
 		return;
 	}
 	while (n > 0 && line[n - 1] == ' ')
@@ -379,11 +327,11 @@ one_command(struct sess *s)
 			cmds[i].fn(s, arg);
 			return;
 		}
-	sess_error(s, "502 5.5.2 Command not recognized");
+	relay_session_error(s, "502 5.5.2 Command not recognized");
 }
 
 static void
-peer_name(struct sess *s, const struct sockaddr *peer)
+peer_name(struct relay_session *s, const struct sockaddr *peer)
 {
 	const void *a = peer->sa_family == AF_INET6 ?
 	    (const void *)&((const struct sockaddr_in6 *)peer)->sin6_addr :
@@ -394,29 +342,29 @@ peer_name(struct sess *s, const struct sockaddr *peer)
 }
 
 void
-relay_session(const struct relay_ctx *x, int fd, bool implicit_tls,
+relay_session_run(const struct relay_session_ctx *x, int fd, bool implicit_tls,
     const struct sockaddr *peer)
 {
-	struct sess *s = xcalloc(1, sizeof *s);
+	struct relay_session *s = xcalloc(1, sizeof *s);
 	unsigned t = x->c->relay.timeout;
 	time_t start = time(NULL);
 	bool extended = false;
 	char *err = NULL;
 
 	s->x = x;
-	rio_init(&s->io, fd);
-	rio_timeout(&s->io, t);
-	rio_deadline(RELAY_PREAUTH_TIMEOUTS * t);
+	relay_io_init(&s->io, fd);
+	relay_io_timeout(&s->io, t);
+	relay_io_deadline(RELAY_PREAUTH_TIMEOUTS * t);
 	peer_name(s, peer);
 	s->loopback = relay_auth_allowed(false, peer);
 	s->pw = passwd_open(x->c->relay.passwd_file);
 	log_debug("relay: connection from %s", s->peer);
-	if (implicit_tls && rio_starttls(&s->io, x->cred, &err) == -1) {
+	if (implicit_tls && relay_io_starttls(&s->io, x->cred, &err) == -1) {
 		log_info("relay: %s: %s", s->peer, err);
 		free(err);
 		s->quit = true;
 	} else
-		rio_reply(&s->io, "220 %s ESMTP pop3bridge", x->hostname);
+		relay_io_reply(&s->io, "220 %s ESMTP pop3bridge", x->hostname);
 	while (!s->quit && !s->io.dead) {
 		one_command(s);
 		if (s->user != NULL && !extended) {
@@ -424,18 +372,19 @@ relay_session(const struct relay_ctx *x, int fd, bool implicit_tls,
 			time_t used = time(NULL) - start;
 
 			extended = true;
-			if (!rio_expired())
-				rio_deadline(used < (time_t)(RELAY_SESSION_TIMEOUTS * t) ?
+			if (!relay_io_expired())
+				relay_io_deadline(used < (time_t)(RELAY_SESSION_TIMEOUTS * t) ?
 				    RELAY_SESSION_TIMEOUTS * t - (unsigned)used : 1);
 		}
 	}
-	if (rio_expired()) {
+	if (relay_io_expired()) {
 		log_info("relay: %s: session time limit reached", s->peer);
-		rio_expire(&s->io, "421 4.4.2 Session time limit reached, closing connection");
+		relay_io_expire(&s->io,
+		    "421 4.4.2 Session time limit reached, closing connection");
 	}
 	alarm(0);
-	rio_close(&s->io);
-	sess_reset_tx(s);
+	relay_io_close(&s->io);
+	relay_session_reset_tx(s);
 	passwd_free(s->pw);
 	free(s->user);
 	free(s);

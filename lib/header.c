@@ -1,4 +1,4 @@
-#include "bridge/header.h"
+#include "lib/header.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include <libetpan/libetpan.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 #define MESSAGE_ID_MAX 998
 
@@ -69,6 +69,13 @@ parse_received(const char *v, size_t len)
 	return semi ? header_parse_date(semi + 1, v + len - semi - 1) : 0;
 }
 
+/* True at the empty line that ends the header block (or at its end). */
+static bool
+block_end(const char *p, const char *end)
+{
+	return p >= end || *p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n');
+}
+
 void
 header_scan(const char *buf, size_t len, struct header_info *h)
 {
@@ -76,7 +83,7 @@ header_scan(const char *buf, size_t len, struct header_info *h)
 	bool seen_received = false;
 
 	memset(h, 0, sizeof *h);
-	while (p < end && *p != '\n' && !(*p == '\r' && p + 1 < end && p[1] == '\n')) {
+	while (!block_end(p, end)) {
 		size_t n = field_len(p, end);
 
 		if (h->message_id == NULL && (v = field_value(p, n, "Message-ID")))
@@ -86,6 +93,30 @@ header_scan(const char *buf, size_t len, struct header_info *h)
 			h->received = parse_received(v, p + n - v);
 		} else if (h->date == 0 && (v = field_value(p, n, "Date")))
 			h->date = header_parse_date(v, p + n - v);
+		p += n;
+	}
+}
+
+void
+header_each(const char *buf, size_t len, const char *name,
+    void (*fn)(void *arg, const char *value), void *arg)
+{
+	const char *p = buf, *end = buf + len, *v;
+	char *u, *o;
+
+	while (!block_end(p, end)) {
+		size_t n = field_len(p, end);
+
+		if ((v = field_value(p, n, name)) != NULL) {
+			/* Unfold: the line breaks go, the folding white space stays. */
+			u = o = xmalloc((size_t)(p + n - v) + 1);
+			for (; v < p + n; v++)
+				if (*v != '\r' && *v != '\n')
+					*o++ = *v;
+			*o = '\0';
+			fn(arg, u);
+			free(u);
+		}
 		p += n;
 	}
 }
@@ -108,7 +139,7 @@ header_internal_date(const struct header_info *h, time_t fallback)
 }
 
 /* libetpan's RFC 5322 date parser does the grammar; we turn the result
- * into a time_t. Its zone is +hhmm as a decimal number (LIBETPAN.md). */
+ * into a time_t. Its zone is +hhmm as a decimal number: -0130 is -130. */
 time_t
 header_parse_date(const char *s, size_t len)
 {

@@ -8,7 +8,8 @@
 enum log_verbosity { LOG_QUIET = -1, LOG_NORMAL = 0, LOG_VERBOSE = 1 };
 
 /* Sets verbosity and destination; also disables every libetpan logger
- * (they would write credentials, see LIBETPAN.md trap 6). Call once, early. */
+ * (they would write credentials: doc/DESIGN.md, libetpan trap 6). Call
+ * once, early. */
 void log_init(enum log_verbosity v, int use_syslog);
 
 /* log_warn appends ": strerror(errno)"; the x variants do not. */

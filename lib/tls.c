@@ -1,6 +1,6 @@
 /* Certificate chain and host-name verification for libetpan's TLS streams,
- * which check nothing themselves (LIBETPAN.md trap 1). */
-#include "bridge/tls.h"
+ * which check nothing themselves (doc/DESIGN.md, libetpan trap 1). */
+#include "lib/tls.h"
 
 #include <sys/stat.h>
 #include <arpa/inet.h>
@@ -17,8 +17,8 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 #define TLS_CHAIN_MAX	16	/* certificates accepted from a server */
 #define TLS_CACHE_MAX	32	/* distinct trust lists kept for reuse */

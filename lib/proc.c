@@ -1,4 +1,4 @@
-#include "bridge/proc.h"
+#include "lib/proc.h"
 
 #include <signal.h>
 #include <errno.h>
@@ -8,8 +8,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "bridge/log.h"
-#include "bridge/xmalloc.h"
+#include "lib/log.h"
+#include "lib/xmalloc.h"
 
 /* What proc_child_init armed, to arm it again after a change of ids. */
 static pid_t death_parent;

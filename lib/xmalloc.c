@@ -1,4 +1,4 @@
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -62,14 +62,23 @@ xstrndup(const char *s, size_t n)
 }
 
 char *
+xvasprintf(const char *fmt, va_list ap)
+{
+	char *s;
+
+	if (vasprintf(&s, fmt, ap) < 0)
+		oom(strlen(fmt));
+	return s;
+}
+
+char *
 xasprintf(const char *fmt, ...)
 {
 	va_list ap;
 	char *s;
 
 	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		oom(strlen(fmt));
+	s = xvasprintf(fmt, ap);
 	va_end(ap);
 	return s;
 }

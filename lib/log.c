@@ -1,4 +1,4 @@
-#include "bridge/log.h"
+#include "lib/log.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,8 +20,9 @@ log_init(enum log_verbosity v, int use_syslog)
 	to_syslog = use_syslog;
 	if (to_syslog)
 		openlog("pop3bridge", LOG_PID | LOG_NDELAY, LOG_MAIL);
-	/* libetpan logs USER/PASS and SASL steps in clear (LIBETPAN.md trap 6):
-	 * no logger of it is ever installed, and its debug file stays off. */
+	/* libetpan logs USER/PASS and SASL steps in clear (doc/DESIGN.md,
+	 * libetpan trap 6): no logger of it is ever installed, and its debug
+	 * file stays off. */
 	mailstream_debug = 0;
 	mailstream_logger = NULL;
 	mailstream_logger_id = NULL;

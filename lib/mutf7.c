@@ -1,10 +1,10 @@
-#include "store/mutf7.h"
+#include "lib/mutf7.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 /* RFC 3501's BASE64 variant: "," replaces "/" (which is a common hierarchy
  * separator) and there is no "=" padding. */

@@ -1,4 +1,4 @@
-#include "bridge/net.h"
+#include "lib/net.h"
 
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/xmalloc.h"
+#include "lib/xmalloc.h"
 
 /* Connects a non-blocking socket to one address before the deadline;
  * returns it, or -1 with the reason in *saved. */
@@ -84,4 +84,13 @@ net_connect(const char *host, unsigned port, unsigned timeout, int *fdp, char **
 	}
 	*fdp = fd;
 	return 0;
+}
+
+char *
+net_where(const char *host, unsigned port)
+{
+	if (host == NULL)
+		host = "(no host)";
+	return strchr(host, ':') != NULL ? xasprintf("[%s]:%u", host, port) :
+	    xasprintf("%s:%u", host, port);
 }

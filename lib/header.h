@@ -1,6 +1,8 @@
-/* What the sync pass needs from a fetched message's header block: its
- * Message-ID (for the state and cross-account dedup) and its date (the
- * store's internal date: the top Received: header's date, else Date:). */
+/* RFC 5322 header blocks. What the sync pass needs from a fetched
+ * message's header block: its Message-ID (for the state and cross-account
+ * dedup) and its date (the store's internal date: the top Received:
+ * header's date, else Date:); what `sendmail -t` needs: the fields that
+ * name recipients and the sender. */
 #ifndef POP3BRIDGE_HEADER_H
 #define POP3BRIDGE_HEADER_H
 
@@ -19,6 +21,13 @@ struct header_info {
 void header_scan(const char *buf, size_t len, struct header_info *h);
 
 void header_info_free(struct header_info *h);
+
+/* Calls fn(arg, value) for each field called name (any case) in the header
+ * block at the start of buf[0..len), in order; value is the field's body
+ * unfolded (the CR and LF of folded lines removed), NUL-terminated, valid
+ * during the call. */
+void header_each(const char *buf, size_t len, const char *name,
+    void (*fn)(void *arg, const char *value), void *arg);
 
 /* The internal date to store: received, else date, else fallback. */
 time_t header_internal_date(const struct header_info *h, time_t fallback);

@@ -1,0 +1,34 @@
+/* File-system steps every module takes the same way: whole writes,
+ * durable directories, mkdir -p, anonymous temp files. Functions taking
+ * err return -1 with *err allocated ("creating PATH: why") on failure. */
+#ifndef POP3BRIDGE_IO_H
+#define POP3BRIDGE_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Writes all n bytes of buf to fd, going on after EINTR and short writes.
+ * 0, or -1 with errno set (EIO when the file took nothing). */
+int io_write_all(int fd, const void *buf, size_t n);
+
+/* fsync(2) of the directory path, so that the names in it (a rename, a
+ * new file or directory) survive a crash. 0, or -1 with *err (may be
+ * NULL) set to "fsync PATH: why". */
+int io_fsync_dir(const char *path, char **err);
+
+/* mkdir -p: creates path and every missing parent with mode. When
+ * durable, the parent of each directory made is fsynced, so that the whole
+ * chain survives a crash. Returns 1 when path itself was made, 0 when it
+ * existed, -1 with *err set. */
+int io_mkdir_p(const char *path, mode_t mode, bool durable, char **err);
+
+/* A new anonymous file (mode 0600, read-write, close-on-exec) in the
+ * existing directory dir: O_TMPFILE, so that nothing is left behind after
+ * a crash and the file can still be given a name with linkat(2) through
+ * /proc/self/fd. Where the file system has no O_TMPFILE, a named temp
+ * file is made and unlinked at once (it can then only be copied, not
+ * linked). Returns the fd, or -1 with *err set. */
+int io_tmpfile(const char *dir, char **err);
+
+#endif

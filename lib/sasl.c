@@ -1,0 +1,110 @@
+#include "lib/sasl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/base64.h"
+#include "lib/xmalloc.h"
+
+const char *
+sasl_name(enum sasl_mech mech)
+{
+	return mech == SASL_XOAUTH2 ? "XOAUTH2" : "PLAIN";
+}
+
+char *
+sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
+    const char *secret, size_t *len)
+{
+	size_t zl = authzid != NULL ? strlen(authzid) : 0, ul = strlen(user);
+	size_t sl = strlen(secret);
+	char *raw;
+
+	if (mech == SASL_XOAUTH2) {
+		raw = xasprintf("user=%s\001auth=Bearer %s\001\001", user, secret);
+		*len = strlen(raw);
+		return raw;
+	}
+	*len = zl + ul + sl + 2;
+	raw = xmalloc(*len + 1);
+	memcpy(raw, authzid != NULL ? authzid : "", zl);
+	raw[zl] = '\0';
+	memcpy(raw + zl + 1, user, ul);
+	raw[zl + 1 + ul] = '\0';
+	memcpy(raw + zl + ul + 2, secret, sl);
+	raw[*len] = '\0';
+	return raw;
+}
+
+char *
+sasl_response64(enum sasl_mech mech, const char *user, const char *secret)
+{
+	size_t len;
+	char *raw = sasl_response(mech, NULL, user, secret, &len), *b64;
+
+	b64 = base64_encode(raw, len);
+	explicit_bzero(raw, len);
+	free(raw);
+	return b64;
+}
+
+/* True when text holds the n bytes at p, as they are or in base64. */
+static bool
+holds(const char *text, const char *p, size_t n)
+{
+	char *b64;
+	bool found;
+
+	if (n == 0)
+		return false;
+	if (memmem(text, strlen(text), p, n) != NULL)
+		return true;
+	b64 = base64_encode(p, n);
+	found = strstr(text, b64) != NULL;
+	explicit_bzero(b64, strlen(b64));
+	free(b64);
+	return found;
+}
+
+/* Whether text holds one response of mech (authzid NULL or user). */
+static bool
+holds_response(const char *text, enum sasl_mech mech, const char *authzid,
+    const char *user, const char *secret)
+{
+	size_t len;
+	char *raw = sasl_response(mech, authzid, user, secret, &len);
+	bool found = holds(text, raw, len);
+
+	explicit_bzero(raw, len);
+	free(raw);
+	return found;
+}
+
+bool
+sasl_repeats_secret(const char *text, const char *user, const char *secret)
+{
+	if (*secret == '\0')
+		return false;
+	return holds(text, secret, strlen(secret)) ||
+	    holds_response(text, SASL_PLAIN, NULL, user, secret) ||
+	    holds_response(text, SASL_PLAIN, user, user, secret) ||
+	    holds_response(text, SASL_XOAUTH2, NULL, user, secret);
+}
+
+int
+sasl_plain_parse(const char *v, size_t len, struct sasl_plain *out)
+{
+	const char *authc = memchr(v, '\0', len), *pass;
+
+	if (authc == NULL ||
+	    (pass = memchr(authc + 1, '\0', (size_t)(v + len - authc - 1))) == NULL)
+		return -1;
+	out->authzid = v;
+	out->authzid_len = (size_t)(authc - v);
+	out->authcid = authc + 1;
+	out->authcid_len = (size_t)(pass - authc - 1);
+	out->passwd = pass + 1;
+	out->passwd_len = (size_t)(v + len - pass - 1);
+	return 0;
+}

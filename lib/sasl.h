@@ -1,0 +1,47 @@
+/* SASL in one place: the client's initial responses (POP3 AUTH, SMTP
+ * AUTH, and a check of the IMAP LOGIN refusal), the rule for refusals
+ * that echo a credential, and the server's parsing of PLAIN (the relay).
+ * The encoding is lib/base64.c. Every buffer returned here holds a
+ * credential: the caller wipes it (explicit_bzero) before freeing.
+ * New mechanisms (OAUTHBEARER) belong here too. */
+#ifndef POP3BRIDGE_SASL_H
+#define POP3BRIDGE_SASL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum sasl_mech { SASL_PLAIN, SASL_XOAUTH2 };
+
+/* The mechanism's name as AUTH takes it: "PLAIN", "XOAUTH2". */
+const char *sasl_name(enum sasl_mech mech);
+
+/* The raw initial response of mech for user and secret, allocated, with
+ * its length in *len:
+ *   PLAIN (RFC 4616)  authzid NUL user NUL secret, authzid empty when NULL;
+ *   XOAUTH2           "user=" user ^A "auth=Bearer " secret ^A ^A.
+ * For XOAUTH2 authzid must be NULL. */
+char *sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
+    const char *secret, size_t *len);
+
+/* The same, base64-encoded and NUL-terminated, as it goes on the wire.
+ * The raw form is wiped. Allocated. */
+char *sasl_response64(enum sasl_mech mech, const char *user, const char *secret);
+
+/* True when a server's text (a refusal, which some servers make by
+ * echoing the command) holds the secret, or a SASL response built around
+ * it (PLAIN with or without the authorization identity, XOAUTH2), in
+ * clear or in base64: such a text is withheld from every message. */
+bool sasl_repeats_secret(const char *text, const char *user, const char *secret);
+
+/* A decoded PLAIN response split into its three parts (pointing into the
+ * response; not NUL-terminated of their own except passwd). */
+struct sasl_plain {
+	const char *authzid, *authcid, *passwd;
+	size_t authzid_len, authcid_len, passwd_len;
+};
+
+/* Splits v[0..len) ("authzid NUL authcid NUL passwd", v[len] being a
+ * NUL): 0, or -1 when it does not have two NULs. */
+int sasl_plain_parse(const char *v, size_t len, struct sasl_plain *out);
+
+#endif
