@@ -538,6 +538,7 @@ choose_auth(const struct pop3 *p, const struct conf_server *s)
 		return AUTH_XOAUTH2;
 	case CONF_AUTH_AUTO:
 	case CONF_AUTH_LOGIN:	/* smtp {} only: never parsed for pop3 */
+	case CONF_AUTH_OAUTHBEARER:	/* likewise, for now */
 		break;
 	}
 	/* Without TLS, APOP at least keeps the password itself off the wire. */

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <libetpan/libetpan.h>
 
 #include "lib/addr.h"
+#include "lib/base64.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/net.h"
@@ -31,6 +33,7 @@ int mailesmtp_parse_ehlo(mailsmtp *m);
 #define UPSTREAM_CHUNK	8192
 #define UPSTREAM_LINE_MAX	2048	/* a reply line (RFC 5321: 512) */
 #define UPSTREAM_LINES_MAX	200	/* lines of one reply */
+#define UPSTREAM_CMD_MAX	512	/* a command line with its CRLF (RFC 5321 4.5.3.1.4) */
 #define UPSTREAM_SECRET_MAX	16384	/* XOAUTH2 tokens are long */
 #define UPSTREAM_TIMEOUT_DEFAULT 60
 
@@ -273,6 +276,8 @@ choose_mech(const struct upstream *sm, const struct conf_server *s)
 		return "LOGIN";
 	case CONF_AUTH_XOAUTH2:
 		return "XOAUTH2";
+	case CONF_AUTH_OAUTHBEARER:
+		return "OAUTHBEARER";
 	default:
 		break;
 	}
@@ -296,26 +301,17 @@ last_text(const struct upstream *sm)
 	return xasprintf("%d %s", sm->m->response_code, r.text);
 }
 
+/* PLAIN and LOGIN through libetpan's Cyrus SASL. */
 static int
-authenticate(struct upstream *sm, const struct conf_server *s, const char *secret,
-    char **err)
+auth_password(struct upstream *sm, const struct conf_server *s, const char *mech,
+    const char *secret, char **err)
 {
 	mailstream *stream = sm->m->stream;
-	const char *mech;
 	char *text;
 	int r;
 
-	if (s->user == NULL || *s->user == '\0')
-		return UPSTREAM_OK;
-	if ((mech = choose_mech(sm, s)) == NULL)
-		return failf(sm, UPSTREAM_EAUTH, err, "server offers no AUTH PLAIN or LOGIN");
-	if (secret == NULL)
-		secret = "";
-	if (strcmp(mech, "XOAUTH2") == 0)
-		r = mailsmtp_oauth2_authenticate(sm->m, s->user, secret);
-	else
-		r = mailesmtp_auth_sasl(sm->m, mech, s->host, NULL, NULL, s->user,
-		    s->user, secret, NULL);
+	r = mailesmtp_auth_sasl(sm->m, mech, s->host, NULL, NULL, s->user, s->user, secret,
+	    NULL);
 	/* libetpan keeps the bytes it sent in the stream's write buffer. */
 	if (stream != NULL && stream->write_buffer != NULL)
 		explicit_bzero(stream->write_buffer, stream->buffer_max_size);
@@ -330,6 +326,165 @@ authenticate(struct upstream *sm, const struct conf_server *s, const char *secre
 	r = failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused: %s", mech, text);
 	free(text);
 	return r;
+}
+
+/* Sends one line holding a credential (CRLF added), then wipes the copy
+ * libetpan keeps in the stream's write buffer (doc/DESIGN.md, libetpan
+ * trap 6). */
+static int
+send_secret(struct upstream *sm, const char *line, char **err)
+{
+	mailstream *s = sm->m->stream;
+	int r = 0;
+
+	if (mailstream_write(s, line, strlen(line)) == -1 ||
+	    mailstream_write(s, "\r\n", 2) == -1 || mailstream_flush(s) == -1)
+		r = -1;
+	if (s->write_buffer != NULL)
+		explicit_bzero(s->write_buffer, s->buffer_max_size);
+	return r == 0 ? UPSTREAM_OK : failf(sm, UPSTREAM_ENET, err, "write failed during AUTH");
+}
+
+/* The "status" member of a refused token's error challenge (RFC 7628
+ * 3.2.2: base64 of a JSON object, e.g. {"status":"invalid_token",...};
+ * Gmail's XOAUTH2 sends {"status":"401",...}) into out, "" when there is
+ * none. Only [A-Za-z0-9_.-] are kept: the text is the server's. */
+static void
+token_status(const char *challenge, char *out, size_t size)
+{
+	size_t len, o = 0;
+	char *json = base64_decode(challenge, &len);
+	const char *p;
+
+	out[0] = '\0';
+	if (json == NULL)
+		return;
+	if ((p = strstr(json, "\"status\"")) != NULL) {
+		p += strlen("\"status\"");
+		p += strspn(p, " \t");
+		if (*p == ':') {
+			p++;
+			p += strspn(p, " \t\"");
+			while (o + 1 < size && *p != '\0' && (isalnum((unsigned char)*p) ||
+			    strchr("_.-", *p) != NULL))
+				out[o++] = *p++;
+			out[o] = '\0';
+		}
+	}
+	free(json);
+}
+
+/* A refusal of the bearer-token AUTH: its reply, unless it repeats the
+ * credential (the token in clear or base64, or the start of the response
+ * we sent: an echo of our AUTH line, maybe cut short), and what the
+ * error challenge said. */
+static int
+token_refused(struct upstream *sm, const struct conf_server *s, const char *mech,
+    const struct upstream_reply *r, const char *secret, const char *b64,
+    const char *status, char **err)
+{
+	char head[17];
+	bool echo;
+
+	snprintf(head, sizeof head, "%s", b64);
+	echo = strlen(head) == 16 && strstr(r->text, head) != NULL;
+	if (echo || sasl_repeats_secret(r->text, s->user, secret))
+		return failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused (reply"
+		    " withheld: it repeats the credential)", mech);
+	return failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused: %d %s%s%s%s",
+	    mech, r->code, r->text, *status ? " (token refused: " : "", status,
+	    *status ? ")" : "");
+}
+
+/* The client response of XOAUTH2 or OAUTHBEARER, base64-encoded. */
+static char *
+token_response64(const struct conf_server *s, bool bearer, const char *secret)
+{
+	size_t len;
+	char *raw, *b64;
+
+	if (bearer) {
+		raw = sasl_oauthbearer(s->user, s->host, s->port, secret);
+		len = strlen(raw);
+	} else
+		raw = sasl_response(SASL_XOAUTH2, NULL, s->user, secret, &len);
+	b64 = base64_encode(raw, len);
+	explicit_bzero(raw, len);
+	free(raw);
+	return b64;
+}
+
+/* Sends the response b64: on the AUTH line when that fits in SMTP's 512
+ * octets (RFC 4954 section 4), else in the two-step form (AUTH MECH, the
+ * server's empty 334, the response), which Microsoft 365's long tokens
+ * need. *r receives a refusal of the bare AUTH (r->code != 0). */
+static int
+token_send(struct upstream *sm, const char *mech, const char *b64,
+    struct upstream_reply *r, char **err)
+{
+	char *line;
+	int rv;
+
+	memset(r, 0, sizeof *r);
+	if (strlen("AUTH ") + strlen(mech) + 1 + strlen(b64) + 2 <= UPSTREAM_CMD_MAX) {
+		line = xasprintf("AUTH %s %s", mech, b64);
+		rv = send_secret(sm, line, err);
+		explicit_bzero(line, strlen(line));
+		free(line);
+		return rv;
+	}
+	if ((rv = command(sm, r, err, "AUTH %s", mech)) != UPSTREAM_OK)
+		return rv;
+	if (r->code != 334)
+		return UPSTREAM_OK;
+	memset(r, 0, sizeof *r);
+	return send_secret(sm, b64, err);
+}
+
+/* XOAUTH2 and OAUTHBEARER, spoken here over the session like every other
+ * command: libetpan has no OAUTHBEARER, its XOAUTH2 sends one form only,
+ * and its error path hides the reply. A refused token gets an error
+ * challenge (334 base64(JSON)) first: the client must answer it before
+ * the final 535 comes, with a dummy ^A ("AQ==", RFC 7628 3.2.3) for
+ * OAUTHBEARER and an empty line for XOAUTH2 (as Gmail documents it). */
+static int
+auth_token(struct upstream *sm, const struct conf_server *s, const char *mech,
+    const char *secret, char **err)
+{
+	bool bearer = strcmp(mech, "OAUTHBEARER") == 0;
+	char *b64 = token_response64(s, bearer, secret), status[64] = "";
+	struct upstream_reply r;
+	int rv;
+
+	rv = token_send(sm, mech, b64, &r, err);
+	if (rv == UPSTREAM_OK && r.code == 0)
+		rv = reply(sm, &r, err);
+	if (rv == UPSTREAM_OK && r.code == 334) {
+		token_status(r.text, status, sizeof status);
+		rv = command(sm, &r, err, "%s", bearer ? "AQ==" : "");
+	}
+	if (rv == UPSTREAM_OK && r.code != 235)
+		rv = token_refused(sm, s, mech, &r, secret, b64, status, err);
+	explicit_bzero(b64, strlen(b64));
+	free(b64);
+	return rv;
+}
+
+static int
+authenticate(struct upstream *sm, const struct conf_server *s, const char *secret,
+    char **err)
+{
+	const char *mech;
+
+	if (s->user == NULL || *s->user == '\0')
+		return UPSTREAM_OK;
+	if ((mech = choose_mech(sm, s)) == NULL)
+		return failf(sm, UPSTREAM_EAUTH, err, "server offers no AUTH PLAIN or LOGIN");
+	if (secret == NULL)
+		secret = "";
+	if (s->auth == CONF_AUTH_XOAUTH2 || s->auth == CONF_AUTH_OAUTHBEARER)
+		return auth_token(sm, s, mech, secret, err);
+	return auth_password(sm, s, mech, secret, err);
 }
 
 int

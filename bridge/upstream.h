@@ -1,7 +1,8 @@
 /* The upstream SMTP client (an account's smtp {} block) over libetpan's
  * mailsmtp: libetpan connects, upgrades (STARTTLS) and authenticates
- * (SASL PLAIN/LOGIN, XOAUTH2); EHLO, MAIL, RCPT, DATA, RSET and QUIT are
- * ours, so that every reply code is kept, MAIL can carry BODY=8BITMIME,
+ * with a password (SASL PLAIN/LOGIN); EHLO, AUTH with a bearer token
+ * (XOAUTH2, OAUTHBEARER), MAIL, RCPT, DATA, RSET and QUIT are ours, so
+ * that every reply code is kept, MAIL can carry BODY=8BITMIME,
  * and DATA streams the spool file with our own dot-stuffing
  * (doc/DESIGN.md, libetpan traps 7, 8, 11). Not to be confused with the
  * relay's server side (bridge/relay_session.c).
@@ -43,8 +44,12 @@ struct upstream;
  * is never skipped: a server without it is UPSTREAM_ETLS), verifies the
  * certificate before any credential (tls_verify), sends EHLO with our
  * address literal, and authenticates per s->auth when s->user is set
- * (auto: PLAIN if offered, else LOGIN; xoauth2: secret is the token).
- * A password over tls=none is refused unless s->allow_plaintext. */
+ * (auto: PLAIN if offered, else LOGIN; xoauth2 and oauthbearer: secret is
+ * the access token, sent on the AUTH line when it fits in 512 octets, else
+ * in the two-step form; a refused token's error challenge is answered so
+ * that the final reply and the challenge's "status" make the error).
+ * A refused login is UPSTREAM_EAUTH, whose message never holds the
+ * secret. A secret over tls=none is refused unless s->allow_plaintext. */
 int upstream_open(struct upstream **out, const struct conf_server *s, const char *secret,
     char **err);
 

@@ -128,10 +128,11 @@ static const char *const auth_names[] = {
 };
 /* smtp {} auth: the names, and the enum conf_auth value of each. */
 static const char *const smtp_auth_names[] = {
-	"auto", "plain", "login", "xoauth2", NULL
+	"auto", "plain", "login", "xoauth2", "oauthbearer", NULL
 };
 static const enum conf_auth smtp_auth_values[] = {
-	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2
+	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2,
+	CONF_AUTH_OAUTHBEARER
 };
 static const char *const store_names[] = { "maildir", "imap", NULL };
 

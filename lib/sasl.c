@@ -37,6 +37,36 @@ sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
 	return raw;
 }
 
+/* Appends s to out at *o as an RFC 5801 saslname: "," is "=2C" and "="
+ * is "=3D" (either would end the gs2 header's field early). */
+static void
+put_saslname(char *out, size_t *o, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == ',' || *s == '=') {
+			memcpy(out + *o, *s == ',' ? "=2C" : "=3D", 3);
+			*o += 3;
+		} else
+			out[(*o)++] = *s;
+	}
+}
+
+char *
+sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *token)
+{
+	char *gs2 = xmalloc(3 * strlen(user) + 6), *raw;
+	size_t o = 4;
+
+	memcpy(gs2, "n,a=", 4);
+	put_saslname(gs2, &o, user);
+	gs2[o++] = ',';
+	gs2[o] = '\0';
+	raw = xasprintf("%s\001host=%s\001port=%u\001auth=Bearer %s\001\001", gs2, host,
+	    port, token);
+	free(gs2);
+	return raw;
+}
+
 char *
 sasl_response64(enum sasl_mech mech, const char *user, const char *secret)
 {

@@ -3,7 +3,7 @@
  * that echo a credential, and the server's parsing of PLAIN (the relay).
  * The encoding is lib/base64.c. Every buffer returned here holds a
  * credential: the caller wipes it (explicit_bzero) before freeing.
- * New mechanisms (OAUTHBEARER) belong here too. */
+ * OAUTHBEARER has its own builder: it names the server too. */
 #ifndef POP3BRIDGE_SASL_H
 #define POP3BRIDGE_SASL_H
 
@@ -22,6 +22,14 @@ const char *sasl_name(enum sasl_mech mech);
  * For XOAUTH2 authzid must be NULL. */
 char *sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
     const char *secret, size_t *len);
+
+/* The raw OAUTHBEARER initial response (RFC 7628 section 3.1) for user
+ * (the gs2 authorization identity, with "," and "=" escaped as RFC 5801
+ * wants), the server's host and port, and the bearer token:
+ *   "n,a=" user "," ^A "host=" host ^A "port=" port ^A "auth=Bearer " token ^A ^A
+ * NUL-terminated (it holds no NUL), allocated. */
+char *sasl_oauthbearer(const char *user, const char *host, unsigned port,
+    const char *token);
 
 /* The same, base64-encoded and NUL-terminated, as it goes on the wire.
  * The raw form is wiped. Allocated. */

@@ -218,6 +218,14 @@ test_sasl(void)
 	free(b64);
 	CHECK_STR(sasl_name(SASL_PLAIN), "PLAIN");
 	CHECK_STR(sasl_name(SASL_XOAUTH2), "XOAUTH2");
+	raw = sasl_oauthbearer("u@x", "smtp.example.com", 587, "tok");
+	CHECK_STR(raw, "n,a=u@x,\001host=smtp.example.com\001port=587\001"
+	    "auth=Bearer tok\001\001");
+	free(raw);
+	/* RFC 5801 saslname: "," and "=" escaped in the authorization id. */
+	raw = sasl_oauthbearer("a,b=c", "h", 1, "t");
+	CHECK_STR(raw, "n,a=a=2Cb=3Dc,\001host=h\001port=1\001auth=Bearer t\001\001");
+	free(raw);
 
 	/* Refusals that echo the credential, in each form. */
 	CHECK(sasl_repeats_secret("535 bad password hunter2 for you", "u", "hunter2"));
