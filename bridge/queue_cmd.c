@@ -1,6 +1,7 @@
 /* `pop3bridge queue list|flush|drop ID`: the outbound queue's control. */
 #include "bridge/queue_cmd.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,16 +20,28 @@ rcpt_state(enum outbox_rcpt_state s)
 	return s == RCPT_DELIVERED ? "delivered" : s == RCPT_FAILED ? "failed" : "pending";
 }
 
+/* Finished but not filed: which copy the message still waits for. */
+static bool
+unfiled(const struct outbox_msg *m)
+{
+	return (m->state == OUTBOX_SENT || m->state == OUTBOX_BOUNCED) &&
+	    (!m->sent_copy_done || !m->bounce_done);
+}
+
 static const char *
 msg_state(const struct outbox_msg *m)
 {
+	bool copy = !m->sent_copy_done, dsn = !m->bounce_done;
+
 	switch (m->state) {
 	case OUTBOX_QUEUED:
 		return "queued";
 	case OUTBOX_SENT:
-		return "sent, filing the Sent copy";
+		return copy ? "sent, Sent copy pending" : "sent";
 	case OUTBOX_BOUNCED:
-		return "bounced, filing";
+		return copy && dsn ? "bounced, bounce and Sent copy pending" :
+		    dsn ? "bounced, bounce pending" : copy ? "bounced, Sent copy pending" :
+		    "bounced";
 	case OUTBOX_DROPPED:
 		return "dropped";
 	}
@@ -42,7 +55,8 @@ print_msg(FILE *f, const struct outbox_msg *m)
 	time_t t = (time_t)m->next_attempt_at;
 	struct tm tm;
 
-	if (m->state == OUTBOX_QUEUED && localtime_r(&t, &tm) != NULL)
+	/* The next delivery attempt, or the next try at filing. */
+	if ((m->state == OUTBOX_QUEUED || unfiled(m)) && localtime_r(&t, &tm) != NULL)
 		strftime(next, sizeof next, "%Y-%m-%d %H:%M:%S", &tm);
 	fprintf(f, "%lld  %s  <%s>  %s  attempts %u  next %s\n", (long long)m->id,
 	    m->account, m->mail_from, msg_state(m), m->attempts, next);

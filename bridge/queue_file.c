@@ -58,23 +58,21 @@ queue_file_copy_key(const struct outbox_msg *m, const char *what)
 	    (long long)m->created_at, tag, what);
 }
 
-static void
-sent_copy(const struct conf *c, struct state *st, const struct conf_account *a,
-    struct outbox_msg *m)
+/* Stores m's \Seen copy in a's sent_folder: 0, or -1 with *err. */
+static int
+sent_copy(const struct conf *c, const struct conf_account *a, const struct outbox_msg *m,
+    char **err)
 {
-	char *key = queue_file_copy_key(m, "sent"), *err = NULL;
+	char *key = queue_file_copy_key(m, "sent");
+	int r = -1;
 
 	if (key == NULL)
-		err = xstrdup("no spool file name to derive the delivery key from");
-	if (key == NULL || deliver_file(c, a, a->sent_folder, key, m->spool_path, DELIVER_SEEN,
-	    (time_t)m->created_at, NULL, &err) == -1 ||
-	    outbox_mark_copy_done(st, m->id, true, &err) == -1)
-		log_warnx("%s: queue id %lld: Sent copy: %s", m->account,
-		    (long long)m->id, err);
+		*err = xstrdup("no spool file name to derive the delivery key from");
 	else
-		m->sent_copy_done = true;
-	free(err);
+		r = deliver_file(c, a, a->sent_folder, key, m->spool_path, DELIVER_SEEN,
+		    (time_t)m->created_at, NULL, err);
 	free(key);
+	return r;
 }
 
 static void
@@ -110,36 +108,88 @@ write_bounce(const struct outbox_msg *m, const char *path, char **err)
 	return r;
 }
 
-static void
-bounce(const struct conf *c, struct state *st, const struct conf_account *a,
-    struct outbox_msg *m)
+/* Writes m's bounce and stores it in a's INBOX: 0, or -1 with *err. */
+static int
+bounce(const struct conf *c, const struct conf_account *a, const struct outbox_msg *m,
+    char **err)
 {
-	char *key = queue_file_copy_key(m, "dsn"), *err = NULL;
+	char *key = queue_file_copy_key(m, "dsn");
 	char *path = outbox_bounce_path(c->state_dir, m->id);
+	int r = -1;
 
 	if (key == NULL)
-		err = xstrdup("no spool file name to derive the delivery key from");
-	if (key == NULL || write_bounce(m, path, &err) == -1 ||
-	    deliver_file(c, a, "INBOX", key, path, 0, time(NULL), NULL, &err) == -1 ||
-	    outbox_mark_copy_done(st, m->id, false, &err) == -1)
-		log_warnx("%s: queue id %lld: bounce: %s", m->account,
-		    (long long)m->id, err);
-	else {
-		m->bounce_done = true;
-		log_info("%s: queue id %lld: bounce stored in INBOX", m->account,
-		    (long long)m->id);
-	}
+		*err = xstrdup("no spool file name to derive the delivery key from");
+	else if (write_bounce(m, path, err) == 0)
+		r = deliver_file(c, a, "INBOX", key, path, 0, time(NULL), NULL, err);
 	unlink(path);
-	free(err);
 	free(path);
 	free(key);
+	return r;
+}
+
+/* Files one of m's copies (sent_copy or bounce) unless done, and records
+ * it done. A failure's "what: why" is appended to *errors. */
+static void
+file_one(const struct conf *c, struct state *st, const struct conf_account *a,
+    struct outbox_msg *m, bool sent, char **errors)
+{
+	const char *what = sent ? "Sent copy" : "bounce";
+	char *err = NULL, *joined;
+
+	if (sent ? m->sent_copy_done : m->bounce_done)
+		return;
+	if ((sent ? sent_copy(c, a, m, &err) : bounce(c, a, m, &err)) == 0 &&
+	    outbox_mark_copy_done(st, m->id, sent, &err) == 0) {
+		*(sent ? &m->sent_copy_done : &m->bounce_done) = true;
+		log_info("%s: queue id %lld: %s stored in %s", m->account, (long long)m->id,
+		    what, sent ? a->sent_folder : "INBOX");
+		return;
+	}
+	joined = xasprintf("%s%s%s not stored: %s", *errors ? *errors : "", *errors ?
+	    "; " : "", what, err);
+	free(*errors);
+	*errors = joined;
+	free(err);
+}
+
+unsigned
+queue_file_backoff(unsigned initial, int64_t failing)
+{
+	int64_t d = failing > (int64_t)initial ? failing : (int64_t)initial;
+
+	if (d < 1)
+		d = 1;
+	return d < QUEUE_FILE_BACKOFF_MAX ? (unsigned)d : QUEUE_FILE_BACKOFF_MAX;
+}
+
+/* A copy not stored is a failure like a deferred delivery: recorded with
+ * its reason and a next try, shown by `queue list` and `status`, and the
+ * spool file stays until both are stored. */
+static void
+record_failure(const struct conf *c, struct state *st, struct outbox_msg *m,
+    const char *errors)
+{
+	int64_t now = (int64_t)time(NULL);
+	int64_t next = now + queue_file_backoff(c->relay.retry_initial,
+	    now - (m->finished_at ? m->finished_at : now));
+	char when[32], *err = NULL;
+	time_t t = (time_t)next;
+	struct tm tm;
+
+	strftime(when, sizeof when, "%H:%M:%S", localtime_r(&t, &tm));
+	log_warnx("%s: queue id %lld: %s; next try at %s", m->account, (long long)m->id,
+	    errors, when);
+	if (outbox_copy_failed(st, m->id, errors, next, &err) == -1) {
+		log_warnx("%s: queue id %lld: %s", m->account, (long long)m->id, err);
+		free(err);
+	}
 }
 
 void
 queue_file_copies(const struct conf *c, struct state *st,
     const struct conf_account *a, struct outbox_msg *m)
 {
-	char *err = NULL;
+	char *err = NULL, *errors = NULL;
 
 	if (a == NULL) {
 		/* Nowhere to file them: give up rather than retry forever. */
@@ -152,8 +202,9 @@ queue_file_copies(const struct conf *c, struct state *st,
 		}
 		return;
 	}
-	if (!m->sent_copy_done)
-		sent_copy(c, st, a, m);
-	if (!m->bounce_done)
-		bounce(c, st, a, m);
+	file_one(c, st, a, m, true, &errors);
+	file_one(c, st, a, m, false, &errors);
+	if (errors != NULL)
+		record_failure(c, st, m, errors);
+	free(errors);
 }

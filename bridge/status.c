@@ -8,6 +8,7 @@
 
 #include "lib/log.h"
 #include "lib/xmalloc.h"
+#include "store/outbox.h"
 #include "store/state.h"
 
 static const char *
@@ -68,9 +69,40 @@ json_time(FILE *out, int64_t t)
 	fprintf(out, "\"%s\"", buf);
 }
 
+/* The account's outbound queue: what waits for delivery, and what was
+ * sent or bounced but not filed yet (a Sent copy or bounce the store
+ * refused is retried, never reported as done). */
+static void
+json_outbox(FILE *out, const struct outbox_summary *q)
+{
+	fprintf(out, ", \"outbox\": {\"queued\": %zu, \"next_attempt\": ", q->queued);
+	json_time(out, q->next_attempt);
+	fprintf(out, ", \"unfiled\": %zu, \"next_filing\": ", q->unfiled);
+	json_time(out, q->next_filing);
+	fputs(", \"filing_error\": ", out);
+	json_string(out, q->filing_error);
+	fputc('}', out);
+}
+
+static void
+text_outbox(FILE *out, const struct outbox_summary *q)
+{
+	if (q->queued > 0) {
+		fprintf(out, "  outbox: %zu queued, next attempt ", q->queued);
+		print_time(out, q->next_attempt);
+		fputc('\n', out);
+	}
+	if (q->unfiled > 0) {
+		fprintf(out, "  outbox: %zu sent or bounced, Sent copy or bounce pending, next"
+		    " try ", q->unfiled);
+		print_time(out, q->next_filing);
+		fprintf(out, ": %s\n", q->filing_error ? q->filing_error : "not tried yet");
+	}
+}
+
 static void
 print_json(FILE *out, const struct conf *c, const struct conf_account *a,
-    const struct state_status *s, bool first)
+    const struct state_status *s, const struct outbox_summary *q, bool first)
 {
 	char *where = conf_store_location(c, a);
 
@@ -98,6 +130,7 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	json_string(out, s->warning);
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
+	json_outbox(out, q);
 	fputc('}', out);
 	free(where);
 }
@@ -143,16 +176,22 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 }
 
 static int
-account_status(struct state *st, const char *name, struct state_status *s, char **err)
+account_status(struct state *st, const char *name, struct state_status *s,
+    struct outbox_summary *q, char **err)
 {
 	int64_t id;
 
 	memset(s, 0, sizeof *s);
+	memset(q, 0, sizeof *q);
 	if (st == NULL)
 		return 0;
-	if (state_account(st, name, &id, err) == -1)
+	if (state_account(st, name, &id, err) == -1 || state_status(st, id, s, err) == -1)
 		return -1;
-	return state_status(st, id, s, err);
+	if (outbox_summary(st, name, q, err) == -1) {
+		state_status_free(s);
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -172,18 +211,22 @@ status_print(FILE *out, const struct conf *c, bool json)
 		fputs("{\"accounts\": [", out);
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		struct state_status s;
+		struct outbox_summary q;
 
-		if (account_status(st, c->accounts[i].name, &s, &err) == -1) {
+		if (account_status(st, c->accounts[i].name, &s, &q, &err) == -1) {
 			log_warnx("%s: %s", c->accounts[i].name, err);
 			free(err);
 			rc = EX_IOERR;
 			break;
 		}
 		if (json)
-			print_json(out, c, &c->accounts[i], &s, i == 0);
-		else
+			print_json(out, c, &c->accounts[i], &s, &q, i == 0);
+		else {
 			print_text(out, c, &c->accounts[i], &s);
+			text_outbox(out, &q);
+		}
 		state_status_free(&s);
+		outbox_summary_free(&q);
 	}
 	if (json)
 		fputs("\n]}\n", out);

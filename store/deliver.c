@@ -164,6 +164,19 @@ copy_converted(FILE *in, int fd, int crlf, uint64_t *size)
 	return 0;
 }
 
+/* After a failed deliver_file(): its temp file goes now rather than at the
+ * next attempt (a failure here only leaves it for that one). */
+static void
+tmp_discard_quietly(const struct deliver_backend *be, void *ctx, const char *folder,
+    const char *key)
+{
+	char *err = NULL;
+
+	if (be->tmp_discard(ctx, folder, key, &err) == -1)
+		log_debug("%s", err);
+	free(err);
+}
+
 int
 deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
     const char *key, const char *path, unsigned flags, time_t date, char **location,
@@ -192,18 +205,28 @@ deliver_file(const struct conf *c, const struct conf_account *a, const char *fol
 		*err = xasprintf("%s: %s", path, strerror(errno));
 		goto out;
 	}
-	if (be->tmp_create(ctx, folder, key, &m.fd, err) == -1)
+	/* A fixed key's temp file may be left by an attempt that died between
+	 * creating it and storing it (a crash, a failed rename, an APPEND cut
+	 * off): not in the store (find() said so), so it is ours to replace.
+	 * Without this, every retry would fail on the exclusive create. */
+	if (be->tmp_discard(ctx, folder, key, err) == -1 ||
+	    be->tmp_create(ctx, folder, key, &m.fd, err) == -1)
 		goto out;
 	if (copy_converted(in, m.fd, be->crlf, &m.size) == -1) {
 		*err = xasprintf("copying %s into the store: %s", path, strerror(errno));
-		char *derr = NULL;
-
 		close(m.fd);
-		be->tmp_discard(ctx, folder, key, &derr);
-		free(derr);
-		goto out;
+		goto discard;
 	}
-	rc = be->deliver(ctx, &m, 1, err);
+	if ((rc = be->deliver(ctx, &m, 1, err)) == 0 && m.refused != NULL) {
+		/* The store said no to this message (quota, size, content): not
+		 * stored, so a failure to the caller like any other. */
+		*err = xasprintf("the store refused it: %s", m.refused);
+		rc = -1;
+	}
+	if (rc == 0)
+		goto out;
+discard:
+	tmp_discard_quietly(be, ctx, folder, key);
 out:
 	if (in)
 		fclose(in);
@@ -211,6 +234,7 @@ out:
 		*location = m.location;
 	else
 		free(m.location);
+	free(m.refused);
 	be->close(ctx);
 	return rc;
 }

@@ -59,8 +59,11 @@ struct deliver_backend {
  * store wants) into folder of account a's store, with flags and date, under
  * the delivery key key (deliver_key(), or a fixed key so that a retry after
  * a crash can find() it instead of storing it twice: when find() says the
- * key is there already, nothing is stored and 0 is returned). *location
- * (may be NULL) receives where it went. 0, or -1 with *err allocated. */
+ * key is there already, nothing is stored and 0 is returned). A temp file
+ * of that key left by an earlier attempt is replaced. *location (may be
+ * NULL) receives where it went. 0, or -1 with *err allocated, also when
+ * the store refused the message (deliver_msg.refused): only 0 means it is
+ * stored. */
 int deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
     const char *key, const char *path, unsigned flags, time_t date, char **location,
     char **err);

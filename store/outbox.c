@@ -27,9 +27,11 @@
 
 #define MSG_COLUMNS "o.id, a.name, o.auth_user, o.mail_from, o.spool_file," \
 	" o.size, o.created_at, o.next_attempt_at, o.attempts, o.state," \
-	" o.sent_copy_done, o.bounce_done, o.last_error"
+	" o.sent_copy_done, o.bounce_done, o.last_error, o.finished_at"
 #define MSG_FROM " FROM outbox o JOIN accounts a ON a.id = o.account_id"
-/* Finished, but the Sent copy or the bounce is still to be stored. */
+/* Finished, but the Sent copy or the bounce is still to be stored. Such a
+ * message's next_attempt_at is when filing is tried next (the delivery
+ * attempts are over; the column is reused rather than a new one added). */
 #define UNFILED "(o.state IN (1, 2) AND (o.sent_copy_done = 0 OR o.bounce_done = 0))"
 
 static sqlite3_stmt *
@@ -277,6 +279,7 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 	m->sent_copy_done = sqlite3_column_int(s, 10) != 0;
 	m->bounce_done = sqlite3_column_int(s, 11) != 0;
 	m->last_error = state_col_str(s, 12);
+	m->finished_at = sqlite3_column_int64(s, 13);
 }
 
 static int
@@ -353,7 +356,7 @@ outbox_due(struct state *st, const char *state_dir, int64_t now,
     struct outbox_msg **msgs, size_t *n, char **err)
 {
 	return select_msgs(st, state_dir, "SELECT " MSG_COLUMNS MSG_FROM
-	    " WHERE (o.state = 0 AND o.next_attempt_at <= ?1) OR " UNFILED
+	    " WHERE (o.state = 0 OR " UNFILED ") AND o.next_attempt_at <= ?1"
 	    " ORDER BY o.id", now, msgs, n, err);
 }
 
@@ -363,6 +366,42 @@ outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
 {
 	return select_msgs(st, state_dir, "SELECT " MSG_COLUMNS MSG_FROM
 	    " WHERE o.state = 0 OR " UNFILED " ORDER BY o.id", 0, msgs, n, err);
+}
+
+int
+outbox_summary(struct state *st, const char *account, struct outbox_summary *out,
+    char **err)
+{
+	const char *what = "summing up the queue";
+	sqlite3_stmt *s;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	if ((s = prep(st, "SELECT count(*) FILTER (WHERE o.state = 0),"
+	    " min(o.next_attempt_at) FILTER (WHERE o.state = 0),"
+	    " count(*) FILTER (WHERE " UNFILED "),"
+	    " min(o.next_attempt_at) FILTER (WHERE " UNFILED "),"
+	    " (SELECT o.last_error" MSG_FROM " WHERE a.name = ?1 AND " UNFILED
+	    "  ORDER BY o.id LIMIT 1)" MSG_FROM " WHERE a.name = ?1", what, err)) == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		out->queued = (size_t)sqlite3_column_int64(s, 0);
+		out->next_attempt = sqlite3_column_int64(s, 1);
+		out->unfiled = (size_t)sqlite3_column_int64(s, 2);
+		out->next_filing = sqlite3_column_int64(s, 3);
+		out->filing_error = state_col_str(s, 4);
+	} else
+		state_error(st, what, err);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+void
+outbox_summary_free(struct outbox_summary *s)
+{
+	free(s->filing_error);
+	memset(s, 0, sizeof *s);
 }
 
 void
@@ -436,7 +475,8 @@ update_msg(struct state *st, const struct outbox_msg *m, enum outbox_state state
 	int b;
 
 	if ((s = prep(st, "UPDATE outbox SET attempts = attempts + 1, state = ?2,"
-	    " next_attempt_at = CASE WHEN ?2 = 0 THEN ?3 ELSE next_attempt_at END,"
+	    /* Finished: the Sent copy and bounce are due at once. */
+	    " next_attempt_at = CASE WHEN ?2 = 0 THEN ?3 ELSE ?5 END,"
 	    " last_error = ?4,"
 	    " finished_at = CASE WHEN ?2 = 0 THEN NULL ELSE ?5 END,"
 	    " sent_copy_done = CASE WHEN ?2 <> 0 AND NOT EXISTS (SELECT 1 FROM"
@@ -483,13 +523,30 @@ outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **err)
 }
 
 int
+outbox_copy_failed(struct state *st, int64_t id, const char *error, int64_t next_at,
+    char **err)
+{
+	const char *what = "recording the Sent copy or bounce failure";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = prep(st, "UPDATE outbox SET last_error = ?2, next_attempt_at = ?3"
+	    " WHERE id = ?1 AND state IN (1, 2)", what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, id);
+	b |= sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, next_at);
+	return run(st, s, b, what, err);
+}
+
+int
 outbox_flush(struct state *st, char **err)
 {
 	const char *what = "flushing the queue";
 	sqlite3_stmt *s;
 
-	if ((s = prep(st, "UPDATE outbox SET next_attempt_at = 0 WHERE state = 0",
-	    what, err)) == NULL)
+	if ((s = prep(st, "UPDATE outbox AS o SET next_attempt_at = 0 WHERE o.state = 0"
+	    " OR " UNFILED, what, err)) == NULL)
 		return -1;
 	return run(st, s, SQLITE_OK, what, err);
 }
@@ -498,8 +555,8 @@ outbox_flush(struct state *st, char **err)
  * Removing.
  */
 
-/* The spool file name of message id when it is still queued: 1 found,
- * 0 not, -1 error. */
+/* The spool file name of message id when it is still queued, or finished
+ * with its Sent copy or bounce not filed: 1 found, 0 not, -1 error. */
 static int
 spool_name(struct state *st, int64_t id, char **name, char **err)
 {
@@ -507,8 +564,8 @@ spool_name(struct state *st, int64_t id, char **name, char **err)
 	sqlite3_stmt *s;
 	int rc;
 
-	if ((s = prep(st, "SELECT spool_file FROM outbox WHERE id = ?1 AND state = 0",
-	    what, err)) == NULL)
+	if ((s = prep(st, "SELECT spool_file FROM outbox AS o WHERE o.id = ?1 AND"
+	    " (o.state = 0 OR " UNFILED ")", what, err)) == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, id);
 	rc = sqlite3_step(s);
@@ -533,10 +590,11 @@ outbox_drop(struct state *st, int64_t id, char **err)
 	if ((r = spool_name(st, id, &name, err)) != 1)
 		goto out;
 	r = -1;
-	/* outbox_cleanup() removes the spool file. */
-	if ((s = prep(st, "UPDATE outbox SET state = 3,"
-	    " finished_at = ?2, sent_copy_done = 1, bounce_done = 1 WHERE id = ?1",
-	    what, err)) == NULL)
+	/* outbox_cleanup() removes the spool file. A finished message keeps
+	 * its state (it was sent, or bounced): only the filing is given up. */
+	if ((s = prep(st, "UPDATE outbox SET state = CASE WHEN state = 0 THEN 3"
+	    " ELSE state END, finished_at = COALESCE(finished_at, ?2),"
+	    " sent_copy_done = 1, bounce_done = 1 WHERE id = ?1", what, err)) == NULL)
 		goto out;
 	if (run(st, s, sqlite3_bind_int64(s, 1, id) |
 	    sqlite3_bind_int64(s, 2, (int64_t)time(NULL)), what, err) == 0 &&

@@ -40,11 +40,16 @@ struct outbox_msg {
 	char *mail_from;
 	char *spool_path;       /* absolute path of the message file */
 	uint64_t size;
-	int64_t created_at, next_attempt_at;
+	int64_t created_at;
+	int64_t next_attempt_at;        /* queued: the next delivery attempt;
+	                                   finished, not filed: the next try
+	                                   at the Sent copy or bounce */
+	int64_t finished_at;            /* 0 while queued */
 	unsigned attempts;
 	enum outbox_state state;
 	bool sent_copy_done, bounce_done;
-	char *last_error;
+	char *last_error;               /* the last attempt's error, or the
+	                                   last filing error once finished */
 	struct outbox_rcpt *rcpts;
 	size_t n_rcpts;
 };
@@ -76,14 +81,30 @@ int outbox_enqueue(struct state *st, const char *state_dir, const char *account,
     int fd, int64_t *id, char **err);
 
 /* Messages in state OUTBOX_QUEUED with next_attempt_at <= now (all queued
- * ones when now is INT64_MAX), oldest first, with their recipients. Also
- * messages sent or bounced whose Sent copy or bounce is not done yet. */
+ * ones when now is INT64_MAX), oldest first, with their recipients; also
+ * the messages sent or bounced whose Sent copy or bounce is not stored
+ * yet and whose next filing try (next_attempt_at) is due. */
 int outbox_due(struct state *st, const char *state_dir, int64_t now,
     struct outbox_msg **msgs, size_t *n, char **err);
 
 /* Every message not yet finished (for `queue list`). */
 int outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
     size_t *n, char **err);
+
+/* One account's queue at a glance (`status`). */
+struct outbox_summary {
+	size_t queued;          /* messages with recipients still to try */
+	int64_t next_attempt;   /* the earliest next delivery attempt, 0 none */
+	size_t unfiled;         /* sent or bounced, the Sent copy or bounce not stored */
+	int64_t next_filing;    /* the earliest next try at filing, 0 none */
+	char *filing_error;     /* why the oldest unfiled one is not filed, NULL none */
+};
+
+/* Fills *out for the account of that name (zeros when it has nothing
+ * queued, or no row yet). Free with outbox_summary_free(). */
+int outbox_summary(struct state *st, const char *account, struct outbox_summary *out,
+    char **err);
+void outbox_summary_free(struct outbox_summary *s);
 
 void outbox_msg_clear(struct outbox_msg *m);
 void outbox_msgs_free(struct outbox_msg *msgs, size_t n);
@@ -98,11 +119,20 @@ int outbox_record_attempt(struct state *st, const struct outbox_msg *m,
 /* The Sent copy / the bounce of m is stored (so it is never stored twice). */
 int outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **err);
 
-/* Makes every queued message due now (`queue flush`). */
+/* Storing the Sent copy or the bounce of finished message id failed: error
+ * (why, never NULL) becomes its last_error, and filing is tried again at
+ * next_at. Nothing is marked done: the spool file stays. */
+int outbox_copy_failed(struct state *st, int64_t id, const char *error, int64_t next_at,
+    char **err);
+
+/* Makes every queued message, and every unfiled Sent copy or bounce, due
+ * now (`queue flush`). */
 int outbox_flush(struct state *st, char **err);
 
-/* Removes a queued message (`queue drop ID`): 1 dropped, 0 no such queued
- * message. Its spool file goes with the next outbox_cleanup(). */
+/* Removes a queued message (`queue drop ID`), or gives up filing the Sent
+ * copy or bounce of a finished one (its state stays sent or bounced): 1
+ * done, 0 no such message to drop. Its spool file goes with the next
+ * outbox_cleanup(). */
 int outbox_drop(struct state *st, int64_t id, char **err);
 
 /* Removes spool files no outbox row names and older than min_age seconds:
