@@ -108,8 +108,11 @@ queue_flush(const struct conf *c, struct state *st)
 		free(err);
 		return EX_TEMPFAIL;
 	}
-	if (r == 1)
+	if (r == 1) {
+		/* The daemon's runner: woken, it takes them at its next pass. */
+		outbox_notify(c->state_dir);
 		log_info("queue: a delivery pass is running; it takes the flushed messages");
+	}
 	return EX_OK;
 }
 

@@ -373,8 +373,10 @@ enqueue(const struct conf *c, const struct conf_account *a, const char *from,
 		log_warnx("sendmail: %s", err);
 		free(err);
 		rc = EX_TEMPFAIL;
-	} else
+	} else {
+		outbox_notify(c->state_dir);
 		log_debug("%s: queued as %lld", a->name, (long long)id);
+	}
 	state_close(st);
 	return rc;
 }

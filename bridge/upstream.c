@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -34,6 +35,7 @@ int mailesmtp_parse_ehlo(mailsmtp *m);
 #define UPSTREAM_LINE_MAX	2048	/* a reply line (RFC 5321: 512) */
 #define UPSTREAM_LINES_MAX	200	/* lines of one reply */
 #define UPSTREAM_CMD_MAX	512	/* a command line with its CRLF (RFC 5321 4.5.3.1.4) */
+#define UPSTREAM_PIPE_MAX	64	/* commands written at once when pipelining */
 #define UPSTREAM_SECRET_MAX	16384	/* XOAUTH2 tokens are long */
 #define UPSTREAM_TIMEOUT_DEFAULT 60
 
@@ -43,6 +45,8 @@ struct upstream {
 	char *where;		/* "host:port", prefix of every message */
 	char helo[64];		/* our address literal */
 	bool broken;		/* after UPSTREAM_ENET or UPSTREAM_EPROTO */
+	bool open_tx;		/* a MAIL was accepted and its transaction not
+				 * completed: RSET before the next one */
 };
 
 /* Sets *err to "host:port: message" and returns code. After UPSTREAM_ENET or
@@ -189,6 +193,10 @@ connect_stream(struct upstream *sm, const struct conf_server *s, unsigned timeou
 
 	if (net_connect(s->host, s->port, timeout, &fd, &why) == -1)
 		return fail(sm, UPSTREAM_ENET, err, why);
+	/* Every write is a whole command group or body chunk, flushed on
+	 * purpose: Nagle's algorithm would hold the last small segment (the
+	 * end of DATA) until the server's delayed ACK, 40 ms per message. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	set_helo(sm, fd);
 	sm->m->stream = tls_stream_open(fd, s->tls == CONF_TLS_IMPLICIT, s->host,
 	    timeout, UPSTREAM_CHUNK);
@@ -519,32 +527,15 @@ upstream_has_8bitmime(const struct upstream *sm)
 	return (sm->m->esmtp & MAILSMTP_ESMTP_8BITMIME) != 0;
 }
 
+bool
+upstream_usable(const struct upstream *sm)
+{
+	return !sm->broken;
+}
+
 /*
  * The transaction.
  */
-
-int
-upstream_mail(struct upstream *sm, const char *from, uint64_t size, bool eightbit,
-    struct upstream_reply *r, char **err)
-{
-	char size_param[32] = "";
-
-	if (*from != '\0' && !addr_ok(from))
-		return failf(sm, UPSTREAM_ECONFIG, err, "unusable sender address");
-	if ((sm->m->esmtp & MAILSMTP_ESMTP_SIZE) && size > 0)
-		snprintf(size_param, sizeof size_param, " SIZE=%llu",
-		    (unsigned long long)size);
-	return command(sm, r, err, "MAIL FROM:<%s>%s%s", from, size_param,
-	    eightbit && upstream_has_8bitmime(sm) ? " BODY=8BITMIME" : "");
-}
-
-int
-upstream_rcpt(struct upstream *sm, const char *to, struct upstream_reply *r, char **err)
-{
-	if (!addr_ok(to))
-		return failf(sm, UPSTREAM_ECONFIG, err, "unusable recipient address");
-	return command(sm, r, err, "RCPT TO:<%s>", to);
-}
 
 /* Writes buf[0..n) dot-stuffed; *bol says whether a line starts at buf. */
 static int
@@ -598,66 +589,180 @@ send_body(struct upstream *sm, int fd, char **err)
 	return UPSTREAM_OK;
 }
 
-/* 1 when the file at fd has only CRLF line endings (no bare CR, no bare
- * LF), 0 when not, -1 on a read error. */
+/* One read of the file at fd: whether it has only CRLF line endings (no
+ * bare CR, no bare LF: 1, else 0; -1 on a read error) and whether it has
+ * a byte >= 0x80 (*eightbit). */
 static int
-crlf_clean(int fd)
+scan_file(int fd, bool *eightbit)
 {
-	char buf[65536];
+	unsigned char buf[65536];
 	bool cr = false;
+	int clean = 1;
 	ssize_t n, i;
 
+	*eightbit = false;
 	if (lseek(fd, 0, SEEK_SET) == -1)
 		return -1;
 	while ((n = read(fd, buf, sizeof buf)) > 0)
 		for (i = 0; i < n; i++) {
 			if (cr != (buf[i] == '\n'))
-				return 0;	/* CR without LF, or LF without CR */
+				clean = 0;	/* CR without LF, or LF without CR */
 			cr = buf[i] == '\r';
+			*eightbit = *eightbit || (buf[i] & 0x80);
 		}
-	return n == -1 ? -1 : !cr;
+	return n == -1 ? -1 : clean && !cr;
 }
 
-int
-upstream_data(struct upstream *sm, int fd, struct upstream_reply *r, char **err)
+/* The command lines of t's envelope, in order: RSET (when the last
+ * transaction was left open), MAIL, one RCPT per recipient, DATA. */
+static char **
+envelope(struct upstream *sm, const struct upstream_tx *t, size_t *n)
 {
-	int rv;
+	char **v = xcalloc(t->n_rcpts + 3, sizeof *v), size_param[32] = "";
+	size_t k = 0;
 
-	/* Checked before DATA: a bare CR or LF could smuggle a second
-	 * message past the upstream (the spool should never hold one). */
-	if ((rv = crlf_clean(fd)) != 1) {
-		const char *why = rv == 0 ? "bare CR or LF (not sent)" : strerror(errno);
-
-		if (upstream_rset(sm, NULL) != UPSTREAM_OK)
-			sm->broken = true;
-		return failf(sm, UPSTREAM_ELOCAL, err, "message file: %s", why);
-	}
-	if ((rv = command(sm, r, err, "DATA")) != UPSTREAM_OK)
-		return rv;
-	if (r->code != 354) {
-		/* Anything but a refusal would let a hostile server have the
-		 * recipients marked delivered without the message. */
-		if (r->code / 100 == 4 || r->code / 100 == 5)
-			return UPSTREAM_OK;
-		return failf(sm, UPSTREAM_EPROTO, err, "unexpected reply to DATA: %d %s",
-		    r->code, r->text);
-	}
-	if ((rv = send_body(sm, fd, err)) != UPSTREAM_OK)
-		return rv;
-	return reply(sm, r, err);
+	if ((sm->m->esmtp & MAILSMTP_ESMTP_SIZE) && t->size > 0)
+		snprintf(size_param, sizeof size_param, " SIZE=%llu",
+		    (unsigned long long)t->size);
+	if (sm->open_tx)
+		v[k++] = xstrdup("RSET");
+	v[k++] = xasprintf("MAIL FROM:<%s>%s%s", t->from, size_param,
+	    t->eightbit && upstream_has_8bitmime(sm) ? " BODY=8BITMIME" : "");
+	for (size_t i = 0; i < t->n_rcpts; i++)
+		v[k++] = xasprintf("RCPT TO:<%s>", t->rcpts[i]);
+	v[k++] = xstrdup("DATA");
+	*n = k;
+	return v;
 }
 
-int
-upstream_rset(struct upstream *sm, char **err)
+/* Where the reply to command i of the envelope goes. */
+static struct upstream_reply *
+slot(struct upstream_tx *t, bool rset, size_t i, struct upstream_reply *scratch)
+{
+	if (rset && i-- == 0)
+		return scratch;
+	if (i == 0)
+		return &t->mail;
+	return i <= t->n_rcpts ? &t->rcpt[i - 1] : &t->data;
+}
+
+/* Sends the envelope's commands and reads their replies: in groups of
+ * UPSTREAM_PIPE_MAX written at once when the server offers PIPELINING
+ * (RFC 2920; bounded, so that neither side's buffers fill up while the
+ * other waits), else one by one, stopping where the rest is pointless (a
+ * refused MAIL, no accepted recipient). */
+static int
+send_envelope(struct upstream *sm, struct upstream_tx *t, char **err)
+{
+	bool pipe = (sm->m->esmtp & MAILSMTP_ESMTP_PIPELINING) != 0, rset = sm->open_tx;
+	size_t n, i, j, end, n_ok = 0;
+	char **cmd = envelope(sm, t, &n);
+	struct upstream_reply scratch, *r;
+	int rv = UPSTREAM_OK;
+
+	for (i = 0; i < n && rv == UPSTREAM_OK; i = end) {
+		end = pipe ? (n - i > UPSTREAM_PIPE_MAX ? i + UPSTREAM_PIPE_MAX : n) : i + 1;
+		for (j = i; j < end && rv == UPSTREAM_OK; j++)
+			if (mailstream_write(sm->m->stream, cmd[j], strlen(cmd[j])) == -1 ||
+			    mailstream_write(sm->m->stream, "\r\n", 2) == -1)
+				rv = failf(sm, UPSTREAM_ENET, err, "write failed");
+		if (rv == UPSTREAM_OK && mailstream_flush(sm->m->stream) == -1)
+			rv = failf(sm, UPSTREAM_ENET, err, "write failed");
+		for (j = i; j < end && rv == UPSTREAM_OK; j++) {
+			r = slot(t, rset, j, &scratch);
+			if ((rv = reply(sm, r, err)) != UPSTREAM_OK)
+				break;
+			if (r == &scratch && r->code != 250)
+				rv = failf(sm, UPSTREAM_EPROTO, err, "RSET refused: %d %s",
+				    r->code, r->text);
+			if (r == &scratch)
+				sm->open_tx = false;
+			else if (r == &t->mail)
+				sm->open_tx = r->code / 100 == 2;
+			else if (r != &t->data && r->code / 100 == 2)
+				n_ok++;
+		}
+		/* One by one: no RCPT after a refused MAIL, no DATA without a
+		 * recipient (then the next message starts with RSET). */
+		if (!pipe && rv == UPSTREAM_OK && ((i == (rset ? 1u : 0u) && !sm->open_tx) ||
+		    (end == n - 1 && n_ok == 0)))
+			break;
+	}
+	for (i = 0; i < n; i++)
+		free(cmd[i]);
+	free(cmd);
+	return rv;
+}
+
+/* DATA answered: the body when it is wanted, else what RFC 2920 asks of a
+ * client whose DATA a server accepted although nothing is to be sent (a
+ * refused MAIL or no recipient): a lone ".", whose reply delivers
+ * nothing. */
+static int
+send_data(struct upstream *sm, struct upstream_tx *t, size_t n_ok, char **err)
 {
 	struct upstream_reply r;
 	int rv;
 
-	if ((rv = command(sm, &r, err, "RSET")) != UPSTREAM_OK)
+	if (t->data.code != 354) {
+		/* Anything but a refusal would let a hostile server have the
+		 * recipients marked delivered without the message. */
+		if (t->data.code / 100 == 4 || t->data.code / 100 == 5)
+			return UPSTREAM_OK;
+		return failf(sm, UPSTREAM_EPROTO, err, "unexpected reply to DATA: %d %s",
+		    t->data.code, t->data.text);
+	}
+	if (t->mail.code / 100 != 2 || n_ok == 0) {
+		if (mailstream_write(sm->m->stream, ".\r\n", 3) == -1 ||
+		    mailstream_flush(sm->m->stream) == -1)
+			return failf(sm, UPSTREAM_ENET, err, "write failed");
+		memset(&t->data, 0, sizeof t->data);
+		rv = reply(sm, &r, err);
+		sm->open_tx = false;
 		return rv;
-	if (r.code != 250)
-		return failf(sm, UPSTREAM_EPROTO, err, "RSET refused: %d %s", r.code, r.text);
+	}
+	if ((rv = send_body(sm, t->fd, err)) != UPSTREAM_OK ||
+	    (rv = reply(sm, &t->data, err)) != UPSTREAM_OK)
+		return rv;
+	sm->open_tx = false;
+	t->delivered = t->data.code / 100 == 2;
 	return UPSTREAM_OK;
+}
+
+int
+upstream_send(struct upstream *sm, struct upstream_tx *t, char **err)
+{
+	size_t n_ok = 0;
+	int rv;
+
+	memset(&t->mail, 0, sizeof t->mail);
+	memset(&t->data, 0, sizeof t->data);
+	t->delivered = false;
+	t->rcpt = xcalloc(t->n_rcpts ? t->n_rcpts : 1, sizeof *t->rcpt);
+	if (*t->from != '\0' && !addr_ok(t->from))
+		return failf(sm, UPSTREAM_ECONFIG, err, "unusable sender address");
+	for (size_t i = 0; i < t->n_rcpts; i++)
+		if (!addr_ok(t->rcpts[i]))
+			return failf(sm, UPSTREAM_ECONFIG, err, "unusable recipient address");
+	/* Checked before anything is sent: a bare CR or LF could smuggle a
+	 * second message past the upstream (the spool should never hold one). */
+	if ((rv = scan_file(t->fd, &t->eightbit)) != 1)
+		return failf(sm, UPSTREAM_ELOCAL, err, "message file: %s", rv == 0 ?
+		    "bare CR or LF (not sent)" : strerror(errno));
+	if ((rv = send_envelope(sm, t, err)) != UPSTREAM_OK)
+		return rv;
+	for (size_t i = 0; i < t->n_rcpts; i++)
+		n_ok += t->rcpt[i].code / 100 == 2;
+	if (t->data.code == 0)
+		return UPSTREAM_OK;	/* stopped before DATA (one by one) */
+	return send_data(sm, t, n_ok, err);
+}
+
+void
+upstream_tx_clear(struct upstream_tx *t)
+{
+	free(t->rcpt);
+	t->rcpt = NULL;
 }
 
 void

@@ -67,6 +67,8 @@ struct conf_relay {
 	unsigned max_connections;   /* sessions at once, default 20 */
 	unsigned timeout;           /* seconds per client command, default 300 (DATA: twice) */
 	unsigned retry_initial;     /* seconds before the first retry, doubling to 1 h; default 60 */
+	unsigned upstream_connections; /* queue runner: connections to one account's
+	                               smtp server at once, 1..32; default 4 */
 };
 
 struct conf {

@@ -104,6 +104,7 @@ static cfg_opt_t relay_opts[] = {
 	CFG_INT("max_connections", 20, CFGF_NONE),
 	CFG_INT("timeout", 300, CFGF_NONE),
 	CFG_INT("retry_initial", 60, CFGF_NONE),
+	CFG_INT("upstream_connections", 4, CFGF_NONE),
 	CFG_END()
 };
 
@@ -559,6 +560,8 @@ conv_relay(cfg_t *sec, struct conf_relay *r)
 	r->timeout = get_num(sec, "timeout", 1, 3600, &r->timeout);
 	r->retry_initial = get_num(sec, "retry_initial", 1, 3600,
 	    &r->retry_initial);
+	r->upstream_connections = get_num(sec, "upstream_connections", 1, 32,
+	    &r->upstream_connections);
 }
 
 static void

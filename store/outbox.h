@@ -48,6 +48,7 @@ struct outbox_msg {
 	unsigned attempts;
 	enum outbox_state state;
 	bool sent_copy_done, bounce_done;
+	bool sent_copy_tried, bounce_tried;     /* tried before, maybe stored */
 	char *last_error;               /* the last attempt's error, or the
 	                                   last filing error once finished */
 	struct outbox_rcpt *rcpts;
@@ -79,6 +80,45 @@ char *outbox_bounce_path(const char *state_dir, int64_t id);
 int outbox_enqueue(struct state *st, const char *state_dir, const char *account,
     const char *auth_user, const char *mail_from, char *const *rcpts, size_t n_rcpts,
     int fd, int64_t *id, char **err);
+
+/* Makes the message in fd durable under a new name in the spool (fsync
+ * of the file, a link, fsync of the directory) before its rows exist:
+ * what a submitting process does for itself, in parallel with others,
+ * so that a group commit of many (outbox_enqueue_many) costs one sync.
+ * *name (allocated) is for outbox_submission.name. A name whose rows are
+ * never committed is an orphan outbox_sweep_orphans() removes. */
+int outbox_spool_link(const char *state_dir, int fd, char **name, char **err);
+
+/* One message of outbox_enqueue_many(): the arguments of outbox_enqueue
+ * (borrowed), and its result. */
+struct outbox_submission {
+	const char *account, *auth_user, *mail_from;
+	char *const *rcpts;
+	size_t n_rcpts;
+	int fd;
+	const char *name;       /* NULL, or fd's durable name from
+	                           outbox_spool_link() (checked to be fd's file) */
+	int64_t id;             /* out: the queue id, 0 when not queued */
+	char *err;              /* out, allocated: why not, NULL when queued */
+};
+
+/* outbox_enqueue() for n messages at once: each file without a name is
+ * fsync'd and linked, the spool directory fsync'd once (when any was),
+ * and every row goes in one transaction (one sync): when it fails, none is
+ * queued, and every file is unlinked. Returns how many were queued; each
+ * submission's id or err says which. */
+size_t outbox_enqueue_many(struct state *st, const char *state_dir,
+    struct outbox_submission *subs, size_t n);
+
+/* Wakes whoever waits on outbox_watch(): call after committing new queue
+ * rows (the relay, `sendmail`). Best effort: the runner also polls. */
+void outbox_notify(const char *state_dir);
+
+/* A descriptor for poll() that becomes readable after an outbox_notify()
+ * (an inotify watch on the spool directory), or -1 when there is none to
+ * be had: then only time tells. outbox_watch_drain() empties it. */
+int outbox_watch(const char *state_dir);
+void outbox_watch_drain(int fd);
 
 /* Messages in state OUTBOX_QUEUED with next_attempt_at <= now (all queued
  * ones when now is INT64_MAX), oldest first, with their recipients; also
@@ -112,12 +152,32 @@ void outbox_msgs_free(struct outbox_msg *msgs, size_t n);
 /* Records one delivery attempt's results for m (the rcpts' state, code and
  * response as the caller set them), attempts + 1, and either the next
  * attempt time (next_attempt_at > 0: still queued) or the final state.
- * One transaction. */
+ * One transaction; durable: on disk when this returns (and with it every
+ * earlier commit of the connection), else as outbox_set_synced() says. */
 int outbox_record_attempt(struct state *st, const struct outbox_msg *m,
-    enum outbox_state state, int64_t next_attempt_at, const char *error, char **err);
+    enum outbox_state state, int64_t next_attempt_at, const char *error, bool durable,
+    char **err);
 
 /* The Sent copy / the bounce of m is stored (so it is never stored twice). */
 int outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **err);
+
+/* For the messages ids[0..n), in one transaction: their Sent copies
+ * (sent_copy) or bounces are stored (done), or about to be tried (!done:
+ * synced to disk whatever outbox_set_synced() says, so that a later try
+ * looks the copy up before storing it again: *_tried). */
+int outbox_mark_copies(struct state *st, const int64_t *ids, size_t n, bool sent_copy,
+    bool done, char **err);
+
+/* Whether this connection's commits are synced one by one (true: the
+ * default, PRAGMA synchronous = FULL) or left to the next synced one
+ * (NORMAL: a killed process loses none of them, a power loss the last
+ * ones). For the queue runner's records of delivery attempts, whose loss
+ * repeats a delivery and never loses one, and for the relay's group
+ * commit. Whatever it says, the commits that must be on disk are (the
+ * enqueue, "tried" marks, outbox_cleanup() before it removes a spool
+ * file, a durable record): made durable after the commit, by an fsync of
+ * the WAL that does not hold the write lock. */
+int outbox_set_synced(struct state *st, bool synced, char **err);
 
 /* Storing the Sent copy or the bounce of finished message id failed: error
  * (why, never NULL) becomes its last_error, and filing is tried again at

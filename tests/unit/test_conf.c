@@ -279,6 +279,7 @@ test_defaults(void)
 	CHECK(c->relay.tls_cert == NULL && c->relay.tls_key == NULL);
 	CHECK_STR(c->relay.passwd_file, "/etc/pop3bridge/users");
 	CHECK_INT(c->relay.queue_lifetime, 432000);
+	CHECK_INT(c->relay.upstream_connections, 4);
 	conf_free(c);
 }
 

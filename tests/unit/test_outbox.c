@@ -55,11 +55,13 @@ mark_sent(struct state *st, const char *sd, int64_t id)
 	size_t n = 0;
 
 	CHECK_INT(outbox_due(st, sd, INT64_MAX, &v, &n, &err), 0);
-	CHECK(n == 1 && v[0].id == id && v[0].n_rcpts == 1);
-	if (n == 1 && v[0].n_rcpts == 1) {
-		v[0].rcpts[0].state = RCPT_DELIVERED;
-		v[0].rcpts[0].last_code = 250;
-		CHECK_INT(outbox_record_attempt(st, &v[0], OUTBOX_SENT, 0, NULL, &err), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].id != id)
+			continue;
+		CHECK(v[i].n_rcpts == 1);
+		v[i].rcpts[0].state = RCPT_DELIVERED;
+		v[i].rcpts[0].last_code = 250;
+		CHECK_INT(outbox_record_attempt(st, &v[i], OUTBOX_SENT, 0, NULL, true, &err), 0);
 	}
 	outbox_msgs_free(v, n);
 }
@@ -86,7 +88,7 @@ test_unfiled(void)
 	outbox_summary_free(&q);
 	mark_sent(st, sd, id);
 	/* Finished: its Sent copy is due at once, and listed. */
-	CHECK_INT(due(st, sd, now), 1);
+	CHECK_INT(due(st, sd, (int64_t)time(NULL)), 1);
 	CHECK_INT(outbox_list(st, sd, &v, &n, &err), 0);
 	CHECK(n == 1 && v[0].state == OUTBOX_SENT && !v[0].sent_copy_done &&
 	    v[0].bounce_done && v[0].finished_at >= now);
@@ -123,12 +125,75 @@ test_unfiled(void)
 	free(sd);
 }
 
+/* Submissions whose files the submitter linked itself (the relay's
+ * sessions) are queued together; a name that is not the submitted file's
+ * is refused and left alone. */
+static void
+test_many_named(void)
+{
+	char *sd = xasprintf("%s/b", tmpdir), *err = NULL, *names[3] = { NULL };
+	char *rcpts[] = { "bob@example.net" }, *other;
+	struct outbox_submission u[3];
+	struct state *st = NULL;
+	int fd[3], i;
+
+	CHECK_INT(state_make_dir(sd, &err), 0);
+	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
+	if (st == NULL) {
+		free(sd);
+		return;
+	}
+	for (i = 0; i < 3; i++) {
+		fd[i] = outbox_spool_file(sd, &err);
+		CHECK(fd[i] != -1);
+		CHECK_INT(io_write_all(fd[i], "Subject: x\r\n\r\nbody\r\n", 20), 0);
+		CHECK_INT(outbox_spool_link(sd, fd[i], &names[i], &err), 0);
+		u[i] = (struct outbox_submission){ .account = "acct", .mail_from = "a@example.org",
+		    .rcpts = rcpts, .n_rcpts = 1, .fd = fd[i], .name = names[i] };
+	}
+	/* The third claims the first one's file. */
+	u[2].name = names[0];
+	CHECK_INT(outbox_enqueue_many(st, sd, u, 3), 2);
+	CHECK(u[0].id > 0 && u[1].id > u[0].id && u[0].err == NULL && u[1].err == NULL);
+	CHECK(u[2].id == 0 && u[2].err != NULL);
+	other = xasprintf("%s/spool/%s", sd, names[2]);
+	CHECK(access(other, F_OK) == 0);	/* its own file: not removed by the refusal */
+	free(other);
+	other = xasprintf("%s/spool/%s", sd, names[0]);
+	CHECK(access(other, F_OK) == 0);	/* the claimed one: still queued */
+	free(other);
+	CHECK_INT(due(st, sd, INT64_MAX), 2);
+	/* "Tried" then "done" marks of the Sent copy. */
+	mark_sent(st, sd, u[0].id);
+	{
+		struct outbox_msg *v = NULL;
+		size_t n = 0;
+
+		CHECK_INT(outbox_mark_copies(st, &u[0].id, 1, true, false, &err), 0);
+		CHECK_INT(outbox_list(st, sd, &v, &n, &err), 0);
+		CHECK(n == 2 && v[0].id == u[0].id && v[0].sent_copy_tried && !v[0].sent_copy_done);
+		outbox_msgs_free(v, n);
+		CHECK_INT(outbox_mark_copies(st, &u[0].id, 1, true, true, &err), 0);
+		CHECK_INT(outbox_list(st, sd, &v, &n, &err), 0);
+		CHECK(n == 1 && v[0].id == u[1].id);
+		outbox_msgs_free(v, n);
+	}
+	free(u[2].err);
+	for (i = 0; i < 3; i++) {
+		close(fd[i]);
+		free(names[i]);
+	}
+	state_close(st);
+	free(sd);
+}
+
 int
 main(void)
 {
 	if (!check_tmpdir(tmpdir))
 		return 1;
 	TEST(test_unfiled);
+	TEST(test_many_named);
 	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }
