@@ -202,6 +202,14 @@ end_without_quit(struct pass *ps, size_t first, size_t n)
 	deletion_session(ps, login_delay);
 }
 
+static int
+cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(const char *const *)a, y = (uintptr_t)*(const char *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 /* DELE what the policy wants, QUIT, and record what went: ours and, with
  * EXPIRE 0, every other message retrieved (all of them stored). */
 static int
@@ -223,14 +231,13 @@ end_with_quit(struct pass *ps, const size_t *got, size_t ngot)
 		return r == EX_IOERR ? sync_fail(ps, r, err) : sync_pop3_fail(ps, r, err);
 	}
 	if (expire0) {
+		/* del holds pointers into ps->uidls: found by identity. */
+		qsort(del, ndel, sizeof *del, cmp_ptr);
 		gone = xcalloc(ngot ? ngot : 1, sizeof *gone);
 		for (size_t j = 0; j < ngot; j++) {
 			const char *u = ps->uidls[got[j]];
-			size_t d;
 
-			for (d = 0; d < ndel && strcmp(del[d], u) != 0; d++)
-				;
-			if (d == ndel)
+			if (ndel == 0 || bsearch(&u, del, ndel, sizeof *del, cmp_ptr) == NULL)
 				gone[ngone++] = u;
 		}
 	}
