@@ -232,7 +232,8 @@ end_with_quit(struct pass *ps, const size_t *got, size_t ngot)
 	}
 	if (expire0) {
 		/* del holds pointers into ps->uidls: found by identity. */
-		qsort(del, ndel, sizeof *del, cmp_ptr);
+		if (ndel > 0)
+			qsort(del, ndel, sizeof *del, cmp_ptr);
 		gone = xcalloc(ngot ? ngot : 1, sizeof *gone);
 		for (size_t j = 0; j < ngot; j++) {
 			const char *u = ps->uidls[got[j]];
