@@ -64,7 +64,10 @@ interval(const struct conf *c, const struct conf_account *a)
 }
 
 /* What the state says of the account's schedule (sync.c writes it after
- * each pass): false when there is nothing to read. */
+ * each pass): false when there is nothing to read. Reads only, so that
+ * the loop never waits for a pass's write lock (WAL readers do not). A
+ * connection of its own each time: one kept open must not be inherited
+ * by the children forked later. */
 static bool
 read_schedule(const struct conf *c, const char *name, struct state_sched *sc)
 {
@@ -74,7 +77,7 @@ read_schedule(const struct conf *c, const char *name, struct state_sched *sc)
 	bool ok;
 
 	ok = state_open_dir(c->state_dir, false, &st, &err) == 0 && st != NULL &&
-	    state_account(st, name, &id, &err) == 0 && state_schedule(st, id, sc, &err) == 0;
+	    state_account_id(st, name, &id, &err) == 1 && state_schedule(st, id, sc, &err) == 0;
 	if (err != NULL) {
 		log_warnx("%s: reading the schedule: %s", name, err);
 		free(err);

@@ -99,9 +99,10 @@ mark_gone(struct pass *ps, const char *const *a, size_t na, const char *const *b
 /* A session of its own for the deletions, when the import session could
  * not QUIT: it retrieves nothing, so QUIT removes only what it DELE'd.
  * Messages without a real UIDL are left for a later pass (telling them
- * apart takes TOP, a retrieval). Any trouble postpones the deletions to
- * the next pass: it is not the pass's failure. */
-static void
+ * apart takes TOP, a retrieval). Any trouble with the server postpones
+ * the deletions to the next pass: it is not the pass's failure. Returns 0,
+ * or EX_IOERR when the state failed. */
+static int
 deletion_session(struct pass *ps, long login_delay)
 {
 	struct pop3 *p = NULL;
@@ -110,14 +111,14 @@ deletion_session(struct pass *ps, long login_delay)
 	unsigned long *nums = NULL;
 	size_t n = 0, k = 0, ndel = 0;
 	char *pw = NULL, *err = NULL;
-	int r;
+	int r, rc = 0;
 
 	if (!deletions_wanted(ps->a))
-		return;
+		return 0;
 	if (login_delay > 0) {
 		log_info("%s: deletions wait for the next pass: the server allows one"
 		    " login every %ld s (LOGIN-DELAY)", ps->a->name, login_delay);
-		return;
+		return 0;
 	}
 	if (conf_password(&ps->a->pop3, &pw, &err) == -1)
 		goto postponed;
@@ -136,7 +137,7 @@ deletion_session(struct pass *ps, long login_delay)
 			nums[k++] = ent[i].num;
 		}
 	if ((r = dele_due(ps, p, uidls, nums, k, &del, &ndel, &err)) == EX_IOERR) {
-		sync_fail(ps, r, err);
+		rc = sync_fail(ps, r, err);
 		err = NULL;
 		goto out;
 	}
@@ -146,7 +147,7 @@ deletion_session(struct pass *ps, long login_delay)
 	p = NULL;
 	if (r != POP3_OK)
 		goto postponed;
-	if (mark_gone(ps, del, ndel, NULL, 0) == 0)
+	if ((rc = mark_gone(ps, del, ndel, NULL, 0)) == 0)
 		ps->res->deleted += ndel;
 	goto out;
 postponed:
@@ -159,6 +160,7 @@ out:
 	free(uidls);
 	free(nums);
 	pop3_entries_free(ent, n);
+	return rc;
 }
 
 /* The entries the session retrieved, each once, in server order, into
@@ -182,8 +184,9 @@ retrieved(const struct pass *ps, size_t *idx)
 }
 
 /* Something retrieved is not stored and a QUIT could make the server
- * delete it: the session ends without QUIT. first is the first such. */
-static void
+ * delete it: the session ends without QUIT. first is the first such.
+ * 0 or an exit code. */
+static int
 end_without_quit(struct pass *ps, size_t first, size_t n)
 {
 	const struct pop3_caps *c = pop3_caps(ps->p);
@@ -199,7 +202,7 @@ end_without_quit(struct pass *ps, size_t first, size_t n)
 	ps->res->no_quit = n;
 	pop3_abort(ps->p);
 	ps->p = NULL;
-	deletion_session(ps, login_delay);
+	return deletion_session(ps, login_delay);
 }
 
 static int
@@ -270,7 +273,7 @@ sync_end_session(struct pass *ps)
 	if (ngot > 0 && state_not_stored(ps->st, ps->acct, u, ngot, &bad, &nbad, &err) == -1)
 		rc = sync_fail(ps, EX_IOERR, err);
 	else if (nbad > 0 && expire_may_delete(pop3_caps(ps->p)))
-		end_without_quit(ps, got[bad[0]], nbad);
+		rc = end_without_quit(ps, got[bad[0]], nbad);
 	else
 		rc = end_with_quit(ps, got, ngot);
 	free(bad);

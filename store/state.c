@@ -665,6 +665,25 @@ state_account(struct state *st, const char *name, int64_t *id, char **err)
 }
 
 int
+state_account_id(struct state *st, const char *name, int64_t *id, char **err)
+{
+	const char *what = "looking up the account";
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = stmt(st, S_ACCOUNT_GET, what, err)) == NULL)
+		return -1;
+	rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC) == SQLITE_OK ? sqlite3_step(s) :
+	    SQLITE_ERROR;
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(s, 0);
+	else if (rc != SQLITE_DONE)
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
 state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **err)
 {
 	const char *what = "recording the account's UIDL support";

@@ -60,6 +60,10 @@ int state_make_dir(const char *state_dir, char **err);
 /* The id of the named account, created on first use. */
 int state_account(struct state *st, const char *name, int64_t *id, char **err);
 
+/* The same without creating it (a reader that must never wait for the
+ * write lock): 1 found, 0 no such account, -1 error. */
+int state_account_id(struct state *st, const char *name, int64_t *id, char **err);
+
 /* Transactions (BEGIN IMMEDIATE). The put/mark functions below must run
  * inside one; a batch is one transaction. */
 int state_begin(struct state *st, char **err);

@@ -193,6 +193,11 @@ test_accounts(void)
 	st = open_ok(path);
 	CHECK_INT(state_account(st, "home", &a2, &err), 0);
 	CHECK_INT(a2, b);
+	/* Looked up without creating it. */
+	CHECK_INT(state_account_id(st, "work", &a2, &err), 1);
+	CHECK_INT(a2, a);
+	CHECK_INT(state_account_id(st, "nobody", &a2, &err), 0);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM accounts"), 2);
 	state_close(st);
 	free(path);
 }
