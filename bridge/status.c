@@ -387,6 +387,30 @@ print_where(FILE *out, const struct conf *c, const struct conf_account *a,
 	free(where);
 }
 
+/* A message not imported may be a skipped one: says why. 0 when it is. */
+static int
+where_skipped(struct state *st, int64_t id, const char *name, const char *uidl)
+{
+	struct state_skip *k = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	int r = 1;
+
+	if (state_skipped(st, id, &k, &n, &err) == -1) {
+		free(err);
+		return -1;
+	}
+	for (size_t i = 0; i < n && r != 0; i++)
+		if (strcmp(k[i].uidl, uidl) == 0) {
+			log_warnx("%s: message UIDL %s was not imported: skipped %lu time%s, left on"
+			    " the server: %s", name, uidl, k[i].times, k[i].times == 1 ? "" : "s",
+			    k[i].reason);
+			r = 0;
+		}
+	state_skips_free(k, n);
+	return r;
+}
+
 int
 status_where(FILE *out, const struct conf *c, const char *account, const char *uidl)
 {
@@ -405,6 +429,8 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 	if ((r = state_open_dir(c->state_dir, false, &st, &err)) == 0 && st != NULL &&
 	    (r = state_account(st, a->name, &id, &err)) == 0)
 		r = state_find(st, id, uidl, &m, &err);
+	if (r == 0 && st != NULL && where_skipped(st, id, a->name, uidl) == 0)
+		r = 2;
 	if (st)
 		state_close(st);
 	if (r == -1) {
@@ -413,6 +439,8 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 		free(err);
 		return EX_IOERR;
 	}
+	if (r == 2)
+		return 1;
 	if (r == 0) {
 		log_warnx("%s: no message with UIDL %s was imported", a->name, uidl);
 		return 1;

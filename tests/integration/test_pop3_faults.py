@@ -205,6 +205,9 @@ def test_retr_refused_is_skipped_and_retried(t):
             and sk[0]['times'] == 1, 'status names it: %r' % sk)
     text = t.run_bridge(conf, 'status').stdout
     t.check('skipped: 1 message' in text and box[2][0] in text, 'text status: %s' % text)
+    w = t.run_bridge(conf, 'where', 'acct', box[2][0])
+    t.check(w.returncode == 1 and 'skipped 1 time' in w.stderr and 'RETR refused' in w.stderr,
+            'where says it was skipped and why: %s' % w.stderr)
     p = sync(t, conf, 65)
     t.check('RETR 1' in srv.sessions()[1].commands, 'retried on the next pass: %r'
             % srv.sessions()[1].commands)
