@@ -31,11 +31,14 @@ def mailbox(n=3, size=1500):
     return [('u%d' % i, h.make_message(i, size=size)) for i in range(1, n + 1)]
 
 
-def config(t, host, port, timeout=2, pass_timeout=None, password='password = "secret"'):
-    """A config fetching from host:port (plain POP3 on loopback) into
-    t.path('Maildir'); returns its path."""
-    pop3 = ['host = %s' % h.cq(host), 'port = %d' % port, 'tls = "none"',
-            'allow_plaintext = true', 'user = "alice"', password, 'timeout = %d' % timeout]
+def config(t, host, port, timeout=2, pass_timeout=None, password='password = "secret"',
+           ca_file=None):
+    """A config fetching from host:port (plain POP3 on loopback, or POP3S
+    trusting ca_file) into t.path('Maildir'); returns its path."""
+    tls = ['tls = "implicit"', 'ca_file = %s' % h.cq(ca_file)] if ca_file else \
+        ['tls = "none"', 'allow_plaintext = true']
+    pop3 = ['host = %s' % h.cq(host), 'port = %d' % port] + tls + [
+        'user = "alice"', password, 'timeout = %d' % timeout]
     acct = 'account "alice" {\n  folder = "INBOX"\n  pop3 {\n    %s\n  }\n}\n' % (
         '\n    '.join(pop3))
     extra = 'pass_timeout = %d\n' % pass_timeout if pass_timeout else ''
@@ -128,13 +131,14 @@ def test_pass_deadline(t):
     import_is_exact_after(t, conf, srv, box)
 
 
-def test_sigterm_during_slow_retr(t):
+def sigterm_during_slow_retr(t, tls):
     """SIGTERM to `sync` while a RETR dribbles (its own deadline 31 s away,
     the step timeout 30 s): the pass notices the stop while it waits."""
     box = mailbox()
-    srv = pop3script.Server(t, box)
+    srv = pop3script.Server(t, box, tls=tls)
     srv.fault('RETR', action='dribble', arg='2', session=1, interval=0.5)
-    conf = config(t, '127.0.0.1', srv.port, timeout=30)
+    conf = config(t, 'localhost' if tls else '127.0.0.1', srv.port, timeout=30,
+                  ca_file=srv.ca_file if tls else None)
     p = t.start_bridge(conf, 'sync')
     wait_transcript(srv, 'C: RETR 2')
     time.sleep(1.5)             # well into the dribble
@@ -153,6 +157,42 @@ def test_sigterm_during_slow_retr(t):
             'the stop is named: %r' % log)
     s = srv.sessions()
     t.check(len(s) == 1 and not s[0].quit, 'abandoned without QUIT: %r' % s)
+    t.check(stored(t) == wanted(box[:1]), 'message 1 delivered')
+    import_is_exact_after(t, conf, srv, box)
+
+
+def test_sigterm_during_slow_retr(t):
+    sigterm_during_slow_retr(t, tls=False)
+
+
+def test_sigterm_during_slow_retr_over_tls(t):
+    """The same through the TLS layer (the wait is inside GnuTLS's read)."""
+    sigterm_during_slow_retr(t, tls=True)
+
+
+def test_daemon_stops_during_slow_retr(t):
+    """`run` on SIGTERM: its pass, in a slow RETR, stops within about a
+    second, and the daemon exits 0; `sync` afterwards imports the rest."""
+    box = mailbox()
+    srv = pop3script.Server(t, box)
+    srv.fault('RETR', action='dribble', arg='2', session=1, interval=0.5)
+    conf = config(t, '127.0.0.1', srv.port, timeout=30)
+    d = t.start_bridge(conf, 'run')
+    wait_transcript(srv, 'C: RETR 2')
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    d.send_signal(signal.SIGTERM)
+    try:
+        rc = d.wait(timeout=30 + 2)
+    except subprocess.TimeoutExpired:
+        t.fail('run still running 32 s after SIGTERM')
+    took = time.monotonic() - t0
+    t.check(rc == 0, 'the daemon exits 0, got %d' % rc)
+    t.check(took < 3, 'stopped within about a second of SIGTERM, took %.1f s' % took)
+    with open(d.log_path, errors='replace') as f:
+        log = f.read()
+    t.check('alice: RETR of message 2 (UIDL u2): interrupted by a stop request' in log,
+            'the pass names the stop: %r' % log)
     t.check(stored(t) == wanted(box[:1]), 'message 1 delivered')
     import_is_exact_after(t, conf, srv, box)
 
