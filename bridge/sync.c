@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bridge/pop3.h"
+#include "lib/deadline.h"
 #include "lib/header.h"
 #include "lib/hex.h"
 #include "lib/log.h"
@@ -24,14 +25,25 @@
 
 volatile sig_atomic_t sync_stop;
 
+/* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
+ * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
+ * signals are held (proc_child_init), so none cuts I/O short. */
 bool
 sync_stopping(void)
 {
-	/* A stop (SIGTERM/SIGINT) is taken between messages only: a pass runs
-	 * with those signals held (proc_child_init), so none cuts I/O short. */
 	if (!sync_stop && proc_stop_requested())
 		sync_stop = 1;
-	return sync_stop;
+	return sync_stop || deadline_check(NULL) == DEADLINE_PASS;
+}
+
+/* Why the pass ended early, for a pass cut short between two steps. */
+static char *
+halted_why(void)
+{
+	char why[DEADLINE_TEXT_MAX];
+
+	return xasprintf("%s; what was fetched is kept, the rest comes next pass",
+	    deadline_text(sync_stop ? DEADLINE_STOP : DEADLINE_PASS, 0, why, sizeof why));
 }
 
 /* Dedup: a copy another account's pass began storing less than this many
@@ -76,6 +88,8 @@ sync_pop3_code(int e)
 	switch (e) {
 	case POP3_ENET:
 	case POP3_ESERVER:
+	case POP3_EDEADLINE:
+	case POP3_ESTOP:
 		return EX_TEMPFAIL;
 	case POP3_ETLS:
 	case POP3_EAUTH:
@@ -244,8 +258,8 @@ connect_server(struct pass *ps)
 	char *pw = NULL, *err = NULL, *serr = NULL;
 	int r;
 
-	if (conf_password(&ps->a->pop3, &pw, &err) == -1)
-		return sync_fail(ps, EX_CONFIG, err);
+	if ((r = conf_password_run(&ps->a->pop3, &pw, &err)) != 0)
+		return sync_fail(ps, r == -2 ? EX_TEMPFAIL : EX_CONFIG, err);
 	r = pop3_open(&ps->p, &ps->a->pop3, pw, &ps->login, &err);
 	if (pw) {
 		explicit_bzero(pw, strlen(pw));
@@ -339,6 +353,26 @@ retr_limit(uint64_t size)
 	return size > (UINT64_MAX - slack) / 2 ? UINT64_MAX : size * 2 + slack;
 }
 
+/* The pass's error for a RETR a limit ended (err, the reader's, is freed):
+ * its own deadline, the pass's, or a stop. */
+static char *
+cut_short(struct pass *ps, int r, const struct pop3_entry *e, const char *uidl, char *err)
+{
+	enum deadline_end end = deadline_check(NULL);
+	char *msg, *why;
+
+	free(err);
+	if (r == POP3_ESTOP || end == DEADLINE_STOP)
+		sync_stop = 1;
+	else if (end != DEADLINE_PASS)
+		return xasprintf("RETR of message %lu (UIDL %s) exceeded its deadline of %u s",
+		    e->num, uidl, pop3_deadline(ps->p));
+	why = halted_why();
+	msg = xasprintf("RETR of message %lu (UIDL %s): %s", e->num, uidl, why);
+	free(why);
+	return msg;
+}
+
 /* RETR one message into a temp file of the store. Returns 0, -1 when the
  * server refused this one message (skipped, the session goes on), or an
  * exit code. */
@@ -364,6 +398,8 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 		if (ps->be->tmp_discard(ps->bctx, folder, f->key, &derr) == -1)
 			log_warnx("%s: %s", ps->a->name, derr);
 		free(derr);
+		if (r == POP3_EDEADLINE || r == POP3_ESTOP)
+			err = cut_short(ps, r, e, uidl, err);
 		if (r != POP3_ESERVER && r != POP3_ETOOBIG)
 			return sync_pop3_fail(ps, r, err);
 		/* One bad message never blocks the others: skipped, retried
@@ -781,6 +817,9 @@ run_pass(struct pass *ps)
 	rc = import_new(ps);
 	if (rc == 0 && !sync_stopping() && !ps->broken)
 		rc = sync_end_session(ps);
+	/* Stopped between two steps: the session was not finished. */
+	if (rc == 0 && ps->p != NULL)
+		rc = sync_fail(ps, EX_TEMPFAIL, halted_why());
 	return rc == 0 ? data_errors(ps) : rc;
 }
 

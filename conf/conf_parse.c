@@ -31,6 +31,7 @@
 #define MAX_BATCH	1000000
 #define MIN_MESSAGE	1024		/* max_message_size bounds: 1 KiB .. 1 TiB */
 #define MAX_MESSAGE	(1L << 40)
+#define MAX_PASS	(7 * 86400)	/* a pass may take at most a week */
 
 /* Declared first in every block, see the top of the file. */
 #define SECTION_LINE_OPT { .name = SECTION_LINE, .type = CFGT_STR, \
@@ -81,6 +82,7 @@ static cfg_opt_t account_opts[] = {
 	CFG_STR("folder", "INBOX", CFGF_NONE),
 	CFG_INT("poll_interval", 0, CFGF_NONE),
 	CFG_INT("max_message_size", 0, CFGF_NONE),
+	CFG_INT("pass_timeout", 0, CFGF_NONE),
 	CFG_BOOL("import_seen", cfg_false, CFGF_NONE),
 	CFG_BOOL("leave_on_server", cfg_true, CFGF_NONE),
 	CFG_INT("delete_after_days", 0, CFGF_NONE),
@@ -124,6 +126,7 @@ static cfg_opt_t root_opts[] = {
 	 * (Gmail, Outlook.com, Yahoo: 25-50 MB; Microsoft 365 at most 150 MB,
 	 * 35 MB by default) and keeps one RETR within 300 MiB of disk. */
 	CFG_INT("max_message_size", 104857600, CFGF_NONE),
+	CFG_INT("pass_timeout", 3600, CFGF_NONE),
 	CFG_SEC("store", store_opts, CFGF_MULTI),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE),
 	CFG_SEC("relay", relay_opts, CFGF_MULTI),
@@ -534,6 +537,10 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	if (is_set(sec, "max_message_size"))
 		a->max_message_size = get_num(sec, "max_message_size", MIN_MESSAGE,
 		    MAX_MESSAGE, &a->max_message_size);
+	a->pass_timeout = c->pass_timeout;
+	if (is_set(sec, "pass_timeout"))
+		a->pass_timeout = get_num(sec, "pass_timeout", 1, MAX_PASS,
+		    &a->pass_timeout);
 	a->import_seen = get_bool(sec, "import_seen", &a->import_seen);
 	a->leave_on_server = get_bool(sec, "leave_on_server",
 	    &a->leave_on_server);
@@ -593,6 +600,8 @@ conv_root(cfg_t *cfg, struct conf *c)
 	    &c->batch_bytes);
 	c->max_message_size = get_num(cfg, "max_message_size", MIN_MESSAGE, MAX_MESSAGE,
 	    &c->max_message_size);
+	c->pass_timeout = get_num(cfg, "pass_timeout", 1, MAX_PASS,
+	    &c->pass_timeout);
 	conv_store(one_section(cfg, "store"), &c->store);
 	/* Sized once: the line notes hold addresses into this array. */
 	c->n_accounts = cfg_size(cfg, "account");
