@@ -8,7 +8,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -353,35 +352,6 @@ send_secret(struct upstream *sm, const char *line, char **err)
 	return r == 0 ? UPSTREAM_OK : failf(sm, UPSTREAM_ENET, err, "write failed during AUTH");
 }
 
-/* The "status" member of a refused token's error challenge (RFC 7628
- * 3.2.2: base64 of a JSON object, e.g. {"status":"invalid_token",...};
- * Gmail's XOAUTH2 sends {"status":"401",...}) into out, "" when there is
- * none. Only [A-Za-z0-9_.-] are kept: the text is the server's. */
-static void
-token_status(const char *challenge, char *out, size_t size)
-{
-	size_t len, o = 0;
-	char *json = base64_decode(challenge, &len);
-	const char *p;
-
-	out[0] = '\0';
-	if (json == NULL)
-		return;
-	if ((p = strstr(json, "\"status\"")) != NULL) {
-		p += strlen("\"status\"");
-		p += strspn(p, " \t");
-		if (*p == ':') {
-			p++;
-			p += strspn(p, " \t\"");
-			while (o + 1 < size && *p != '\0' && (isalnum((unsigned char)*p) ||
-			    strchr("_.-", *p) != NULL))
-				out[o++] = *p++;
-			out[o] = '\0';
-		}
-	}
-	free(json);
-}
-
 /* A refusal of the bearer-token AUTH: its reply, unless it repeats the
  * credential (the token in clear or base64, or the start of the response
  * we sent: an echo of our AUTH line, maybe cut short), and what the
@@ -408,18 +378,9 @@ token_refused(struct upstream *sm, const struct conf_server *s, const char *mech
 static char *
 token_response64(const struct conf_server *s, bool bearer, const char *secret)
 {
-	size_t len;
-	char *raw, *b64;
-
-	if (bearer) {
-		raw = sasl_oauthbearer(s->user, s->host, s->port, secret);
-		len = strlen(raw);
-	} else
-		raw = sasl_response(SASL_XOAUTH2, NULL, s->user, secret, &len);
-	b64 = base64_encode(raw, len);
-	explicit_bzero(raw, len);
-	free(raw);
-	return b64;
+	if (bearer)
+		return sasl_oauthbearer64(s->user, s->host, s->port, secret);
+	return sasl_response64(SASL_XOAUTH2, s->user, secret);
 }
 
 /* Sends the response b64: on the AUTH line when that fits in SMTP's 512
@@ -460,7 +421,7 @@ auth_token(struct upstream *sm, const struct conf_server *s, const char *mech,
     const char *secret, char **err)
 {
 	bool bearer = strcmp(mech, "OAUTHBEARER") == 0;
-	char *b64 = token_response64(s, bearer, secret), status[64] = "";
+	char *b64 = token_response64(s, bearer, secret), *status = NULL;
 	struct upstream_reply r;
 	int rv;
 
@@ -468,13 +429,15 @@ auth_token(struct upstream *sm, const struct conf_server *s, const char *mech,
 	if (rv == UPSTREAM_OK && r.code == 0)
 		rv = reply(sm, &r, err);
 	if (rv == UPSTREAM_OK && r.code == 334) {
-		token_status(r.text, status, sizeof status);
-		rv = command(sm, &r, err, "%s", bearer ? "AQ==" : "");
+		status = sasl_oauth_status(r.text);
+		rv = command(sm, &r, err, "%s",
+		    sasl_error_answer(bearer ? SASL_OAUTHBEARER : SASL_XOAUTH2));
 	}
 	if (rv == UPSTREAM_OK && r.code != 235)
-		rv = token_refused(sm, s, mech, &r, secret, b64, status, err);
+		rv = token_refused(sm, s, mech, &r, secret, b64, status ? status : "", err);
 	explicit_bzero(b64, strlen(b64));
 	free(b64);
+	free(status);
 	return rv;
 }
 
