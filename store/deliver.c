@@ -283,8 +283,10 @@ deliver_files(const struct conf *c, const struct conf_account *a, const char *fo
 	}
 	if (rc == -1) {
 		/* A broken backend: the items not settled share its error. */
-		for (size_t j = 0; j < k; j++)
+		for (size_t j = 0; j < k; j++) {
 			close(msgs[j].fd);
+			tmp_discard_quietly(be, ctx, folder, of[j]->key);
+		}
 		for (size_t j = 0; j < n; j++)
 			if (!v[j].stored && v[j].err == NULL)
 				v[j].err = xstrdup(v[i - 1].err);
