@@ -369,9 +369,10 @@ token_refused(struct upstream *sm, const struct conf_server *s, const char *mech
 	if (echo || sasl_repeats_secret(r->text, s->user, secret))
 		return failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused (reply"
 		    " withheld: it repeats the credential)", mech);
+	/* The status as the POP3 client words it (bridge/pop3.c). */
 	return failf(sm, UPSTREAM_EAUTH, err, "AUTH %s refused: %d %s%s%s%s",
-	    mech, r->code, r->text, *status ? " (token refused: " : "", status,
-	    *status ? ")" : "");
+	    mech, r->code, r->text, *status ? " (token refused: status \"" : "", status,
+	    *status ? "\")" : "");
 }
 
 /* The client response of XOAUTH2 or OAUTHBEARER, base64-encoded. */

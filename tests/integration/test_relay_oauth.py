@@ -144,7 +144,8 @@ def refused_then_refreshed(t, mech, status):
     t.check('pending' in out and 'queued' in out, 'still queued: %r' % out)
     t.check('AUTH %s refused: 535' % mech in out, 'the final 535, not a 501 for a wrong'
             ' answer to the error challenge: %r' % out)
-    t.check('(token refused: %s)' % status in out, 'the challenge status shown: %r' % out)
+    t.check('(token refused: status "%s")' % status in out,
+            'the challenge status shown: %r' % out)
     auths = up.auths()
     t.check(auths and all(a == {'mechanism': mech, 'user': FROM, 'ok': False} for a in auths),
             'refused %s logins only: %r' % (mech, auths))
