@@ -21,7 +21,8 @@ def needs(a):
     return scen_maildir.needs(a)
 
 
-def _crash_once(tool, total):
+def _crash_once(b, tool, total):
+    t0 = time.monotonic()
     p = subprocess.Popen(tool.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     while p.poll() is None and len(corpus.maildir_files(tool.maildir)) < total // 2:
@@ -30,9 +31,14 @@ def _crash_once(tool, total):
     if p.poll() is None:
         os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    for _ in range(5):
-        subprocess.run(tool.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+    b.log('%-12s killed after %.1f s' % (tool.name, time.monotonic() - t0))
+    for k in range(5):
+        t0 = time.monotonic()
+        r = subprocess.run(tool.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=600)
+        b.log('%-12s run %d: exit %d in %.1f s, %d stored %s' % (
+            tool.name, k + 1, r.returncode, time.monotonic() - t0,
+            len(corpus.maildir_files(tool.maildir)), r.stderr.decode(errors='replace')[-200:]))
         if len(corpus.maildir_files(tool.maildir)) >= total:
             break
     return killed_at
@@ -49,7 +55,7 @@ def run(b):
     for name in b.args.tools:
         work = b.workdir('crash-' + name)
         tool = tools.IMPORTERS[name](work, src, 'crash', 'implicit')
-        killed_at = _crash_once(tool, n)
+        killed_at = _crash_once(b, tool, n)
         found = collections.Counter()
         for f in corpus.maildir_files(tool.maildir):
             with open(f, 'rb') as fh:
