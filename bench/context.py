@@ -20,7 +20,6 @@ is run and logged.
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import corpus

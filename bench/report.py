@@ -4,7 +4,8 @@ facts about the machine a run was made on.
     t = Table('title', ['tool', 'seconds', ...]); t.row(...); t.note('...')
     print(t.markdown())
     s = Section('imap', '1. POP3S -> IMAP store'): s.tables, s.summary
-        (SummaryRow), s.notes, s.seconds (wall time of the scenario)
+        (SummaryRow), s.notes, s.seconds (wall time of the scenario),
+        s.fail(who, why) / s.ok(*who): correctness failures by tool
     machine(scratch_kind) -> Markdown lines: date, nproc, CPU, memory,
         kernel, load, the pop3bridge commit
     fmt helpers: secs(), rate(), ratio(), mb()"""
@@ -74,7 +75,18 @@ class Section:
         self.key, self.title = key, title
         self.tables, self.summary, self.notes = [], [], []
         self.seconds = None
-        self.wrong = []         # correctness failures: the figures are void
+        self.wrong = []         # correctness failures: those figures are void
+        self.bad = set()        # who failed: "pop3bridge" or a reference's name
+
+    def fail(self, who, text):
+        """Records that who (pop3bridge, or a reference) did not store or
+        answer exactly what it should have: its figures are void."""
+        self.wrong.append(text)
+        self.bad.add(who)
+
+    def ok(self, *who):
+        """True when none of who failed (a summary row compares them)."""
+        return not self.bad.intersection(who)
 
     def markdown(self):
         out = ['### ' + self.title, '']

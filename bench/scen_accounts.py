@@ -122,7 +122,7 @@ def run(b):
                 '--tls', dv.ca_file)
     warm = b.measure('(not timed) every mailbox indexed once', ref, quiet=True)
     if warm.rc != 0 or '"ok": %d,' % n not in warm.out:
-        s.wrong.append('warm-up poll: %s %s' % (warm.out.strip(), last_line(warm.err)))
+        s.fail('ref', 'warm-up poll: %s %s' % (warm.out.strip(), last_line(warm.err)))
     b.log('%d accounts seeded and indexed in %.1f s' % (n, time.monotonic() - t0))
 
     t = Table('%d accounts, %d messages each (%d in all)' % (n, per, n * per),
@@ -139,7 +139,7 @@ def run(b):
         if r.rc != 0:
             chk = corpus.Check(False, 'exit %d: %s' % (r.rc, last_line(r.err)), chk.count)
         if not chk.ok:
-            s.wrong.append('first cycle at %d: %s' % (p, chk.why))
+            s.fail('pop3bridge', 'first cycle at %d: %s' % (p, chk.why))
         first[p] = r.wall
         t.row('`sync`, first cycle, max_parallel=%d' % p, secs(r.wall), '%.0f' % (n / r.wall),
               secs(r.cpu), mb(r.maxrss), chk)
@@ -157,13 +157,13 @@ def run(b):
         chk = corpus.Check(False, 'only %d of %d passes in the poll log (exit %s)' % (
             passes, n, rc), chk.count)
     if not chk.ok:
-        s.wrong.append('daemon cycle: %s' % chk.why)
+        s.fail('pop3bridge', 'daemon cycle: %s' % chk.why)
     t.row('`run`, one nothing-new cycle, max_parallel=%d (until %d passes logged)' % (par, n),
           secs(nothing), '%.0f' % (n / nothing), secs(cpu), '-', chk)
     r = b.measure('minimal client, %d at a time' % par, ref)
     ok = r.rc == 0 and '"ok": %d,' % n in r.out and '"uidls": %d,' % (n * per) in r.out
     if not ok:
-        s.wrong.append('minimal client: %s %s' % (r.out.strip(), last_line(r.err)))
+        s.fail('ref', 'minimal client: %s %s' % (r.out.strip(), last_line(r.err)))
     limit = r.wall
     t.row('minimal client: POP3S login + UIDL + QUIT, %d at a time' % par, secs(r.wall),
           '%.0f' % (n / r.wall), secs(r.cpu), mb(r.maxrss), 'ok' if ok else 'WRONG')
@@ -181,19 +181,18 @@ def run(b):
     s.tables.append(mt)
     dv.stop()
     b.discard(work)
-    ok = not s.wrong
     s.summary.append(SummaryRow(
         '%d accounts \u00d7 %d, `sync` first cycle' % (n, per),
         '%s s at 1, %s s at %d' % (secs(first[1]), secs(first[par]), par), '-',
         '%s faster at %d' % (ratio(first[1] / first[par]), par), '\u2265 3\u00d7 faster at 8',
-        ok and first[1] / first[par] >= 3))
+        s.ok('pop3bridge') and first[1] / first[par] >= 3))
     s.summary.append(SummaryRow(
         'the same, nothing new, max_parallel=%d' % par, '%s s (`run`), %s CPU s' % (
             secs(nothing), secs(cpu)),
         'login+UIDL+QUIT, %d at a time: %s s' % (par, secs(limit)),
-        ratio(nothing / limit), '\u2264 1.2\u00d7', ok and nothing / limit <= 1.2))
+        ratio(nothing / limit), '\u2264 1.2\u00d7', s.ok('pop3bridge', 'ref') and nothing / limit <= 1.2))
     s.summary.append(SummaryRow(
         'daemon memory, %d accounts' % n, '%s MB PSS (%s MB RSS), %d processes' % (
             mb(mem.peak_pss_sum), mb(mem.peak_rss_sum), mem.peak_procs), '-', '-', '< 64 MB',
-        ok and mem.peak_pss_sum < 64 * 1024))
+        s.ok('pop3bridge') and mem.peak_pss_sum < 64 * 1024))
     return s

@@ -70,7 +70,7 @@ def run(b):
                                         '%d twice, %d missing' % (twice, missing), '-', '-',
                                         'exactly once', twice == 0 and missing == 0))
             if twice or missing:
-                s.wrong.append('pop3bridge: %d stored twice, %d missing' % (twice, missing))
+                s.fail('pop3bridge', 'pop3bridge: %d stored twice, %d missing' % (twice, missing))
         b.discard(work)
     s.tables.append(t)
     return s

@@ -47,7 +47,7 @@ def run(b):
             if r.rc != 0:
                 chk = corpus.Check(False, 'exit %d: %s' % (r.rc, last_line(r.err)), chk.count)
             if not chk.ok:
-                s.wrong.append('%s: %s' % (label, chk.why))
+                s.fail('pop3bridge' if who == 'p3b' else who, '%s: %s' % (label, chk.why))
             runs.append((who, label, r, chk))
     finally:
         st.stop()
@@ -63,7 +63,6 @@ def run(b):
     s.tables.append(t)
     p3b = next(r for w, _, r, ch in runs if w == 'p3b')
     single = next(r for w, _, r, ch in runs if w == 'single')
-    ok = not s.wrong
     s.summary.append(SummaryRow(
         'POP3S \u2192 IMAP store, %d mixed msgs' % c.n,
         '%s msgs/s (%s s)' % (rate(c.n / p3b.wall), secs(p3b.wall)),
@@ -71,6 +70,6 @@ def run(b):
             rate(c.n / multi.wall), rate(c.n / single.wall)),
         ratio(multi.wall / p3b.wall) + ' of MULTIAPPEND',
         '\u2265 800 msgs/s and \u2265 0.75\u00d7',
-        ok and c.n / p3b.wall >= 800 and multi.wall / p3b.wall >= 0.75))
+        s.ok('pop3bridge', 'multi') and c.n / p3b.wall >= 800 and multi.wall / p3b.wall >= 0.75))
     b.discard(work)
     return s

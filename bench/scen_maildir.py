@@ -42,7 +42,7 @@ def _floors(b, s, c, t):
         if r.rc != 0:
             chk = corpus.Check(False, 'exit %d: %s' % (r.rc, last_line(r.err)), chk.count)
         if not chk.ok:
-            s.wrong.append('%s: %s' % (label, chk.why))
+            s.fail('floor', '%s: %s' % (label, chk.why))
         out[mode] = res['seconds']
         t.row(label, '-', secs(res['seconds']), '-', '-', '-', '-', chk)
         b.discard(work)
@@ -60,11 +60,11 @@ def _import(b, s, c, src, user, name, tls, tls_name):
     if r.rc != 0:
         chk = corpus.Check(False, 'exit %d: %s' % (r.rc, last_line(r.err)), chk.count)
     if not chk.ok:
-        s.wrong.append('%s %s: %s' % (name, tls_name, chk.why))
+        s.fail(name, '%s %s: %s' % (name, tls_name, chk.why))
     again = b.measure('%s, %s, again (nothing new)' % (name, tls_name), tool.argv())
     n_after = len(corpus.maildir_files(tool.maildir))
     if n_after != chk.count:
-        s.wrong.append('%s %s: the second run stored %d more' % (
+        s.fail(name, '%s %s: the second run stored %d more' % (
             name, tls_name, n_after - chk.count))
     b.discard(work)
     return r, again, chk
@@ -88,7 +88,7 @@ def run(b):
                             *(['--tls', src.ca_file] if tls == 'implicit' else [])))
         ok = r.rc == 0 and '"messages": %d,' % c.n in r.out
         if not ok:
-            s.wrong.append('minimal POP3 client %s: %s' % (tls_name, r.out.strip() or
+            s.fail('stream', 'minimal POP3 client %s: %s' % (tls_name, r.out.strip() or
                                                            last_line(r.err)))
         times[('stream', tls)] = r.wall
         t.row('minimal POP3 client (RETRs to /dev/null)', tls_name, secs(r.wall), secs(r.cpu),
@@ -108,7 +108,6 @@ def run(b):
     s.tables.append(t)
     if slow and b.args.slow_messages < c.n:
         s.tables.append(_slow_tools(b, s, src, fast, slow))
-    ok = not s.wrong
     for tls, tls_name in (('none', 'plain'), ('implicit', 'POP3S')):
         p3b, mp = times.get(('pop3bridge', tls)), times.get(('mpop', tls))
         if p3b is None:
@@ -121,7 +120,7 @@ def run(b):
             'mpop/p3b %s; p3b/floor %s' % (ratio(mp / p3b) if mp else '-',
                                            ratio(p3b / floor['none'])),
             '\u2265 2.0\u00d7 mpop, \u2264 1.25\u00d7 floor',
-            ok and mp is not None and mp / p3b >= 2.0 and p3b / floor['none'] <= 1.25))
+            s.ok('pop3bridge', 'mpop', 'floor') and mp is not None and mp / p3b >= 2.0 and p3b / floor['none'] <= 1.25))
     return s
 
 

@@ -44,7 +44,7 @@ def run(b):
     else:
         chk = corpus.Check(True, '', 1)
     if not chk.ok:
-        s.wrong.append(chk.why)
+        s.fail('pop3bridge', chk.why)
     t = Table('one message of %d bytes' % size,
               ['tool', 'seconds', 'MB/s', 'client CPU s', 'peak RSS MB (largest process)',
                'peak RSS MB (all its processes)', 'stored exactly'])

@@ -42,7 +42,7 @@ def run(b):
         if r.rc != 0:
             chk = corpus.Check(False, 'exit %d: %s' % (r.rc, last_line(r.err)), chk.count)
         if not chk.ok:
-            s.wrong.append('pop3bridge import of %d: %s' % (n, chk.why))
+            s.fail('pop3bridge', 'pop3bridge import of %d: %s' % (n, chk.why))
         imp.row('%d' % n, secs(r.wall), '%.0f' % (n / r.wall), secs(r.cpu), mb(r.maxrss), chk)
         mp = tools.Mpop(b.workdir('poll-mpop-%s' % user), src, user, 'implicit')
         mp.adopt(h.pop3_uidls(src, user, PASSWORD))
@@ -55,10 +55,10 @@ def run(b):
                 r = b.measure('%s poll of %d (%d)' % (name, n, k + 1), argv)
                 stored = (len(corpus.maildir_files(md)) - before) if md else 0
                 if r.rc != 0 or stored:
-                    s.wrong.append('%s poll of %d: exit %d, stored %d: %s' % (
+                    s.fail(name, '%s poll of %d: exit %d, stored %d: %s' % (
                         name, n, r.rc, stored, last_line(r.err)))
                 if name == 'ref' and '"uidls": %d' % n not in r.out:
-                    s.wrong.append('minimal client: %s' % r.out.strip())
+                    s.fail('ref', 'minimal client: %s' % r.out.strip())
                 runs[name].append(r)
         mpop_wall = _median(runs['mpop'], 'wall')
         for name, label in (('pop3bridge', 'pop3bridge'), ('mpop', 'mpop'),
@@ -66,7 +66,7 @@ def run(b):
             rs = runs[name]
             w = _median(rs, 'wall')
             t.row('%d' % n, label, secs(w), secs(_median(rs, 'cpu')), mb(_median(rs, 'maxrss')),
-                  ratio(w / mpop_wall), 'ok' if not s.wrong else '-')
+                  ratio(w / mpop_wall), 'ok' if s.ok(name) else 'WRONG')
             figures[(n, name)] = (w, _median(rs, 'cpu'), _median(rs, 'maxrss'))
         b.discard(p3b.work)
         b.discard(mp.work)
@@ -88,6 +88,6 @@ def run(b):
                                                                    secs(rw)),
             'wall/mpop %s' % ratio(w / mw),
             'wall \u2264 mpop, CPU \u2264 0.2 s, RSS \u2264 16 MB, growth \u2264 4 MB',
-            not s.wrong and w <= mw and cpu <= 0.2 and rss <= 16 * 1024 and
+            s.ok('pop3bridge', 'mpop') and w <= mw and cpu <= 0.2 and rss <= 16 * 1024 and
             (growth is None or growth <= 4)))
     return s

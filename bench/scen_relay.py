@@ -102,10 +102,10 @@ def _one_upstream(b, s, t, Sink, msgs_file, want):
     try:
         # the limit: straight to the sink
         r, res = _submit(b, 'minimal client \u2192 %s' % Sink.name, sink.port, msgs_file, False)
-        got = Watch(sink.count, n).wait(120)
+        Watch(sink.count, n).wait(120)      # every dump file there
         chk = corpus.verify_digests(_digests(sink.contents()), want)
         if res['accepted'] != n or not chk.ok:
-            s.wrong.append('direct to %s: accepted %d, %s %s' % (Sink.name, res['accepted'], chk,
+            s.fail(Sink.name, 'direct to %s: accepted %d, %s %s' % (Sink.name, res['accepted'], chk,
                                                                  res['errors']))
         direct = n / (res['end'] - res['start'])
         t.row('minimal client straight to %s (the limit)' % Sink.name, rate(direct), '-', '-',
@@ -146,12 +146,12 @@ def _one_upstream(b, s, t, Sink, msgs_file, want):
         copies = corpus.maildir_files(sent)
         chk_sent = corpus.verify_files(copies, want)
         if res['accepted'] != n:
-            s.wrong.append('relay to %s: accepted %d of %d: %s' % (Sink.name, res['accepted'], n,
+            s.fail('pop3bridge', 'relay to %s: accepted %d of %d: %s' % (Sink.name, res['accepted'], n,
                                                                    res['errors']))
         if not chk.ok:
-            s.wrong.append('relay to %s, upstream: %s' % (Sink.name, chk))
+            s.fail('pop3bridge', 'relay to %s, upstream: %s' % (Sink.name, chk))
         if not chk_sent.ok:
-            s.wrong.append('relay to %s, Sent copies: %s' % (Sink.name, chk_sent))
+            s.fail('pop3bridge', 'relay to %s, Sent copies: %s' % (Sink.name, chk_sent))
         b.log('  upstream has %d after %s s, %d Sent copies after %s s' % (
             up.last, secs(t_up - t0) if t_up else '(timeout)', len(copies),
             secs(t_sent - t0) if t_sent else '(timeout)'))
@@ -183,7 +183,6 @@ def run(b):
     t.note('seconds and rates from the client\'s first connection; accepted = every 250 '
            'received by the submitting client')
     s.tables.append(t)
-    ok = not s.wrong
     for name, o in out.items():
         s.summary.append(SummaryRow(
             'relay %d \u00d7 %d KB, %d conns \u2192 %s' % (n, size // 1024, b.args.connections, name),
@@ -192,6 +191,6 @@ def run(b):
             'the client straight to %s: %s msgs/s' % (name, rate(o['direct'])),
             'accepted/limit %s' % (ratio(o['accepted'] / o['direct']) if o['accepted'] else '-'),
             '\u2265 1,000 accepted, \u2265 500 end to end',
-            ok and bool(o['accepted']) and o['accepted'] >= 1000 and bool(o['e2e']) and
+            s.ok('pop3bridge', name) and bool(o['accepted']) and o['accepted'] >= 1000 and bool(o['e2e']) and
             o['e2e'] >= 500))
     return s

@@ -20,7 +20,6 @@ import base64
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 
@@ -213,7 +212,3 @@ def _stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def tls_context(ca_file):
-    return ssl.create_default_context(cafile=ca_file)

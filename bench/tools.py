@@ -54,15 +54,11 @@ class Tool:
 class Pop3bridge(Tool):
     name = 'pop3bridge'
 
-    def setup(self, store=None, extra=''):
+    def setup(self):
         acct = h.account_block('bench', self.src, user=self.user, password=PASSWORD,
                                local_user=self.user, tls=self.tls)
-        if store is None:
-            self.conf = write(os.path.join(self.work, 'p3b.conf'), h.config_text(
-                os.path.join(self.work, 'state'), self.maildir, [acct], extra))
-        else:
-            self.conf = write(os.path.join(self.work, 'p3b.conf'), 'state_dir = %s\n%s%s\n%s' % (
-                h.cq(os.path.join(self.work, 'state')), store, extra, acct))
+        self.conf = write(os.path.join(self.work, 'p3b.conf'), h.config_text(
+            os.path.join(self.work, 'state'), self.maildir, [acct]))
 
     def cmd(self):
         return [h.bridge_binary(), '-q', '-c', self.conf, 'sync']
