@@ -113,11 +113,11 @@ def _commit():
     def git(*a):
         return subprocess.run(['git', '-C', h.REPO] + list(a), capture_output=True,
                               text=True).stdout.strip()
+    code = ('bridge', 'store', 'conf', 'Makefile')
     rev = git('rev-parse', '--short=12', 'HEAD') or 'unknown'
-    dirty = git('status', '--porcelain', '--untracked-files=no', '--', 'bridge', 'store',
-                'conf', 'Makefile')
-    subject = git('log', '-1', '--format=%s')
-    return rev + (' + uncommitted changes' if dirty else ''), subject
+    dirty = git('status', '--porcelain', '--untracked-files=no', '--', *code)
+    last = git('log', '-1', '--format=%h %s', '--', *code)
+    return rev + (' + uncommitted changes' if dirty else ''), last
 
 
 def cpu_model():
@@ -139,7 +139,8 @@ def machine(scratch_kind):
         '- date: %s' % datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         '- machine: `nproc` = %d, %s, %d MB RAM, Linux %s' % (os.cpu_count(), cpu_model(), mem,
                                                               platform.release()),
-        '- pop3bridge: %s (%s), binary %s' % (rev, subject, h.bridge_binary()),
+        '- pop3bridge: tree at %s, last change to its code: %s; binary %s' % (
+            rev, subject, h.bridge_binary()),
         '- files: %s' % scratch_kind,
         '- load average at start: %s' % ' '.join(open('/proc/loadavg').read().split()[:3]),
     ]
