@@ -14,7 +14,7 @@ prints one JSON line.
         worker processes taking the next user as they finish one:
         {"accounts": n, "ok": k, "uidls": total, "errors": [...]}
 
-Every user's password is servers.PASSWORD. Nothing sleeps; everything read
+Every user's password is p3bench.creds.PASSWORD. Nothing sleeps; everything read
 is checked to be a well-formed POP3 reply."""
 
 import argparse
@@ -26,7 +26,7 @@ import ssl
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from creds import PASSWORD  # noqa: E402
+from p3bench.creds import PASSWORD  # noqa: E402
 
 WINDOW = 128          # RETRs in flight
 RECV = 1 << 20

@@ -8,7 +8,7 @@ client is not held back by one interpreter.
                 --from ADDR --to ADDR
 
 MESSAGES_FILE: the messages, each preceded by a line "LENGTH\\n" (as
-write_messages() writes it). Connection k sends messages k, k+C, k+2C ...:
+p3bench/scen_relay.py writes it). Connection k sends messages k, k+C, k+2C ...:
 EHLO, AUTH PLAIN when asked, then per message MAIL, RCPT and DATA in one
 write when the server offers PIPELINING (else one at a time), the message
 (dot-stuffed), and waits for the 250 before the next one. Prints
@@ -22,13 +22,6 @@ import os
 import socket
 import sys
 import time
-
-
-def write_messages(path, messages):
-    with open(path, 'wb') as f:
-        for m in messages:
-            f.write(b'%d\n' % len(m))
-            f.write(m)
 
 
 def read_messages(path):

@@ -14,9 +14,9 @@ started from the test harness's Dovecot class and stopped by pid.
     Aiosmtpd(root).start()                  tests/integration/smtpd.py
     sink.count(), sink.contents(), sink.stop()"""
 
+import base64
 import glob
 import json
-import base64
 import os
 import shutil
 import socket
@@ -24,7 +24,8 @@ import subprocess
 import time
 
 import harness as h
-from creds import MASTER, MASTER_PW, PASSWORD
+from p3bench import REPO
+from p3bench.creds import MASTER, MASTER_PW, PASSWORD
 
 
 def source(workdir, mail_root, users):
@@ -173,7 +174,7 @@ class Aiosmtpd:
         script = os.path.join(self.dir, 'script.json')
         with open(script, 'w') as f:
             f.write('{}')
-        argv = ['/usr/bin/python3', os.path.join(h.HERE, 'smtpd.py'), '--port', str(self.port),
+        argv = ['/usr/bin/python3', os.path.join(REPO, 'tests', 'integration', 'smtpd.py'), '--port', str(self.port),
                 '--spool', self.spool, '--script', script]
         self.log = open(os.path.join(self.dir, 'log'), 'ab')
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

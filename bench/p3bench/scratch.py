@@ -22,6 +22,7 @@ import shutil
 import subprocess
 
 
+
 class Scratch:
     def __init__(self, root, dst_gb=16, src_gb=6):
         self.root = root

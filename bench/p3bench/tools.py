@@ -14,8 +14,8 @@ it has not fetched yet, and to be quiet."""
 import os
 
 import harness as h
-import measure
-from creds import PASSWORD
+from p3bench import measure
+from p3bench.creds import PASSWORD
 
 
 def write(path, text, mode=0o600):

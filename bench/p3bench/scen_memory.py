@@ -8,12 +8,9 @@ process (GNU time) and the peak sum over its processes (sampled from
 
 import os
 
-import corpus
 import harness as h
-import measure
-import servers
-import tools
-from report import Section, SummaryRow, Table, last_line, mb, secs
+from p3bench import corpus, measure, servers, tools
+from p3bench.report import Section, SummaryRow, Table, last_line, mb, secs
 
 
 def run(b):

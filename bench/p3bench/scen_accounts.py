@@ -20,12 +20,10 @@ import sqlite3
 import subprocess
 import time
 
-import corpus
 import harness as h
-import measure
-import tools
-from creds import PASSWORD
-from report import Section, SummaryRow, Table, last_line, mb, ratio, secs
+from p3bench import corpus, measure, tools
+from p3bench.creds import PASSWORD
+from p3bench.report import Section, SummaryRow, Table, last_line, mb, ratio, secs
 
 
 def _users(n):

@@ -10,14 +10,12 @@ import signal
 import subprocess
 import time
 
-import corpus
-import servers
-import tools
-from report import Section, SummaryRow, Table
+from p3bench import corpus, servers, tools
+from p3bench.report import Section, SummaryRow, Table
 
 
 def needs(a):
-    import scen_maildir
+    from p3bench import scen_maildir
     return scen_maildir.needs(a)
 
 

@@ -22,12 +22,9 @@ import shutil
 import subprocess
 import time
 
-import corpus
 import harness as h
-import measure
-import servers
+from p3bench import BENCH, corpus, measure, servers
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PY = '/usr/bin/python3'
 
 
@@ -49,7 +46,7 @@ class Bench:
         out = os.path.join(self.scratch.root, 'floor_writer')
         cc = os.environ.get('CC', 'cc')
         r = subprocess.run([cc, '-O2', '-Wall', '-Wextra', '-Werror', '-o', out,
-                            os.path.join(HERE, 'floor_writer.c')], capture_output=True, text=True)
+                            os.path.join(BENCH, 'floor_writer.c')], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError('building floor_writer.c failed:\n' + r.stderr)
         os.chmod(out, 0o755)
@@ -122,7 +119,7 @@ class Bench:
         shutil.rmtree(path, ignore_errors=True)
 
     def ref(self, script, *args):
-        return [PY, os.path.join(HERE, script)] + [str(a) for a in args]
+        return [PY, os.path.join(BENCH, script)] + [str(a) for a in args]
 
     def measure(self, label, argv, quiet=False, **kw):
         # dirty pages of earlier runs are written back now, not during

@@ -11,10 +11,8 @@ INTERNALDATE."""
 
 import os
 
-import corpus
-import servers
-import tools
-from report import Section, SummaryRow, Table, last_line, mb, rate, ratio, secs
+from p3bench import corpus, servers, tools
+from p3bench.report import Section, SummaryRow, Table, last_line, mb, rate, ratio, secs
 
 USERS = ('multi', 'p3b', 'single')
 

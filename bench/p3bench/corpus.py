@@ -26,6 +26,7 @@ import os
 import random
 import time
 
+
 ANCHOR = b'Message-ID: <bench.'
 BASE_DATE = 1700000000
 KB = 1024

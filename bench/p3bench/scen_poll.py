@@ -13,11 +13,10 @@ nothing."""
 
 import statistics
 
-import corpus
 import harness as h
-import tools
-from creds import PASSWORD
-from report import Section, SummaryRow, Table, last_line, mb, ratio, secs
+from p3bench import corpus, tools
+from p3bench.creds import PASSWORD
+from p3bench.report import Section, SummaryRow, Table, last_line, mb, ratio, secs
 
 
 def _median(results, key):

@@ -14,9 +14,8 @@ Checked: every tool's Maildir holds exactly the corpus (digests)."""
 import json
 import shutil
 
-import corpus
-import tools
-from report import Section, SummaryRow, Table, last_line, mb, ratio, secs
+from p3bench import corpus, tools
+from p3bench.report import Section, SummaryRow, Table, last_line, mb, ratio, secs
 
 SLOW = ('fetchmail', 'getmail6')
 

@@ -16,6 +16,7 @@ import platform
 import subprocess
 
 import harness as h
+from p3bench import REPO
 
 
 def secs(x):
@@ -111,7 +112,7 @@ def summary_table(sections):
 
 def _commit():
     def git(*a):
-        return subprocess.run(['git', '-C', h.REPO] + list(a), capture_output=True,
+        return subprocess.run(['git', '-C', REPO] + list(a), capture_output=True,
                               text=True).stdout.strip()
     code = ('bridge', 'store', 'conf', 'Makefile')
     rev = git('rev-parse', '--short=12', 'HEAD') or 'unknown'

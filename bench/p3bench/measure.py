@@ -20,6 +20,7 @@ import threading
 import time
 
 
+
 TIME = '/usr/bin/time'
 
 

@@ -20,14 +20,10 @@ import subprocess
 import threading
 import time
 
-import corpus
 import harness as h
-import measure
-import ref_smtp
-import servers
-import tools
-from creds import PASSWORD
-from report import Section, SummaryRow, Table, last_line, rate, ratio, secs
+from p3bench import corpus, measure, servers, tools
+from p3bench.creds import PASSWORD
+from p3bench.report import Section, SummaryRow, Table, last_line, rate, ratio, secs
 
 FROM, TO, USER = 'alice@example.com', 'bob@example.net', 'alice'
 
@@ -77,6 +73,15 @@ class Watch:
         self._stop.set()
         self._t.join()
         return self.at
+
+
+def write_messages(path, messages):
+    """The messages file bench/ref_smtp.py reads: each message after a line
+    holding its length."""
+    with open(path, 'wb') as f:
+        for m in messages:
+            f.write(b'%d\n' % len(m))
+            f.write(m)
 
 
 def _digests(contents):
@@ -173,7 +178,7 @@ def run(b):
     msgs = [corpus.message(i, size, 'relay') for i in range(n)]
     want = _digests(msgs)
     msgs_file = os.path.join(b.scratch.root, 'relay-messages')
-    ref_smtp.write_messages(msgs_file, msgs)
+    write_messages(msgs_file, msgs)
     t = Table('%d messages of %d bytes, %d connections' % (n, size, b.args.connections),
               ['path', 'accepted msgs/s', 'end to end msgs/s', 'all upstream after s',
                'Sent copies (all filed after s)', 'correct'])
