@@ -105,7 +105,7 @@ class Mpop(Tool):
         """Writes mpop's UIDL file as if it had fetched uidls already (the
         format of mpop 1.4: a " COUNT HOST USER" line, then the UIDs in
         ascending order)."""
-        text = ('# written by bench/tools.py in the format of mpop 1.4\n'
+        text = ('# written by bench/p3bench/tools.py in the format of mpop 1.4\n'
                 ' %d localhost %s\n%s' % (len(uidls), self.user,
                                           ''.join(u + '\n' for u in sorted(uidls))))
         write(self.uidls, text)
