@@ -537,7 +537,8 @@ choose_auth(const struct pop3 *p, const struct conf_server *s)
 	case CONF_AUTH_XOAUTH2:
 		return AUTH_XOAUTH2;
 	case CONF_AUTH_AUTO:
-	case CONF_AUTH_LOGIN:	/* smtp {} only: never parsed for pop3 */
+	case CONF_AUTH_LOGIN:	/* smtp {} and store {} only: never parsed for pop3 */
+	case CONF_AUTH_OAUTHBEARER:
 		break;
 	}
 	/* Without TLS, APOP at least keeps the password itself off the wire. */

@@ -66,8 +66,8 @@ sent_copy(const struct conf *c, struct state *st, const struct conf_account *a,
 
 	if (key == NULL)
 		err = xstrdup("no spool file name to derive the delivery key from");
-	if (key == NULL || deliver_file(c, a, a->sent_folder, key, m->spool_path, DELIVER_SEEN,
-	    (time_t)m->created_at, NULL, &err) == -1 ||
+	if (key == NULL || deliver_file(c, a, deliver_sent_folder(a), key, m->spool_path,
+	    DELIVER_SEEN, (time_t)m->created_at, NULL, &err) == -1 ||
 	    outbox_mark_copy_done(st, m->id, true, &err) == -1)
 		log_warnx("%s: queue id %lld: Sent copy: %s", m->account,
 		    (long long)m->id, err);

@@ -101,6 +101,20 @@ pop3_code(int e)
 	}
 }
 
+/* A store failure (enum deliver_err) as an exit code. */
+static int
+store_code(int r)
+{
+	switch (r) {
+	case DELIVER_ETEMP:
+		return EX_TEMPFAIL;
+	case DELIVER_EAUTH:
+		return EX_UNAVAILABLE;
+	default:
+		return EX_IOERR;
+	}
+}
+
 static int
 pop3_fail(struct pass *ps, int e, char *err)
 {
@@ -161,9 +175,9 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 				r = state_drop_pending(ps->st, ps->acct, m->uidl, &err);
 		}
 		free(loc);
-		if (r == -1) {
+		if (r < 0) {
 			state_rollback(ps->st);
-			return fail(ps, EX_IOERR, err);
+			return fail(ps, store_code(r), err);
 		}
 	}
 	if (state_commit(ps->st, &err) == -1)
@@ -439,7 +453,7 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 	struct deliver_msg *dm = xcalloc(n, sizeof *dm);
 	size_t *map = xcalloc(n, sizeof *map), k = 0;
 	char *err = NULL;
-	int rc = 0;
+	int rc = 0, r;
 
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].fate != F_STORE)
@@ -453,10 +467,10 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 		fds[i] = -1;
 		map[k++] = i;
 	}
-	if (k > 0 && ps->be->deliver(ps->bctx, dm, k, &err) == -1) {
+	if (k > 0 && (r = ps->be->deliver(ps->bctx, dm, k, &err)) < 0) {
 		/* Some files may be in the store already: settle each row now
 		 * exactly as a restart would. */
-		rc = fail(ps, EX_IOERR, err);
+		rc = fail(ps, store_code(r), err);
 		recover(ps);
 	} else if (k > 0 && mark_rows(ps, f, map, dm, k, &err) == -1) {
 		/* The files are durable and the rows pending: the next run's
@@ -870,9 +884,9 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	ps.be = deliver_backend_for(c->store.type);
 	if (ps.be == NULL)
 		rc = fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
-	else if (ps.be->open(c, a, &ps.bctx, &err) == -1) {
+	else if ((rc = ps.be->open(c, a, &ps.bctx, &err)) < 0) {
 		ps.bctx = NULL;
-		rc = fail(&ps, EX_IOERR, err);
+		rc = fail(&ps, store_code(rc), err);
 	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);

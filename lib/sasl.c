@@ -38,6 +38,26 @@ sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
 }
 
 char *
+sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *token)
+{
+	size_t n = 0;
+	char *esc = xmalloc(3 * strlen(user) + 1), *raw;
+
+	for (; *user != '\0'; user++) {
+		if (*user == ',' || *user == '=') {
+			memcpy(esc + n, *user == ',' ? "=2C" : "=3D", 3);
+			n += 3;
+		} else
+			esc[n++] = *user;
+	}
+	esc[n] = '\0';
+	raw = xasprintf("n,a=%s,\001host=%s\001port=%u\001auth=Bearer %s\001\001", esc,
+	    host, port, token);
+	free(esc);
+	return raw;
+}
+
+char *
 sasl_response64(enum sasl_mech mech, const char *user, const char *secret)
 {
 	size_t len;

@@ -17,6 +17,12 @@
 #include "store/imap.h"
 #include "store/maildir.h"
 
+const char *
+deliver_sent_folder(const struct conf_account *a)
+{
+	return a->sent_folder_set ? a->sent_folder : DELIVER_FOLDER_SENT;
+}
+
 const struct deliver_backend *
 deliver_backend_for(enum conf_store_type t)
 {
@@ -182,7 +188,9 @@ deliver_file(const struct conf *c, const struct conf_account *a, const char *fol
 		*err = xstrdup("this store type is not supported");
 		return -1;
 	}
-	if (be->open(c, a, &ctx, err) == -1)
+	if (strcmp(folder, DELIVER_FOLDER_SENT) == 0 && !be->special_use)
+		m.folder = folder = DELIVER_SENT_DEFAULT;
+	if (be->open(c, a, &ctx, err) < 0)
 		return -1;
 	if ((found = be->find(ctx, folder, key, &m.location, err)) != 0) {
 		rc = found == 1 ? 0 : -1;
@@ -203,7 +211,7 @@ deliver_file(const struct conf *c, const struct conf_account *a, const char *fol
 		free(derr);
 		goto out;
 	}
-	rc = be->deliver(ctx, &m, 1, err);
+	rc = be->deliver(ctx, &m, 1, err) < 0 ? -1 : 0;
 out:
 	if (in)
 		fclose(in);

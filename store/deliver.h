@@ -11,7 +11,9 @@
  *   find()        after a crash: is the message with this key in the store?
  *   tmp_discard() removes the temp file of a key that was not delivered;
  *   tmp_cleanup() removes every temp file a killed run left for an account.
- * Functions return 0 on success or -1 with *err allocated. */
+ * Functions return 0 on success or -1 with *err allocated; open(),
+ * deliver() and find() may also return another enum deliver_err saying
+ * what kind of failure it was (the pass's exit code follows from it). */
 #ifndef POP3BRIDGE_DELIVER_H
 #define POP3BRIDGE_DELIVER_H
 
@@ -23,6 +25,23 @@
 #include "conf/conf.h"
 
 #define DELIVER_SEEN 0x1
+
+/* Failures of open(), deliver() and find(). */
+enum deliver_err {
+	DELIVER_EIO = -1,	/* the store's files, or anything else */
+	DELIVER_ETEMP = -2,	/* try again later: connection lost or timed out,
+				   the store is full ([OVERQUOTA]) */
+	DELIVER_EAUTH = -3,	/* TLS or login refused (a wrong password, a
+				   refused token, PREAUTH, no usable mechanism) */
+};
+
+/* A folder name no configuration can hold (conf/ refuses a folder that
+ * begins with a backslash): the store's folder for sent mail, the one
+ * flagged \Sent (RFC 6154) where the store knows special-use flags, else
+ * "Sent" (DELIVER_SENT_DEFAULT). What an account without sent_folder
+ * files its Sent copies into. */
+#define DELIVER_FOLDER_SENT "\\Sent"
+#define DELIVER_SENT_DEFAULT "Sent"
 
 struct deliver_msg {
 	const char *key;        /* from deliver_key(); also the temp file name */
@@ -43,13 +62,16 @@ struct deliver_backend {
 	const char *name;
 	/* Line endings the store wants in message files: 0 LF, 1 CRLF. */
 	int crlf;
+	/* Whether folder DELIVER_FOLDER_SENT may be passed (else deliver_file
+	 * maps it to DELIVER_SENT_DEFAULT). */
+	bool special_use;
 	/* A session for one account's pass; user is the account's local_user. */
 	int (*open)(const struct conf *c, const struct conf_account *a, void **ctx, char **err);
 	int (*tmp_create)(void *ctx, const char *folder, const char *key, int *fd, char **err);
 	int (*tmp_discard)(void *ctx, const char *folder, const char *key, char **err);
 	int (*tmp_cleanup)(void *ctx, const char *folder, const char *key_tag, char **err);
 	int (*deliver)(void *ctx, struct deliver_msg *msgs, size_t n, char **err);
-	/* 1 found (*location allocated), 0 not found, -1 error. */
+	/* 1 found (*location allocated), 0 not found, < 0 error. */
 	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
 	void (*close)(void *ctx);
 };
@@ -60,10 +82,15 @@ struct deliver_backend {
  * the delivery key key (deliver_key(), or a fixed key so that a retry after
  * a crash can find() it instead of storing it twice: when find() says the
  * key is there already, nothing is stored and 0 is returned). *location
- * (may be NULL) receives where it went. 0, or -1 with *err allocated. */
+ * (may be NULL) receives where it went. folder may be DELIVER_FOLDER_SENT.
+ * 0, or -1 with *err allocated. */
 int deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
     const char *key, const char *path, unsigned flags, time_t date, char **location,
     char **err);
+
+/* The folder account a's Sent copies go to: its sent_folder when the
+ * configuration sets one, else DELIVER_FOLDER_SENT. */
+const char *deliver_sent_folder(const struct conf_account *a);
 
 /* The backend for a store type; NULL when it is not built in. */
 const struct deliver_backend *deliver_backend_for(enum conf_store_type t);
