@@ -189,13 +189,16 @@ login_plain_text(struct imap *im, const struct login *l, char **err)
 static char *
 challenge_status(const char *line)
 {
-	const char *p = line + 1, *v;
-	char *json, *out = NULL;
+	const char *v;
+	char *p, *json, *out = NULL;
 	size_t len, n;
 
-	while (*p == ' ')
-		p++;
-	if ((json = base64_decode(p, &len)) == NULL)
+	for (v = line + 1; *v == ' '; v++)
+		;
+	p = xstrndup(v, strcspn(v, "\r\n"));
+	json = base64_decode(p, &len);
+	free(p);
+	if (json == NULL)
 		return xstrdup("");
 	if ((v = strstr(json, "\"status\"")) != NULL &&
 	    (v = strchr(v + 8, '"')) != NULL) {
