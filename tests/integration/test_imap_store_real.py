@@ -38,9 +38,10 @@ def retr_hashes(src):
     return sorted(h.body_hash(h.imap_view(r)) for r in h.pop3_retr_all(src))
 
 
-def relay_config(t, store, sent_folder=None, up=None, name='p3b.conf'):
+def relay_config(t, store, sent_folder=None, up=None, name='p3b.conf', **store_kw):
     """An account that relays through up and files Sent copies in the IMAP
-    store; sent_folder None: not set."""
+    store (imapstore.store_block(store, **store_kw)); sent_folder None: not
+    set."""
     up = up or Upstream(t).start()
     acct = ('account "work" {\n  local_user = "alice"\n'
             '  pop3 {\n    host = "localhost"\n    port = %d\n    tls = "none"\n'
@@ -51,7 +52,8 @@ def relay_config(t, store, sent_folder=None, up=None, name='p3b.conf'):
             % (h.free_port(), up.port, FROM,
                '  sent_folder = %s\n' % h.cq(sent_folder) if sent_folder else ''))
     relay = 'relay {\n  listen = { "127.0.0.1:%d" }\n  retry_initial = 1\n}\n' % h.free_port()
-    text = h.config_with_store(t.path('state-' + name), ist.store_block(store), [acct], relay)
+    text = h.config_with_store(t.path('state-' + name), ist.store_block(store, **store_kw), [acct],
+                                relay)
     return h.write_config(t.path(name), text), up
 
 
