@@ -195,11 +195,13 @@ imap_connect(struct imap *im, char **err)
 	else
 		r = mailimap_socket_connect(im->m, s->host, (uint16_t)s->port);
 	if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
-		/* A refused or failed connection: the server may be back later.
-		 * A greeting that is no IMAP greeting too (a proxy starting). */
+		/* A refused or failed connection, a BYE greeting: the server
+		 * may be back later. A greeting that is no IMAP at all will be
+		 * the same next time (imap_fail: DELIVER_EIO). */
 		imap_fail(im, err, "connect", r);
 		im->broken = true;
-		im->why = DELIVER_ETEMP;
+		if (r != MAILIMAP_ERROR_PARSE)
+			im->why = DELIVER_ETEMP;
 		return -1;
 	}
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);

@@ -78,7 +78,7 @@ def source(t, n=5, seed=60):
     return src, msgs
 
 
-def plain_store_block(store, port, auth=None, password='secret', extra=''):
+def plain_store_block(port, auth=None, password='secret', extra=''):
     """A tls = "none" store block through port (a Recorder), as alice."""
     lines = ['type = "imap"', 'host = "127.0.0.1"', 'port = %d' % port, 'tls = "none"',
              'allow_plaintext = true', 'user = "%u"', 'timeout = 20',
@@ -117,7 +117,7 @@ def test_plain_with_sasl_ir_then_two_steps(t):
     src, msgs = source(t)
     store = ist.dovecot_store(t)
     rec = Recorder(t, store.ports['imap'])
-    conf = write_conf(t, plain_store_block(store, rec.port),
+    conf = write_conf(t, plain_store_block(rec.port),
                       [h.account_block('acct', src)])
     p = sync(t, conf)
     cmds = auth_commands(rec)
@@ -130,7 +130,7 @@ def test_plain_with_sasl_ir_then_two_steps(t):
                   'imap_capability = IMAP4rev1 LITERAL+ UIDPLUS NAMESPACE\n')
     rec2 = Recorder(t, store.ports['imap'])
     h.seed(src, 'alice', [h.make_message(90)])
-    conf2 = write_conf(t, plain_store_block(store, rec2.port),
+    conf2 = write_conf(t, plain_store_block(rec2.port),
                        [h.account_block('acct', src)], name='two.conf')
     p = t.run_bridge(conf2, '-v', 'sync')
     t.check(p.returncode == 0, 'two-step sync: %s' % p.stderr)
@@ -146,7 +146,7 @@ def test_login_when_asked(t):
     src, _ = source(t, 3)
     store = ist.dovecot_store(t)
     rec = Recorder(t, store.ports['imap'])
-    conf = write_conf(t, plain_store_block(store, rec.port, auth='login'),
+    conf = write_conf(t, plain_store_block(rec.port, auth='login'),
                       [h.account_block('acct', src)])
     p = sync(t, conf)
     cmds = auth_commands(rec)
@@ -163,7 +163,7 @@ def test_logindisabled_sends_no_password(t):
         t, extra='imap_capability = IMAP4rev1 LOGINDISABLED UIDPLUS\n')
     rec = Recorder(t, store.ports['imap'])
     for auth in (None, 'plain', 'login'):
-        conf = write_conf(t, plain_store_block(store, rec.port, auth=auth),
+        conf = write_conf(t, plain_store_block(rec.port, auth=auth),
                           [h.account_block('acct', src, extra='leave_on_server = false')],
                           name='%s.conf' % auth)
         p = t.run_bridge(conf, 'sync')
@@ -276,7 +276,7 @@ def test_oauth_two_step_answers(t):
         f.write(tok + '\n')
     rec = Recorder(t, store.ports['imap'])
     for mech in ('xoauth2', 'oauthbearer'):
-        block = plain_store_block(store, rec.port, auth=mech, password='x')
+        block = plain_store_block(rec.port, auth=mech, password='x')
         block = block.replace('password = "x"', 'password_command = %s' % h.cq('cat ' + tokfile))
         conf = write_conf(t, block, [h.account_block('acct', src)], name=mech + '.conf')
         p = t.run_bridge(conf, 'sync')
@@ -295,6 +295,64 @@ def test_oauth_two_step_answers(t):
              if re.match(rb'\S+ AUTHENTICATE ', l)][2:]
     t.check(after == [b'', b'AQ=='], 'answers to the error challenge: %r' % after)
     t.check(h.imap_count(store) == 2, 'imported with the valid token')
+
+
+class Greeter:
+    """A listener on a free 127.0.0.1 port that sends one line to each
+    client and keeps what the client sent (no packaged server greets with
+    PREAUTH on demand)."""
+
+    def __init__(self, t, line):
+        self.line, self.got = line, b''
+        self._srv = socket.socket()
+        self._srv.bind(('127.0.0.1', 0))
+        self._srv.listen(4)
+        self.port = self._srv.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+        t.cleanup(self._srv.close)
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self._srv.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                c.sendall(self.line)
+                try:
+                    while True:
+                        d = c.recv(4096)
+                        if not d:
+                            break
+                        self.got += d
+                        if b'LOGOUT' in d.upper():
+                            c.sendall(b'* BYE\r\n')
+                            break
+                except OSError:
+                    pass
+
+
+def test_preauth_and_bad_greetings(t):
+    """PREAUTH is refused (69: the server chose the mailbox), a greeting
+    that is no IMAP is an error (74), a BYE greeting temporary (75); no
+    credential is sent to any of them and nothing is fetched."""
+    src, _ = source(t, 2)
+    for line, code in ((b'* PREAUTH IMAP4rev1 logged in as somebody\r\n', 69),
+                       (b'220 smtp.example.com ESMTP\r\n', 74),
+                       (b'* BYE too busy, try later\r\n', 75)):
+        g = Greeter(t, line)
+        conf = write_conf(t, plain_store_block(g.port),
+                          [h.account_block('acct', src, extra='leave_on_server = false')],
+                          name='greet%d.conf' % code)
+        p = t.run_bridge(conf, 'sync')
+        t.check(p.returncode == code, '%r: exit %d, got %d: %s'
+                % (line[:20], code, p.returncode, p.stderr))
+        t.check(p.stderr.count('acct: imap store 127.0.0.1:%d' % g.port) == 1,
+                'one line naming account and store: %s' % p.stderr)
+        t.check(b'secret' not in g.got and b'LOGIN' not in g.got.upper() and
+                b'AUTHENTICATE' not in g.got.upper(), 'no credential sent: %r' % g.got)
+    t.check(h.pop3_stat(src)[0] == 2, 'nothing fetched or deleted')
 
 
 if __name__ == '__main__':
