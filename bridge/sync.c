@@ -161,6 +161,8 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 
 	if (state_begin(ps->st, &err) == -1)
 		return fail(ps, EX_IOERR, err);
+	if (n > 0 && ps->be->recovering != NULL)
+		ps->be->recovering(ps->bctx);
 	for (size_t i = 0; i < n; i++) {
 		struct state_msg *m = &rows[i];
 
@@ -302,7 +304,7 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	int r;
 
 	f->key = deliver_key(ps->tag);
-	if (ps->be->tmp_create(ps->bctx, folder, f->key, fd, &err) == -1)
+	if (ps->be->tmp_create(ps->bctx, folder, f->key, e->size, fd, &err) == -1)
 		return fail(ps, EX_IOERR, err);
 	r = pop3_retr(ps->p, e->num, *fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
 	    retr_limit(e->size), &rr, &err);

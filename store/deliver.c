@@ -200,7 +200,7 @@ deliver_file(const struct conf *c, const struct conf_account *a, const char *fol
 		*err = xasprintf("%s: %s", path, strerror(errno));
 		goto out;
 	}
-	if (be->tmp_create(ctx, folder, key, &m.fd, err) == -1)
+	if (be->tmp_create(ctx, folder, key, 0, &m.fd, err) == -1)
 		goto out;
 	if (copy_converted(in, m.fd, be->crlf, &m.size) == -1) {
 		*err = xasprintf("copying %s into the store: %s", path, strerror(errno));

@@ -2,8 +2,9 @@
  * of these backends and never knows which store it is.
  *
  * Protocol, per batch (doc/DESIGN.md, The import protocol):
- *   tmp_create()  for each message: a temp file named by its delivery key;
- *                 the caller writes the message to it and keeps the fd;
+ *   tmp_create()  for each message: a temp file for its delivery key;
+ *                 the caller writes the message to it (about size bytes:
+ *                 a hint, 0 when unknown) and keeps the fd;
  *   deliver()     makes the whole batch durable in the store (after it
  *                 returns 0 every message is there and survives a crash,
  *                 except those it marked refused: the store said no to
@@ -67,12 +68,20 @@ struct deliver_backend {
 	bool special_use;
 	/* A session for one account's pass; user is the account's local_user. */
 	int (*open)(const struct conf *c, const struct conf_account *a, void **ctx, char **err);
-	int (*tmp_create)(void *ctx, const char *folder, const char *key, int *fd, char **err);
+	int (*tmp_create)(void *ctx, const char *folder, const char *key, uint64_t size, int *fd,
+	    char **err);
 	int (*tmp_discard)(void *ctx, const char *folder, const char *key, char **err);
 	int (*tmp_cleanup)(void *ctx, const char *folder, const char *key_tag, char **err);
 	int (*deliver)(void *ctx, struct deliver_msg *msgs, size_t n, char **err);
 	/* 1 found (*location allocated), 0 not found, < 0 error. */
 	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
+	/* Optional (NULL: nothing to do). Says that the find() calls that
+	 * follow settle rows a killed pass left: a store that takes messages
+	 * on its own time (an IMAP server still working through the commands
+	 * of a dead connection) must be done with them before find() may
+	 * answer "not found", or the message would be fetched and stored a
+	 * second time. */
+	void (*recovering)(void *ctx);
 	void (*close)(void *ctx);
 };
 

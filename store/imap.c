@@ -3,6 +3,8 @@
  * folders and APPEND live in the imap_*.c files (store/imap_priv.h). */
 #include "store/imap.h"
 
+#include <sys/mman.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -50,8 +52,10 @@ im_close(void *ctx)
 		return;
 	if (im->m != NULL) {
 		/* LOGOUT is a courtesy; an unusable stream is just closed. */
-		if (!im->broken && im->m->imap_stream != NULL)
+		if (!im->broken && im->m->imap_stream != NULL) {
+			imap_abortive_close(im, false);
 			mailimap_logout(im->m);
+		}
 		mailimap_free(im->m);
 	}
 	imap_folders_free(im);
@@ -92,28 +96,62 @@ im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	return 0;
 }
 
+/* A temp file in memory for a small message, while the batch's memory
+ * files stay under IMAP_MEM_BATCH: most mail is a few KB, and a file on
+ * disk costs an inode made and freed, journaled, for every message, while
+ * the file is only a buffer between RETR and APPEND. After a crash the
+ * message is found in the store by its key, or fetched again. -1 when it
+ * does not fit (or memfd_create fails): the caller uses the disk. */
+#define IMAP_MEM_MSG	(1024 * 1024)
+#define IMAP_MEM_BATCH	(16 * 1024 * 1024)
 static int
-im_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
+mem_tmp(struct imap *im, uint64_t size)
+{
+	int fd;
+
+	if (size == 0 || size > IMAP_MEM_MSG || im->mem_bytes + size > IMAP_MEM_BATCH)
+		return -1;
+	if ((fd = memfd_create("pop3bridge-imap", MFD_CLOEXEC)) != -1)
+		im->mem_bytes += size;
+	return fd;
+}
+
+static int
+im_tmp_create(void *ctx, const char *folder, const char *key, uint64_t size, int *fd,
+    char **err)
 {
 	struct imap *im = ctx;
 	char *path, *line;
 
 	(void)folder;
 	*fd = -1;
-	if (check_key(key, err) == -1 ||
-	    io_mkdir_p(im->spool, 0700, false, err) == -1)
+	if (check_key(key, err) == -1)
 		return -1;
+	if ((*fd = mem_tmp(im, size)) == -1 && !im->spool_ready) {
+		if (io_mkdir_p(im->spool, 0700, false, err) == -1)
+			return -1;
+		im->spool_ready = true;
+	}
 	path = imap_spool_path(im, key);
-	*fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+	/* On disk: nameless where the file system can (most): nothing to
+	 * remove after APPEND, nothing left by a crash. */
+	if (*fd == -1 && !im->spool_named &&
+	    (*fd = open(im->spool, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) == -1 &&
+	    (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+		im->spool_named = true;
+	if (*fd == -1 && im->spool_named)
+		*fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 	if (*fd == -1)
-		*err = xasprintf("creating %s: %s", path, strerror(errno));
+		*err = xasprintf("creating %s: %s", im->spool_named ? path : im->spool,
+		    strerror(errno));
 	else {
 		/* The key travels with the message: find() searches for it. */
 		line = xasprintf(IMAP_KEY_HEADER ": %s\r\n", key);
 		if (io_write_all(*fd, line, strlen(line)) == -1) {
 			*err = xasprintf("writing %s: %s", path, strerror(errno));
 			close(*fd);
-			unlink(path);
+			if (im->spool_named)
+				unlink(path);
 			*fd = -1;
 		}
 		free(line);
@@ -157,6 +195,7 @@ im_deliver(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 	size_t i;
 
 	im->why = DELIVER_EIO;
+	im->mem_bytes = 0;	/* every temp file of the batch is closed here */
 	for (i = 0; i < n; i++)
 		if (check_key(msgs[i].key, err) == -1) {
 			for (; i < n; i++)	/* we own every fd */
@@ -210,6 +249,65 @@ search_key(struct imap *im, const char *key, uint32_t *uid, char **err)
 	return 0;
 }
 
+/* UIDNEXT of mbox (STATUS), 0 when the server does not say. */
+static int
+uidnext(struct imap *im, const char *mbox, uint32_t *next, char **err)
+{
+	struct mailimap_status_att_list *atts = mailimap_status_att_list_new_empty();
+	struct mailimap_mailbox_data_status *st = NULL;
+	struct mailimap_status_info *si;
+	clistiter *it;
+	int r;
+
+	if (atts == NULL || mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDNEXT) != 0)
+		fatalx("imap: out of memory");
+	r = mailimap_status(im->m, mbox, atts, &st);
+	mailimap_status_att_list_free(atts);
+	if (r != MAILIMAP_NO_ERROR)
+		return imap_fail(im, err, "STATUS", r);
+	*next = 0;
+	for (it = st->st_info_list ? clist_begin(st->st_info_list) : NULL; it != NULL;
+	    it = clist_next(it)) {
+		si = clist_content(it);
+		if (si->st_att == MAILIMAP_STATUS_ATT_UIDNEXT)
+			*next = si->st_value;
+	}
+	mailimap_mailbox_data_status_free(st);
+	return 0;
+}
+
+/* After a crash: waits until no other session adds to mbox (its UIDNEXT
+ * the same for IMAP_SETTLE_MS), at most the timeout. A killed pass's
+ * connection is reset (imap_abortive_close), but the server may still
+ * finish commands it had read in full; an APPEND that lands after our
+ * search would be a message stored twice. */
+#define IMAP_SETTLE_MS 1000
+static int
+settle(struct imap *im, struct imap_folder *f, char **err)
+{
+	uint32_t before, after;
+	unsigned waited = 0;
+	int r;
+
+	if (uidnext(im, f->mbox, &before, err) == -1)
+		return -1;
+	for (;;) {
+		usleep(IMAP_SETTLE_MS * 1000);
+		waited += IMAP_SETTLE_MS;
+		if (uidnext(im, f->mbox, &after, err) == -1)
+			return -1;
+		if (after == before || waited >= im->timeout * 1000)
+			break;
+		before = after;
+	}
+	f->settled = true;
+	log_debug("%s: %s: %s quiet after %u ms", im->account, im->where, f->mbox, waited);
+	/* The selected mailbox shows what arrived meanwhile after a NOOP. */
+	if ((r = mailimap_noop(im->m)) != MAILIMAP_NO_ERROR)
+		return imap_fail(im, err, "NOOP", r);
+	return 0;
+}
+
 static int
 im_find(void *ctx, const char *folder, const char *key, char **loc, char **err)
 {
@@ -229,11 +327,20 @@ im_find(void *ctx, const char *folder, const char *key, char **loc, char **err)
 	}
 	if (examine(im, f->mbox, err) == -1 || search_key(im, key, &uid, err) == -1)
 		return result(im, -1);
+	if (uid == 0 && im->recovering && !f->settled &&
+	    (settle(im, f, err) == -1 || search_key(im, key, &uid, err) == -1))
+		return result(im, -1);
 	if (uid == 0)
 		return 0;
 	*loc = imap_location(folder, im->m->imap_selection_info != NULL ?
 	    im->m->imap_selection_info->sel_uidvalidity : 0, uid);
 	return 1;
+}
+
+static void
+im_recovering(void *ctx)
+{
+	((struct imap *)ctx)->recovering = true;
 }
 
 const struct deliver_backend imap_backend = {
@@ -246,5 +353,6 @@ const struct deliver_backend imap_backend = {
 	.tmp_cleanup = im_tmp_cleanup,
 	.deliver = im_deliver,
 	.find = im_find,
+	.recovering = im_recovering,
 	.close = im_close,
 };

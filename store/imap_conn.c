@@ -5,10 +5,14 @@
  * libetpan's parser. */
 #include "store/imap_priv.h"
 
+#include <sys/socket.h>
+
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "lib/err.h"
 #include "lib/log.h"
@@ -205,6 +209,7 @@ imap_connect(struct imap *im, char **err)
 		return -1;
 	}
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
+	imap_abortive_close(im, true);
 	/* PREAUTH: the server chose the user (and, before STARTTLS, TLS could
 	 * never be negotiated): we would deliver into a mailbox we did not
 	 * log in to. */
@@ -223,12 +228,77 @@ imap_connect(struct imap *im, char **err)
 }
 
 /*
+ * Closing.
+ */
+
+void
+imap_abortive_close(struct imap *im, bool on)
+{
+	struct linger l = { .l_onoff = on, .l_linger = 0 };
+	int fd;
+
+	if (im->m == NULL || im->m->imap_stream == NULL ||
+	    (fd = mailstream_low_get_fd(mailstream_get_low(im->m->imap_stream))) < 0)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) == -1)
+		log_debug("%s: %s: SO_LINGER: %s", im->account, im->where, strerror(errno));
+}
+
+/*
+ * Deadlines of the commands in flight.
+ */
+
+void
+imap_deadline(struct imap *im, uint64_t bytes)
+{
+	uint64_t s = (uint64_t)im->timeout + bytes / IMAP_MIN_RATE + (bytes % IMAP_MIN_RATE != 0);
+
+	clock_gettime(CLOCK_MONOTONIC, &im->due);
+	im->due_secs = s > 86400 * 30 ? 86400 * 30 : (unsigned)s;
+	im->due.tv_sec += im->due_secs;
+}
+
+void
+imap_deadline_clear(struct imap *im)
+{
+	im->due_secs = 0;
+	if (im->m != NULL && im->m->imap_stream != NULL)
+		mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
+}
+
+/* Before a read or a write: what is left of the deadline bounds it. A
+ * server that keeps a connection busy at a trickle does not hold a pass
+ * for longer than its data justifies. */
+static int
+deadline_step(struct imap *im, const char *what, char **err)
+{
+	struct timespec now;
+	time_t left;
+
+	if (im->due_secs == 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = im->due.tv_sec - now.tv_sec;
+	if (left <= 0) {
+		im->broken = true;
+		im->why = DELIVER_ETEMP;
+		return err_at(err, im->where, "%s: not done within %u s (the timeout and its "
+		    "size at %d KiB/s)", what, im->due_secs, IMAP_MIN_RATE / 1024);
+	}
+	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream),
+	    left < (time_t)im->timeout ? left : (time_t)im->timeout);
+	return 0;
+}
+
+/*
  * Commands we write ourselves.
  */
 
 int
 imap_send(struct imap *im, const char *what, const void *b, size_t n, char **err)
 {
+	if (deadline_step(im, what, err) == -1)
+		return -1;
 	if (n > 0 && mailstream_write(im->m->imap_stream, b, n) != (ssize_t)n)
 		return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 	return 0;
@@ -237,6 +307,8 @@ imap_send(struct imap *im, const char *what, const void *b, size_t n, char **err
 int
 imap_flush(struct imap *im, const char *what, char **err)
 {
+	if (deadline_step(im, what, err) == -1)
+		return -1;
 	if (mailstream_flush(im->m->imap_stream) == -1)
 		return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 	return 0;
@@ -292,6 +364,8 @@ imap_tagged(struct imap *im, const char *what, bool first_read, char **err)
 
 	im->state = -1;
 	im->code[0] = '\0';
+	if (deadline_step(im, what, err) == -1)
+		return -1;
 	if (!first_read && mailimap_read_line(im->m) == NULL)
 		return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 	r = mailimap_parse_response(im->m, &resp);
@@ -325,6 +399,8 @@ imap_next(struct imap *im, const char *what, char **line, char **err)
 	char *l;
 
 	for (;;) {
+		if (deadline_step(im, what, err) == -1)
+			return -1;
 		if ((l = mailimap_read_line(im->m)) == NULL)
 			return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 		if (l[0] == '+') {

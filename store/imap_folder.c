@@ -382,6 +382,7 @@ imap_folder_get(struct imap *im, const char *name, bool create, char **err)
 		f->name = xstrdup(name);
 		f->mbox = mbox;
 		f->ready = ready;
+		f->settled = false;
 	}
 	if (!create || f->ready)
 		return f;

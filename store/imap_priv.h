@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <libetpan/libetpan.h>
 
@@ -48,22 +49,30 @@ struct imap_folder {
 	char *name;		/* as the caller gave it: "a/b", DELIVER_FOLDER_SENT */
 	char *mbox;		/* as the server names it: mUTF-7, its delimiter */
 	bool ready;		/* known to exist (and subscribed if we made it) */
+	bool settled;		/* no other session was adding to it (im_find) */
 };
 
 struct imap {
 	char *account;		/* for log messages */
 	char *where;		/* "imap store HOST:PORT", prefix of every error */
 	char *spool;		/* STATE_DIR/spool/imap */
+	bool spool_ready;	/* made */
+	bool spool_named;	/* no O_TMPFILE there: temp files named by key */
+	uint64_t mem_bytes;	/* in memory temp files of the batch (imap.c) */
 	const struct conf_server *srv;
 	unsigned timeout;
 	mailimap *m;
 	bool broken;		/* the stream is in an unknown state */
+	bool recovering;	/* find() settles rows a killed pass left */
 	enum deliver_err why;	/* class of the last failure */
 	struct imap_caps caps;
 	struct imap_ns ns;
 	/* The last tagged reply of a command we parsed ourselves. */
 	int state;		/* MAILIMAP_RESP_COND_STATE_*, -1 none */
 	char code[IMAP_CODE_MAX]; /* its response code ("TRYCREATE"), or "" */
+	/* The deadline of the commands in flight (imap_deadline). */
+	struct timespec due;
+	unsigned due_secs;	/* 0: none */
 	char *selected;		/* mailbox EXAMINEd last, or NULL */
 	struct imap_folder *folders;
 	size_t n_folders;
@@ -90,9 +99,24 @@ int imap_usable(struct imap *im, char **err);
  * CAPABILITY. */
 int imap_connect(struct imap *im, char **err);
 
+/* on: if this process dies (SIGKILL, a crash) its connection is reset,
+ * not closed: what it had written and the server had not read yet is
+ * dropped instead of being stored after we are gone, where the next pass
+ * could no longer find it in time (doc/DESIGN.md, The import protocol).
+ * off: a normal close, for LOGOUT. */
+void imap_abortive_close(struct imap *im, bool on);
+
 /* CAPABILITY, asked afresh into im->caps: what a server announces
  * changes with TLS and with login (Dovecot shows UIDPLUS only after). */
 int imap_read_caps(struct imap *im, char **err);
+
+/* From now on every read and write must be done within the timeout plus
+ * bytes at IMAP_MIN_RATE (an APPEND's literals): each waits at most what
+ * is left (and at most the timeout), and once nothing is left the session
+ * is broken and the failure temporary. imap_deadline_clear() ends it. */
+#define IMAP_MIN_RATE	(16 * 1024)	/* bytes/s: what a useful server manages */
+void imap_deadline(struct imap *im, uint64_t bytes);
+void imap_deadline_clear(struct imap *im);
 
 /* Sends "TAG " (a new tag) and then the n bytes of line as they are. */
 int imap_send_command(struct imap *im, const char *what, const char *line, size_t n,
