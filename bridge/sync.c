@@ -148,6 +148,22 @@ lock_account(struct pass *ps, int *fd)
 	return rc;
 }
 
+/* Tells the backend which keys the find() calls of reconcile() ask for. */
+static void
+recovering(struct pass *ps, const struct state_msg *rows, size_t n)
+{
+	const char **folders = xcalloc(n, sizeof *folders);
+	const char **keys = xcalloc(n, sizeof *keys);
+
+	for (size_t i = 0; i < n; i++) {
+		folders[i] = rows[i].folder;
+		keys[i] = rows[i].delivery_key;
+	}
+	ps->be->recovering(ps->bctx, folders, keys, n);
+	free(folders);
+	free(keys);
+}
+
 /* Settles the rows a killed run left pending: the store is asked whether
  * the message with that delivery key is there. Found: it is delivered.
  * Not found: its temp file is removed and the row forgotten, so the
@@ -162,7 +178,7 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	if (state_begin(ps->st, &err) == -1)
 		return fail(ps, EX_IOERR, err);
 	if (n > 0 && ps->be->recovering != NULL)
-		ps->be->recovering(ps->bctx);
+		recovering(ps, rows, n);
 	for (size_t i = 0; i < n; i++) {
 		struct state_msg *m = &rows[i];
 

@@ -76,12 +76,14 @@ struct deliver_backend {
 	/* 1 found (*location allocated), 0 not found, < 0 error. */
 	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
 	/* Optional (NULL: nothing to do). Says that the find() calls that
-	 * follow settle rows a killed pass left: a store that takes messages
-	 * on its own time (an IMAP server still working through the commands
-	 * of a dead connection) must be done with them before find() may
-	 * answer "not found", or the message would be fetched and stored a
-	 * second time. */
-	void (*recovering)(void *ctx);
+	 * follow settle rows a killed pass left, for keys[i] in folders[i]
+	 * (i < n): a store may look them all up at once, and one that takes
+	 * messages on its own time (an IMAP server still working through the
+	 * commands of a dead connection) must be done with them before find()
+	 * may answer "not found", or the message would be fetched and stored
+	 * a second time. */
+	void (*recovering)(void *ctx, const char *const *folders, const char *const *keys,
+	    size_t n);
 	void (*close)(void *ctx);
 };
 

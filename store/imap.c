@@ -59,6 +59,7 @@ im_close(void *ctx)
 		mailimap_free(im->m);
 	}
 	imap_folders_free(im);
+	imap_hits_free(im);
 	free(im->selected);
 	free(im->account);
 	free(im->where);
@@ -207,140 +208,23 @@ im_deliver(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 	return result(im, imap_append_batch(im, msgs, n, err));
 }
 
-/* EXAMINE mbox unless it is selected already (read-only: \Recent and
- * flags stay as they are for the user's clients). */
-static int
-examine(struct imap *im, const char *mbox, char **err)
-{
-	int r;
-
-	if (im->selected != NULL && strcmp(im->selected, mbox) == 0)
-		return 0;
-	free(im->selected);
-	im->selected = NULL;
-	if ((r = mailimap_examine(im->m, mbox)) != MAILIMAP_NO_ERROR)
-		return imap_fail(im, err, "EXAMINE", r);
-	im->selected = xstrdup(mbox);
-	return 0;
-}
-
-/* UID SEARCH HEADER X-Pop3bridge-Key KEY: the first UID found, or 0.
- * Servers match a substring; keys cannot hold one another (same-width
- * seconds, "." after the tag), so a hit is this key. */
-static int
-search_key(struct imap *im, const char *key, uint32_t *uid, char **err)
-{
-	struct mailimap_search_key *sk;
-	clist *res = NULL;
-	int r;
-
-	sk = mailimap_search_key_new_header(xstrdup(IMAP_KEY_HEADER), xstrdup(key));
-	if (sk == NULL)
-		fatalx("imap: out of memory");
-	r = mailimap_uid_search(im->m, NULL, sk, &res);
-	mailimap_search_key_free(sk);
-	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail(im, err, "UID SEARCH", r);
-	*uid = 0;
-	if (res != NULL && clist_begin(res) != NULL)
-		*uid = *(uint32_t *)clist_content(clist_begin(res));
-	if (res != NULL)
-		mailimap_search_result_free(res);
-	return 0;
-}
-
-/* UIDNEXT of mbox (STATUS), 0 when the server does not say. */
-static int
-uidnext(struct imap *im, const char *mbox, uint32_t *next, char **err)
-{
-	struct mailimap_status_att_list *atts = mailimap_status_att_list_new_empty();
-	struct mailimap_mailbox_data_status *st = NULL;
-	struct mailimap_status_info *si;
-	clistiter *it;
-	int r;
-
-	if (atts == NULL || mailimap_status_att_list_add(atts, MAILIMAP_STATUS_ATT_UIDNEXT) != 0)
-		fatalx("imap: out of memory");
-	r = mailimap_status(im->m, mbox, atts, &st);
-	mailimap_status_att_list_free(atts);
-	if (r != MAILIMAP_NO_ERROR)
-		return imap_fail(im, err, "STATUS", r);
-	*next = 0;
-	for (it = st->st_info_list ? clist_begin(st->st_info_list) : NULL; it != NULL;
-	    it = clist_next(it)) {
-		si = clist_content(it);
-		if (si->st_att == MAILIMAP_STATUS_ATT_UIDNEXT)
-			*next = si->st_value;
-	}
-	mailimap_mailbox_data_status_free(st);
-	return 0;
-}
-
-/* After a crash: waits until no other session adds to mbox (its UIDNEXT
- * the same for IMAP_SETTLE_MS), at most the timeout. A killed pass's
- * connection is reset (imap_abortive_close), but the server may still
- * finish commands it had read in full; an APPEND that lands after our
- * search would be a message stored twice. */
-#define IMAP_SETTLE_MS 1000
-static int
-settle(struct imap *im, struct imap_folder *f, char **err)
-{
-	uint32_t before, after;
-	unsigned waited = 0;
-	int r;
-
-	if (uidnext(im, f->mbox, &before, err) == -1)
-		return -1;
-	for (;;) {
-		usleep(IMAP_SETTLE_MS * 1000);
-		waited += IMAP_SETTLE_MS;
-		if (uidnext(im, f->mbox, &after, err) == -1)
-			return -1;
-		if (after == before || waited >= im->timeout * 1000)
-			break;
-		before = after;
-	}
-	f->settled = true;
-	log_debug("%s: %s: %s quiet after %u ms", im->account, im->where, f->mbox, waited);
-	/* The selected mailbox shows what arrived meanwhile after a NOOP. */
-	if ((r = mailimap_noop(im->m)) != MAILIMAP_NO_ERROR)
-		return imap_fail(im, err, "NOOP", r);
-	return 0;
-}
-
 static int
 im_find(void *ctx, const char *folder, const char *key, char **loc, char **err)
 {
 	struct imap *im = ctx;
-	struct imap_folder *f;
-	uint32_t uid = 0;
 	int r;
 
 	im->why = DELIVER_EIO;
-	if (check_key(key, err) == -1 || imap_usable(im, err) == -1 ||
-	    (f = imap_folder_get(im, folder, false, err)) == NULL)
-		return result(im, -1);
-	if (!f->ready) {
-		if ((r = imap_mbox_exists(im, f->mbox, err)) != 1)
-			return result(im, r);	/* no folder: not delivered */
-		f->ready = true;
-	}
-	if (examine(im, f->mbox, err) == -1 || search_key(im, key, &uid, err) == -1)
-		return result(im, -1);
-	if (uid == 0 && im->recovering && !f->settled &&
-	    (settle(im, f, err) == -1 || search_key(im, key, &uid, err) == -1))
-		return result(im, -1);
-	if (uid == 0)
-		return 0;
-	*loc = imap_location(folder, im->m->imap_selection_info != NULL ?
-	    im->m->imap_selection_info->sel_uidvalidity : 0, uid);
-	return 1;
+	if (check_key(key, err) == -1)
+		return DELIVER_EIO;
+	r = imap_find(im, folder, key, loc, err);
+	return r == -1 ? result(im, r) : r;
 }
 
 static void
-im_recovering(void *ctx)
+im_recovering(void *ctx, const char *const *folders, const char *const *keys, size_t n)
 {
-	((struct imap *)ctx)->recovering = true;
+	imap_recovering(ctx, folders, keys, n);
 }
 
 const struct deliver_backend imap_backend = {

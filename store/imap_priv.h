@@ -74,6 +74,10 @@ struct imap {
 	struct timespec due;
 	unsigned due_secs;	/* 0: none */
 	char *selected;		/* mailbox EXAMINEd last, or NULL */
+	/* A recovery's keys, looked up at once (imap_find.c). */
+	struct imap_hit *hits;
+	size_t n_hits;
+	bool hits_done;		/* every key of hits was looked for */
 	struct imap_folder *folders;
 	size_t n_folders;
 	char *buf;		/* IMAP_CHUNK bytes for streaming literals */
@@ -177,6 +181,21 @@ struct imap_folder *imap_folder_get(struct imap *im, const char *name, bool crea
 int imap_mbox_exists(struct imap *im, const char *mbox, char **err);
 
 void imap_folders_free(struct imap *im);
+
+/*
+ * imap_find.c
+ */
+
+/* find() of the backend (store/deliver.h): 1 found (*loc allocated), 0
+ * not found, -1 with *err. */
+int imap_find(struct imap *im, const char *folder, const char *key, char **loc, char **err);
+
+/* recovering() of the backend: the keys (in their folders) the find()
+ * calls that follow ask for, looked up here at once; on any error find()
+ * looks for each key on its own. */
+void imap_recovering(struct imap *im, const char *const *folders, const char *const *keys,
+    size_t n);
+void imap_hits_free(struct imap *im);
 
 /*
  * imap_append.c

@@ -113,7 +113,7 @@ def store_block(port, extra=''):
             '  timeout = 30\n%s}\n' % (port, extra))
 
 
-def setup(t, n, seed, caps='', batch=10, extra_store=''):
+def setup(t, n, seed, caps='', batch=10, extra_store='', keep=False):
     msgs = h.make_corpus(n, seed=seed)
     src = t.dovecot('src')
     h.seed(src, 'alice', msgs)
@@ -121,7 +121,8 @@ def setup(t, n, seed, caps='', batch=10, extra_store=''):
     wire = Wire(t, store.ports['imap'])
     conf = h.write_config(t.path('p3b.conf'), h.config_with_store(
         t.path('state'), store_block(wire.port),
-        [h.account_block('acct', src, extra='leave_on_server = false')],
+        [h.account_block('acct', src, extra='leave_on_server = %s' % (
+            'true' if keep else 'false'))],
         'batch_messages = %d\n' % batch))
     return src, store, wire, conf, msgs
 
@@ -215,6 +216,45 @@ def test_synchronising_without_multiappend_or_literal_plus(t):
             'one APPEND per message, literals {N} after "+": %r' % apps[:2])
     t.check(wire.max_in_flight() == 1, 'each waits for its reply')
     check_exact(t, msgs, store, conf)
+
+
+def test_recovery_looks_up_keys_at_once(t):
+    """Rows left pending are settled with one UID SEARCH OR ... (and one
+    FETCH of the key headers), not a SEARCH per key: found ones become
+    delivered, the ones missing from the store (deleted here) are fetched
+    again after the folder stayed quiet, and a stranger whose header holds
+    a missing key as a substring does not count."""
+    src, store, wire, conf, msgs = setup(t, 30, seed=96, batch=30, keep=True)
+    run(t, conf)
+    db = sqlite3.connect(t.path('state', 'state.db'))
+    rows = db.execute('SELECT uidl, delivery_key, location FROM messages ORDER BY uidl').fetchall()
+    pending = rows[:20]
+    with db:
+        db.executemany('UPDATE messages SET state = 0, location = NULL WHERE uidl = ?',
+                       [(u,) for u, k, loc in pending])
+    db.close()
+    gone = pending[:5]
+    with h.imap_session(store) as m:
+        m.select('INBOX')
+        for u, k, loc in gone:
+            uid = re.search(r';UID=(\d+)$', loc).group(1)
+            m.uid('STORE', uid, '+FLAGS', '(\\Deleted)')
+        m.expunge()
+        stranger = (b'X-Pop3bridge-Key: ' + gone[0][1].encode() + b'-not-ours\r\n'
+                    b'From: x@example.org\r\nSubject: stranger\r\n\r\nhi\r\n')
+        m.append('INBOX', None, None, stranger)
+    before = wire.sent.count(b'UID SEARCH')
+    p = t.run_bridge(conf, 'sync')
+    t.require(p.returncode == 0, 'sync: %s' % p.stderr)
+    t.check('recovered 20 interrupted deliveries (15 already stored, 5 to fetch again)'
+            in p.stderr, 'found 15, 5 to fetch again: %s' % p.stderr)
+    searches = wire.sent.count(b'UID SEARCH') - before
+    t.check(searches == 2, 'one SEARCH for the 20 keys, one more after the folder was quiet: '
+            '%d' % searches)
+    fetched = h.imap_fetch_all(store)
+    t.check(len(fetched) == 31, '30 messages and the stranger, got %d' % len(fetched))
+    ids = collections.Counter(h.header(ist.strip_key(f['body']), 'Message-ID') for f in fetched)
+    t.check(all(v == 1 for k, v in ids.items() if k), 'none twice')
 
 
 def crash(t, caps, seed):
