@@ -175,10 +175,12 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	size_t found = 0;
 	int r;
 
-	if (state_begin(ps->st, &err) == -1)
-		return fail(ps, EX_IOERR, err);
+	/* Before the transaction: the store may take a while (network, a
+	 * wait for a quiet folder), and other passes want to write. */
 	if (n > 0 && ps->be->recovering != NULL)
 		recovering(ps, rows, n);
+	if (state_begin(ps->st, &err) == -1)
+		return fail(ps, EX_IOERR, err);
 	for (size_t i = 0; i < n; i++) {
 		struct state_msg *m = &rows[i];
 
