@@ -51,10 +51,17 @@ im_close(void *ctx)
 	if (im == NULL)
 		return;
 	if (im->m != NULL) {
-		/* LOGOUT is a courtesy; an unusable stream is just closed. */
+		/* LOGOUT is a courtesy, within one timeout; an unusable stream
+		 * is just closed (reset): mailimap_free() would send LOGOUT on
+		 * any stream left open and wait for the answer. */
 		if (!im->broken && im->m->imap_stream != NULL) {
 			imap_abortive_close(im, false);
+			imap_deadline(im, 0);
 			mailimap_logout(im->m);
+		}
+		if (im->m->imap_stream != NULL) {
+			mailstream_close(im->m->imap_stream);
+			im->m->imap_stream = NULL;
 		}
 		mailimap_free(im->m);
 	}

@@ -19,7 +19,7 @@
  * Literals are non-synchronising ({N+}) with LITERAL+, or with LITERAL-
  * up to 4096 bytes; else synchronising ({N}, wait for "+").
  * Every command has a deadline: the timeout plus its literals at
- * IMAP_MIN_RATE (imap_deadline).
+ * DEADLINE_MIN_RATE (imap_deadline), besides the pass's own limits.
  *
  * Response codes by name: [TRYCREATE] makes the folder and tries once
  * more; [OVERQUOTA] (RFC 9208) stops the batch as a temporary failure;

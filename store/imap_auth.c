@@ -184,42 +184,12 @@ login_plain_text(struct imap *im, const struct login *l, char **err)
 	return -1;
 }
 
-/* What the server's error challenge says (RFC 7628 3.2.2: base64 of a
- * JSON object): its "status" as " (status X)", or "". Allocated. */
-static char *
-challenge_status(const char *line)
+/* The lib/sasl.h mechanism of m (not MECH_LOGIN). */
+static enum sasl_mech
+sasl_mech_of(enum mech m)
 {
-	const char *v;
-	char *p, *json, *out = NULL;
-	size_t len, n;
-
-	for (v = line + 1; *v == ' '; v++)
-		;
-	p = xstrndup(v, strcspn(v, "\r\n"));
-	json = base64_decode(p, &len);
-	free(p);
-	if (json == NULL)
-		return xstrdup("");
-	if ((v = strstr(json, "\"status\"")) != NULL &&
-	    (v = strchr(v + 8, '"')) != NULL) {
-		v++;
-		for (n = 0; v[n] != '\0' && v[n] != '"' && n < 40 &&
-		    (unsigned char)v[n] >= 0x20 && v[n] != 0x7f; n++)
-			;
-		if (n > 0 && v[n] == '"')
-			out = xasprintf(" (status %.*s)", (int)n, v);
-	}
-	free(json);
-	return out != NULL ? out : xstrdup("");
-}
-
-/* The client's answer to a challenge after its response: OAUTHBEARER
- * sends ^A (RFC 7628 3.2.3), XOAUTH2 an empty line, PLAIN has no second
- * round and cancels ("*"). */
-static const char *
-answer(enum mech m)
-{
-	return m == MECH_OAUTHBEARER ? "AQ==\r\n" : m == MECH_XOAUTH2 ? "\r\n" : "*\r\n";
+	return m == MECH_OAUTHBEARER ? SASL_OAUTHBEARER : m == MECH_XOAUTH2 ? SASL_XOAUTH2 :
+	    SASL_PLAIN;
 }
 
 /* The raw SASL response of l->mech. Allocated; *len its length. */
@@ -238,7 +208,7 @@ sasl_raw(struct imap *im, const struct login *l, size_t *len)
 	default:
 		/* A master logs in as itself for the user (RFC 4616 authzid),
 		 * which needs no separator configured on the server. */
-		return sasl_response(SASL_PLAIN, l->master != NULL ? l->user : NULL,
+		return sasl_response(sasl_mech_of(l->mech), l->master != NULL ? l->user : NULL,
 		    l->master != NULL ? l->master : l->user, l->secret, len);
 	}
 }
@@ -280,8 +250,8 @@ login_sasl(struct imap *im, struct login *l, char **err)
 	size_t len;
 	char *raw = sasl_raw(im, l, &len), *b64 = base64_encode(raw, len);
 	char *what = xasprintf("%s login as %s", mech_names[l->mech], l->user);
-	char *status = NULL, *line, *e;
-	const char *reply;
+	char *status = NULL, *line, *e, *reply;
+	const char *p;
 	int r, rounds = 0;
 
 	explicit_bzero(raw, len);
@@ -291,17 +261,24 @@ login_sasl(struct imap *im, struct login *l, char **err)
 	mailstream_set_privacy(im->m->imap_stream, 1);
 	/* An error challenge, answered; a second one is cancelled. */
 	while (r == 0 && (r = imap_next(im, what, &line, err)) == 1) {
-		if (status == NULL)
-			status = challenge_status(line);
-		reply = rounds++ == 0 ? answer(l->mech) : "*\r\n";
+		if (status == NULL) {
+			for (p = line + 1; *p == ' '; p++)
+				;
+			reply = xstrndup(p, strcspn(p, "\r\n"));
+			status = sasl_oauth_status(reply);
+			free(reply);
+		}
+		reply = xasprintf("%s\r\n", rounds++ == 0 ?
+		    sasl_error_answer(sasl_mech_of(l->mech)) : "*");
 		if ((r = imap_send(im, what, reply, strlen(reply), err)) == 0)
 			r = imap_flush(im, what, err);
+		free(reply);
 	}
 	if (r == -1) {
 		refused_class(im, im->code);
 		withhold_echo(im, l, l->master != NULL ? l->master : l->user, b64, err);
-		if (status != NULL && *status != '\0' && *err != NULL) {
-			e = xasprintf("%s%s", *err, status);
+		if (status != NULL && *err != NULL) {
+			e = xasprintf("%s (status %s)", *err, status);
 			free(*err);
 			*err = e;
 		}

@@ -12,8 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "lib/deadline.h"
+#include "lib/dlstream.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/tls.h"
@@ -44,8 +45,20 @@ imap_server_text(const struct imap *im)
 int
 imap_fail(struct imap *im, char **err, const char *what, int r)
 {
-	char *text;
+	char buf[DEADLINE_TEXT_MAX], *text;
+	enum deadline_end end;
 
+	/* A read or write cut by a deadline or a stop, whatever libetpan
+	 * made of it (a stream error, an unparsable or unexpected reply):
+	 * the session is in an unknown state, and it is worth another try. */
+	if (im->m != NULL && im->m->imap_stream != NULL &&
+	    (end = dlstream_end(im->m->imap_stream)) != DEADLINE_NONE) {
+		im->broken = true;
+		im->why = DELIVER_ETEMP;
+		return err_at(err, im->where, "%s: %s", what, deadline_text(end,
+		    end == DEADLINE_PASS ? deadline_pass_seconds() :
+		    im->due_secs ? im->due_secs : im->timeout, buf, sizeof buf));
+	}
 	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_CONNECTION_REFUSED ||
 	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_FATAL) {
 		im->broken = true;
@@ -180,6 +193,8 @@ starttls(struct imap *im, char **err)
 		im->broken = true;
 		return -1;
 	}
+	/* The TLS layer is a new low-level stream: guard it too. */
+	dlstream_guard(im->m->imap_stream);
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
 	return verify(im, err);
 }
@@ -208,6 +223,9 @@ imap_connect(struct imap *im, char **err)
 			im->why = DELIVER_ETEMP;
 		return -1;
 	}
+	/* Every read and write honours the pass's deadline, a stop request
+	 * and the deadline of the command in flight (lib/dlstream.h). */
+	dlstream_guard(im->m->imap_stream);
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
 	imap_abortive_close(im, true);
 	/* PREAUTH: the server chose the user (and, before STARTTLS, TLS could
@@ -251,11 +269,11 @@ imap_abortive_close(struct imap *im, bool on)
 void
 imap_deadline(struct imap *im, uint64_t bytes)
 {
-	uint64_t s = (uint64_t)im->timeout + bytes / IMAP_MIN_RATE + (bytes % IMAP_MIN_RATE != 0);
+	struct deadline d;
 
-	clock_gettime(CLOCK_MONOTONIC, &im->due);
-	im->due_secs = s > 86400 * 30 ? 86400 * 30 : (unsigned)s;
-	im->due.tv_sec += im->due_secs;
+	im->due_secs = deadline_allowance(im->timeout, bytes);
+	deadline_in_ms(&d, (uint64_t)im->due_secs * 1000);
+	dlstream_set_deadline(im->m->imap_stream, &d);
 }
 
 void
@@ -263,31 +281,7 @@ imap_deadline_clear(struct imap *im)
 {
 	im->due_secs = 0;
 	if (im->m != NULL && im->m->imap_stream != NULL)
-		mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
-}
-
-/* Before a read or a write: what is left of the deadline bounds it. A
- * server that keeps a connection busy at a trickle does not hold a pass
- * for longer than its data justifies. */
-static int
-deadline_step(struct imap *im, const char *what, char **err)
-{
-	struct timespec now;
-	time_t left;
-
-	if (im->due_secs == 0)
-		return 0;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	left = im->due.tv_sec - now.tv_sec;
-	if (left <= 0) {
-		im->broken = true;
-		im->why = DELIVER_ETEMP;
-		return err_at(err, im->where, "%s: not done within %u s (the timeout and its "
-		    "size at %d KiB/s)", what, im->due_secs, IMAP_MIN_RATE / 1024);
-	}
-	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream),
-	    left < (time_t)im->timeout ? left : (time_t)im->timeout);
-	return 0;
+		dlstream_set_deadline(im->m->imap_stream, NULL);
 }
 
 /*
@@ -297,8 +291,6 @@ deadline_step(struct imap *im, const char *what, char **err)
 int
 imap_send(struct imap *im, const char *what, const void *b, size_t n, char **err)
 {
-	if (deadline_step(im, what, err) == -1)
-		return -1;
 	if (n > 0 && mailstream_write(im->m->imap_stream, b, n) != (ssize_t)n)
 		return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 	return 0;
@@ -307,8 +299,6 @@ imap_send(struct imap *im, const char *what, const void *b, size_t n, char **err
 int
 imap_flush(struct imap *im, const char *what, char **err)
 {
-	if (deadline_step(im, what, err) == -1)
-		return -1;
 	if (mailstream_flush(im->m->imap_stream) == -1)
 		return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 	return 0;
@@ -364,8 +354,6 @@ imap_tagged(struct imap *im, const char *what, bool first_read, char **err)
 
 	im->state = -1;
 	im->code[0] = '\0';
-	if (deadline_step(im, what, err) == -1)
-		return -1;
 	if (!first_read && mailimap_read_line(im->m) == NULL)
 		return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 	r = mailimap_parse_response(im->m, &resp);
@@ -399,8 +387,6 @@ imap_next(struct imap *im, const char *what, char **line, char **err)
 	char *l;
 
 	for (;;) {
-		if (deadline_step(im, what, err) == -1)
-			return -1;
 		if ((l = mailimap_read_line(im->m)) == NULL)
 			return imap_fail(im, err, what, MAILIMAP_ERROR_STREAM);
 		if (l[0] == '+') {

@@ -25,6 +25,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "lib/deadline.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
@@ -113,6 +114,8 @@ uidnext(struct imap *im, const char *mbox, uint32_t *next, char **err)
 static int
 settle(struct imap *im, struct imap_folder *f, char **err)
 {
+	char buf[DEADLINE_TEXT_MAX];
+	enum deadline_end end;
 	uint32_t before, after;
 	unsigned waited = 0;
 	int r;
@@ -120,6 +123,13 @@ settle(struct imap *im, struct imap_folder *f, char **err)
 	if (uidnext(im, f->mbox, &before, err) == -1)
 		return -1;
 	for (;;) {
+		/* A stop or the pass's deadline ends the wait too. */
+		if ((end = deadline_check(NULL)) != DEADLINE_NONE) {
+			im->broken = true;
+			im->why = DELIVER_ETEMP;
+			return err_at(err, im->where, "waiting for %s to be quiet: %s", f->mbox,
+			    deadline_text(end, deadline_pass_seconds(), buf, sizeof buf));
+		}
 		usleep(IMAP_SETTLE_MS * 1000);
 		waited += IMAP_SETTLE_MS;
 		if (uidnext(im, f->mbox, &after, err) == -1)

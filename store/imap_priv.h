@@ -14,7 +14,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <time.h>
 
 #include <libetpan/libetpan.h>
 
@@ -70,9 +69,7 @@ struct imap {
 	/* The last tagged reply of a command we parsed ourselves. */
 	int state;		/* MAILIMAP_RESP_COND_STATE_*, -1 none */
 	char code[IMAP_CODE_MAX]; /* its response code ("TRYCREATE"), or "" */
-	/* The deadline of the commands in flight (imap_deadline). */
-	struct timespec due;
-	unsigned due_secs;	/* 0: none */
+	unsigned due_secs;	/* the deadline of the commands in flight; 0: none */
 	char *selected;		/* mailbox EXAMINEd last, or NULL */
 	/* A recovery's keys, looked up at once (imap_find.c). */
 	struct imap_hit *hits;
@@ -115,10 +112,10 @@ void imap_abortive_close(struct imap *im, bool on);
 int imap_read_caps(struct imap *im, char **err);
 
 /* From now on every read and write must be done within the timeout plus
- * bytes at IMAP_MIN_RATE (an APPEND's literals): each waits at most what
- * is left (and at most the timeout), and once nothing is left the session
- * is broken and the failure temporary. imap_deadline_clear() ends it. */
-#define IMAP_MIN_RATE	(16 * 1024)	/* bytes/s: what a useful server manages */
+ * bytes at DEADLINE_MIN_RATE (an APPEND's literals; lib/deadline.h),
+ * besides the pass's deadline and a stop request (lib/dlstream.h guards
+ * the stream from the connection on): once a limit passes the session is
+ * broken and the failure temporary. imap_deadline_clear() ends it. */
 void imap_deadline(struct imap *im, uint64_t bytes);
 void imap_deadline_clear(struct imap *im);
 

@@ -13,7 +13,9 @@ imports leave exactly the server's messages."""
 
 import collections
 import re
+import signal
 import sqlite3
+import time
 
 import harness as h
 import imapstore as ist
@@ -255,6 +257,93 @@ def test_recovery_looks_up_keys_at_once(t):
     t.check(len(fetched) == 31, '30 messages and the stranger, got %d' % len(fetched))
     ids = collections.Counter(h.header(ist.strip_key(f['body']), 'Message-ID') for f in fetched)
     t.check(all(v == 1 for k, v in ids.items() if k), 'none twice')
+
+
+class Dribbler(Wire):
+    """A Wire that, once the client has sent an APPEND, hands on the
+    server's bytes one every `pause` seconds (a tarpit: each read of the
+    client gets something well within its timeout)."""
+
+    def __init__(self, t, port, pause=0.5):
+        self.pause, self.on = pause, True
+        super().__init__(t, port)
+
+    def _pump(self, a, b, record):
+        import socket
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                with self._lock:
+                    if record:
+                        self.sent += d
+                    slow = not record and self.on and b' APPEND ' in self.sent
+                if not slow:
+                    b.sendall(d)
+                    continue
+                for i in range(len(d)):
+                    time.sleep(self.pause)
+                    b.sendall(d[i:i + 1])
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def dribble_setup(t, n):
+    msgs = [h.make_message(i, size=3000) for i in range(n)]
+    src = t.dovecot('src')
+    h.seed(src, 'alice', msgs)
+    store = ist.dovecot_store(t)
+    slow = Dribbler(t, store.ports['imap'])
+    conf = h.write_config(t.path('p3b.conf'), h.config_with_store(
+        t.path('state'), store_block(slow.port).replace('timeout = 30', 'timeout = 2'),
+        [h.account_block('acct', src, extra='leave_on_server = false')]))
+    return src, store, slow, conf, msgs
+
+
+def test_append_deadline_cuts_a_dribbling_server(t):
+    """A server that answers the MULTIAPPEND a byte every 0.5 s (each read
+    well within the 2 s timeout) is cut at the command's deadline, the
+    timeout plus its 9 KB at 16 KiB/s (3 s): exit 75, nothing deleted; the
+    next pass stores exactly the rest."""
+    src, store, slow, conf, msgs = dribble_setup(t, 3)
+    t0 = time.monotonic()
+    p = t.run_bridge(conf, 'sync')
+    took = time.monotonic() - t0
+    t.check(p.returncode == 75, 'exit 75, got %d: %s' % (p.returncode, p.stderr))
+    t.check(re.search(r'acct: imap store 127\.0\.0\.1:\d+: MULTIAPPEND: timed out after 3 s',
+                      p.stderr), 'one line naming the deadline: %s' % p.stderr)
+    t.check(took < 3 + 6, 'ended by the deadline, took %.1f s (the reply alone: 40 s)' % took)
+    t.check(h.pop3_stat(src)[0] == 3, 'nothing deleted from the POP3 server')
+    slow.on = False
+    p = t.run_bridge(conf, 'sync')
+    t.check(p.returncode == 0, 'next pass: %s' % p.stderr)
+    check_exact(t, msgs, store, conf)
+
+
+def test_sigterm_during_a_slow_append(t):
+    """SIGTERM while the store dribbles its answer ends the pass within
+    about a second (the stream is stop-aware), 75, nothing lost."""
+    src, store, slow, conf, msgs = dribble_setup(t, 3)
+    slow.pause = 1.0
+    p = t.start_bridge(conf, 'sync')
+    h.wait_for(lambda: b' APPEND ' in slow.sent, 20, what='the APPEND')
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(20)
+    took = time.monotonic() - t0
+    t.check(rc == 75, 'exit 75 after SIGTERM, got %s' % rc)
+    t.check(took < 3, 'stopped within about a second, took %.1f s' % took)
+    slow.on = False
+    p = t.run_bridge(conf, 'sync')
+    t.check(p.returncode == 0, 'next pass: %s' % p.stderr)
+    check_exact(t, msgs, store, conf)
 
 
 def crash(t, caps, seed):
