@@ -16,6 +16,7 @@
 #include "lib/err.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "lib/net.h"
 #include "lib/xmalloc.h"
 #include "store/imap_priv.h"
 #include "store/outbox.h"
@@ -79,12 +80,14 @@ static int
 im_open(const struct conf *c, const struct conf_account *a, void **ctx, char **err)
 {
 	struct imap *im = xcalloc(1, sizeof *im);
+	char *w;
 	int r;
 
 	im->account = xstrdup(a->name ? a->name : "");
 	im->srv = &c->store.imap;
-	im->where = xasprintf("imap store %s:%u", im->srv->host ? im->srv->host : "?",
-	    im->srv->port);
+	w = net_where(im->srv->host, im->srv->port);
+	im->where = xasprintf("imap store %s", w);
+	free(w);
 	im->spool = outbox_spool_area(c->state_dir, "imap");
 	im->timeout = im->srv->timeout ? im->srv->timeout : IMAP_TIMEOUT_DEFAULT;
 	im->buf = xmalloc(IMAP_CHUNK);

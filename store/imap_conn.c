@@ -17,6 +17,7 @@
 #include "lib/dlstream.h"
 #include "lib/err.h"
 #include "lib/log.h"
+#include "lib/net.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
 
@@ -203,31 +204,47 @@ int
 imap_connect(struct imap *im, char **err)
 {
 	const struct conf_server *s = im->srv;
-	int r;
+	char *why = NULL;
+	mailstream *st;
+	int fd, r;
 
 	if ((im->m = mailimap_new(0, NULL)) == NULL)
 		fatalx("imap: out of memory");
 	mailimap_set_timeout(im->m, im->timeout);
-	if (s->tls == CONF_TLS_IMPLICIT)
-		r = mailimap_ssl_connect_with_callback(im->m, s->host, (uint16_t)s->port,
-		    tls_sni_callback, (void *)s->host);
-	else
-		r = mailimap_socket_connect(im->m, s->host, (uint16_t)s->port);
+	/* Resolution and connect bounded by the timeout, the pass deadline
+	 * and a stop (lib/net.c); libetpan's own connect resolves unbounded
+	 * (doc/DESIGN.md, libetpan trap 9). */
+	if (net_connect(s->host, s->port, im->timeout, &fd, &why) == -1) {
+		im->broken = true;
+		im->why = DELIVER_ETEMP;
+		err_at(err, im->where, "%s", why);
+		free(why);
+		return -1;
+	}
+	/* SNI set and the handshake bounded by the timeout (lib/tls.c); a
+	 * 64 KiB write buffer, so that literals go out in large writes. */
+	if ((st = tls_stream_open(fd, s->tls == CONF_TLS_IMPLICIT, s->host, im->timeout,
+	    IMAP_CHUNK)) == NULL) {
+		im->broken = true;
+		im->why = DELIVER_ETEMP;
+		return err_at(err, im->where, "TLS handshake failed");
+	}
+	/* Every read and write honours the pass's deadline, a stop request
+	 * and the deadline of the command in flight (lib/dlstream.h). */
+	dlstream_guard(st);
+	mailstream_low_set_timeout(mailstream_get_low(st), im->timeout);
+	r = mailimap_connect(im->m, st);
+	imap_abortive_close(im, true);
 	if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED) {
-		/* A refused or failed connection, a BYE greeting: the server
-		 * may be back later. A greeting that is no IMAP at all will be
-		 * the same next time (imap_fail: DELIVER_EIO). */
+		/* A failed greeting, a BYE greeting: the server may be back
+		 * later. A greeting that is no IMAP at all will be the same
+		 * next time (imap_fail: DELIVER_EIO). */
 		imap_fail(im, err, "connect", r);
 		im->broken = true;
 		if (r != MAILIMAP_ERROR_PARSE)
 			im->why = DELIVER_ETEMP;
 		return -1;
 	}
-	/* Every read and write honours the pass's deadline, a stop request
-	 * and the deadline of the command in flight (lib/dlstream.h). */
-	dlstream_guard(im->m->imap_stream);
-	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
-	imap_abortive_close(im, true);
 	/* PREAUTH: the server chose the user (and, before STARTTLS, TLS could
 	 * never be negotiated): we would deliver into a mailbox we did not
 	 * log in to. */

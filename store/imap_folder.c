@@ -304,7 +304,10 @@ special_use(struct imap *im, const char *flag, char **mbox, char **err)
  */
 
 /* CREATE and SUBSCRIBE, as a client making the folder would. Another
- * process may create it meanwhile: a failed CREATE is fine if it exists. */
+ * process may create it meanwhile: a failed CREATE is fine if it exists
+ * (Dovecot may also refuse a CREATE that races another session's change
+ * of the mailbox list, and yet make the folder). Subscribed either way:
+ * SUBSCRIBE of a subscribed folder changes nothing. */
 static int
 mbox_create(struct imap *im, struct imap_folder *f, char **err)
 {
@@ -317,11 +320,11 @@ mbox_create(struct imap *im, struct imap_folder *f, char **err)
 			free(serr);
 			return -1;
 		}
+		log_debug("%s: %s (it exists)", im->account, *err);
 		free(*err);
 		*err = NULL;
-		return 0;
-	}
-	log_info("%s: created folder %s on %s", im->account, f->mbox, im->where);
+	} else
+		log_info("%s: created folder %s on %s", im->account, f->mbox, im->where);
 	/* Only cosmetic (clients showing subscribed folders only): a refusal
 	 * is logged and delivery goes on. */
 	if ((r = mailimap_subscribe(im->m, f->mbox)) != MAILIMAP_NO_ERROR) {
