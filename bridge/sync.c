@@ -105,6 +105,20 @@ sync_pop3_code(int e)
 	}
 }
 
+/* A store failure (enum deliver_err) as an exit code. */
+static int
+store_code(int r)
+{
+	switch (r) {
+	case DELIVER_ETEMP:
+		return EX_TEMPFAIL;
+	case DELIVER_EAUTH:
+		return EX_UNAVAILABLE;
+	default:
+		return EX_IOERR;
+	}
+}
+
 int
 sync_pop3_fail(struct pass *ps, int e, char *err)
 {
@@ -156,6 +170,22 @@ lock_account(struct pass *ps, int *fd)
 	return rc;
 }
 
+/* Tells the backend which keys the find() calls of reconcile() ask for. */
+static void
+recovering(struct pass *ps, const struct state_msg *rows, size_t n)
+{
+	const char **folders = xcalloc(n, sizeof *folders);
+	const char **keys = xcalloc(n, sizeof *keys);
+
+	for (size_t i = 0; i < n; i++) {
+		folders[i] = rows[i].folder;
+		keys[i] = rows[i].delivery_key;
+	}
+	ps->be->recovering(ps->bctx, folders, keys, n);
+	free(folders);
+	free(keys);
+}
+
 /* Settles the rows a killed run left pending: the store is asked whether
  * the message with that delivery key is there. Found: it is delivered.
  * Not found: its temp file is removed and the row forgotten, so the
@@ -167,6 +197,10 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	size_t found = 0;
 	int r;
 
+	/* Before the transaction: the store may take a while (network, a
+	 * wait for a quiet folder), and other passes want to write. */
+	if (n > 0 && ps->be->recovering != NULL)
+		recovering(ps, rows, n);
 	if (state_begin(ps->st, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	for (size_t i = 0; i < n; i++) {
@@ -183,9 +217,9 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 				r = state_drop_pending(ps->st, ps->acct, m->uidl, &err);
 		}
 		free(loc);
-		if (r == -1) {
+		if (r < 0) {
 			state_rollback(ps->st);
-			return sync_fail(ps, EX_IOERR, err);
+			return sync_fail(ps, store_code(r), err);
 		}
 	}
 	if (state_commit(ps->st, &err) == -1)
@@ -386,7 +420,7 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	int r;
 
 	f->key = deliver_key(ps->tag);
-	if (ps->be->tmp_create(ps->bctx, folder, f->key, fd, &err) == -1)
+	if (ps->be->tmp_create(ps->bctx, folder, f->key, e->size, fd, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	r = pop3_retr(ps->p, e->num, *fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
 	    retr_limit(e->size), &rr, &err);
@@ -550,7 +584,7 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 	struct deliver_msg *dm = xcalloc(n, sizeof *dm);
 	size_t *map = xcalloc(n, sizeof *map), k = 0;
 	char *err = NULL;
-	int rc = 0;
+	int rc = 0, r;
 
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].fate != F_STORE)
@@ -564,10 +598,10 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 		fds[i] = -1;
 		map[k++] = i;
 	}
-	if (k > 0 && ps->be->deliver(ps->bctx, dm, k, &err) == -1) {
+	if (k > 0 && (r = ps->be->deliver(ps->bctx, dm, k, &err)) < 0) {
 		/* Some files may be in the store already: settle each row now
 		 * exactly as a restart would. */
-		rc = sync_fail(ps, EX_IOERR, err);
+		rc = sync_fail(ps, store_code(r), err);
 		recover(ps);
 	} else if (k > 0 && mark_rows(ps, f, map, dm, k, &err) == -1) {
 		/* The files are durable and the rows pending: the next run's
@@ -942,9 +976,9 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	ps.be = deliver_backend_for(c->store.type);
 	if (ps.be == NULL)
 		rc = sync_fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
-	else if (ps.be->open(c, a, &ps.bctx, &err) == -1) {
+	else if ((rc = ps.be->open(c, a, &ps.bctx, &err)) < 0) {
 		ps.bctx = NULL;
-		rc = sync_fail(&ps, EX_IOERR, err);
+		rc = sync_fail(&ps, store_code(rc), err);
 	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);

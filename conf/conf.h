@@ -11,7 +11,7 @@
 
 enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
 enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
-    CONF_AUTH_LOGIN /* smtp only */, CONF_AUTH_OAUTHBEARER /* RFC 7628 */ };
+    CONF_AUTH_LOGIN /* smtp, imap store */, CONF_AUTH_OAUTHBEARER /* RFC 7628 */ };
 enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
 
 /* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
@@ -24,7 +24,8 @@ struct conf_server {
 	char *password_command;     /* NULL unless set; run by conf_password() */
 	enum conf_auth auth;        /* pop3: auto, user, apop, plain, xoauth2,
 	                               oauthbearer; smtp: auto, plain, login, xoauth2,
-	                               oauthbearer */
+	                               oauthbearer; imap store: auto, login, plain,
+	                               xoauth2, oauthbearer */
 	char *ca_file;              /* NULL: system trust store only */
 	unsigned timeout;           /* seconds per protocol step; default 60 */
 	bool allow_plaintext;       /* required for tls=none with a password */
@@ -56,6 +57,9 @@ struct conf_account {
 	char **addresses;
 	size_t n_addresses;
 	char *sent_folder;          /* default "Sent" */
+	bool sent_folder_set;       /* sent_folder is in the file; when not, the
+	                               store's \Sent folder is used if it has
+	                               one (store/deliver.h) */
 	int line;                   /* line of the account block, for messages */
 };
 

@@ -71,6 +71,7 @@ static cfg_opt_t store_opts[] = {
 	CFG_STR("type", "maildir", CFGF_NONE),
 	CFG_STR("path", "~/Maildir", CFGF_NONE),
 	SERVER_OPTS,
+	CFG_STR("auth", "auto", CFGF_NONE),
 	CFG_STR("master_user", NULL, CFGF_NONE),
 	CFG_STR("dedup", NULL, CFGF_NONE),
 	CFG_END()
@@ -149,6 +150,14 @@ static const char *const smtp_auth_names[] = {
 };
 static const enum conf_auth smtp_auth_values[] = {
 	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2,
+	CONF_AUTH_OAUTHBEARER
+};
+/* store {} auth (type = "imap"), likewise. */
+static const char *const imap_auth_names[] = {
+	"auto", "login", "plain", "xoauth2", "oauthbearer", NULL
+};
+static const enum conf_auth imap_auth_values[] = {
+	CONF_AUTH_AUTO, CONF_AUTH_LOGIN, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
 	CONF_AUTH_OAUTHBEARER
 };
 static const char *const store_names[] = { "maildir", "imap", NULL };
@@ -493,6 +502,9 @@ conv_server(cfg_t *sec, struct conf_server *s, enum server_kind kind)
 	else if (kind == KIND_SMTP)
 		s->auth = smtp_auth_values[get_enum(sec, "auth", smtp_auth_names,
 		    &s->auth)];
+	else
+		s->auth = imap_auth_values[get_enum(sec, "auth", imap_auth_names,
+		    &s->auth)];
 	s->ca_file = get_path(sec, "ca_file", true, &s->ca_file);
 	s->timeout = get_num(sec, "timeout", 1, MAX_TIMEOUT, &s->timeout);
 	s->allow_plaintext = get_bool(sec, "allow_plaintext",
@@ -554,6 +566,9 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	if ((a->has_smtp = cfg_size(sec, "smtp") > 0))
 		conv_server(one_section(sec, "smtp"), &a->smtp, KIND_SMTP);
 	a->addresses = get_list(sec, "addresses", &a->n_addresses);
+	/* Not set is not "Sent": the store's \Sent folder is looked for
+	 * first (store/deliver.h, DELIVER_FOLDER_SENT). */
+	a->sent_folder_set = is_set(sec, "sent_folder");
 	a->sent_folder = get_str(sec, "sent_folder", &a->sent_folder);
 }
 

@@ -175,6 +175,7 @@ test_good_accounts(void)
 		CHECK_STR(a->addresses[1], "a.smith@example.com");
 	}
 	CHECK_STR(a->sent_folder, "Work/Sent");
+	CHECK(a->sent_folder_set);
 	CHECK(conf_account(c, "nope") == NULL);
 	conf_free(c);
 }
@@ -281,6 +282,7 @@ test_defaults(void)
 	CHECK(!a->has_smtp);
 	CHECK(a->addresses == NULL && a->n_addresses == 0);
 	CHECK_STR(a->sent_folder, "Sent");
+	CHECK(!a->sent_folder_set);
 	CHECK_INT(c->relay.n_listen, 1);
 	CHECK_STR(c->relay.listen[0], "127.0.0.1:1587");
 	CHECK(c->relay.tls_cert == NULL && c->relay.tls_key == NULL);
@@ -428,6 +430,7 @@ test_imap_keys(void)
 	CHECK_STR(c->store.master_user, "pop3bridge-master");
 	CHECK_STR(c->store.dedup, "message-id");
 	CHECK_INT(c->store.imap.timeout, 30);
+	CHECK_INT(c->store.imap.auth, CONF_AUTH_PLAIN);
 	CHECK_STR(c->accounts[0].folder, "Lists.2024");
 	conf_free(c);
 }
@@ -445,6 +448,26 @@ test_bad_imap(void)
 	};
 
 	expect_errors(FIX "bad_imap.conf", want);
+}
+
+static void
+test_bad_store_auth(void)
+{
+	static const char *const want[] = {
+		":9: store.master_user cannot be used with auth = \"oauthbearer\": a "
+		    "token logs in as the user it was issued to",
+		":11: folder starts with \"\\\"",
+		":12: sent_folder starts with \"\\\"",
+		NULL
+	};
+	static const char *const name[] = {
+		":7: store.auth must be \"auto\", \"login\", \"plain\", \"xoauth2\" or "
+		    "\"oauthbearer\"",
+		NULL
+	};
+
+	expect_errors(FIX "bad_store_auth.conf", want);
+	expect_errors(FIX "bad_store_auth_name.conf", name);
 }
 
 static void
@@ -935,6 +958,7 @@ main(void)
 	TEST(test_bad_folders);
 	TEST(test_imap_keys);
 	TEST(test_bad_imap);
+	TEST(test_bad_store_auth);
 	TEST(test_bad_syntax);
 	TEST(test_unreadable);
 	TEST(test_permissions);
