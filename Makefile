@@ -35,7 +35,7 @@ SAN_NOMAIN_OBJS := $(NOMAIN_SRCS:%.c=build/asan/%.o)
 TESTS           := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
 SAN_TESTS       := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all check demo bench install uninstall clean deps asan unit-tests layers
+.PHONY: all check demo bench install uninstall clean deps asan unit-tests layers fuzz
 all: layers pop3bridge
 
 # lib/ < conf/ < store/ < bridge/: no folder includes one above it, no store
@@ -80,6 +80,18 @@ check: deps
 demo: deps
 	$(MAKE) all
 	./scripts/demo
+
+# Not part of check: libFuzzer over the parsers of bytes from disk
+# (tests/fuzz/fuzz_*.c), with clang, FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+build/fuzz/fuzz_import_parse: tests/fuzz/fuzz_import_parse.c bridge/import_parse.c lib/err.c lib/xmalloc.c
+	@mkdir -p $(dir $@)
+	clang -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(FUZZ_FLAGS) -o $@ $^
+
+fuzz: build/fuzz/fuzz_import_parse
+	mkdir -p build/fuzz/corpus-import
+	build/fuzz/fuzz_import_parse -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-import
 
 # Not a test: pop3bridge against mpop, fetchmail and getmail6, as ratios.
 bench: all

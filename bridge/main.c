@@ -14,6 +14,7 @@
 #include <libetpan/libetpan.h>
 
 #include "bridge/daemon.h"
+#include "bridge/import_state.h"
 #include "bridge/queue_cmd.h"
 #include "bridge/sendmail.h"
 #include "bridge/status.h"
@@ -52,6 +53,7 @@ static int cmd_status(struct cmd_args *);
 static int cmd_where(struct cmd_args *);
 static int cmd_sendmail(struct cmd_args *);
 static int cmd_queue(struct cmd_args *);
+static int cmd_import_state(struct cmd_args *);
 
 static const struct cmd_entry cmds[] = {
 	{ "run", "", "poll every account on its interval (foreground daemon)",
@@ -67,6 +69,9 @@ static const struct cmd_entry cmds[] = {
 	    cmd_sendmail, CMD_STATE_DIR },
 	{ "queue", "[list|flush|drop ID]", "show, deliver now, or remove queued mail",
 	    cmd_queue, CMD_STATE_DIR },
+	{ "import-state", "--from TOOL FILE ACCOUNT",
+	    "adopt the UIDLs fetchmail, getmail or mpop fetched", cmd_import_state,
+	    CMD_STATE_DIR },
 };
 
 static void
@@ -156,6 +161,12 @@ static int
 cmd_queue(struct cmd_args *a)
 {
 	return queue_cmd_run(a->c, a->argc, a->argv);
+}
+
+static int
+cmd_import_state(struct cmd_args *a)
+{
+	return import_state_run(a->c, a->argc, a->argv);
 }
 
 /* Process-wide setup before anything connects (doc/DESIGN.md, libetpan

@@ -98,6 +98,7 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	json_string(out, s->warning);
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
+	fprintf(out, ", \"seen_elsewhere\": %lu", s->seen_elsewhere);
 	fputc('}', out);
 	free(where);
 }
@@ -127,6 +128,9 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	if (s->duplicates > 0)
 		fprintf(out, "  of which %lu already stored for another account (dedup)\n",
 		    s->duplicates);
+	if (s->seen_elsewhere > 0)
+		fprintf(out, "  and %lu fetched by another tool before the switch (import-state)\n",
+		    s->seen_elsewhere);
 	if (s->no_uidl)
 		fputs("  note: the server has no UIDL; messages are identified by size and header hash\n",
 		    out);
@@ -193,8 +197,14 @@ status_print(FILE *out, const struct conf *c, bool json)
 }
 
 static const char *
-state_name(enum state_msg_state s)
+state_name(const struct state_msg *m)
 {
+	enum state_msg_state s = m->state;
+
+	if (state_msg_seen_elsewhere(m))
+		return s == STATE_DELIVERED ?
+		    "fetched by another tool before the switch (import-state), not in this store" :
+		    "fetched by another tool (import-state), since deleted from the server";
 	return s == STATE_PENDING ? "pending (being delivered, or a pass was interrupted)" :
 	    s == STATE_DELIVERED ? "delivered" : "delivered, since deleted from the server";
 }
@@ -206,7 +216,7 @@ print_where(FILE *out, const struct conf *c, const struct conf_account *a,
 	char *where = conf_store_location(c, a);
 
 	fprintf(out, "%s %s\n  state:      %s\n  store:      %s\n", a->name, m->uidl,
-	    state_name(m->state), where);
+	    state_name(m), where);
 	fprintf(out, "  folder:     %s\n  location:   %s\n", m->folder,
 	    m->location ? m->location : "(not yet known)");
 	if (m->uid != 0)

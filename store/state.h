@@ -173,8 +173,28 @@ struct state_status {
 	unsigned long uidl_resets;    /* UIDL resets survived */
 	char *warning;                /* the last warning (UIDL reset), NULL none */
 	int64_t warning_at;
+	unsigned long seen_elsewhere; /* UIDLs another tool delivered (import-state);
+	                               * not in imported, in on_server until deleted */
 };
 int state_status(struct state *st, int64_t account, struct state_status *s, char **err);
 void state_status_free(struct state_status *s);
+
+/* Another tool's state (`import-state`): uidls[0..n) were fetched and
+ * delivered elsewhere by tool ("fetchmail", ...), before the switch. Each
+ * becomes a delivered row without a location: delivery key
+ * STATE_SEEN_ELSEWHERE followed by tool, size 0, no hashes, no Message-ID,
+ * folder "". So no later pass fetches it again; dedup never matches it
+ * (no Message-ID, no body hash) and the UIDL-reset guard never adopts it
+ * (no fingerprint) nor counts it as mail imported before; status counts
+ * it apart (seen_elsewhere), not as imported; the deletion policy treats
+ * it as delivered at the time of the import. A UIDL that already has a
+ * row is left as it is. One transaction (or part of the caller's);
+ * *added counts the new rows. */
+#define STATE_SEEN_ELSEWHERE "import:"
+int state_mark_seen_elsewhere(struct state *st, int64_t account, const char *tool,
+    const char *const *uidls, size_t n, size_t *added, char **err);
+
+/* True if m is such a row. */
+bool state_msg_seen_elsewhere(const struct state_msg *m);
 
 #endif
