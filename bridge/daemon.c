@@ -98,6 +98,8 @@ reload(struct sched *s, const char *path)
 		log_warnx("reload: %s has errors, keeping the running configuration", path);
 		return;
 	}
+	if (s->c->shard_n > 0)
+		conf_shard(nc, s->c->shard_k, s->c->shard_n);
 	nd = schedule(nc, s->due, s->c->n_accounts);
 	due_free(s->due, s->c->n_accounts);
 	conf_free(s->c);

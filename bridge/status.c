@@ -274,8 +274,11 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 void
 status_print_config(FILE *out, const struct conf *c)
 {
-	fprintf(out, "%s: ok, %zu account%s, state in %s, up to %u in parallel\n", c->path,
-	    c->n_accounts, c->n_accounts == 1 ? "" : "s", c->state_dir, c->max_parallel);
+	fprintf(out, "%s: ok, %zu account%s", c->path, c->n_accounts,
+	    c->n_accounts == 1 ? "" : "s");
+	if (c->shard_n > 1)
+		fprintf(out, " in shard %u/%u", c->shard_k, c->shard_n);
+	fprintf(out, ", state in %s, up to %u in parallel\n", c->state_dir, c->max_parallel);
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		const struct conf_account *a = &c->accounts[i];
 		char *where = conf_store_location(c, a);
