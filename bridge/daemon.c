@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/metrics.h"
 #include "bridge/queue.h"
 #include "bridge/relay.h"
 #include "bridge/sync_pool.h"
@@ -32,7 +33,31 @@ struct sched {
 	struct queue_runner queue;	/* the outbound queue (queue.h) */
 	struct relay_proc relay;	/* SMTP submission (relay.h) */
 	bool stopping;          /* SIGTERM/SIGINT seen: waiting for the passes */
+	bool metrics_due;       /* a pass ended since metrics_file was written */
+	time_t metrics_at;      /* when it was last written */
 };
+
+/* The metrics file after passes ended: at most every METRICS_SPACING
+ * seconds while passes run (each write reads every account's status), at
+ * once when the pool is idle. */
+#define METRICS_SPACING 10
+
+static void
+write_metrics(struct sched *s)
+{
+	time_t now = time(NULL);
+	char *err = NULL;
+
+	if (!s->metrics_due || (sync_pool_running(&s->pool) > 0 &&
+	    now - s->metrics_at < METRICS_SPACING))
+		return;
+	s->metrics_due = false;
+	s->metrics_at = now;
+	if (metrics_write(s->c, &err) == -1) {
+		log_warnx("metrics_file: %s", err);
+		free(err);
+	}
+}
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
 static void
@@ -119,7 +144,9 @@ reap_finished(struct sched *s)
 			if (strcmp(s->due[i].name, name) == 0)
 				s->due[i].at = time(NULL) + interval(s->c, &s->c->accounts[i]);
 		free(name);
+		s->metrics_due = true;
 	}
+	write_metrics(s);
 }
 
 /* Starts every due account there is room for; returns the seconds until

@@ -15,6 +15,7 @@
 
 #include "bridge/daemon.h"
 #include "bridge/import_state.h"
+#include "bridge/metrics.h"
 #include "bridge/queue_cmd.h"
 #include "bridge/sendmail.h"
 #include "bridge/status.h"
@@ -116,6 +117,8 @@ static int
 cmd_sync(struct cmd_args *a)
 {
 	const struct conf *c = a->c;
+	char *err = NULL;
+	int rc;
 
 	for (int i = 0; i < a->argc; i++) {
 		if (conf_account(c, a->argv[i]) != NULL)
@@ -128,7 +131,12 @@ cmd_sync(struct cmd_args *a)
 			log_warnx("no account \"%s\" in %s", a->argv[i], c->path);
 		return EX_USAGE;
 	}
-	return sync_pool_run(a->c, a->argv, (size_t)a->argc);
+	rc = sync_pool_run(c, a->argv, (size_t)a->argc);
+	if (metrics_write(c, &err) == -1) {
+		log_warnx("metrics_file: %s", err);
+		free(err);
+	}
+	return rc;
 }
 
 static int
@@ -226,6 +234,51 @@ dispatch(const struct cmd_entry *e, const char *conf_path, unsigned k, unsigned 
 	return rc;
 }
 
+/* Invoked as "sendmail" (make install SENDMAIL_LINK=1 makes the link):
+ * every argument is sendmail's (bridge/sendmail.c reads them), except
+ * -C FILE (-CFILE), which names the configuration as sendmail's own -C
+ * names its configuration file. */
+static int
+sendmail_mode(int argc, char **argv)
+{
+	char *conf_path = NULL;
+	int n = 0, rc;
+	char **args = xcalloc((size_t)argc + 1, sizeof *args);
+	bool options = true;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (options && strcmp(a, "--") == 0)
+			options = false;
+		else if (options && a[0] != '-')
+			options = false;
+		if (options && strncmp(a, "-C", 2) == 0) {
+			if (a[2] == '\0' && i + 1 == argc) {
+				log_warnx("sendmail: -C needs a file");
+				free(args);
+				return EX_USAGE;
+			}
+			free(conf_path);
+			conf_path = xstrdup(a[2] != '\0' ? a + 2 : argv[++i]);
+			continue;
+		}
+		args[n++] = argv[i];
+		/* The argument of -f, -F... is not an option. */
+		if (options && a[0] == '-' && a[1] != '\0' && a[2] == '\0' &&
+		    strchr("frFNRVB", a[1]) != NULL && i + 1 < argc)
+			args[n++] = argv[++i];
+	}
+	log_init(LOG_NORMAL, 0);
+	setup_process();
+	if (conf_path == NULL)
+		conf_path = conf_default_path();
+	rc = dispatch(cmd_find("sendmail"), conf_path, 0, 0, n, args);
+	free(conf_path);
+	free(args);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -239,7 +292,11 @@ main(int argc, char **argv)
 	const char *cmd;
 	unsigned shard_k = 0, shard_n = 0;
 	int ch, rc, use_syslog = 0;
+	const char *self = argc > 0 ? strrchr(argv[0], '/') : NULL;
 
+	self = self ? self + 1 : argc > 0 ? argv[0] : "";
+	if (strcmp(self, "sendmail") == 0)
+		return sendmail_mode(argc, argv);
 	while ((ch = getopt_long(argc, argv, "+c:vqshV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'S':

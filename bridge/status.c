@@ -8,6 +8,7 @@
 
 #include "lib/log.h"
 #include "lib/xmalloc.h"
+#include "store/outbox.h"
 #include "store/state.h"
 
 static const char *
@@ -70,7 +71,7 @@ json_time(FILE *out, int64_t t)
 
 static void
 print_json(FILE *out, const struct conf *c, const struct conf_account *a,
-    const struct state_status *s, bool first)
+    const struct state_status *s, const struct outbox_counts *q, bool first)
 {
 	char *where = conf_store_location(c, a);
 
@@ -98,14 +99,17 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	json_string(out, s->warning);
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
-	fprintf(out, ", \"seen_elsewhere\": %lu", s->seen_elsewhere);
+	fprintf(out, ", \"seen_elsewhere\": %lu, \"imported_bytes\": %" PRIu64
+	    ", \"deleted\": %lu, \"queued\": %lu, \"relay_accepted\": %lu"
+	    ", \"relay_delivered\": %lu, \"relay_bounced\": %lu", s->seen_elsewhere,
+	    s->imported_bytes, s->deleted, q->queued, q->accepted, q->sent, q->bounced);
 	fputc('}', out);
 	free(where);
 }
 
 static void
 print_text(FILE *out, const struct conf *c, const struct conf_account *a,
-    const struct state_status *s)
+    const struct state_status *s, const struct outbox_counts *q)
 {
 	char *where = conf_store_location(c, a);
 
@@ -131,6 +135,9 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	if (s->seen_elsewhere > 0)
 		fprintf(out, "  and %lu fetched by another tool before the switch (import-state)\n",
 		    s->seen_elsewhere);
+	if (q->accepted > 0)
+		fprintf(out, "  sent: %lu accepted, %lu delivered, %lu bounced, %lu queued\n",
+		    q->accepted, q->sent, q->bounced, q->queued);
 	if (s->no_uidl)
 		fputs("  note: the server has no UIDL; messages are identified by size and header hash\n",
 		    out);
@@ -146,15 +153,17 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	}
 }
 
-static int
-account_status(struct state *st, const char *name, struct state_status *s, char **err)
+int
+status_account(struct state *st, const char *name, struct state_status *s,
+    struct outbox_counts *q, char **err)
 {
 	int64_t id;
 
 	memset(s, 0, sizeof *s);
+	memset(q, 0, sizeof *q);
 	if (st == NULL)
 		return 0;
-	if (state_account(st, name, &id, err) == -1)
+	if (state_account(st, name, &id, err) == -1 || outbox_counts(st, id, q, err) == -1)
 		return -1;
 	return state_status(st, id, s, err);
 }
@@ -176,17 +185,18 @@ status_print(FILE *out, const struct conf *c, bool json)
 		fputs("{\"accounts\": [", out);
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		struct state_status s;
+		struct outbox_counts q;
 
-		if (account_status(st, c->accounts[i].name, &s, &err) == -1) {
+		if (status_account(st, c->accounts[i].name, &s, &q, &err) == -1) {
 			log_warnx("%s: %s", c->accounts[i].name, err);
 			free(err);
 			rc = EX_IOERR;
 			break;
 		}
 		if (json)
-			print_json(out, c, &c->accounts[i], &s, i == 0);
+			print_json(out, c, &c->accounts[i], &s, &q, i == 0);
 		else
-			print_text(out, c, &c->accounts[i], &s);
+			print_text(out, c, &c->accounts[i], &s, &q);
 		state_status_free(&s);
 	}
 	if (json)

@@ -187,7 +187,7 @@ io_write_atomic(const char *path, const void *buf, size_t n, mode_t mode, char *
 		err_errno(err, "creating %s", tmp);
 		goto out;
 	}
-	if (io_write_all(fd, buf, n) == -1 || fsync(fd) == -1) {
+	if (fchmod(fd, mode) == -1 || io_write_all(fd, buf, n) == -1 || fsync(fd) == -1) {
 		err_errno(err, "writing %s", tmp);
 		close(fd);
 		unlink(tmp);

@@ -36,7 +36,8 @@ int io_tmpfile(const char *dir, char **err);
  * is refused. 0, or -1 with *err set ("PATH: why"). */
 int io_read_file(const char *path, size_t max, char **buf, size_t *len, char **err);
 
-/* Replaces path atomically with buf[0..n) and mode (umask applied): a
+/* Replaces path atomically with buf[0..n) and mode (exactly: the umask
+ * does not narrow it): a
  * temp file in path's directory, written and fsynced, renamed over path,
  * the directory fsynced. A reader sees the old file or the new one, never
  * a part. 0, or -1 with *err set (the temp file removed). */

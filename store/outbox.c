@@ -673,3 +673,28 @@ outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
 	free(dir);
 	return r;
 }
+
+int
+outbox_counts(struct state *st, int64_t account, struct outbox_counts *out, char **err)
+{
+	const char *what = "counting the account's outbound mail";
+	sqlite3_stmt *s;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	if ((s = prep(st, "SELECT count(*), total(state = 0), total(state = 1),"
+	    " total(state = 2) FROM outbox WHERE account_id = ?1", what, err)) == NULL)
+		return -1;
+	if (sqlite3_bind_int64(s, 1, account) != SQLITE_OK ||
+	    (rc = sqlite3_step(s)) != SQLITE_ROW) {
+		state_error(st, what, err);
+		sqlite3_finalize(s);
+		return -1;
+	}
+	out->accepted = (unsigned long)sqlite3_column_int64(s, 0);
+	out->queued = (unsigned long)sqlite3_column_double(s, 1);
+	out->sent = (unsigned long)sqlite3_column_double(s, 2);
+	out->bounced = (unsigned long)sqlite3_column_double(s, 3);
+	sqlite3_finalize(s);
+	return 0;
+}

@@ -117,4 +117,13 @@ int outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age
 /* Removes the spool files of finished messages whose copy/bounce is done. */
 int outbox_cleanup(struct state *st, const char *state_dir, char **err);
 
+/* One account's outbound mail, all time (rows are kept when finished):
+ * accepted (every message submitted, by the relay or `sendmail`), still
+ * queued, sent (every recipient accepted upstream), bounced. Dropped
+ * ones count only in accepted. For status and the metrics file. */
+struct outbox_counts {
+	unsigned long accepted, queued, sent, bounced;
+};
+int outbox_counts(struct state *st, int64_t account, struct outbox_counts *out, char **err);
+
 #endif

@@ -235,7 +235,7 @@ static const char *const sql[S_COUNT] = {
 	    " WHERE account_id = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
 	[S_ST_COUNTS] =
 	    "SELECT state, count(*), count(uid), count(duplicate_of_account),"
-	    " sum(substr(delivery_key, 1, 7) = '" STATE_SEEN_ELSEWHERE "')"
+	    " sum(substr(delivery_key, 1, 7) = '" STATE_SEEN_ELSEWHERE "'), sum(size)"
 	    " FROM messages WHERE account_id = ?1 GROUP BY state",
 	[S_ST_ACCOUNT] = "SELECT no_uidl, uidl_resets, warning, warning_at"
 	    " FROM accounts WHERE id = ?1",
@@ -1232,9 +1232,12 @@ status_counts(struct state *st, int64_t account, struct state_status *t, char **
 		case STATE_DELIVERED:
 			t->on_server = c;
 			t->imported += c - elsewhere;
+			t->imported_bytes += (uint64_t)sqlite3_column_int64(s, 5);
 			break;
 		case STATE_DELETED:
 			t->imported += c - elsewhere;
+			t->imported_bytes += (uint64_t)sqlite3_column_int64(s, 5);
+			t->deleted = c;
 			break;
 		}
 	}

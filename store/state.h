@@ -175,6 +175,8 @@ struct state_status {
 	int64_t warning_at;
 	unsigned long seen_elsewhere; /* UIDLs another tool delivered (import-state);
 	                               * not in imported, in on_server until deleted */
+	uint64_t imported_bytes;      /* bytes of the imported messages, as stored */
+	unsigned long deleted;        /* rows deleted from the server (all time) */
 };
 int state_status(struct state *st, int64_t account, struct state_status *s, char **err);
 void state_status_free(struct state_status *s);
