@@ -17,6 +17,7 @@
 #include "bridge/import_state.h"
 #include "bridge/metrics.h"
 #include "bridge/queue_cmd.h"
+#include "bridge/relay_child.h"
 #include "bridge/sendmail.h"
 #include "bridge/status.h"
 #include "bridge/sync_pool.h"
@@ -297,6 +298,11 @@ main(int argc, char **argv)
 	self = self ? self + 1 : argc > 0 ? argv[0] : "";
 	if (strcmp(self, "sendmail") == 0)
 		return sendmail_mode(argc, argv);
+	/* The relay process, started by the daemon as a fresh image. */
+	if (argc == 3 && strcmp(argv[1], RELAY_CHILD_ARG) == 0) {
+		setup_process();
+		return relay_child_main(argv[2]);
+	}
 	while ((ch = getopt_long(argc, argv, "+c:vqshV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'S':

@@ -135,24 +135,33 @@ load_free(struct conf_load *ld)
 	free(ld->blocks);
 }
 
-/* Reads all of fp into *buf (NUL-terminated); -1 with errno on failure. */
+/* Reads all of fp (of size bytes by fstat) into *buf (NUL-terminated);
+ * -1 with errno on failure. Unbuffered and allocated once at its size:
+ * the text holds passwords, and a stdio buffer or a reallocation would
+ * leave a copy in freed memory (which the relay process inherits); the
+ * caller wipes *buf. */
 static int
-read_all(FILE *fp, char **buf, size_t *len)
+read_all(FILE *fp, off_t size, char **buf, size_t *len)
 {
-	size_t cap = 8192, n;
+	size_t cap, n;
 
+	if (size > CONF_MAX_FILE) {
+		errno = EFBIG;
+		return -1;
+	}
+	setvbuf(fp, NULL, _IONBF, 0);
+	cap = (size_t)size + 2;
 	*buf = xmalloc(cap);
 	*len = 0;
-	while ((n = fread(*buf + *len, 1, cap - *len - 1, fp)) > 0) {
+	/* A file that grew since fstat is read up to its old size + 1: then
+	 * it is refused as changing under us. */
+	while (*len < cap - 1 && (n = fread(*buf + *len, 1, cap - 1 - *len, fp)) > 0)
 		*len += n;
-		if (*len > CONF_MAX_FILE) {
-			errno = EFBIG;
-			return -1;
-		}
-		if (cap - *len - 1 == 0)
-			*buf = xreallocarray(*buf, cap *= 2, 1);
-	}
 	(*buf)[*len] = '\0';
+	if (*len > (size_t)size) {
+		errno = EAGAIN;
+		return -1;
+	}
 	return ferror(fp) ? -1 : 0;
 }
 
@@ -169,6 +178,7 @@ load_text(struct conf_load *ld, const char *buf, size_t len, const struct stat *
 		conf_err(ld, 0, "cannot parse: %s", strerror(errno));
 		return;
 	}
+	setvbuf(mem, NULL, _IONBF, 0);
 	if (conf_parse(ld, mem, c, NULL) == 0) {
 		/* libconfuse takes the end of file as the missing "}". */
 		if (ld->unclosed > 0)
@@ -244,7 +254,7 @@ load_include(struct conf *c, const char *path, const char ***files, FILE *errf)
 	size_t len, n;
 
 	if ((fp = fopen(path, "r")) == NULL || fstat(fileno(fp), &sb) == -1 ||
-	    read_all(fp, &buf, &len) == -1) {
+	    read_all(fp, sb.st_size, &buf, &len) == -1) {
 		fprintf(errf, "%s: cannot read: %s\n", path, strerror(errno));
 		if (fp != NULL)
 			fclose(fp);
@@ -253,7 +263,9 @@ load_include(struct conf *c, const char *path, const char ***files, FILE *errf)
 	}
 	fclose(fp);
 	conf_lines_scan(&ld, buf, len);
-	if ((mem = fmemopen(buf, len, "r")) == NULL)
+	if ((mem = fmemopen(buf, len, "r")) != NULL)
+		setvbuf(mem, NULL, _IONBF, 0);
+	if (mem == NULL)
 		conf_err(&ld, 0, "cannot parse: %s", strerror(errno));
 	else if (conf_parse(&ld, mem, &inc, c) == 0) {
 		if (ld.unclosed > 0)
@@ -264,6 +276,7 @@ load_include(struct conf *c, const char *path, const char ***files, FILE *errf)
 	}
 	if (mem != NULL)
 		fclose(mem);
+	explicit_bzero(buf, len);
 	free(buf);
 	if ((n = ld.n_msgs) > 0)
 		print_msgs(&ld, errf);
@@ -329,7 +342,7 @@ conf_load(const char *path, struct conf **out, FILE *errf)
 
 	*out = NULL;
 	if ((fp = fopen(path, "r")) == NULL || fstat(fileno(fp), &st) == -1 ||
-	    read_all(fp, &buf, &len) == -1) {
+	    read_all(fp, st.st_size, &buf, &len) == -1) {
 		saved = errno;
 		fprintf(errf, "%s: cannot read: %s\n", path, strerror(saved));
 		if (fp != NULL)
@@ -341,6 +354,8 @@ conf_load(const char *path, struct conf **out, FILE *errf)
 	c = xcalloc(1, sizeof *c);
 	c->path = xstrdup(path);
 	load_text(&ld, buf, len, &st, c);
+	/* The text held the passwords: wiped, not only freed. */
+	explicit_bzero(buf, len);
 	free(buf);
 	if (ld.n_msgs > 0)
 		print_msgs(&ld, errf);
@@ -392,6 +407,25 @@ conf_free_account(struct conf_account *a)
 	free_server(&a->smtp);
 	free_list(a->addresses, a->n_addresses);
 	free(a->sent_folder);
+}
+
+static void
+forget_server(struct conf_server *s)
+{
+	free_secret(s->password);
+	s->password = NULL;
+	free(s->password_command);
+	s->password_command = NULL;
+}
+
+void
+conf_forget_secrets(struct conf *c)
+{
+	forget_server(&c->store.imap);
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		forget_server(&c->accounts[i].pop3);
+		forget_server(&c->accounts[i].smtp);
+	}
 }
 
 void

@@ -97,6 +97,10 @@ char *conf_default_path(void);
 int conf_load(const char *path, struct conf **out, FILE *errf);
 void conf_free(struct conf *c);
 
+/* Wipes and forgets every password and password_command of c (store and
+ * accounts), for a process that must not hold them (the relay). */
+void conf_forget_secrets(struct conf *c);
+
 /* Scale-out (--shard K/N): account NAME belongs to shard K of N when
  * conf_shard_hash(NAME) mod N == K - 1; the hash is FNV-1a 64 of the
  * name's bytes, stable by contract. conf_shard_of gives that K (1 when

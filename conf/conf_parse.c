@@ -617,6 +617,28 @@ only_accounts(cfg_t *cfg)
 	}
 }
 
+/* Every string libconfuse holds is wiped before cfg_free() releases it:
+ * the passwords must not linger in freed memory that a forked child (the
+ * relay, bridge/relay.c) inherits. */
+static void
+wipe_cfg(cfg_t *sec)
+{
+	for (cfg_opt_t *o = sec->opts; o->name != NULL; o++) {
+		unsigned n = cfg_opt_size(o);
+
+		for (unsigned i = 0; i < n; i++) {
+			if (o->type == CFGT_SEC)
+				wipe_cfg(cfg_opt_getnsec(o, i));
+			else if (o->type == CFGT_STR) {
+				char *v = cfg_opt_getnstr(o, i);
+
+				if (v != NULL)
+					explicit_bzero(v, strlen(v));
+			}
+		}
+	}
+}
+
 int
 conf_parse(struct conf_load *ld, FILE *fp, struct conf *c, const struct conf *main)
 {
@@ -641,6 +663,7 @@ conf_parse(struct conf_load *ld, FILE *fp, struct conf *c, const struct conf *ma
 		only_accounts(cfg);
 		conv_accounts(cfg, c, main);
 	}
+	wipe_cfg(cfg);
 	cfg_free(cfg);
 	for (i = 0; i < p.n_titles; i++)
 		free(p.titles[i].name);

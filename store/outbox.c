@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/err.h"
 #include "lib/hex.h"
 #include "lib/io.h"
 #include "lib/xmalloc.h"
@@ -697,4 +698,17 @@ outbox_counts(struct state *st, int64_t account, struct outbox_counts *out, char
 	out->bounced = (unsigned long)sqlite3_column_double(s, 3);
 	sqlite3_finalize(s);
 	return 0;
+}
+
+int
+outbox_spool_give(const char *state_dir, uid_t uid, gid_t gid, char **err)
+{
+	char *tmp = spool_path(state_dir, "tmp"), *dir = spool_path(state_dir, "");
+	int r = io_mkdir_p(tmp, 0700, true, err);
+
+	if (r != -1 && (chown(dir, uid, gid) == -1 || chown(tmp, uid, gid) == -1))
+		r = err_errno(err, "giving %s to uid %ld", dir, (long)uid);
+	free(tmp);
+	free(dir);
+	return r == -1 ? -1 : 0;
 }

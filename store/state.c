@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/err.h"
 #include "lib/io.h"
@@ -1337,4 +1338,25 @@ state_msg_seen_elsewhere(const struct state_msg *m)
 {
 	return m->delivery_key != NULL && strncmp(m->delivery_key, STATE_SEEN_ELSEWHERE,
 	    strlen(STATE_SEEN_ELSEWHERE)) == 0;
+}
+
+int
+state_dir_give(const char *state_dir, uid_t uid, gid_t gid, char **err)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm" };
+	struct state *st;
+	int r = 0;
+
+	/* Made now if missing, with its schema, so that it is root's to give. */
+	if (state_open_dir(state_dir, true, &st, err) == -1)
+		return -1;
+	state_close(st);
+	for (size_t i = 0; i < sizeof suffix / sizeof *suffix && r == 0; i++) {
+		char *p = xasprintf("%s/state.db%s", state_dir, suffix[i]);
+
+		if (chown(p, uid, gid) == -1 && errno != ENOENT)
+			r = err_errno(err, "giving %s to uid %ld", p, (long)uid);
+		free(p);
+	}
+	return r;
 }

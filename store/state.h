@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 enum state_msg_state { STATE_PENDING = 0, STATE_DELIVERED = 1, STATE_DELETED = 2 };
@@ -198,5 +199,12 @@ int state_mark_seen_elsewhere(struct state *st, int64_t account, const char *too
 
 /* True if m is such a row. */
 bool state_msg_seen_elsewhere(const struct state_msg *m);
+
+/* For a STATE_DIR that belongs to another user than root, run as root:
+ * state.db (made with its schema when missing) and its -wal and -shm are
+ * given to uid:gid, so that a process running as that user (the relay)
+ * can write it; SQLite, as root, gives the files it makes later the
+ * database file's owner. 0, or -1 with *err. */
+int state_dir_give(const char *state_dir, uid_t uid, gid_t gid, char **err);
 
 #endif
