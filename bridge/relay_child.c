@@ -174,63 +174,70 @@ read_accounts(struct in *in, struct conf *c)
 	}
 }
 
+/* The image after its magic: log settings (applied), the daemon's pid,
+ * the sockets, then the configuration part into c. false: damaged. */
+static bool
+read_image(struct in *in, struct conf *c, pid_t *parent, int **fds, bool **tls, size_t *n)
+{
+	enum log_verbosity v = (enum log_verbosity)(int64_t)get_u64(in);
+	int sl = (int)get_u64(in);
+
+	log_init(v, sl);
+	*parent = (pid_t)get_u64(in);
+	if ((*n = (size_t)get_u64(in)) > 4096)
+		in->bad = true;
+	*fds = xcalloc(*n && !in->bad ? *n : 1, sizeof **fds);
+	*tls = xcalloc(*n && !in->bad ? *n : 1, sizeof **tls);
+	for (size_t i = 0; i < *n && !in->bad; i++) {
+		(*fds)[i] = (int)get_u64(in);
+		(*tls)[i] = get_u64(in) != 0;
+		fcntl((*fds)[i], F_SETFD, FD_CLOEXEC);
+	}
+	c->path = get_str(in);
+	c->state_dir = get_str(in);
+	c->relay.passwd_file = get_str(in);
+	c->relay.tls_cert = get_str(in);
+	c->relay.tls_key = get_str(in);
+	c->relay.max_message_size = get_u64(in);
+	c->relay.max_recipients = (unsigned)get_u64(in);
+	c->relay.max_connections = (unsigned)get_u64(in);
+	c->relay.timeout = (unsigned)get_u64(in);
+	read_accounts(in, c);
+	return !in->bad && c->state_dir != NULL && c->relay.passwd_file != NULL;
+}
+
 int
 relay_child_main(const char *fd_arg)
 {
 	struct conf *c = xcalloc(1, sizeof *c);
-	struct in in;
 	char *buf = NULL, *end, *path;
-	size_t len = 0, n;
-	int fd = (int)strtol(fd_arg, &end, 10), *fds, rc;
-	bool *tls;
+	int fd = (int)strtol(fd_arg, &end, 10), *fds = NULL, rc;
+	size_t len = 0, n = 0, magic = strlen(IMAGE_MAGIC);
+	bool *tls = NULL, ok;
+	struct in in;
 	pid_t parent;
 
 	path = xasprintf("/proc/self/fd/%d", fd);
 	if (*end != '\0' || io_read_file(path, 64u << 20, &buf, &len, NULL) == -1 ||
-	    len < strlen(IMAGE_MAGIC) || memcmp(buf, IMAGE_MAGIC, strlen(IMAGE_MAGIC)) != 0) {
+	    len < magic || memcmp(buf, IMAGE_MAGIC, magic) != 0) {
 		fprintf(stderr, "pop3bridge: %s is for the relay process pop3bridge starts\n",
 		    RELAY_CHILD_ARG);
-		free(path);
-		free(buf);
-		free(c);
-		return EX_USAGE;
+		rc = EX_USAGE;
+		goto out;
 	}
-	free(path);
 	close(fd);
-	in = (struct in){ buf + strlen(IMAGE_MAGIC), buf + len, false };
-	{
-		enum log_verbosity v = (enum log_verbosity)(int64_t)get_u64(&in);
-		int sl = (int)get_u64(&in);
-
-		log_init(v, sl);
-	}
-	parent = (pid_t)get_u64(&in);
-	n = (size_t)get_u64(&in);
-	if (n > 4096)
-		in.bad = true;
-	fds = xcalloc(n ? n : 1, sizeof *fds);
-	tls = xcalloc(n ? n : 1, sizeof *tls);
-	for (size_t i = 0; i < n && !in.bad; i++) {
-		fds[i] = (int)get_u64(&in);
-		tls[i] = get_u64(&in) != 0;
-		fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-	}
-	c->path = get_str(&in);
-	c->state_dir = get_str(&in);
-	c->relay.passwd_file = get_str(&in);
-	c->relay.tls_cert = get_str(&in);
-	c->relay.tls_key = get_str(&in);
-	c->relay.max_message_size = get_u64(&in);
-	c->relay.max_recipients = (unsigned)get_u64(&in);
-	c->relay.max_connections = (unsigned)get_u64(&in);
-	c->relay.timeout = (unsigned)get_u64(&in);
-	read_accounts(&in, c);
+	in = (struct in){ buf + magic, buf + len, false };
+	ok = read_image(&in, c, &parent, &fds, &tls, &n);
 	free(buf);
-	if (in.bad || c->state_dir == NULL || c->relay.passwd_file == NULL) {
+	buf = NULL;
+	if (!ok) {
 		log_warnx("relay: its image is damaged");
 		rc = EX_SOFTWARE;
 	} else
 		rc = relay_serve(c, parent, fds, tls, n);
+out:
+	free(path);
+	free(buf);
 	free(fds);
 	free(tls);
 	conf_free(c);
