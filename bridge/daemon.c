@@ -187,7 +187,7 @@ block_signals(sigset_t *set)
 }
 
 /* What a signal the loop took does: TERM/INT stop everything (passes under
- * way finish their current message first), HUP reloads the configuration
+ * way stop within about a second first), HUP reloads the configuration
  * and restarts the queue runner and the relay with it. SIGCHLD only wakes
  * the loop, which reaps. */
 static void
@@ -197,7 +197,7 @@ handle_signal(struct sched *s, int sig)
 	case SIGTERM:
 	case SIGINT:
 		if (!s->stopping)
-			log_info("stopping: waiting for %zu passes to finish their message",
+			log_info("stopping: waiting for %zu passes to stop",
 			    sync_pool_running(&s->pool));
 		s->stopping = true;
 		notify_systemd("STOPPING=1");

@@ -24,6 +24,7 @@
 #include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
 #include "bridge/pop3_sink.h"
+#include "lib/dlstream.h"
 #include "lib/err.h"
 #include "lib/hex.h"
 #include "lib/log.h"
@@ -57,7 +58,11 @@ struct pop3 {
 	size_t nsent;		/* queue[0..nsent) are sent */
 	size_t qnext;		/* queue[0..qnext) are read */
 	size_t ndeleted;	/* DELEs accepted: LIST may now have gaps */
+	struct pop3_entry *listed;	/* LIST of the last pop3_scan (num, size; no UIDL) */
+	size_t nlisted;
 };
+
+static uint64_t listed_size(const struct pop3 *p, unsigned long num);
 
 enum auth_kind { AUTH_NONE, AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2 };
 
@@ -68,7 +73,8 @@ failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
 {
 	va_list ap;
 
-	p->broken = p->broken || code == POP3_ENET || code == POP3_EPROTO;
+	p->broken = p->broken || code == POP3_ENET || code == POP3_EPROTO ||
+	    code == POP3_EDEADLINE || code == POP3_ESTOP;
 	va_start(ap, fmt);
 	err_vat(err, p->where, fmt, ap);
 	va_end(ap);
@@ -99,7 +105,9 @@ server_err(struct pop3 *p, int code, char **err, const char *what, const char *t
 /* The reader's byte source. mailstream_read() blocks for more when asked
  * for more than it buffers, and loops when asked for more than its buffer
  * size: ask for exactly what one low-level read can deliver. The low-level
- * timeout is the time left in the reader's step (whole seconds, >= 1). */
+ * timeout is the time left before the reader's next deadline (whole
+ * seconds, >= 1); the stream is guarded (lib/dlstream.h), so a stop ends
+ * the wait within a second. */
 static ssize_t
 stream_src(void *ctx, void *buf, size_t cap, int ms)
 {
@@ -209,6 +217,7 @@ ready(struct pop3 *p, char **err)
 	if (p->broken)
 		return failf(p, POP3_ENET, err, "session unusable after an earlier error");
 	for (; p->qnext < p->nsent; p->qnext++) {
+		pop3_reader_expect(&p->rd, listed_size(p, p->queue[p->qnext]));
 		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 			return rv;
 		if (ok && (rv = pop3_reader_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
@@ -241,6 +250,7 @@ open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
 	if (stream == NULL)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
 	p->m->pop3_stream = stream;
+	dlstream_guard(stream);
 	pop3_reader_init(&p->rd, stream_src, stream, p->timeout);
 	return POP3_OK;
 }
@@ -296,8 +306,10 @@ read_capa(struct pop3 *p, char **err)
 	bool ok, end;
 	int rv, n;
 
-	if ((rv = send_cmd(p, err, "CAPA")) != POP3_OK ||
-	    (rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
+	if ((rv = send_cmd(p, err, "CAPA")) != POP3_OK)
+		return rv;
+	pop3_reader_expect(&p->rd, 0);
+	if ((rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
 		return rv;
 	if (!ok)
 		return POP3_OK;
@@ -339,6 +351,7 @@ starttls(struct pop3 *p, const struct conf_server *s, char **err)
 		return failf(p, POP3_ETLS, err, "unexpected data after the STLS reply");
 	if (tls_stream_starttls(stream, s->host, p->timeout) == -1)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
+	dlstream_guard(stream);		/* the TLS layer is a new low-level stream */
 	return POP3_OK;
 }
 
@@ -649,6 +662,7 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 	bool ok, end;
 	int rv;
 
+	pop3_reader_expect(&p->rd, 0);
 	if ((rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
 		return rv;
 	if (!ok)
@@ -665,6 +679,39 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 		if ((rv = listing_add(l, uidl, line, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 	}
+}
+
+/* Keeps each message's LIST size: a RETR's deadline depends on it. */
+static void
+keep_listed(struct pop3 *p, const struct pop3_entry *e, size_t n)
+{
+	free(p->listed);
+	p->listed = xcalloc(n > 0 ? n : 1, sizeof *p->listed);
+	for (size_t i = 0; i < n; i++) {
+		p->listed[i].num = e[i].num;
+		p->listed[i].size = e[i].size;
+	}
+	p->nlisted = n;
+}
+
+/* LIST's size of message num (listings are in increasing order), 0 when
+ * it was not listed. */
+static uint64_t
+listed_size(const struct pop3 *p, unsigned long num)
+{
+	size_t lo = 0, hi = p->nlisted;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (p->listed[mid].num == num)
+			return p->listed[mid].size;
+		if (p->listed[mid].num < num)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
 }
 
 int
@@ -692,6 +739,7 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 	    uidl.have, p->ndeleted > 0, &msg)) != POP3_OK)
 		rv = fail(p, rv, err, msg);
 	if (rv == POP3_OK) {
+		keep_listed(p, list.e, list.n);
 		*entries = list.e;
 		*n = list.n;
 		list.e = NULL;
@@ -724,8 +772,10 @@ pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char 
 	int rv;
 
 	if ((rv = ready(p, err)) != POP3_OK ||
-	    (rv = send_cmd(p, err, "TOP %lu 0", num)) != POP3_OK ||
-	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+	    (rv = send_cmd(p, err, "TOP %lu 0", num)) != POP3_OK)
+		return rv;
+	pop3_reader_expect(&p->rd, 0);	/* the header only: LIST's size is the whole */
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok) {
 		snprintf(what, sizeof what, "TOP %lu", num);
@@ -804,8 +854,10 @@ pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
 
 	if (p->broken)
 		return ready(p, err);
-	if ((rv = retr_send(p, num, err)) != POP3_OK ||
-	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+	if ((rv = retr_send(p, num, err)) != POP3_OK)
+		return rv;
+	pop3_reader_expect(&p->rd, listed_size(p, num));
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok) {
 		snprintf(what, sizeof what, "RETR %lu", num);
@@ -816,6 +868,12 @@ pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
 		rv = pop3_sink_finish(&o, res, &msg);
 	pop3_sink_free(&o);
 	return rv == POP3_OK ? POP3_OK : fail(p, rv, err, msg);
+}
+
+unsigned
+pop3_deadline(const struct pop3 *p)
+{
+	return pop3_reader_deadline(&p->rd);
 }
 
 struct dele_result {
@@ -907,6 +965,7 @@ pop3_abort(struct pop3 *p)
 	mailpop3_free(p->m);
 	pop3_reader_free(&p->rd);
 	queue_clear(p);
+	free(p->listed);
 	free(p->where);
 	free(p);
 }

@@ -5,8 +5,9 @@
  *
  * Every function returning int returns POP3_OK (0) or a negative
  * enum pop3_err; on error *err (when err is not NULL) receives an allocated
- * one-line message that never contains a secret. After POP3_ENET or
- * POP3_EPROTO the session is unusable: only pop3_abort() is left. */
+ * one-line message that never contains a secret. After POP3_ENET,
+ * POP3_EPROTO, POP3_EDEADLINE or POP3_ESTOP the session is unusable: only
+ * pop3_abort() is left. */
 #ifndef POP3BRIDGE_POP3_H
 #define POP3BRIDGE_POP3_H
 
@@ -25,6 +26,8 @@ enum pop3_err {
 	POP3_ESERVER = -5,  /* -ERR to a command (session still usable) */
 	POP3_ELOCAL = -6,   /* local I/O (writing the temp file) */
 	POP3_ECONFIG = -7,  /* policy: plaintext password refused, unsafe value, no usable auth */
+	POP3_EDEADLINE = -8,/* a response or the pass ran past its deadline: retry later */
+	POP3_ESTOP = -9,    /* a stop was requested while waiting (lib/deadline.h) */
 };
 
 struct pop3_caps {
@@ -69,7 +72,9 @@ struct pop3;
  *   apop is preferred only when tls=none. A password over tls=none is
  *   refused (POP3_ECONFIG) unless s->allow_plaintext.
  * CR, LF or NUL in the user or password is POP3_ECONFIG. s->timeout bounds
- * every protocol step. On success *out is the session. */
+ * every protocol step, and with DEADLINE_MIN_RATE every multi-line
+ * response (bridge/pop3_reader.h); the pass deadline and a stop request end any
+ * wait (lib/deadline.h). On success *out is the session. */
 int pop3_open(struct pop3 **out, const struct conf_server *s, const char *password, char **err);
 
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
@@ -92,9 +97,14 @@ int pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char
 /* Reads message num (sending RETR unless pipelined) into fd, streaming
  * line by line: memory does not grow with message size, NUL bytes are kept,
  * line endings become eol. More than max_octets octets (0: no limit) is
- * POP3_EPROTO. */
+ * POP3_EPROTO. The whole reply must arrive within the timeout plus its
+ * LIST size (from pop3_scan) at DEADLINE_MIN_RATE, else POP3_EDEADLINE. */
 int pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
     uint64_t max_octets, struct pop3_retr *res, char **err);
+
+/* The seconds the last multi-line response was allowed (RETR: timeout +
+ * LIST size at DEADLINE_MIN_RATE), for the message after POP3_EDEADLINE. */
+unsigned pop3_deadline(const struct pop3 *p);
 
 /* Marks messages for deletion (DELE, pipelined when possible). They are
  * removed only by a successful pop3_quit(). */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bridge/pop3.h"
+#include "lib/deadline.h"
 #include "lib/header.h"
 #include "lib/hex.h"
 #include "lib/log.h"
@@ -22,14 +23,25 @@
 
 volatile sig_atomic_t sync_stop;
 
-/* A stop (SIGTERM/SIGINT) is taken between messages only: a pass runs
- * with those signals held (proc_child_init), so none cuts I/O short. */
+/* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
+ * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
+ * signals are held (proc_child_init), so none cuts I/O short. */
 static bool
 stopping(void)
 {
 	if (!sync_stop && proc_stop_requested())
 		sync_stop = 1;
-	return sync_stop;
+	return sync_stop || deadline_check(NULL) == DEADLINE_PASS;
+}
+
+/* Why the pass ended early, for a pass cut short between two steps. */
+static char *
+halted_why(void)
+{
+	char why[DEADLINE_TEXT_MAX];
+
+	return xasprintf("%s; what was fetched is kept, the rest comes next pass",
+	    deadline_text(sync_stop ? DEADLINE_STOP : DEADLINE_PASS, 0, why, sizeof why));
 }
 
 /* Dedup: a copy another account's pass began storing less than this many
@@ -88,6 +100,8 @@ pop3_code(int e)
 	switch (e) {
 	case POP3_ENET:
 	case POP3_ESERVER:
+	case POP3_EDEADLINE:
+	case POP3_ESTOP:
 		return EX_TEMPFAIL;
 	case POP3_ETLS:
 	case POP3_EAUTH:
@@ -197,8 +211,8 @@ connect_server(struct pass *ps)
 	char *pw = NULL, *err = NULL;
 	int r;
 
-	if (conf_password(&ps->a->pop3, &pw, &err) == -1)
-		return fail(ps, EX_CONFIG, err);
+	if ((r = conf_password_run(&ps->a->pop3, &pw, &err)) != 0)
+		return fail(ps, r == -2 ? EX_TEMPFAIL : EX_CONFIG, err);
 	r = pop3_open(&ps->p, &ps->a->pop3, pw, &err);
 	if (pw) {
 		explicit_bzero(pw, strlen(pw));
@@ -275,6 +289,26 @@ retr_limit(uint64_t size)
 	return size > (UINT64_MAX - slack) / 2 ? UINT64_MAX : size * 2 + slack;
 }
 
+/* The pass's error for a RETR a limit ended (err, the reader's, is freed):
+ * its own deadline, the pass's, or a stop. */
+static char *
+cut_short(struct pass *ps, int r, const struct pop3_entry *e, const char *uidl, char *err)
+{
+	enum deadline_end end = deadline_check(NULL);
+	char *msg, *why;
+
+	free(err);
+	if (r == POP3_ESTOP || end == DEADLINE_STOP)
+		sync_stop = 1;
+	else if (end != DEADLINE_PASS)
+		return xasprintf("RETR of message %lu (UIDL %s) exceeded its deadline of %u s",
+		    e->num, uidl, pop3_deadline(ps->p));
+	why = halted_why();
+	msg = xasprintf("RETR of message %lu (UIDL %s): %s", e->num, uidl, why);
+	free(why);
+	return msg;
+}
+
 /* RETR one message into a temp file of the store. Returns 0, -1 when the
  * server refused this one message (skipped, the session goes on), or an
  * exit code. */
@@ -306,6 +340,8 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 			free(err);
 			return -1;
 		}
+		if (r == POP3_EDEADLINE || r == POP3_ESTOP)
+			err = cut_short(ps, r, e, uidl, err);
 		return pop3_fail(ps, r, err);
 	}
 	if (rr.octets != e->size)
@@ -790,6 +826,9 @@ run_pass(struct pass *ps)
 	if (rc == 0 && !stopping() && !ps->broken)
 		rc = finish_session(ps, del, ndel);
 	free(del);
+	/* Stopped between two steps: the session was not finished. */
+	if (rc == 0 && ps->p != NULL)
+		rc = fail(ps, EX_TEMPFAIL, halted_why());
 	if (rc == 0 && ps->res->refused > 0) {
 		rc = fail(ps, EX_DATAERR, xasprintf("the store refused %lu message%s (%s);"
 		    " they stay on the server", ps->res->refused,

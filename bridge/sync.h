@@ -29,13 +29,15 @@ struct sync_result {
 	char *error;              /* allocated, NULL on success */
 };
 
-/* Set by a signal handler: the pass stops after the current message,
- * delivers what it fetched, and closes without committing deletions. */
+/* Set once the pass has seen a stop request (TERM/INT, held pending:
+ * lib/proc.h): it abandons the message being fetched, delivers what it
+ * fetched, and closes without committing deletions. */
 extern volatile sig_atomic_t sync_stop;
 
 /* Runs one pass for account a with the open state st. Returns a
  * <sysexits.h> code: EX_OK; EX_DATAERR (the store refused some message:
- * every other one was imported, the refused stay on the server); EX_TEMPFAIL (network, timeout, server or
+ * every other one was imported, the refused stay on the server); EX_TEMPFAIL (network, timeout, a deadline
+ * (a response's, the pass's: lib/deadline.h) or a stop request, server or
  * account busy: try later); EX_UNAVAILABLE (TLS or login refused);
  * EX_PROTOCOL (malformed server reply); EX_CONFIG (policy, e.g. plaintext
  * refused); EX_IOERR (store or state). res->error says why, without the

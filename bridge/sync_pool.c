@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "bridge/sync.h"
+#include "lib/deadline.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
@@ -56,6 +57,9 @@ child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_ac
 	char *err = NULL;
 	int rc;
 
+	/* From here on the pass has pass_timeout seconds, and a stop ends any
+	 * wait of it within about a second (lib/deadline.h). */
+	deadline_pass_arm(a->pass_timeout, true);
 	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
@@ -85,9 +89,11 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 		return -1;
 	}
 	if (pid == 0) {
-		/* TERM/INT finish the current message and stop; the child
-		 * dies with its parent (as a whole process would), so that
-		 * killing `pop3bridge sync` never leaves a pass running. */
+		/* TERM/INT end the pass within about a second (the message
+		 * being fetched is abandoned, what was fetched is delivered);
+		 * the child dies with its parent (as a whole process would),
+		 * so that killing `pop3bridge sync` never leaves a pass
+		 * running. */
 		if (!proc_child_init(parent, NULL, SIGKILL))
 			_exit(EX_TEMPFAIL);
 		_exit(child_pass(p, c, a));
@@ -171,7 +177,7 @@ sync_pool_signal(struct sync_pool *p, int sig)
 }
 
 /* Ctrl-C / SIGTERM while `sync` waits: the children get it too (same
- * process group, or forwarded) and stop after their current message. */
+ * process group, or forwarded) and stop within about a second. */
 static volatile sig_atomic_t sync_got_signal;
 
 static void

@@ -45,6 +45,7 @@ struct conf_account {
 	unsigned delete_after_days; /* default 0 = never */
 	unsigned uidl_reset_threshold; /* percent of unknown UIDLs that means a reset; 0 off, default 50 */
 	unsigned poll_interval;     /* default: the top-level poll_interval */
+	unsigned pass_timeout;      /* seconds a whole pass may take; default: the top level's */
 	bool import_seen;           /* default false */
 	bool has_smtp;
 	struct conf_server smtp;
@@ -78,6 +79,7 @@ struct conf {
 	uint64_t batch_bytes;       /* default 64 MiB */
 	char *metrics_file;         /* Prometheus textfile, NULL when unset */
 	char *include_dir;          /* more account blocks: the *.conf files of DIR; NULL unset */
+	unsigned pass_timeout;      /* seconds a whole account pass may take, default 3600 */
 	struct conf_store store;
 	struct conf_account *accounts;
 	size_t n_accounts;
@@ -138,11 +140,20 @@ char *conf_store_user(const struct conf *c, const struct conf_account *a);
 char *conf_store_location(const struct conf *c, const struct conf_account *a);
 
 /* The secret of a server block: the password, or the first line of
- * password_command's output (run with /bin/sh -c, stdin from /dev/null,
- * bounded at 4 KiB, CR/LF/NUL refused). *out is allocated (NULL when the
- * block has neither); 0 on success, -1 with *err allocated naming the
- * command's failure but never its output. */
+ * password_command's output (run with /bin/sh -c in a process group of its
+ * own, stdin from /dev/null, bounded at 4 KiB, CR/LF/NUL refused). The
+ * command must print and exit within s->timeout seconds (60 when 0);
+ * otherwise, or at the pass deadline or a stop request (lib/deadline.h),
+ * its whole process group is killed and reaped. *out is allocated (NULL
+ * when the block has neither); 0 on success, -1 with *err allocated naming
+ * the command's failure but never its output. */
 int conf_password(const struct conf_server *s, char **out, char **err);
+
+/* conf_password() telling the failures apart: -1 the command failed or
+ * printed nothing usable (fix the configuration), -2 it was killed by a
+ * limit ("password_command timed out after N s", or interrupted): try
+ * again later. */
+int conf_password_run(const struct conf_server *s, char **out, char **err);
 
 /* True if s (not NULL) is a value fit for a protocol line: no CR or LF
  * (NUL cannot be in a C string), at most max bytes. */

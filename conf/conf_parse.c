@@ -29,6 +29,7 @@
 #define MAX_DAYS	36500
 #define MAX_LIFETIME	(365 * 86400)
 #define MAX_BATCH	1000000
+#define MAX_PASS	(7 * 86400)	/* a pass may take at most a week */
 
 /* Declared first in every block, see the top of the file. */
 #define SECTION_LINE_OPT { .name = SECTION_LINE, .type = CFGT_STR, \
@@ -78,6 +79,7 @@ static cfg_opt_t account_opts[] = {
 	CFG_STR("local_user", NULL, CFGF_NONE),
 	CFG_STR("folder", "INBOX", CFGF_NONE),
 	CFG_INT("poll_interval", 0, CFGF_NONE),
+	CFG_INT("pass_timeout", 0, CFGF_NONE),
 	CFG_BOOL("import_seen", cfg_false, CFGF_NONE),
 	CFG_BOOL("leave_on_server", cfg_true, CFGF_NONE),
 	CFG_INT("delete_after_days", 0, CFGF_NONE),
@@ -118,6 +120,7 @@ static cfg_opt_t root_opts[] = {
 	CFG_INT("batch_bytes", 67108864, CFGF_NONE),
 	CFG_STR("metrics_file", "", CFGF_NONE),
 	CFG_STR("include_dir", "", CFGF_NONE),
+	CFG_INT("pass_timeout", 3600, CFGF_NONE),
 	CFG_SEC("store", store_opts, CFGF_MULTI),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE),
 	CFG_SEC("relay", relay_opts, CFGF_MULTI),
@@ -519,6 +522,10 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	if (is_set(sec, "poll_interval"))
 		a->poll_interval = get_num(sec, "poll_interval", 1,
 		    MAX_INTERVAL, &a->poll_interval);
+	a->pass_timeout = c->pass_timeout;
+	if (is_set(sec, "pass_timeout"))
+		a->pass_timeout = get_num(sec, "pass_timeout", 1, MAX_PASS,
+		    &a->pass_timeout);
 	a->import_seen = get_bool(sec, "import_seen", &a->import_seen);
 	a->leave_on_server = get_bool(sec, "leave_on_server",
 	    &a->leave_on_server);
@@ -578,6 +585,8 @@ conv_root(cfg_t *cfg, struct conf *c)
 	    &c->batch_bytes);
 	c->metrics_file = get_path(cfg, "metrics_file", true, &c->metrics_file);
 	c->include_dir = get_path(cfg, "include_dir", true, &c->include_dir);
+	c->pass_timeout = get_num(cfg, "pass_timeout", 1, MAX_PASS,
+	    &c->pass_timeout);
 	conv_store(one_section(cfg, "store"), &c->store);
 	conv_accounts(cfg, c, c);
 	conv_relay(one_section(cfg, "relay"), &c->relay);

@@ -16,6 +16,7 @@
 #include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
 #include "bridge/pop3_sink.h"
+#include "lib/deadline.h"
 #include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
@@ -218,6 +219,104 @@ test_deadline_body(void)
 	CHECK(t1.tv_sec - t0.tv_sec <= 2);
 	clear(&err);
 	free(c.p);
+	pop3_reader_free(&r);
+}
+
+/* A server that sends one body line every 0.3 s, well inside the 1 s step
+ * timeout, for ever: the response's own deadline (1 s + what it sent at
+ * DEADLINE_MIN_RATE, rounded up: 2 s) ends it. */
+static void
+test_response_deadline(void)
+{
+	static const char line[] = "a line\r\n";
+	struct timespec t0;
+	struct collect c;
+	struct pop3_reader r;
+	struct mem m;
+	char *data, *err = NULL;
+	size_t i, n = 200;
+
+	data = xmalloc(n * (sizeof line - 1));
+	for (i = 0; i < n; i++)
+		memcpy(data + i * (sizeof line - 1), line, sizeof line - 1);
+	memset(&c, 0, sizeof c);
+	rd_open(&r, &m, data, n * (sizeof line - 1), sizeof line - 1);
+	r.timeout = 1;
+	m.delay = 300000;
+	pop3_reader_expect(&r, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(pop3_reader_body(&r, collect_sink, &c, &err), POP3_EDEADLINE);
+	CHECK_STR(err, "exceeded its deadline of 2 s");
+	CHECK(check_elapsed(&t0) >= 1.9 && check_elapsed(&t0) < 3.0);
+	CHECK(c.lines >= 5 && c.lines < 12);
+	CHECK_INT(pop3_reader_deadline(&r), 2);
+	clear(&err);
+	free(c.p);
+	free(data);
+	pop3_reader_free(&r);
+}
+
+/* The response deadline covers its status line and lines, and ends with
+ * its terminator or a refusal; what follows has only the step timeout. */
+static void
+test_response_scope(void)
+{
+	static const char data[] = "-ERR no such message\r\n+OK\r\nline\r\n.\r\n+OK next\r\n";
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	enum pop3_status st;
+	struct collect c;
+	struct pop3_reader r;
+	struct mem m;
+
+	memset(&c, 0, sizeof c);
+	rd_open(&r, &m, data, sizeof data - 1, 0);
+	pop3_reader_expect(&r, 1000);
+	CHECK(r.expecting);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_OK);
+	CHECK(st == POP3_ST_ERR && !r.expecting);
+	pop3_reader_expect(&r, 1000);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_OK);
+	CHECK(st == POP3_ST_OK && r.expecting);
+	CHECK_INT(pop3_reader_body(&r, collect_sink, &c, &err), POP3_OK);
+	CHECK(!r.expecting);
+	CHECK_INT(pop3_reader_deadline(&r), 5 + 1);	/* timeout 5 s + 1000 octets */
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_OK);
+	CHECK_STR(text, "next");
+	free(c.p);
+	pop3_reader_free(&r);
+}
+
+/* The pass's limits (lib/deadline.h) end any wait: a stop as POP3_ESTOP,
+ * the pass deadline as POP3_EDEADLINE. */
+static void
+test_pass_limits(void)
+{
+	static const char drip[] = "+OK this line takes far too long to arrive\r\n";
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	struct timespec t0;
+	enum pop3_status st;
+	struct pop3_reader r;
+	struct mem m;
+
+	rd_open(&r, &m, drip, sizeof drip - 1, 1);
+	check_stop_raise();
+	deadline_pass_arm(0, true);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_ESTOP);
+	CHECK_STR(err, "interrupted by a stop request");
+	CHECK_INT(m.off, 0);
+	clear(&err);
+	check_stop_clear();
+	pop3_reader_free(&r);
+
+	rd_open(&r, &m, drip, sizeof drip - 1, 1);
+	m.delay = 200000;
+	deadline_pass_arm(1, true);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_EDEADLINE);
+	CHECK_STR(err, "the pass exceeded its deadline of 1 s");
+	CHECK(check_elapsed(&t0) < 1.5);
+	clear(&err);
+	deadline_pass_arm(0, false);
 	pop3_reader_free(&r);
 }
 
@@ -641,6 +740,9 @@ main(void)
 	TEST(test_status_limits);
 	TEST(test_deadline);
 	TEST(test_deadline_body);
+	TEST(test_response_deadline);
+	TEST(test_response_scope);
+	TEST(test_pass_limits);
 	TEST(test_mline);
 	TEST(test_body);
 	TEST(test_body_truncated);
