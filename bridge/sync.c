@@ -22,6 +22,7 @@
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;
+void (*sync_progress_hook)(const struct sync_progress *);
 
 /* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
  * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
@@ -65,7 +66,8 @@ struct pass {
 	const char **uidls;             /* per entry: the UIDL, or a derived id */
 	char **derived;                 /* owned derived ids (no-UIDL servers) */
 	struct sync_result *res;
-	bool progress;                  /* show a progress line on the terminal */
+	bool progress;                  /* report progress (sync_progress_hook) */
+	struct sync_progress prog;
 	char *store_id;                 /* the resolved store: the dedup scope */
 	char *refused_first;            /* the first message the store refused */
 	bool dedup;                     /* store { dedup = "message-id" } */
@@ -565,6 +567,8 @@ fetched_free(struct fetched *f, size_t n)
 	free(f);
 }
 
+static void show_progress(struct pass *ps, bool done);
+
 /* One batch: RETRs (pipelined when the server allows), then durable
  * delivery of what was fetched, even when a later RETR failed. */
 static int
@@ -589,6 +593,9 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 			break;
 		}
 		r = fetch_one(ps, &ps->ent[idx[j]], ps->uidls[idx[j]], &f[got], &fds[got]);
+		ps->prog.msgs_done++;
+		ps->prog.bytes_done += ps->ent[idx[j]].size;
+		show_progress(ps, false);
 		if (r > 0)
 			rc = r;
 		else if (r == 0)
@@ -609,12 +616,12 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 }
 
 static void
-show_progress(const struct pass *ps, bool done)
+show_progress(struct pass *ps, bool done)
 {
 	if (!ps->progress)
 		return;
-	fprintf(stderr, "\r%s: %lu/%lu new messages imported%s", ps->a->name,
-	    ps->res->imported, ps->res->fresh, done ? "\n" : "");
+	ps->prog.finished = done;
+	sync_progress_hook(&ps->prog);
 }
 
 /* The header hashes (TOP n 0) of the unknown messages idx[0..n), as
@@ -731,11 +738,13 @@ import_new(struct pass *ps)
 		return rc;
 	}
 	ps->res->fresh = n;
+	ps->prog.msgs_total = n;
+	for (size_t j = 0; j < n; j++)
+		ps->prog.bytes_total += ps->ent[idx[j]].size;
 	while (rc == 0 && i < n && !stopping()) {
 		k = batch_len(ps, idx + i, n - i);
 		rc = import_batch(ps, idx + i, k);
 		i += k;
-		show_progress(ps, false);
 	}
 	if (n > 0)
 		show_progress(ps, true);
@@ -898,7 +907,7 @@ sync_account(const struct conf *c, const struct conf_account *a,
 
 	memset(res, 0, sizeof *res);
 	res->login_delay = -1;
-	ps.progress = isatty(STDERR_FILENO) && !getenv("POP3BRIDGE_NO_PROGRESS");
+	ps.progress = sync_progress_hook != NULL;
 	if ((rc = lock_account(&ps, &lockfd)) != 0)
 		return rc;
 	if (state_account(st, a->name, &ps.acct, &err) == -1) {

@@ -10,6 +10,7 @@
 #define POP3BRIDGE_SYNC_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "conf/conf.h"
@@ -28,6 +29,18 @@ struct sync_result {
 	long login_delay;         /* the server's LOGIN-DELAY, -1 when none */
 	char *error;              /* allocated, NULL on success */
 };
+
+/* The import's progress, for whoever shows it: the new messages taken so
+ * far (fetched, or skipped when the server refused them) of those to
+ * take, and their LIST sizes; finished at the end of the import. When the
+ * hook is set (bridge/sync_pool.c does, in a pass child, for `sync` on a
+ * terminal), the pass calls it after every message. */
+struct sync_progress {
+	unsigned long msgs_done, msgs_total;
+	uint64_t bytes_done, bytes_total;
+	bool finished;
+};
+extern void (*sync_progress_hook)(const struct sync_progress *);
 
 /* Set once the pass has seen a stop request (TERM/INT, held pending:
  * lib/proc.h): it abandons the message being fetched, delivers what it

@@ -75,6 +75,7 @@ struct conf {
 	char *state_dir;            /* "~" expanded; default ~/.local/state/pop3bridge */
 	unsigned poll_interval;     /* default 300 */
 	unsigned max_parallel;      /* default 4 */
+	unsigned max_per_host;      /* passes at once on one POP3 host, default 2 */
 	unsigned batch_messages;    /* default 500 */
 	uint64_t batch_bytes;       /* default 64 MiB */
 	char *metrics_file;         /* Prometheus textfile, NULL when unset */

@@ -116,6 +116,7 @@ static cfg_opt_t root_opts[] = {
 	CFG_STR("state_dir", "~/.local/state/pop3bridge", CFGF_NONE),
 	CFG_INT("poll_interval", 300, CFGF_NONE),
 	CFG_INT("max_parallel", 4, CFGF_NONE),
+	CFG_INT("max_per_host", 2, CFGF_NONE),
 	CFG_INT("batch_messages", 500, CFGF_NONE),
 	CFG_INT("batch_bytes", 67108864, CFGF_NONE),
 	CFG_STR("metrics_file", "", CFGF_NONE),
@@ -579,6 +580,8 @@ conv_root(cfg_t *cfg, struct conf *c)
 	    &c->poll_interval);
 	c->max_parallel = get_num(cfg, "max_parallel", 1, 256,
 	    &c->max_parallel);
+	c->max_per_host = get_num(cfg, "max_per_host", 1, 256,
+	    &c->max_per_host);
 	c->batch_messages = get_num(cfg, "batch_messages", 1, MAX_BATCH,
 	    &c->batch_messages);
 	c->batch_bytes = get_num(cfg, "batch_bytes", 1024 * 1024, LONG_MAX,

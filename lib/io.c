@@ -1,5 +1,6 @@
 #include "lib/io.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -203,4 +204,36 @@ out:
 	free(dir);
 	free(tmp);
 	return r;
+}
+
+int
+io_lock_pid(const char *path, pid_t *holder, char **err)
+{
+	char buf[32];
+	ssize_t n;
+	int fd;
+
+	*holder = 0;
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+		return err_errno(err, "%s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno != EWOULDBLOCK) {
+			err_errno(err, "locking %s", path);
+			close(fd);
+			return -1;
+		}
+		if ((n = pread(fd, buf, sizeof buf - 1, 0)) > 0) {
+			buf[n] = '\0';
+			*holder = (pid_t)strtol(buf, NULL, 10);
+		}
+		close(fd);
+		return -2;
+	}
+	n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, buf, (size_t)n, 0) != n) {
+		err_errno(err, "writing %s", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
 }

@@ -43,4 +43,11 @@ int io_read_file(const char *path, size_t max, char **buf, size_t *len, char **e
  * a part. 0, or -1 with *err set (the temp file removed). */
 int io_write_atomic(const char *path, const void *buf, size_t n, mode_t mode, char **err);
 
+/* An exclusive flock(2) on path (made 0600 when missing), with this
+ * process's pid written in it: returns the fd (close-on-exec; the lock
+ * lasts while it, or a copy a child inherited, is open), -2 when another
+ * process holds it (*holder its pid as the file says, 0 when unknown), or
+ * -1 with *err set. */
+int io_lock_pid(const char *path, pid_t *holder, char **err);
+
 #endif
