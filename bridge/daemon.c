@@ -18,6 +18,7 @@
 #include "lib/io.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
+#include "store/state.h"
 
 /* When each account is due next, by name (so a reload keeps the schedule
  * of accounts that stay). */
@@ -69,9 +70,68 @@ interval(const struct conf *c, const struct conf_account *a)
 	return a->poll_interval ? a->poll_interval : c->poll_interval;
 }
 
-/* Builds the schedule for c, keeping the due time of accounts that were
- * in old, but no later than their new interval from now (all due now at
- * start). */
+/* What the state says of the account's schedule (sync.c writes it after
+ * each pass): false when there is nothing to read. Reads only, so that
+ * the loop never waits for a pass's write lock (WAL readers do not). A
+ * connection of its own each time: one kept open must not be inherited
+ * by the children forked later. */
+static bool
+read_schedule(const struct conf *c, const char *name, struct state_sched *sc)
+{
+	struct state *st = NULL;
+	char *err = NULL;
+	int64_t id;
+	bool ok;
+
+	ok = state_open_dir(c->state_dir, false, &st, &err) == 0 && st != NULL &&
+	    state_account_id(st, name, &id, &err) == 1 && state_schedule(st, id, sc, &err) == 0;
+	if (err != NULL) {
+		log_warnx("%s: reading the schedule: %s", name, err);
+		free(err);
+	}
+	state_close(st);
+	return ok;
+}
+
+/* The earliest time the account may be polled: never before the server
+ * allows a login (LOGIN-DELAY, a refusal's backoff); after a pass also
+ * never before the next poll that pass planned. */
+static time_t
+not_before(const struct conf *c, const char *name, time_t at, bool after_pass)
+{
+	struct state_sched sc;
+
+	if (!read_schedule(c, name, &sc))
+		return at;
+	if (sc.not_before > (int64_t)at)
+		at = (time_t)sc.not_before;
+	if (after_pass && sc.next_poll_at > (int64_t)at)
+		at = (time_t)sc.next_poll_at;
+	return at;
+}
+
+/* When account name may be polled at the earliest, planned for at: never
+ * before the server allows a login (LOGIN-DELAY, a busy refusal's wait),
+ * and, while it fails, never before its backoff (the next poll its last
+ * pass planned: a restart or a reload does not hammer a wrong password). */
+static time_t
+earliest(const struct conf *c, const char *name, time_t at)
+{
+	struct state_sched sc;
+
+	if (!read_schedule(c, name, &sc))
+		return at;
+	if (sc.failures > 0 && sc.next_poll_at > (int64_t)at)
+		at = (time_t)sc.next_poll_at;
+	if (sc.not_before > (int64_t)at)
+		at = (time_t)sc.not_before;
+	return at;
+}
+
+/* Builds the schedule for c: accounts that were in old keep their due
+ * time, but no later than their (new) interval from now, so that a
+ * shorter poll_interval takes effect at once; the others are due now.
+ * Both as earliest() allows. */
 static struct due *
 schedule(const struct conf *c, const struct due *old, size_t n_old)
 {
@@ -83,10 +143,10 @@ schedule(const struct conf *c, const struct due *old, size_t n_old)
 
 		d[i].name = xstrdup(c->accounts[i].name);
 		d[i].at = now;
-		/* A shorter poll_interval takes effect at once. */
 		for (size_t j = 0; j < n_old; j++)
 			if (strcmp(old[j].name, d[i].name) == 0)
 				d[i].at = old[j].at < soonest ? old[j].at : soonest;
+		d[i].at = earliest(c, d[i].name, d[i].at);
 	}
 	return d;
 }
@@ -130,7 +190,8 @@ reap_finished(struct sched *s)
 	while (sync_pool_reap(&s->pool, false, &name, &code) == 1) {
 		for (size_t i = 0; i < s->c->n_accounts; i++)
 			if (strcmp(s->due[i].name, name) == 0)
-				s->due[i].at = time(NULL) + interval(s->c, &s->c->accounts[i]);
+				s->due[i].at = not_before(s->c, name, time(NULL) +
+				    interval(s->c, &s->c->accounts[i]), true);
 		free(name);
 		s->metrics_due = true;
 	}

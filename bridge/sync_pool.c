@@ -87,6 +87,8 @@ mono(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* One line per pass (two when some message was refused or skipped: what
+ * was done, then what was not). */
 static void
 send_report(const struct report *r)
 {
@@ -112,17 +114,24 @@ static void
 log_result(const struct sync_pool *p, const struct conf_account *a, const struct sync_result *r,
     int rc)
 {
-	if (rc != EX_OK) {
+	char server[64] = "";
+
+	if (rc != EX_OK)
 		log_warnx("%s: %s", a->name, r->error ? r->error : "failed");
+	if (rc != EX_OK && rc != EX_DATAERR)
 		return;
-	}
-	if (p->daemon && r->imported == 0 && r->deleted == 0) {
+	if (p->daemon && rc == EX_OK && r->imported == 0 && r->deleted == 0 &&
+	    r->server_deleted == 0) {
 		log_debug("%s: %lu on server, nothing new", a->name, r->listed);
 		return;
 	}
-	log_info("%s: %lu on server, %lu new, %lu imported (%llu bytes), %lu deleted%s",
+	if (r->server_deleted > 0)
+		snprintf(server, sizeof server, ", %lu deleted by the server (EXPIRE 0)",
+		    r->server_deleted);
+	log_info("%s: %lu on server, %lu new, %lu imported (%llu bytes), %lu deleted%s%s%s",
 	    a->name, r->listed, r->fresh, r->imported, (unsigned long long)r->bytes,
-	    r->deleted, sync_stop ? ", interrupted" : "");
+	    r->deleted, server, r->no_quit > 0 ? ", no QUIT (see above)" : "",
+	    sync_stop ? ", interrupted" : "");
 }
 
 static int

@@ -11,7 +11,7 @@
 
 enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
 enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
-    CONF_AUTH_LOGIN /* smtp only */ };
+    CONF_AUTH_LOGIN /* smtp only */, CONF_AUTH_OAUTHBEARER /* pop3 */ };
 enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
 
 /* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
@@ -22,7 +22,8 @@ struct conf_server {
 	char *user;                 /* may be NULL */
 	char *password;             /* NULL unless set in the file */
 	char *password_command;     /* NULL unless set; run by conf_password() */
-	enum conf_auth auth;        /* pop3; smtp: auto, plain, login, xoauth2 */
+	enum conf_auth auth;        /* pop3: auto, user, apop, plain, xoauth2,
+	                               oauthbearer; smtp: auto, plain, login, xoauth2 */
 	char *ca_file;              /* NULL: system trust store only */
 	unsigned timeout;           /* seconds per protocol step; default 60 */
 	bool allow_plaintext;       /* required for tls=none with a password */
@@ -45,6 +46,8 @@ struct conf_account {
 	unsigned delete_after_days; /* default 0 = never */
 	unsigned uidl_reset_threshold; /* percent of unknown UIDLs that means a reset; 0 off, default 50 */
 	unsigned poll_interval;     /* default: the top-level poll_interval */
+	uint64_t max_message_size;  /* octets (LIST); larger ones are skipped;
+	                               default: the top-level max_message_size */
 	unsigned pass_timeout;      /* seconds a whole pass may take; default: the top level's */
 	bool import_seen;           /* default false */
 	bool has_smtp;
@@ -80,6 +83,7 @@ struct conf {
 	uint64_t batch_bytes;       /* default 64 MiB */
 	char *metrics_file;         /* Prometheus textfile, NULL when unset */
 	char *include_dir;          /* more account blocks: the *.conf files of DIR; NULL unset */
+	uint64_t max_message_size;  /* import: octets, default 100 MiB */
 	unsigned pass_timeout;      /* seconds a whole account pass may take, default 3600 */
 	struct conf_store store;
 	struct conf_account *accounts;

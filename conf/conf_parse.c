@@ -29,6 +29,8 @@
 #define MAX_DAYS	36500
 #define MAX_LIFETIME	(365 * 86400)
 #define MAX_BATCH	1000000
+#define MIN_MESSAGE	1024		/* max_message_size bounds: 1 KiB .. 1 TiB */
+#define MAX_MESSAGE	(1L << 40)
 #define MAX_PASS	(7 * 86400)	/* a pass may take at most a week */
 
 /* Declared first in every block, see the top of the file. */
@@ -79,6 +81,7 @@ static cfg_opt_t account_opts[] = {
 	CFG_STR("local_user", NULL, CFGF_NONE),
 	CFG_STR("folder", "INBOX", CFGF_NONE),
 	CFG_INT("poll_interval", 0, CFGF_NONE),
+	CFG_INT("max_message_size", 0, CFGF_NONE),
 	CFG_INT("pass_timeout", 0, CFGF_NONE),
 	CFG_BOOL("import_seen", cfg_false, CFGF_NONE),
 	CFG_BOOL("leave_on_server", cfg_true, CFGF_NONE),
@@ -121,6 +124,11 @@ static cfg_opt_t root_opts[] = {
 	CFG_INT("batch_bytes", 67108864, CFGF_NONE),
 	CFG_STR("metrics_file", "", CFGF_NONE),
 	CFG_STR("include_dir", "", CFGF_NONE),
+	/* Import: a message whose LIST size is larger is skipped (left on
+	 * the server, reported). 100 MiB is above what mail providers accept
+	 * (Gmail, Outlook.com, Yahoo: 25-50 MB; Microsoft 365 at most 150 MB,
+	 * 35 MB by default) and keeps one RETR within 300 MiB of disk. */
+	CFG_INT("max_message_size", 104857600, CFGF_NONE),
 	CFG_INT("pass_timeout", 3600, CFGF_NONE),
 	CFG_SEC("store", store_opts, CFGF_MULTI),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE),
@@ -129,8 +137,13 @@ static cfg_opt_t root_opts[] = {
 };
 
 static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
+/* pop3 {} auth: the names, and the enum conf_auth value of each. */
 static const char *const auth_names[] = {
-	"auto", "user", "apop", "plain", "xoauth2", NULL
+	"auto", "user", "apop", "plain", "xoauth2", "oauthbearer", NULL
+};
+static const enum conf_auth auth_values[] = {
+	CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
+	CONF_AUTH_OAUTHBEARER
 };
 /* smtp {} auth: the names, and the enum conf_auth value of each. */
 static const char *const smtp_auth_names[] = {
@@ -477,7 +490,7 @@ conv_server(cfg_t *sec, struct conf_server *s, enum server_kind kind)
 	s->password_command = get_opt(sec, "password_command",
 	    &s->password_command);
 	if (kind == KIND_POP3)
-		s->auth = get_enum(sec, "auth", auth_names, &s->auth);
+		s->auth = auth_values[get_enum(sec, "auth", auth_names, &s->auth)];
 	else if (kind == KIND_SMTP)
 		s->auth = smtp_auth_values[get_enum(sec, "auth", smtp_auth_names,
 		    &s->auth)];
@@ -523,6 +536,10 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	if (is_set(sec, "poll_interval"))
 		a->poll_interval = get_num(sec, "poll_interval", 1,
 		    MAX_INTERVAL, &a->poll_interval);
+	a->max_message_size = c->max_message_size;
+	if (is_set(sec, "max_message_size"))
+		a->max_message_size = get_num(sec, "max_message_size", MIN_MESSAGE,
+		    MAX_MESSAGE, &a->max_message_size);
 	a->pass_timeout = c->pass_timeout;
 	if (is_set(sec, "pass_timeout"))
 		a->pass_timeout = get_num(sec, "pass_timeout", 1, MAX_PASS,
@@ -588,6 +605,8 @@ conv_root(cfg_t *cfg, struct conf *c)
 	    &c->batch_bytes);
 	c->metrics_file = get_path(cfg, "metrics_file", true, &c->metrics_file);
 	c->include_dir = get_path(cfg, "include_dir", true, &c->include_dir);
+	c->max_message_size = get_num(cfg, "max_message_size", MIN_MESSAGE, MAX_MESSAGE,
+	    &c->max_message_size);
 	c->pass_timeout = get_num(cfg, "pass_timeout", 1, MAX_PASS,
 	    &c->pass_timeout);
 	conv_store(one_section(cfg, "store"), &c->store);

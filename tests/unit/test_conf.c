@@ -354,7 +354,7 @@ test_bad_many(void)
 		":20: pop3.port must be between 1 and 65535",
 		":21: pop3.tls must be \"implicit\", \"starttls\" or \"none\"",
 		":22: pop3.auth must be \"auto\", \"user\", \"apop\", "
-		    "\"plain\" or \"xoauth2\"",
+		    "\"plain\", \"xoauth2\" or \"oauthbearer\"",
 		":23: pop3.timeout must be between 1 and 86400",
 		":25: addresses: entry 1 is not an e-mail address",
 		":30: pop3.host holds a CR or LF",

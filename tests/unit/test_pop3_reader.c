@@ -569,6 +569,31 @@ test_retr_limits(void)
 	CHECK_STR(text, "after");
 	pop3_reader_free(&r);
 	close(fd);
+	/* Past the soft bound the message is read to its end but not kept:
+	 * POP3_ETOOBIG, and the next reply is read as it should be. */
+	rd_open(&r, &m, wire, sizeof wire - 1, 0);
+	pop3_sink_init(&o, -1, POP3_EOL_LF, 1000);
+	pop3_sink_bound(&o, 15);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, &err), POP3_ETOOBIG);
+	CHECK_STR(err, "message larger than 15 octets (24 came): not kept");
+	clear(&err);
+	pop3_sink_free(&o);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, NULL), POP3_OK);
+	CHECK_STR(text, "after");
+	pop3_reader_free(&r);
+	/* Within it, as before. */
+	rd_open(&r, &m, wire, sizeof wire - 1, 0);
+	pop3_sink_init(&o, -1, POP3_EOL_LF, 1000);
+	pop3_sink_bound(&o, 24);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, NULL), POP3_OK);
+	CHECK_INT(res.octets, 24);
+	free(res.header);
+	pop3_sink_free(&o);
+	pop3_reader_free(&r);
+	CHECK(POP3_DRAIN_MAX(10) == 30 + ((uint64_t)64 << 20));
+	CHECK(POP3_DRAIN_MAX(UINT64_MAX / 2) == 0);
 }
 
 static void
@@ -603,6 +628,31 @@ test_caps(void)
 	pop3_parse_caps_line(&c, "");
 	pop3_parse_caps_line(&c, "UIDLX");
 	CHECK(!c.sasl_plain && !c.uidl);
+	/* RFC 6856 UTF8 (Courier: "UTF8 USER"), RFC 7628 OAUTHBEARER. */
+	pop3_parse_caps_line(&c, "UTF8 USER");
+	pop3_parse_caps_line(&c, "SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER");
+	CHECK(c.utf8 && c.sasl_oauthbearer && c.sasl_xoauth2);
+	CHECK(c.expire == -1 && c.login_delay == -1);
+	/* GNU Mailutils 3.15: "600" for LOGIN-DELAY 600, "EXPIRE0" for
+	 * EXPIRE 0. A proper LOGIN-DELAY line wins over a bare number. */
+	pop3_parse_caps_line(&c, "600");
+	pop3_parse_caps_line(&c, "EXPIRE0");
+	CHECK_INT(c.login_delay, 600);
+	CHECK_INT(c.expire, 0);
+	pop3_parse_caps_line(&c, "EXPIRE31");
+	CHECK_INT(c.expire, 31);
+	pop3_parse_caps_line(&c, "LOGIN-DELAY 120");
+	pop3_parse_caps_line(&c, "900");
+	CHECK_INT(c.login_delay, 120);
+	pop3_parse_caps_line(&c, "EXPIREX");
+	CHECK_INT(c.expire, 31);
+	/* EXPIRE without a valid value: the policy is unknown. */
+	pop3_parse_caps_line(&c, "EXPIRE");
+	CHECK_INT(c.expire, -1);
+	pop3_parse_caps_init(&c);
+	pop3_parse_caps_line(&c, "LOGIN-DELAY300");
+	CHECK_INT(c.login_delay, 300);
+	CHECK(!c.utf8 && !c.sasl_oauthbearer);
 }
 
 static void
@@ -641,6 +691,34 @@ test_parse_lines(void)
 	    &num, &uidl, NULL), POP3_EPROTO);
 }
 
+/* A listing line with a bad uid names a message all the same: only a line
+ * without a message number spoils the listing. */
+static void
+test_uidl_entry(void)
+{
+	static const char *const bad[] = {
+		"7 a b", "7 caf\xc3\xa9", "7 ", "7 "
+		"0123456789012345678901234567890123456789012345678901234567890123456789X",
+	};
+	struct pop3_entry e;
+	char *err = NULL;
+
+	memset(&e, 0, sizeof e);
+	CHECK_INT(pop3_parse_uidl_entry("7 abc", &e, NULL), POP3_OK);
+	CHECK(e.num == 7 && e.uidl_status == POP3_UIDL_OK);
+	CHECK_STR(e.uidl, "abc");
+	free(e.uidl);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&e, 0, sizeof e);
+		CHECK_INT(pop3_parse_uidl_entry(bad[i], &e, NULL), POP3_OK);
+		CHECK(e.num == 7 && e.uidl == NULL && e.uidl_status == POP3_UIDL_INVALID);
+	}
+	CHECK_INT(pop3_parse_uidl_entry("7", &e, &err), POP3_EPROTO);
+	CHECK_STR(err, "malformed UIDL line \"7\"");
+	clear(&err);
+	CHECK_INT(pop3_parse_uidl_entry("x 1", &e, NULL), POP3_EPROTO);
+}
+
 static struct pop3_entry *
 entries(size_t n, const unsigned long *nums, const char *const *uidls)
 {
@@ -651,6 +729,7 @@ entries(size_t n, const unsigned long *nums, const char *const *uidls)
 		e[i].num = nums[i];
 		e[i].size = 100 * nums[i];
 		e[i].uidl = uidls != NULL ? strdup(uidls[i]) : NULL;
+		e[i].uidl_status = uidls != NULL ? POP3_UIDL_OK : POP3_UIDL_NONE;
 	}
 	return e;
 }
@@ -686,14 +765,23 @@ test_merge(void)
 	    dup[] = { 1, 2, 2 }, zero[] = { 0, 1, 2 }, down[] = { 1, 3, 2 };
 	static const char *const u3[] = { "a", "b", "c" }, *const ud[] = { "a", "b", "a" };
 	char *err = NULL, *u = NULL;
-	struct pop3_entry *l;
+	struct pop3_entry *l, *x;
 
 	CHECK_INT(merge(n3, 3, n3, u3, 3, false, NULL, &u), POP3_OK);
 	CHECK_STR(u, "b");
 	free(u);
-	CHECK_INT(merge(n3, 3, n3, ud, 3, false, &err, NULL), POP3_EPROTO);
-	CHECK_STR(err, "duplicate UIDL \"a\" (messages 1 and 3)");
-	clear(&err);
+	/* A UIDL naming two messages identifies neither: both lose it (and
+	 * are identified by their fingerprint), the listing stands. */
+	l = entries(3, n3, NULL);
+	x = entries(3, n3, ud);
+	CHECK_INT(pop3_parse_listing(l, 3, x, 3, true, false, &err), POP3_OK);
+	CHECK(err == NULL);
+	CHECK(l[0].uidl == NULL && l[0].uidl_status == POP3_UIDL_DUPLICATE);
+	CHECK(l[2].uidl == NULL && l[2].uidl_status == POP3_UIDL_DUPLICATE);
+	CHECK_STR(l[1].uidl, "b");
+	CHECK_INT(l[1].uidl_status, POP3_UIDL_OK);
+	free_entries(l, 3);
+	free_entries(x, 3);
 	CHECK_INT(merge(gap, 3, gap, u3, 3, false, &err, NULL), POP3_EPROTO);
 	CHECK_STR(err, "LIST lacks message 2");
 	clear(&err);
@@ -728,6 +816,11 @@ test_misc(void)
 	CHECK(pop3_parse_temporary("[SYS/TEMP] try later"));
 	CHECK(!pop3_parse_temporary("[AUTH] Authentication failed."));
 	CHECK(!pop3_parse_temporary("[SYS/PERM] gone"));
+	CHECK_INT(pop3_parse_busy("[IN-USE] locked"), POP3_BUSY_IN_USE);
+	CHECK_INT(pop3_parse_busy("[LOGIN-DELAY] wait"), POP3_BUSY_LOGIN_DELAY);
+	CHECK_INT(pop3_parse_busy("[SYS/TEMP/DISK] full"), POP3_BUSY_SYS_TEMP);
+	CHECK_INT(pop3_parse_busy("[AUTH] no"), POP3_BUSY_NONE);
+	CHECK_INT(pop3_parse_busy("IN-USE"), POP3_BUSY_NONE);
 	s = pop3_parse_clean("bad\x1b[31m\ttext\x7f!");
 	CHECK_STR(s, "bad[31mtext!");
 	free(s);
@@ -737,6 +830,7 @@ int
 main(void)
 {
 	TEST(test_status);
+	TEST(test_uidl_entry);
 	TEST(test_status_limits);
 	TEST(test_deadline);
 	TEST(test_deadline_body);
