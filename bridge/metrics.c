@@ -39,6 +39,10 @@ VAL(v_queued, q->queued)
 VAL(v_accepted, q->accepted)
 VAL(v_sent, q->sent)
 VAL(v_bounced, q->bounced)
+VAL(v_skipped, s->skipped)
+VAL(v_failures, s->sched.failures)
+VAL(v_next_poll, s->sched.next_poll_at > s->sched.not_before ? s->sched.next_poll_at :
+    s->sched.not_before)
 
 static const struct metric metrics[] = {
 	{ "pop3bridge_imported_messages_total", "counter",
@@ -71,6 +75,12 @@ static const struct metric metrics[] = {
 	    "Outbound messages every recipient of which was accepted upstream.", v_sent },
 	{ "pop3bridge_relay_bounced_total", "counter",
 	    "Outbound messages bounced (some recipient failed for good).", v_bounced },
+	{ "pop3bridge_skipped_messages", "gauge",
+	    "Messages skipped (left on the server, tried again every pass).", v_skipped },
+	{ "pop3bridge_consecutive_failures", "gauge",
+	    "Passes failed in a row (0: the last one worked).", v_failures },
+	{ "pop3bridge_next_poll_timestamp_seconds", "gauge",
+	    "When the next pass is planned (unix time; 0: not yet).", v_next_poll },
 };
 #define N_METRICS (sizeof metrics / sizeof *metrics)
 

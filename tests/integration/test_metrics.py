@@ -30,6 +30,9 @@ MIRROR = {
     'pop3bridge_relay_accepted_total': 'relay_accepted',
     'pop3bridge_relay_delivered_total': 'relay_delivered',
     'pop3bridge_relay_bounced_total': 'relay_bounced',
+    'pop3bridge_skipped_messages': 'skipped',
+    'pop3bridge_consecutive_failures': 'failures',
+    'pop3bridge_next_poll_timestamp_seconds': 'next_poll',
 }
 
 
@@ -54,7 +57,7 @@ def parse(text):
 
 
 def json_value(key, v):
-    if key in ('last_poll', 'last_ok'):
+    if key in ('last_poll', 'last_ok', 'next_poll'):
         return 0 if v is None else calendar.timegm(time.strptime(v, '%Y-%m-%dT%H:%M:%SZ'))
     if key == 'last_result':
         return 1 if v == 'ok' else 0
@@ -122,8 +125,9 @@ def test_sync_writes_metrics_equal_to_status(t):
             s['pop3bridge_imported_messages_total'].get('bob') == 3, 'bob: %r'
             % {k: v.get('bob') for k, v in s.items()})
     t.check(s['pop3bridge_last_poll_ok'].get('idle') == 0 and
-            s['pop3bridge_last_success_timestamp_seconds'].get('idle') == 0,
-            'the failing account shows it')
+            s['pop3bridge_last_success_timestamp_seconds'].get('idle') == 0 and
+            s['pop3bridge_consecutive_failures'].get('idle') == 1,
+            'the failing account shows it: %r' % s['pop3bridge_consecutive_failures'])
 
 
 def test_run_writes_metrics_after_passes(t):
