@@ -20,6 +20,7 @@
 #include "bridge/relay_child.h"
 #include "bridge/sendmail.h"
 #include "bridge/status.h"
+#include "bridge/sync.h"
 #include "bridge/sync_pool.h"
 #include "conf/conf.h"
 #include "lib/log.h"
@@ -62,7 +63,7 @@ static int cmd_import_state(struct cmd_args *);
 static const struct cmd_entry cmds[] = {
 	{ "run", "", "poll every account on its interval (foreground daemon)",
 	    cmd_run, CMD_STATE_DIR | CMD_SHARD },
-	{ "sync", "[ACCOUNT...]", "one pass over the accounts, then exit",
+	{ "sync", "[--dry-run] [ACCOUNT...]", "one pass over the accounts, then exit",
 	    cmd_sync, CMD_STATE_DIR | CMD_SHARD },
 	{ "check-config", "", "validate the configuration and print a summary",
 	    cmd_check_config, CMD_SHARD },
@@ -121,6 +122,11 @@ cmd_sync(struct cmd_args *a)
 	char *err = NULL;
 	int rc;
 
+	if (a->argc > 0 && strcmp(a->argv[0], "--dry-run") == 0) {
+		sync_dry_run = true;
+		a->argc--;
+		a->argv++;
+	}
 	for (int i = 0; i < a->argc; i++) {
 		if (conf_account(c, a->argv[i]) != NULL)
 			continue;
@@ -133,7 +139,8 @@ cmd_sync(struct cmd_args *a)
 		return EX_USAGE;
 	}
 	rc = sync_pool_run(c, a->argv, (size_t)a->argc);
-	if (metrics_write(c, &err) == -1) {
+	/* A dry run writes nothing, not even the metrics. */
+	if (!sync_dry_run && metrics_write(c, &err) == -1) {
 		log_warnx("metrics_file: %s", err);
 		free(err);
 	}

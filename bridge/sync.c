@@ -851,6 +851,8 @@ log_pass(struct pass *ps, time_t started, int rc)
 		.server_deleted = ps->res->server_deleted, .skipped = ps->res->skipped,
 		.bytes = ps->res->bytes, .error = ps->res->error,
 	};
+	/* Stopped (TERM/INT taken or still pending): no failure, no backoff. */
+	bool stopped = sync_stop || proc_stop_requested() || deadline_check(NULL) == DEADLINE_STOP;
 	struct state_sched sc;
 	int64_t next;
 	char *err = NULL;
@@ -862,13 +864,14 @@ log_pass(struct pass *ps, time_t started, int rc)
 		/* A failing account backs off (bridge/backoff.h); a pass that
 		 * worked, or was stopped, plans the next poll after its
 		 * interval again. */
-		next = (int64_t)time(NULL) + (pass_failed(rc) && !sync_stop ?
+		next = (int64_t)time(NULL) + (pass_failed(rc) && !stopped ?
 		    backoff_delay(ps->a->poll_interval, sc.failures + 1, rc == EX_UNAVAILABLE,
 		    backoff_random()) : (int64_t)ps->a->poll_interval);
 		if (sc.not_before > next)
 			next = sc.not_before;
 		ps->res->next_poll = next;
-		state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err);
+		/* A stop request is no failure: the next pass goes on at once. */
+		state_pass_end(ps->st, ps->acct, pass_failed(rc) && !stopped, next, &err);
 	}
 	if (err != NULL) {
 		log_warnx("%s: poll log: %s", ps->a->name, err);

@@ -68,4 +68,14 @@ int sync_account(const struct conf *c, const struct conf_account *a,
 
 void sync_result_free(struct sync_result *res);
 
+/* `sync --dry-run` (bridge/sync_dry.c): when set, the pool runs
+ * sync_dry_account instead of sync_account. It logs in, lists and prints
+ * on stdout one line of what a pass would import, skip and delete,
+ * writing nothing: st (may be NULL: no database yet) is only read, the
+ * store is not opened, and the session ends without QUIT. Returns 0 or
+ * an exit code as sync_account does (res->error says why). */
+extern bool sync_dry_run;
+int sync_dry_account(const struct conf *c, const struct conf_account *a,
+    struct state *st, struct sync_result *res);
+
 #endif

@@ -134,6 +134,28 @@ log_result(const struct sync_pool *p, const struct conf_account *a, const struct
 	    sync_stop ? ", interrupted" : "");
 }
 
+/* --dry-run: the state only read (and not made), no report. */
+static int
+child_dry(const struct conf *c, const struct conf_account *a)
+{
+	struct sync_result res;
+	struct state *st = NULL;
+	char *err = NULL;
+	int rc;
+
+	if (state_open_dir(c->state_dir, false, &st, &err) == -1) {
+		log_warnx("%s: %s", a->name, err);
+		free(err);
+		return EX_IOERR;
+	}
+	if ((rc = sync_dry_account(c, a, st, &res)) != EX_OK)
+		log_warnx("%s: %s", a->name, res.error ? res.error : "failed");
+	sync_result_free(&res);
+	if (st != NULL)
+		state_close(st);
+	return rc;
+}
+
 static int
 child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
@@ -146,6 +168,8 @@ child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_ac
 	/* From here on the pass has pass_timeout seconds, and a stop ends any
 	 * wait of it within about a second (lib/deadline.h). */
 	deadline_pass_arm(a->pass_timeout, true);
+	if (sync_dry_run)
+		return child_dry(c, a);
 	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
@@ -369,7 +393,8 @@ progress_setup(struct sync_pool *p)
 	int sl, fds[2];
 
 	log_settings(&v, &sl);
-	if (v == LOG_QUIET || sl || !isatty(STDERR_FILENO) || getenv("POP3BRIDGE_NO_PROGRESS"))
+	if (v == LOG_QUIET || sl || sync_dry_run || !isatty(STDERR_FILENO) ||
+	    getenv("POP3BRIDGE_NO_PROGRESS"))
 		return;
 	if (pipe2(fds, O_CLOEXEC) == -1)
 		return;

@@ -19,7 +19,10 @@ TIMEOUT = 420
 N = 200
 LOGIN = re.compile(r'pop3-login: Info: Login: user=<([^>]*)>.*session=<([^>]*)>')
 END = re.compile(r'pop3\(([^)]*)\)<\d+><([^>]*)>: Info: Disconnected')
-AUTH_FAILED = re.compile(r'auth: Info: passwd-file\(([^,]*),[^)]*\): Password mismatch')
+# One line per connection whose logins failed (a pass tries each mechanism
+# the server offers in one connection).
+AUTH_FAILED = re.compile(r'pop3-login: Info: Disconnected: .*\(auth failed, \d+ attempts.*'
+                         r'user=<([^>]*)>')
 
 
 def log_lines(d, start=0):
@@ -150,9 +153,19 @@ def test_two_hundred_accounts(t):
         dlog = f.read()
     t.check(re.search(r'pass: \d+ accounts polled in \d+s, \d+ failed', dlog),
             'the daemon logs a summary line per pass')
-    all_lines = log_lines(src)
-    print('  failed logins of "bad": %d in %.0f s' % (failed_logins(all_lines, 'bad'),
-                                                    time.monotonic() - t0))
+    # The wrong password backs off: without it, a poll every 2 s (plus
+    # Dovecot's 2 s delay on a failed login) would be some 15 attempts a
+    # minute; with it 2, 8, 32... seconds apart.
+    spent = time.monotonic() - t0
+    fails = failed_logins(log_lines(src), 'bad')
+    print('  failed logins of "bad": %d in %.0f s' % (fails, spent))
+    t.check(1 <= fails <= 2 + spent / 30, 'the wrong password backs off: %d failed logins in '
+            '%.0f s at poll_interval = 2' % (fails, spent))
+    t.check(bad['failures'] == fails and bad['failing_since'] and bad['next_poll'] and
+            bad['backoff'] and bad['backoff'] > 2, 'status shows the backoff: failures %r, '
+            'failing since %r, next poll %r, backoff %r' % (bad['failures'],
+                                                          bad['failing_since'],
+                                                          bad['next_poll'], bad['backoff']))
     h.stop_process(d)
     t.check(d.returncode == 0, 'stopped with 0')
     print('  200 accounts: %.1f s' % (time.monotonic() - t0))
