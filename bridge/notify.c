@@ -71,11 +71,15 @@ notify_watchdog(time_t interval)
 {
 	static struct timespec last;
 	struct timespec now;
+	long long ms;
 
 	if (interval <= 0)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (last.tv_sec != 0 && now.tv_sec - last.tv_sec < interval)
+	ms = (long long)(now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000;
+	/* The loop wakes about every interval: a wake-up a little early must
+	 * not skip a ping (two intervals would then pass without one). */
+	if (last.tv_sec != 0 && ms < (long long)interval * 750)
 		return;
 	last = now;
 	notify_send("WATCHDOG=1");
