@@ -237,30 +237,50 @@ report_status(struct sched *s, time_t wait)
 		notify_status("idle: %zu accounts, next poll in %lds", n, (long)wait);
 }
 
-/* Starts every due account there is room for; returns the seconds until
- * the next account is due (at most 60). */
+static const struct due *sort_due;
+
+/* Due first the one due longest: an account with a short interval never
+ * keeps the others of its server waiting. */
+static int
+by_due(const void *x, const void *y)
+{
+	size_t i = *(const size_t *)x, j = *(const size_t *)y;
+
+	if (sort_due[i].at != sort_due[j].at)
+		return sort_due[i].at < sort_due[j].at ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+/* Starts every due account there is room for, those due longest first;
+ * returns the seconds until the next account is due (at most 60). */
 static time_t
 start_due(struct sched *s)
 {
 	time_t now = time(NULL), wait = 60;
+	size_t *due = xcalloc(s->c->n_accounts ? s->c->n_accounts : 1, sizeof *due), n = 0;
 
 	for (size_t i = 0; i < s->c->n_accounts; i++) {
-		const struct conf_account *a = &s->c->accounts[i];
-
-		if (sync_pool_has(&s->pool, a->name))
+		if (sync_pool_has(&s->pool, s->c->accounts[i].name))
 			continue;
-		if (s->due[i].at <= now) {
-			/* Due, but no room (max_parallel, or max_per_host on its
-			 * server): it stays due, and starts when a pass ends. */
-			if (sync_pool_running(&s->pool) >= s->pool.limit ||
-			    sync_pool_on_host(&s->pool, a->pop3.host) >= s->c->max_per_host ||
-			    sync_pool_start(&s->pool, s->c, a) == -1)
-				continue;
-			/* Not rescheduled until it finishes (reap_finished). */
-			s->due[i].at = now + interval(s->c, a);
-		} else if (s->due[i].at - now < wait)
+		if (s->due[i].at <= now)
+			due[n++] = i;
+		else if (s->due[i].at - now < wait)
 			wait = s->due[i].at - now;
 	}
+	sort_due = s->due;
+	qsort(due, n, sizeof *due, by_due);
+	for (size_t k = 0; k < n && sync_pool_running(&s->pool) < s->pool.limit; k++) {
+		const struct conf_account *a = &s->c->accounts[due[k]];
+
+		/* No room on its server (max_per_host): it stays due, and
+		 * starts when a pass there ends. */
+		if (sync_pool_on_host(&s->pool, a->pop3.host) >= s->c->max_per_host ||
+		    sync_pool_start(&s->pool, s->c, a) == -1)
+			continue;
+		/* Not rescheduled until it finishes (reap_finished). */
+		s->due[due[k]].at = now + interval(s->c, a);
+	}
+	free(due);
 	return wait;
 }
 
