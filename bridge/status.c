@@ -77,10 +77,42 @@ json_time(FILE *out, int64_t t)
 /* What status knows of one account. */
 struct acct_status {
 	struct state_status s;
-	struct outbox_counts q;
+	struct outbox_counts counts;    /* its outbound mail, all time */
 	struct state_skip *skips;
 	size_t n_skips;
+	struct outbox_summary q;        /* its outbound queue */
 };
+
+/* The account's outbound queue: what waits for delivery, and what was
+ * sent or bounced but not filed yet (a Sent copy or bounce the store
+ * refused is retried, never reported as done). */
+static void
+json_outbox(FILE *out, const struct outbox_summary *q)
+{
+	fprintf(out, ", \"outbox\": {\"queued\": %zu, \"next_attempt\": ", q->queued);
+	json_time(out, q->next_attempt);
+	fprintf(out, ", \"unfiled\": %zu, \"next_filing\": ", q->unfiled);
+	json_time(out, q->next_filing);
+	fputs(", \"filing_error\": ", out);
+	json_string(out, q->filing_error);
+	fputc('}', out);
+}
+
+static void
+text_outbox(FILE *out, const struct outbox_summary *q)
+{
+	if (q->queued > 0) {
+		fprintf(out, "  outbox: %zu queued, next attempt ", q->queued);
+		print_time(out, q->next_attempt);
+		fputc('\n', out);
+	}
+	if (q->unfiled > 0) {
+		fprintf(out, "  outbox: %zu sent or bounced, Sent copy or bounce pending, next"
+		    " try ", q->unfiled);
+		print_time(out, q->next_filing);
+		fprintf(out, ": %s\n", q->filing_error ? q->filing_error : "not tried yet");
+	}
+}
 
 /* The server's EXPIRE (RFC 2449) against the account's deletion policy:
  * a warning (allocated) when the server deletes retrieved mail sooner
@@ -200,8 +232,9 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	fprintf(out, ", \"seen_elsewhere\": %lu, \"imported_bytes\": %" PRIu64
 	    ", \"deleted\": %lu, \"queued\": %lu, \"relay_accepted\": %lu"
 	    ", \"relay_delivered\": %lu, \"relay_bounced\": %lu", s->seen_elsewhere,
-	    s->imported_bytes, s->deleted, as->q.queued, as->q.accepted, as->q.sent,
-	    as->q.bounced);
+	    s->imported_bytes, s->deleted, as->counts.queued, as->counts.accepted,
+	    as->counts.sent, as->counts.bounced);
+	json_outbox(out, &as->q);
 	fputc('}', out);
 	free(where);
 }
@@ -295,9 +328,9 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	if (s->seen_elsewhere > 0)
 		fprintf(out, "  and %lu fetched by another tool before the switch (import-state)\n",
 		    s->seen_elsewhere);
-	if (as->q.accepted > 0)
+	if (as->counts.accepted > 0)
 		fprintf(out, "  sent: %lu accepted, %lu delivered, %lu bounced, %lu queued\n",
-		    as->q.accepted, as->q.sent, as->q.bounced, as->q.queued);
+		    as->counts.accepted, as->counts.sent, as->counts.bounced, as->counts.queued);
 	if (s->sched.failures > 0 && s->has_poll && s->sched.next_poll_at > s->last.finished)
 		fprintf(out, "  backoff: %lld s after failure %lu (retried later than every %u s)\n",
 		    (long long)(s->sched.next_poll_at - s->last.finished), s->sched.failures,
@@ -316,6 +349,7 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 		fprintf(out, ": %s\n", s->last_error);
 	}
 	print_text_server(out, a, as);
+	text_outbox(out, &as->q);
 }
 
 int
@@ -341,7 +375,7 @@ account_status(struct state *st, const char *name, struct acct_status *as, char 
 	int64_t id;
 
 	memset(as, 0, sizeof *as);
-	if (status_account(st, name, &as->s, &as->q, err) == -1)
+	if (status_account(st, name, &as->s, &as->counts, err) == -1)
 		return -1;
 	if (st == NULL)
 		return 0;
@@ -349,6 +383,11 @@ account_status(struct state *st, const char *name, struct acct_status *as, char 
 		return -1;
 	if (state_skipped(st, id, &as->skips, &as->n_skips, err) == -1) {
 		state_status_free(&as->s);
+		return -1;
+	}
+	if (outbox_summary(st, name, &as->q, err) == -1) {
+		state_status_free(&as->s);
+		state_skips_free(as->skips, as->n_skips);
 		return -1;
 	}
 	return 0;
@@ -384,6 +423,7 @@ status_print(FILE *out, const struct conf *c, bool json)
 			print_text(out, c, &c->accounts[i], &s);
 		state_status_free(&s.s);
 		state_skips_free(s.skips, s.n_skips);
+		outbox_summary_free(&s.q);
 	}
 	if (json)
 		fputs("\n]}\n", out);
