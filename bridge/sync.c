@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/backoff.h"
 #include "bridge/pop3.h"
 #include "lib/deadline.h"
 #include "lib/header.h"
@@ -24,6 +25,7 @@
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;
+void (*sync_progress_hook)(const struct sync_progress *);
 
 /* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
  * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
@@ -674,6 +676,8 @@ fetched_free(struct fetched *f, size_t n)
 	free(f);
 }
 
+static void show_progress(struct pass *ps, bool done);
+
 /* One batch: RETRs (pipelined when the server allows), then durable
  * delivery of what was fetched, even when a later RETR failed. */
 static int
@@ -698,6 +702,9 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 			break;
 		}
 		r = fetch_one(ps, &ps->ent[idx[j]], ps->uidls[idx[j]], &f[got], &fds[got]);
+		ps->prog.msgs_done++;
+		ps->prog.bytes_done += ps->ent[idx[j]].size;
+		show_progress(ps, false);
 		if (r > 0)
 			rc = r;
 		else if (r == 0)
@@ -718,12 +725,12 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 }
 
 static void
-show_progress(const struct pass *ps, bool done)
+show_progress(struct pass *ps, bool done)
 {
 	if (!ps->progress)
 		return;
-	fprintf(stderr, "\r%s: %lu/%lu new messages imported%s", ps->a->name,
-	    ps->res->imported, ps->res->fresh, done ? "\n" : "");
+	ps->prog.finished = done;
+	sync_progress_hook(&ps->prog);
 }
 
 /* The messages over max_message_size (by LIST size) are skipped without
@@ -797,11 +804,13 @@ import_new(struct pass *ps)
 	}
 	skip_oversized(ps, idx, &n);
 	ps->res->fresh = n;
+	ps->prog.msgs_total = n;
+	for (size_t j = 0; j < n; j++)
+		ps->prog.bytes_total += ps->ent[idx[j]].size;
 	while (rc == 0 && i < n && !sync_stopping()) {
 		k = batch_len(ps, idx + i, n - i);
 		rc = import_batch(ps, idx + i, k);
 		i += k;
-		show_progress(ps, false);
 	}
 	if (n > 0)
 		show_progress(ps, true);
@@ -876,6 +885,8 @@ log_pass(struct pass *ps, time_t started, int rc)
 		.server_deleted = ps->res->server_deleted, .skipped = ps->res->skipped,
 		.bytes = ps->res->bytes, .error = ps->res->error,
 	};
+	/* Stopped (TERM/INT taken or still pending): no failure, no backoff. */
+	bool stopped = sync_stop || proc_stop_requested() || deadline_check(NULL) == DEADLINE_STOP;
 	struct state_sched sc;
 	int64_t next;
 	char *err = NULL;
@@ -884,11 +895,17 @@ log_pass(struct pass *ps, time_t started, int rc)
 		pl.error = "interrupted";
 	if (state_poll_log(ps->st, ps->acct, &pl, &err) == 0 &&
 	    state_schedule(ps->st, ps->acct, &sc, &err) == 0) {
-		next = (int64_t)time(NULL) + ps->a->poll_interval;
+		/* A failing account backs off (bridge/backoff.h); a pass that
+		 * worked, or was stopped, plans the next poll after its
+		 * interval again. */
+		next = (int64_t)time(NULL) + (pass_failed(rc) && !stopped ?
+		    backoff_delay(ps->a->poll_interval, sc.failures + 1, rc == EX_UNAVAILABLE,
+		    backoff_random()) : (int64_t)ps->a->poll_interval);
 		if (sc.not_before > next)
 			next = sc.not_before;
 		ps->res->next_poll = next;
-		state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err);
+		/* A stop request is no failure: the next pass goes on at once. */
+		state_pass_end(ps->st, ps->acct, pass_failed(rc) && !stopped, next, &err);
 	}
 	if (err != NULL) {
 		log_warnx("%s: poll log: %s", ps->a->name, err);
@@ -962,7 +979,7 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	memset(res, 0, sizeof *res);
 	res->login_delay = -1;
 	ps.login.login_delay = -1;
-	ps.progress = isatty(STDERR_FILENO) && !getenv("POP3BRIDGE_NO_PROGRESS");
+	ps.progress = sync_progress_hook != NULL;
 	if ((rc = lock_account(&ps, &lockfd)) != 0)
 		return rc;
 	if (state_account(st, a->name, &ps.acct, &err) == -1 ||

@@ -85,14 +85,18 @@ struct conf {
 	char *state_dir;            /* "~" expanded; default ~/.local/state/pop3bridge */
 	unsigned poll_interval;     /* default 300 */
 	unsigned max_parallel;      /* default 4 */
+	unsigned max_per_host;      /* passes at once on one POP3 host, default 2 */
 	unsigned batch_messages;    /* default 500 */
 	uint64_t batch_bytes;       /* default 64 MiB */
+	char *metrics_file;         /* Prometheus textfile, NULL when unset */
+	char *include_dir;          /* more account blocks: the *.conf files of DIR; NULL unset */
 	uint64_t max_message_size;  /* import: octets, default 100 MiB */
 	unsigned pass_timeout;      /* seconds a whole account pass may take, default 3600 */
 	struct conf_store store;
 	struct conf_account *accounts;
 	size_t n_accounts;
 	struct conf_relay relay;
+	unsigned shard_k, shard_n;  /* conf_shard(): this instance's K of N; 0 0 all */
 };
 
 /* The default path: $XDG_CONFIG_HOME/pop3bridge/pop3bridge.conf if
@@ -106,6 +110,21 @@ char *conf_default_path(void);
  * and returns EX_CONFIG (78); EX_NOINPUT (66) when the file cannot be read. */
 int conf_load(const char *path, struct conf **out, FILE *errf);
 void conf_free(struct conf *c);
+
+/* Wipes and forgets every password and password_command of c (store and
+ * accounts), for a process that must not hold them (the relay). */
+void conf_forget_secrets(struct conf *c);
+
+/* Scale-out (--shard K/N): account NAME belongs to shard K of N when
+ * conf_shard_hash(NAME) mod N == K - 1; the hash is FNV-1a 64 of the
+ * name's bytes, stable by contract. conf_shard_of gives that K (1 when
+ * n is 0). conf_shard_parse reads "K/N" (1 <= K <= N <= 100000): 0, or
+ * -1 when s is not one. conf_shard keeps only the accounts of shard k of
+ * n in c (n <= 1: all) and records k and n in c (for a reload). */
+uint64_t conf_shard_hash(const char *name);
+unsigned conf_shard_of(const char *name, unsigned n);
+int conf_shard_parse(const char *s, unsigned *k, unsigned *n);
+void conf_shard(struct conf *c, unsigned k, unsigned n);
 
 /* Finds an account by name; NULL if none. */
 const struct conf_account *conf_account(const struct conf *c, const char *name);

@@ -266,13 +266,21 @@ conf_check(struct conf_load *ld, const struct conf *c)
 	size_t i;
 
 	check_store(ld, c);
-	if (c->n_accounts == 0)
+	/* With include_dir, conf.c counts the accounts once every file is in. */
+	if (c->n_accounts == 0 && c->include_dir == NULL)
 		conf_err(ld, 0, "no account defined");
 	/* Account names are unique already: conf_parse.c refuses a repeat
 	 * while libconfuse still shows it (it keeps only the last one). */
 	for (i = 0; i < c->n_accounts; i++)
 		check_account(ld, c, &c->accounts[i]);
 	check_relay(ld, &c->relay);
+}
+
+void
+conf_check_accounts(struct conf_load *ld, const struct conf *main, const struct conf *c)
+{
+	for (size_t i = 0; i < c->n_accounts; i++)
+		check_account(ld, main, &c->accounts[i]);
 }
 
 static bool

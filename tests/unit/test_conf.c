@@ -938,6 +938,37 @@ test_plaintext_policy(void)
 	CHECK(strstr(CONF_PLAINTEXT_REFUSED, "allow_plaintext = true") != NULL);
 }
 
+/* --shard: the hash is the contract (FNV-1a 64: published test vectors),
+ * and K/N is read strictly. */
+static void
+test_shard(void)
+{
+	unsigned k = 9, n = 9, per[3] = { 0 };
+	char name[32];
+
+	CHECK(conf_shard_hash("") == 0xcbf29ce484222325ULL);
+	CHECK(conf_shard_hash("a") == 0xaf63dc4c8601ec8cULL);
+	CHECK(conf_shard_hash("foobar") == 0x85944171f73967e8ULL);
+	CHECK_INT(conf_shard_of("anything", 1), 1);
+	CHECK_INT(conf_shard_of("a", 3), (unsigned)(0xaf63dc4c8601ec8cULL % 3) + 1);
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "user%d", i);
+		per[conf_shard_of(name, 3) - 1]++;
+	}
+	CHECK(per[0] > 60 && per[1] > 60 && per[2] > 60);
+	CHECK_INT(conf_shard_parse("2/3", &k, &n), 0);
+	CHECK_INT(k, 2);
+	CHECK_INT(n, 3);
+	CHECK_INT(conf_shard_parse("1/1", &k, &n), 0);
+	CHECK_INT(conf_shard_parse("0/3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("4/3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("1/0", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("1/3x", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("+1/3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("1/-3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("3", &k, &n), -1);
+}
+
 int
 main(void)
 {
@@ -972,6 +1003,7 @@ main(void)
 	TEST(test_plaintext_policy);
 	TEST(test_default_path);
 	TEST(test_default_path_home);
+	TEST(test_shard);
 	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }
