@@ -726,6 +726,26 @@ utf8_on(struct pop3 *p, struct pop3_login *login, char **err)
 	return POP3_OK;
 }
 
+/* RFC 6856 LANG: the server's texts end up in our one-line errors and
+ * logs, which are English; asked for after UTF8 (a server may tie the
+ * language to it) and before anything is retrieved. A refusal (no English
+ * on offer) changes nothing. */
+static int
+lang_on(struct pop3 *p, struct pop3_login *login, char **err)
+{
+	char text[POP3_LINE_MAX + 1];
+	bool ok;
+	int rv;
+
+	if (!p->caps.lang)
+		return POP3_OK;
+	if ((rv = send_cmd(p, err, "LANG en")) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	login->lang = ok;
+	return POP3_OK;
+}
+
 void
 pop3_login_free(struct pop3_login *l)
 {
@@ -772,8 +792,9 @@ pop3_open(struct pop3 **out, const struct conf_server *s, const char *password,
 	    (rv = establish(p, &c, err)) == POP3_OK) {
 		login->login_delay = p->caps.login_delay;
 		if ((rv = authenticate(p, &c, password != NULL ? password : "", login,
-		    err)) == POP3_OK && (rv = read_capa(p, err)) == POP3_OK)
-			rv = utf8_on(p, login, err);
+		    err)) == POP3_OK && (rv = read_capa(p, err)) == POP3_OK &&
+		    (rv = utf8_on(p, login, err)) == POP3_OK)
+			rv = lang_on(p, login, err);
 	}
 	if (login == &scratch)
 		pop3_login_free(&scratch);

@@ -35,7 +35,7 @@ enum pop3_err {
 struct pop3_caps {
 	bool capa;          /* the server answered CAPA */
 	bool uidl, top, user, pipelining, stls, sasl_plain, sasl_xoauth2,
-	    sasl_oauthbearer, utf8;
+	    sasl_oauthbearer, utf8, lang;
 	long login_delay;   /* seconds, -1 when not announced */
 	long expire;        /* days, -1 when not announced, LONG_MAX for NEVER */
 };
@@ -100,6 +100,7 @@ struct pop3_login {
 	long login_delay;       /* LOGIN-DELAY announced before login, -1 none */
 	bool utf8;              /* UTF8 (RFC 6856) is on for this session */
 	char *utf8_refused;     /* the server announced UTF8 and refused it */
+	bool lang;              /* LANG en (RFC 6856) accepted: replies in English */
 };
 void pop3_login_free(struct pop3_login *l);
 
@@ -110,7 +111,8 @@ struct pop3;
  * fallback), reads CAPA (re-read after STLS), authenticates with password
  * (may be NULL only for no-password setups; the bearer token for xoauth2
  * and oauthbearer) per s->auth, re-reads CAPA (the one after login is
- * authoritative, RFC 2449) and turns UTF8 on when it is announced.
+ * authoritative, RFC 2449), turns UTF8 on when it is announced and asks
+ * for English replies (LANG en) when LANG is.
  *   auto: the mechanisms the server offers, in turn until one logs in:
  *   APOP first over tls=none (it keeps the password itself off the wire),
  *   then SASL PLAIN, USER/PASS, and APOP last over TLS. A refusal moves on

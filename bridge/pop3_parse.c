@@ -176,6 +176,8 @@ pop3_parse_caps_line(struct pop3_caps *c, const char *line)
 		c->uidl = true;
 	else if (strcasecmp(name, "UTF8") == 0)
 		c->utf8 = true;
+	else if (strcasecmp(name, "LANG") == 0)
+		c->lang = true;
 	else if (strcasecmp(name, "TOP") == 0)
 		c->top = true;
 	else if (strcasecmp(name, "USER") == 0)

@@ -28,7 +28,8 @@ end (srv.sessions() waits for that).
 Commands: CAPA (capa lines, plus STLS with stls=True before TLS), USER/PASS,
 APOP (with apop=True the greeting carries a timestamp), AUTH PLAIN (initial
 response on the line, or after "+ "), STAT, LIST, UIDL, RETR, TOP n k, DELE,
-RSET, NOOP, UTF8 (+OK if a capa line is UTF8...), STLS, QUIT. With
+RSET, NOOP, UTF8 (+OK if a capa line is UTF8...), LANG (with a LANG capa
+line: English only), STLS, QUIT. With
 expire_retrieved (default: a capa line says "EXPIRE 0") the QUIT of a
 session also deletes every message it retrieved by RETR or TOP.
 
@@ -373,6 +374,11 @@ class _Conn:
             return self.quit()
         if verb == 'NOOP' and self.msgs is not None:
             return self.send('+OK')
+        if verb == 'LANG' and 'LANG' in srv.capa:
+            # RFC 6856: valid in both states; this server speaks English only
+            if arg.lower() in ('en', '*', 'en-us'):
+                return self.send('+OK en English, as asked')
+            return self.send('-ERR [LANG] language not supported')
         if self.msgs is None:
             return self.authorization(verb, arg)
         return self.transaction(verb, arg)

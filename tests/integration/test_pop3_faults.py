@@ -4,7 +4,8 @@ server (pop3script.py): UIDL refused for a moment, a server that stops
 giving UIDLs, invalid and duplicate UIDLs, RETR refused or over its bound,
 max_message_size, EXPIRE 0 (server-side deletions, no QUIT when something
 retrieved is not stored), LOGIN-DELAY and [IN-USE] honoured by `sync` and
-`run`, auth = "auto" falling back, UTF8 sent before any retrieval.
+`run`, auth = "auto" falling back, UTF8 and LANG sent before any
+retrieval.
 
 Every message is compared by hash with what the server holds; the
 sessions the server recorded say which commands pop3bridge sent."""
@@ -405,6 +406,28 @@ def test_utf8_sent_before_any_retrieval(t):
     conf2 = config(t, [block(srv2)], name='p3b-2.conf', state='state2', dest='dest2')
     sync(t, conf2)
     t.check('UTF8' not in srv2.sessions()[0].verbs(), 'not sent when not announced')
+
+
+def test_lang_asked_before_any_retrieval(t):
+    """A server announcing LANG (RFC 6856) is asked for English after UTF8
+    and before any TOP or RETR; the import is exact. Not sent when not
+    announced."""
+    box = mailbox(3)
+    srv = pop3script.Server(t, box, capa=pop3script.DEFAULT_CAPA + ('UTF8', 'LANG'))
+    conf = config(t, [block(srv)])
+    sync(t, conf)
+    s = srv.sessions()[0]
+    v = s.verbs()
+    t.check('LANG' in v and v.index('UTF8') < v.index('LANG') < v.index('RETR'),
+            'LANG after UTF8, before RETR: %r' % v)
+    t.check('LANG en' in s.commands, 'English asked for: %r' % s.commands)
+    t.check(stored(t) == hashes(b for _, b in box), 'exact import with LANG on')
+    with open(srv.log_path, errors='replace') as f:
+        t.check('S: +OK en English' in f.read(), 'the server switched to English')
+    srv2 = pop3script.Server(t, box, name='no-lang')
+    conf2 = config(t, [block(srv2)], name='p3b-2.conf', state='state2', dest='dest2')
+    sync(t, conf2)
+    t.check('LANG' not in srv2.sessions()[0].verbs(), 'not sent when not announced')
 
 
 if __name__ == '__main__':
