@@ -5,7 +5,7 @@ on one upstream session, pipelines MAIL/RCPT/DATA when the server offers
 PIPELINING (RFC 2920: a DATA accepted with no recipient gets a lone "."),
 RSETs a transaction left open, opens several connections for a long queue,
 and files every Sent copy once. Nothing here measures time
-(bench/relay_load.py does)."""
+(`bench/run --only relay` does)."""
 
 import os
 import re
