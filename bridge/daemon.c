@@ -1,6 +1,8 @@
 #include "bridge/daemon.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,18 +359,45 @@ tick(struct sched *s)
 	return wait > 0 ? wait : 1;
 }
 
+/* How long a new run waits for the children of a run that was killed
+ * (SIGKILL, OOM) to let go of run.lock: their death signal ends them
+ * within a second or two; a live holder is never waited for. */
+#define LOCK_DEAD_WAIT_MS 10000
+
+/* The holder written in run.lock is gone: only its children still hold
+ * the lock, on their way out. */
+static bool
+holder_dead(pid_t holder)
+{
+	return holder > 0 && kill(holder, 0) == -1 && errno == ESRCH;
+}
+
 /* One `run` per STATE_DIR: a second one would poll every account twice
  * (the per-account locks only make it wait) and fight over the relay's
  * ports. The lock lives as long as the daemon (its children die with
- * it). Returns the lock's fd, or -1 (said why). */
+ * it, which is why a restart right after a kill waits for them). Returns
+ * the lock's fd, or -1 (said why). */
 static int
 lock_state_dir(const struct conf *c)
 {
 	char *path = xasprintf("%s/run.lock", c->state_dir), *err = NULL;
+	struct timespec nap = { 0, 100 * 1000 * 1000 };
 	pid_t holder;
-	int fd = io_lock_pid(path, &holder, &err);
+	int fd, waited;
 
-	if (fd == -2 && holder > 0)
+	fd = io_lock_pid(path, &holder, &err);
+	for (waited = 0; fd == -2 && holder_dead(holder) && waited < LOCK_DEAD_WAIT_MS;
+	    waited += 100) {
+		if (waited == 0)
+			log_info("the run that held %s (pid %ld) is gone; waiting for its "
+			    "children to end", path, (long)holder);
+		nanosleep(&nap, NULL);
+		fd = io_lock_pid(path, &holder, &err);
+	}
+	if (fd == -2 && holder_dead(holder))
+		log_warnx("the children of a killed run (pid %ld) still hold %s after %d s",
+		    (long)holder, path, LOCK_DEAD_WAIT_MS / 1000);
+	else if (fd == -2 && holder > 0)
 		log_warnx("another pop3bridge run (pid %ld) holds %s", (long)holder, path);
 	else if (fd == -2)
 		log_warnx("another pop3bridge run holds %s", path);
