@@ -70,9 +70,11 @@ int state_begin(struct state *st, char **err);
 int state_commit(struct state *st, char **err);
 void state_rollback(struct state *st);
 
-/* New-UIDL detection in one statement (a temp table joined against
- * messages): sets *idx (allocated) to the indices i of uidls[0..n) that
- * have no row for this account, in increasing order. */
+/* New-UIDL detection: the server's list uidls[0..n) (up to 10^6, each
+ * distinct) sorted in memory and merged with one index scan of the
+ * account's UIDLs; sets *idx (allocated) to the indices i of uidls that
+ * have no row for this account, in increasing order. Memory: 5 bytes per
+ * listed UIDL while it runs. */
 int state_filter_new(struct state *st, int64_t account, const char *const *uidls,
     size_t n, size_t **idx, size_t *n_idx, char **err);
 
