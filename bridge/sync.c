@@ -176,6 +176,10 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 		r = ps->be->find(ps->bctx, m->folder, m->delivery_key, &loc, &err);
 		if (r == 1) {
 			r = state_mark_delivered(ps->st, ps->acct, m->uidl, loc, &err);
+			/* Imported: no longer a skipped message (the commit that
+			 * said so may have been undone by a machine crash). */
+			if (r == 0)
+				r = state_skip_clear(ps->st, ps->acct, m->uidl, &err);
 			found++;
 		} else if (r == 0) {
 			r = ps->be->tmp_discard(ps->bctx, m->folder, m->delivery_key, &err);
@@ -512,7 +516,11 @@ mark_rows(struct pass *ps, struct fetched *f, const size_t *map,
 	const char *uidl;
 	int r;
 
-	if (state_begin(ps->st, err) == -1)
+	/* Bookkeeping durability is enough: the files are durable in the
+	 * store and their pending rows were flushed, so a machine crash that
+	 * undid this commit leaves pending rows reconciliation finds stored
+	 * (doc/DESIGN.md, State and schema). */
+	if (state_begin_light(ps->st, err) == -1)
 		return -1;
 	for (size_t j = 0; j < k; j++) {
 		uidl = f[map[j]].sm.uidl;
@@ -848,13 +856,18 @@ log_pass(struct pass *ps, time_t started, int rc)
 
 	if (sync_stop && rc == 0)
 		pl.error = "interrupted";
-	if (state_poll_log(ps->st, ps->acct, &pl, &err) == 0 &&
-	    state_schedule(ps->st, ps->acct, &sc, &err) == 0) {
+	/* One bookkeeping commit: nothing here decides what is imported or
+	 * deleted, so a nothing-new pass flushes nothing to disk. */
+	if (state_schedule(ps->st, ps->acct, &sc, &err) == 0 &&
+	    state_begin_light(ps->st, &err) == 0) {
 		next = (int64_t)time(NULL) + ps->a->poll_interval;
 		if (sc.not_before > next)
 			next = sc.not_before;
 		ps->res->next_poll = next;
-		state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err);
+		if (state_poll_log(ps->st, ps->acct, &pl, &err) == -1 ||
+		    state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err) == -1 ||
+		    state_commit(ps->st, &err) == -1)
+			state_rollback(ps->st);
 	}
 	if (err != NULL) {
 		log_warnx("%s: poll log: %s", ps->a->name, err);

@@ -156,7 +156,7 @@ static const char temp_schema[] =
 
 /* Every statement, prepared on first use and kept for the connection. */
 enum stmt_id {
-	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_NORMAL, S_SYNC_FULL,
 	S_SP_BEGIN, S_SP_RELEASE, S_SP_ROLLBACK,
 	S_ACCOUNT_ADD, S_ACCOUNT_GET, S_NO_UIDL,
 	S_TMP_CLEAR, S_TMP_ADD, S_ROW_UIDLS, S_STORED_UIDLS, S_DUE,
@@ -174,6 +174,8 @@ static const char *const sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
+	[S_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+	[S_SYNC_FULL] = "PRAGMA synchronous = FULL",
 	/* A savepoint nests inside a caller's transaction and is a
 	 * transaction of its own outside one. */
 	[S_SP_BEGIN] = "SAVEPOINT state_sp",
@@ -181,7 +183,7 @@ static const char *const sql[S_COUNT] = {
 	[S_SP_ROLLBACK] = "ROLLBACK TO state_sp",
 	[S_ACCOUNT_ADD] = "INSERT OR IGNORE INTO accounts(name, created_at) VALUES (?1, ?2)",
 	[S_ACCOUNT_GET] = "SELECT id FROM accounts WHERE name = ?1",
-	[S_NO_UIDL] = "UPDATE accounts SET no_uidl = ?2 WHERE id = ?1",
+	[S_NO_UIDL] = "UPDATE accounts SET no_uidl = ?2 WHERE id = ?1 AND no_uidl IS NOT ?2",
 	[S_TMP_CLEAR] = "DELETE FROM temp.uidl_in",
 	[S_TMP_ADD] = "INSERT INTO temp.uidl_in(i, uidl) VALUES (?1, ?2)",
 	/* The UIDLs of the account's rows, for merging with the server's
@@ -285,8 +287,10 @@ static const char *const sql[S_COUNT] = {
 	[S_SKIP_CLEAR] = "DELETE FROM skipped WHERE account_id = ?1 AND uidl = ?2",
 	[S_SKIP_LIST] = "SELECT uidl, pop3_size, reason, first_at, last_at, times"
 	    " FROM skipped WHERE account_id = ?1 ORDER BY last_at DESC, uidl",
+	/* Unchanged values write nothing (no commit to flush). */
 	[S_LOGIN] = "UPDATE accounts SET last_auth = ?2, login_delay = ?3,"
-	    " server_expire = ?4, not_before = ?5 WHERE id = ?1",
+	    " server_expire = ?4, not_before = ?5 WHERE id = ?1 AND (last_auth IS NOT ?2"
+	    " OR login_delay IS NOT ?3 OR server_expire IS NOT ?4 OR not_before IS NOT ?5)",
 	/* A refusal's backoff never shortens a wait already recorded. */
 	[S_NOT_BEFORE] = "UPDATE accounts SET not_before ="
 	    " max(coalesce(not_before, 0), ?2) WHERE id = ?1",
@@ -302,6 +306,7 @@ struct state {
 	sqlite3 *db;
 	char *path;
 	sqlite3_stmt *stmt[S_COUNT];
+	bool light;             /* the open transaction is bookkeeping */
 };
 
 /* "what: SQLite's last message". */
@@ -360,6 +365,40 @@ run_id(struct state *st, enum stmt_id id, const char *what, char **err)
 	sqlite3_stmt *s = stmt(st, id, what, err);
 
 	return s == NULL ? -1 : run(st, s, SQLITE_OK, what, err);
+}
+
+/* Bookkeeping (doc/DESIGN.md, State and schema: what must be durable):
+ * writes no exactly-once decision rests on are committed with
+ * synchronous = NORMAL, which in WAL mode keeps every commit atomic and
+ * ordered and survives the process being killed, and only a crash of the
+ * machine may undo the last of them; FULL (an fsync per commit) is kept
+ * for everything else. The level can only change outside a transaction:
+ * light_on does nothing inside one (a bookkeeping write inside a caller's
+ * transaction gets the caller's durability). */
+static bool
+light_on(struct state *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		return false;
+	return run_id(st, S_SYNC_NORMAL, "lowering the durability of bookkeeping", NULL) == 0;
+}
+
+static void
+light_off(struct state *st, bool on)
+{
+	if (on && run_id(st, S_SYNC_FULL, "restoring full durability", NULL) == -1)
+		fatalx("state: cannot restore synchronous = FULL: %s", sqlite3_errmsg(st->db));
+}
+
+/* run() for a bookkeeping statement (light_on). */
+static int
+run_light(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
+{
+	bool on = light_on(st);
+	int r = run(st, s, bound, what, err);
+
+	light_off(st, on);
+	return r;
 }
 
 /* Runs the cached statement id with ?1 = account and ?2 = text, the
@@ -552,6 +591,13 @@ configure(struct state *st, char **err)
 {
 	if (sqlite3_busy_timeout(st->db, 30000) != SQLITE_OK)
 		return fail(st, "setting the busy timeout", err);
+	/* Every pass is a process of its own: a checkpoint at each close
+	 * (two fsyncs) and a WAL deleted and made again (two more, one of its
+	 * directory) cost more than a nothing-new pass does otherwise. The
+	 * WAL is checkpointed when it passes 1000 pages, by whichever commit
+	 * takes it there; its commits are as durable as in the database. */
+	if (sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL) != SQLITE_OK)
+		return fail(st, "keeping the WAL at close", err);
 	if (set_wal(st, err) == -1)
 		return -1;
 	return exec(st, "PRAGMA synchronous = FULL;"
@@ -690,7 +736,7 @@ state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **err)
 		return -1;
 	b = sqlite3_bind_int64(s, 1, account);
 	b |= sqlite3_bind_int(s, 2, no_uidl);
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int
@@ -700,9 +746,36 @@ state_begin(struct state *st, char **err)
 }
 
 int
+state_begin_light(struct state *st, char **err)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		return err_set(err, "beginning a bookkeeping transaction: inside another");
+	st->light = light_on(st);
+	if (run_id(st, S_BEGIN, "beginning a transaction", err) == -1) {
+		light_off(st, st->light);
+		st->light = false;
+		return -1;
+	}
+	return 0;
+}
+
+/* After a transaction: back to full durability if it was bookkeeping. */
+static void
+end_light(struct state *st)
+{
+	if (st->light && sqlite3_get_autocommit(st->db)) {
+		light_off(st, true);
+		st->light = false;
+	}
+}
+
+int
 state_commit(struct state *st, char **err)
 {
-	return run_id(st, S_COMMIT, "committing", err);
+	int r = run_id(st, S_COMMIT, "committing", err);
+
+	end_light(st);
+	return r;
 }
 
 void
@@ -710,6 +783,7 @@ state_rollback(struct state *st)
 {
 	if (!sqlite3_get_autocommit(st->db))
 		run_id(st, S_ROLLBACK, "rolling back", NULL);
+	end_light(st);
 }
 
 /*
@@ -1258,7 +1332,7 @@ state_skip(struct state *st, int64_t account, const char *uidl, uint64_t pop3_si
 	b |= sqlite3_bind_int64(s, 3, (int64_t)pop3_size);
 	b |= sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 5, (int64_t)time(NULL));
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int
@@ -1373,7 +1447,7 @@ state_note_login(struct state *st, int64_t account, const char *mechanism,
 	b |= bind_opt(s, 3, login_delay, -1);
 	b |= bind_opt(s, 4, expire, STATE_EXPIRE_NONE);
 	b |= bind_opt(s, 5, not_before, 0);
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int
@@ -1387,7 +1461,7 @@ state_set_not_before(struct state *st, int64_t account, int64_t not_before, char
 		return -1;
 	b = sqlite3_bind_int64(s, 1, account);
 	b |= sqlite3_bind_int64(s, 2, not_before);
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int

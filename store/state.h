@@ -65,8 +65,16 @@ int state_account(struct state *st, const char *name, int64_t *id, char **err);
 int state_account_id(struct state *st, const char *name, int64_t *id, char **err);
 
 /* Transactions (BEGIN IMMEDIATE). The put/mark functions below must run
- * inside one; a batch is one transaction. */
+ * inside one; a batch is one transaction. A commit is durable (fsync)
+ * before state_commit returns. state_begin_light begins a bookkeeping
+ * transaction (not inside another): its commit is atomic and survives
+ * the process being killed, but is not flushed to disk, so a crash of the
+ * machine may undo it (and only the latest such ones); for writes that
+ * no exactly-once decision depends on (doc/DESIGN.md, State and schema).
+ * Bookkeeping functions below (login, flags, skipped rows, the backoff)
+ * commit that way on their own when called outside a transaction. */
 int state_begin(struct state *st, char **err);
+int state_begin_light(struct state *st, char **err);
 int state_commit(struct state *st, char **err);
 void state_rollback(struct state *st);
 
