@@ -58,7 +58,8 @@ struct pop3 {
 	size_t nsent;		/* queue[0..nsent) are sent */
 	size_t qnext;		/* queue[0..qnext) are read */
 	size_t ndeleted;	/* DELEs accepted: LIST may now have gaps */
-	struct pop3_entry *listed;	/* LIST of the last pop3_scan (num, size; no UIDL) */
+	uint64_t *listed;	/* LIST sizes of the last pop3_scan, in its order */
+	unsigned long *listed_num;	/* their numbers; NULL when they are 1..n */
 	size_t nlisted;
 	char *refusal;		/* the last login refusal, for the message */
 	enum pop3_busy busy;	/* its "not now" response code */
@@ -860,15 +861,26 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 	}
 }
 
-/* Keeps each message's LIST size: a RETR's deadline depends on it. */
+/* Keeps each message's LIST size: a RETR's deadline depends on it. Eight
+ * bytes a message: the numbers are kept only when they are not 1..n (a
+ * listing after DELEs). */
 static void
 keep_listed(struct pop3 *p, const struct pop3_entry *e, size_t n)
 {
+	bool plain = true;
+
 	free(p->listed);
+	free(p->listed_num);
+	p->listed_num = NULL;
 	p->listed = xcalloc(n > 0 ? n : 1, sizeof *p->listed);
 	for (size_t i = 0; i < n; i++) {
-		p->listed[i].num = e[i].num;
-		p->listed[i].size = e[i].size;
+		p->listed[i] = e[i].size;
+		plain = plain && e[i].num == i + 1;
+	}
+	if (!plain) {
+		p->listed_num = xcalloc(n, sizeof *p->listed_num);
+		for (size_t i = 0; i < n; i++)
+			p->listed_num[i] = e[i].num;
 	}
 	p->nlisted = n;
 }
@@ -880,12 +892,14 @@ listed_size(const struct pop3 *p, unsigned long num)
 {
 	size_t lo = 0, hi = p->nlisted;
 
+	if (p->listed_num == NULL)
+		return num >= 1 && num <= p->nlisted ? p->listed[num - 1] : 0;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (p->listed[mid].num == num)
-			return p->listed[mid].size;
-		if (p->listed[mid].num < num)
+		if (p->listed_num[mid] == num)
+			return p->listed[mid];
+		if (p->listed_num[mid] < num)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -1163,6 +1177,7 @@ pop3_abort(struct pop3 *p)
 	pop3_reader_free(&p->rd);
 	queue_clear(p);
 	free(p->listed);
+	free(p->listed_num);
 	free(p->where);
 	free(p->refusal);
 	free(p->uidl_refused);

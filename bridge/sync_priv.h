@@ -33,8 +33,10 @@ struct pass {
 	struct pop3_entry *ent;         /* the listing, in server order (by num) */
 	size_t n_ent;
 	const char **uidls;             /* per entry: the UIDL, or a derived id */
-	char **derived;                 /* per entry: the owned derived id, or NULL */
-	char (*top)[65];                /* per entry: TOP n 0 hash (hex) of derived ones */
+	char **derived;                 /* per entry: the owned derived id, or NULL;
+	                                   NULL itself when no entry has one */
+	char (*top)[65];                /* per entry: TOP n 0 hash (hex) of derived ones
+	                                   (allocated with derived) */
 	bool no_uidl;                   /* the server has no UIDL at all */
 	struct sync_result *res;
 	bool progress;                  /* show a progress line on the terminal */

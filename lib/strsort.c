@@ -79,6 +79,13 @@ strsort_init(struct strsort *s, const void *base, size_t stride, size_t offset, 
 	v = xreallocarray(NULL, n ? n : 1, sizeof *v);
 	for (size_t i = 0; i < n; i++)
 		v[i] = (uint32_t)i;
+	s->order = v;
+	/* Most servers list increasing UIDLs: then the order is the index. */
+	for (size_t i = 1; i < n; i++)
+		if (cmp(strsort_key(s, i - 1), strsort_key(s, i)) > 0)
+			goto sort;
+	return;
+sort:
 	for (size_t i = 0; i < n; i += RUN)
 		insertion(s, v + i, n - i < RUN ? n - i : RUN);
 	if (n > RUN) {
