@@ -61,6 +61,30 @@ int sync_pop3_fail(struct pass *ps, int e, char *err);
 /* A stop (SIGTERM/SIGINT) was asked: taken between messages. */
 bool sync_stopping(void);
 
+/* Why the pass ended early (a stop, the pass deadline), allocated. */
+char *sync_halted_why(void);
+
+/* Settles the rows a killed run (or a failed delivery) left pending, as
+ * reconciliation at the start of a pass does. 0 or an exit code. */
+int sync_recover(struct pass *ps);
+
+/* A message left on the server with its reason: recorded (state,
+ * status), one log line naming it, and the pass exits 65 in the end.
+ * sync_skip_note does all but the state's row (which its caller writes). */
+void sync_skip_message(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+    const char *reason);
+void sync_skip_note(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+    const char *reason);
+
+/* The progress line on the terminal (when ps->progress). */
+void sync_show_progress(const struct pass *ps, bool done);
+
+/* bridge/sync_batch.c: imports the new messages idx[0..n) (n > 0) in
+ * batches (steps 5-6 of the import protocol), overlapping a batch's
+ * delivery with the next one's RETRs when the store allows. 0 or an exit
+ * code. */
+int sync_batches(struct pass *ps, const size_t *idx, size_t n);
+
 /* The entry with message number num, or NULL (the listing is in
  * increasing order of numbers). */
 const struct pop3_entry *sync_entry(const struct pass *ps, unsigned long num);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,4 +113,13 @@ io_tmpfile(const char *dir, char **err)
 		unlink(path);
 	free(path);
 	return fd;
+}
+
+int
+io_link_fd(int fd, const char *path)
+{
+	char proc[32];
+
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
 }
