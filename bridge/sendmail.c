@@ -2,6 +2,7 @@
  * arguments and (-t) from its header, into the outbound queue. */
 #include "bridge/sendmail.h"
 
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,33 @@ add_rcpt(struct sm_opts *o, const char *addr)
 	o->rcpts[o->n_rcpts++] = xstrdup(addr);
 }
 
+/* The flags mail programs pass to sendmail(8) that change nothing here:
+ * -bm (deliver: the only mode), -oe* (how errors are reported), -od*
+ * (delivery mode: the queue runner always delivers), -om, -v, -U.
+ * Flags with an argument that is ignored: -F NAME (full name; the From:
+ * header is the message's own), -N DSN, -R RET, -V ENVID, -B BODY. */
+static bool
+harmless_flag(const char *a)
+{
+	return strcmp(a, "-bm") == 0 || strncmp(a, "-oe", 3) == 0 ||
+	    strncmp(a, "-od", 3) == 0 || strcmp(a, "-om") == 0 || strcmp(a, "-v") == 0 ||
+	    strcmp(a, "-U") == 0;
+}
+
+static bool
+ignored_with_arg(char c)
+{
+	return c != '\0' && strchr("FNRVB", c) != NULL;
+}
+
+static void
+sendmail_usage(const char *bad)
+{
+	log_warnx("sendmail: unsupported option %s", bad);
+	fputs("usage: sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-C CONFIG] [-bm] [-od*]"
+	    " [-oe*] [--] [RCPT...]\n", stderr);
+}
+
 static int
 parse_opts(int argc, char **argv, struct sm_opts *o)
 {
@@ -73,12 +101,18 @@ parse_opts(int argc, char **argv, struct sm_opts *o)
 			o->t = true;
 		else if (strcmp(a, "-i") == 0 || strcmp(a, "-oi") == 0)
 			o->ignore_dots = true;
-		else if (strcmp(a, "-f") == 0 && i + 1 < argc)
+		else if ((strcmp(a, "-f") == 0 || strcmp(a, "-r") == 0) && i + 1 < argc)
 			o->from = argv[++i];
-		else if (strncmp(a, "-f", 2) == 0 && a[2] != '\0')
+		else if ((a[1] == 'f' || a[1] == 'r') && a[2] != '\0')
 			o->from = (char *)a + 2;
+		else if (harmless_flag(a))
+			continue;
+		else if (ignored_with_arg(a[1]) && a[2] == '\0' && i + 1 < argc)
+			i++;
+		else if (ignored_with_arg(a[1]) && a[2] != '\0')
+			continue;
 		else {
-			log_warnx("sendmail: unsupported option %s", a);
+			sendmail_usage(a);
 			return -1;
 		}
 	}
@@ -143,10 +177,14 @@ first_mailbox(const char *value)
  * Reading the message.
  */
 
+enum header_read { HDR_OK, HDR_TOO_LONG, HDR_BARE_CR, HDR_NUL };
+
 /* Reads the header block from stdin (up to and including the empty line,
- * or all of a message without a body) as CRLF lines: 0, -1 when it is too
- * long, -2 when a line holds a bare CR. */
-static int
+ * or all of a message without a body) as CRLF lines. The block is kept as
+ * one C string that the field scans (To, Cc, Bcc, From) walk: a NUL in it
+ * is refused, not carried (RFC 5322 has none in a header; it would also
+ * cut every field scan short). */
+static enum header_read
 read_header(FILE *in, struct strbuf *h, bool *eof)
 {
 	char *line = NULL;
@@ -155,12 +193,16 @@ read_header(FILE *in, struct strbuf *h, bool *eof)
 
 	*eof = true;
 	while ((n = getline(&line, &cap, in)) > 0) {
+		if (memchr(line, '\0', (size_t)n) != NULL) {
+			free(line);
+			return HDR_NUL;
+		}
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 			n--;
 		if (memchr(line, '\r', (size_t)n) != NULL) {
 			/* A bare CR could end a line for some server upstream. */
 			free(line);
-			return -2;
+			return HDR_BARE_CR;
 		}
 		sb_add(h, line, (size_t)n);
 		sb_add(h, "\r\n", 2);
@@ -170,11 +212,11 @@ read_header(FILE *in, struct strbuf *h, bool *eof)
 		}
 		if (h->len > SENDMAIL_HEADER_MAX) {
 			free(line);
-			return -1;
+			return HDR_TOO_LONG;
 		}
 	}
 	free(line);
-	return 0;
+	return HDR_OK;
 }
 
 static void
@@ -192,7 +234,8 @@ from_field(void *out, const char *value)
 		*from = first_mailbox(value);
 }
 
-/* Drops every Bcc field (with its continuation lines). */
+/* Drops every Bcc field (with its continuation lines). Every line of h
+ * ends in CRLF (read_header). */
 static void
 remove_bcc(struct strbuf *h)
 {
@@ -200,7 +243,9 @@ remove_bcc(struct strbuf *h)
 	bool drop = false;
 
 	while (*p != '\0') {
-		next = strstr(p, "\r\n") + 2;
+		if ((next = strstr(p, "\r\n")) == NULL)
+			break;
+		next += 2;
 		if (*p != ' ' && *p != '\t')
 			drop = strncasecmp(p, "Bcc:", 4) == 0;
 		if (drop) {
@@ -282,6 +327,50 @@ spool_file(const struct conf *c)
  * Choosing the account and enqueueing.
  */
 
+/* The invoking user's login name, or NULL for root. */
+static const char *
+invoker(void)
+{
+	struct passwd *pw;
+
+	if (getuid() == 0)
+		return NULL;
+	pw = getpwuid(getuid());
+	return pw != NULL ? pw->pw_name : "";
+}
+
+/* Who may send as whom, as the relay decides it at MAIL: the sender must
+ * be an address of an account whose local_user is the invoking user
+ * (root, who holds every credential of the file anyway, may use any
+ * account's: system mail and cron jobs run as root), and that account
+ * must have an smtp {} block, or nothing could ever send the message
+ * (it would wait out queue_lifetime and bounce). */
+static int
+check_sender(const struct conf *c, const char *from, const struct conf_account **a)
+{
+	const char *user = invoker();
+	const struct conf_account *any;
+
+	if (!addr_ok(from) || (any = conf_account_by_address(c, from, NULL)) == NULL) {
+		log_warnx("sendmail: %s is not an address of any account", from);
+		return EX_NOPERM;
+	}
+	if (user != NULL && (*a = conf_account_by_address(c, from, user)) == NULL) {
+		log_warnx("sendmail: %s belongs to account %s, whose local_user is %s, not"
+		    " %s", from, any->name, any->local_user ? any->local_user : "unset",
+		    *user ? user : "you");
+		return EX_NOPERM;
+	}
+	if (user == NULL)
+		*a = any;
+	if (!(*a)->has_smtp) {
+		log_warnx("sendmail: account %s has no smtp {} block: no server to send"
+		    " %s's mail through", (*a)->name, from);
+		return EX_CONFIG;
+	}
+	return EX_OK;
+}
+
 static int
 check_envelope(const struct conf *c, const char *from, const struct sm_opts *o,
     const struct conf_account **a)
@@ -299,11 +388,7 @@ check_envelope(const struct conf *c, const char *from, const struct sm_opts *o,
 			log_warnx("sendmail: bad recipient address");
 			return EX_DATAERR;
 		}
-	if (!addr_ok(from) || (*a = conf_account_by_address(c, from, NULL)) == NULL) {
-		log_warnx("sendmail: %s is not an address of any account", from);
-		return EX_NOPERM;
-	}
-	return EX_OK;
+	return check_sender(c, from, a);
 }
 
 static int
@@ -321,8 +406,10 @@ enqueue(const struct conf *c, const struct conf_account *a, const char *from,
 		log_warnx("sendmail: %s", err);
 		free(err);
 		rc = EX_TEMPFAIL;
-	} else
+	} else {
+		outbox_notify(c->state_dir);
 		log_debug("%s: queued as %lld", a->name, (long long)id);
+	}
 	state_close(st);
 	return rc;
 }
@@ -359,8 +446,9 @@ sendmail_run(const struct conf *c, int argc, char **argv)
 		rc = EX_USAGE;
 		goto out;
 	}
-	if ((rc = read_header(stdin, &h, &eof)) != 0 || h.s == NULL) {
-		log_warnx("sendmail: %s", rc == -2 ? "bare CR in the header" :
+	if ((rc = read_header(stdin, &h, &eof)) != HDR_OK || h.s == NULL) {
+		log_warnx("sendmail: %s", rc == HDR_BARE_CR ? "bare CR in the header" :
+		    rc == HDR_NUL ? "NUL byte in the header (not sent)" :
 		    "no message, or its header is too long");
 		rc = EX_DATAERR;
 		goto out;

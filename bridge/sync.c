@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/backoff.h"
 #include "bridge/pop3.h"
 #include "lib/deadline.h"
 #include "lib/log.h"
@@ -22,6 +23,7 @@
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;
+void (*sync_progress_hook)(const struct sync_progress *);
 
 /* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
  * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
@@ -85,6 +87,19 @@ sync_pop3_code(int e)
 }
 
 int
+sync_store_code(int r)
+{
+	switch (r) {
+	case DELIVER_ETEMP:
+		return EX_TEMPFAIL;
+	case DELIVER_EAUTH:
+		return EX_UNAVAILABLE;
+	default:
+		return EX_IOERR;
+	}
+}
+
+int
 sync_pop3_fail(struct pass *ps, int e, char *err)
 {
 	if (e != POP3_ESERVER && e != POP3_ETOOBIG)
@@ -135,6 +150,22 @@ lock_account(struct pass *ps, int *fd)
 	return rc;
 }
 
+/* Tells the backend which keys the find() calls of reconcile() ask for. */
+static void
+recovering(struct pass *ps, const struct state_msg *rows, size_t n)
+{
+	const char **folders = xcalloc(n, sizeof *folders);
+	const char **keys = xcalloc(n, sizeof *keys);
+
+	for (size_t i = 0; i < n; i++) {
+		folders[i] = rows[i].folder;
+		keys[i] = rows[i].delivery_key;
+	}
+	ps->be->recovering(ps->bctx, folders, keys, n);
+	free(folders);
+	free(keys);
+}
+
 /* Settles the rows a killed run left pending: the store is asked whether
  * the message with that delivery key is there. Found: it is delivered.
  * Not found: its temp file is removed and the row forgotten, so the
@@ -146,6 +177,10 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	size_t found = 0;
 	int r;
 
+	/* Before the transaction: the store may take a while (network, a
+	 * wait for a quiet folder), and other passes want to write. */
+	if (n > 0 && ps->be->recovering != NULL)
+		recovering(ps, rows, n);
 	if (state_begin(ps->st, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	for (size_t i = 0; i < n; i++) {
@@ -166,9 +201,9 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 				r = state_drop_pending(ps->st, ps->acct, m->uidl, &err);
 		}
 		free(loc);
-		if (r == -1) {
+		if (r < 0) {
 			state_rollback(ps->st);
-			return sync_fail(ps, EX_IOERR, err);
+			return sync_fail(ps, sync_store_code(r), err);
 		}
 	}
 	if (state_commit(ps->st, &err) == -1)
@@ -331,12 +366,12 @@ sync_skip_message(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 }
 
 void
-sync_show_progress(const struct pass *ps, bool done)
+sync_show_progress(struct pass *ps, bool done)
 {
 	if (!ps->progress)
 		return;
-	fprintf(stderr, "\r%s: %lu/%lu new messages imported%s", ps->a->name,
-	    ps->res->imported, ps->res->fresh, done ? "\n" : "");
+	ps->prog.finished = done;
+	sync_progress_hook(&ps->prog);
 }
 
 /* The messages over max_message_size (by LIST size) are skipped without
@@ -410,6 +445,9 @@ import_new(struct pass *ps)
 	}
 	skip_oversized(ps, idx, &n);
 	ps->res->fresh = n;
+	ps->prog.msgs_total = n;
+	for (size_t j = 0; j < n; j++)
+		ps->prog.bytes_total += ps->ent[idx[j]].size;
 	if (n > 0 && !sync_stopping())
 		rc = sync_batches(ps, idx, n);
 	if (n > 0)
@@ -485,6 +523,8 @@ log_pass(struct pass *ps, time_t started, int rc)
 		.server_deleted = ps->res->server_deleted, .skipped = ps->res->skipped,
 		.bytes = ps->res->bytes, .error = ps->res->error,
 	};
+	/* Stopped (TERM/INT taken or still pending): no failure, no backoff. */
+	bool stopped = sync_stop || proc_stop_requested() || deadline_check(NULL) == DEADLINE_STOP;
 	struct state_sched sc;
 	int64_t next;
 	char *err = NULL;
@@ -495,12 +535,18 @@ log_pass(struct pass *ps, time_t started, int rc)
 	 * deleted, so a nothing-new pass flushes nothing to disk. */
 	if (state_schedule(ps->st, ps->acct, &sc, &err) == 0 &&
 	    state_begin_light(ps->st, &err) == 0) {
-		next = (int64_t)time(NULL) + ps->a->poll_interval;
+		/* A failing account backs off (bridge/backoff.h); a pass that
+		 * worked, or was stopped, plans the next poll after its
+		 * interval again. */
+		next = (int64_t)time(NULL) + (pass_failed(rc) && !stopped ?
+		    backoff_delay(ps->a->poll_interval, sc.failures + 1, rc == EX_UNAVAILABLE,
+		    backoff_random()) : (int64_t)ps->a->poll_interval);
 		if (sc.not_before > next)
 			next = sc.not_before;
 		ps->res->next_poll = next;
+		/* A stop request is no failure: the next pass goes on at once. */
 		if (state_poll_log(ps->st, ps->acct, &pl, &err) == -1 ||
-		    state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err) == -1 ||
+		    state_pass_end(ps->st, ps->acct, pass_failed(rc) && !stopped, next, &err) == -1 ||
 		    state_commit(ps->st, &err) == -1)
 			state_rollback(ps->st);
 	}
@@ -576,7 +622,7 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	memset(res, 0, sizeof *res);
 	res->login_delay = -1;
 	ps.login.login_delay = -1;
-	ps.progress = isatty(STDERR_FILENO) && !getenv("POP3BRIDGE_NO_PROGRESS");
+	ps.progress = sync_progress_hook != NULL;
 	if ((rc = lock_account(&ps, &lockfd)) != 0)
 		return rc;
 	if (state_account(st, a->name, &ps.acct, &err) == -1 ||
@@ -590,9 +636,9 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	ps.be = deliver_backend_for(c->store.type);
 	if (ps.be == NULL)
 		rc = sync_fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
-	else if (ps.be->open(c, a, &ps.bctx, &err) == -1) {
+	else if ((rc = ps.be->open(c, a, &ps.bctx, &err)) < 0) {
 		ps.bctx = NULL;
-		rc = sync_fail(&ps, EX_IOERR, err);
+		rc = sync_fail(&ps, sync_store_code(rc), err);
 	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);

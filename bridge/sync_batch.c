@@ -135,7 +135,7 @@ fetch_one(struct pass *ps, struct batch *b, const struct pop3_entry *e, const ch
 
 	f->fd = -1;
 	f->key = deliver_key(ps->tag);
-	if (ps->be->tmp_create(ps->bctx, folder, f->key, &f->fd, &err) == -1)
+	if (ps->be->tmp_create(ps->bctx, folder, f->key, e->size, &f->fd, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	r = pop3_retr(ps->p, e->num, f->fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
 	    retr_limit(e->size), &rr, &err);
@@ -374,6 +374,9 @@ fetch(struct pass *ps, struct batch *b, const size_t *idx)
 			return 0;
 		}
 		r = fetch_one(ps, b, &ps->ent[idx[j]], ps->uidls[idx[j]], &b->f[b->got]);
+		ps->prog.msgs_done++;
+		ps->prog.bytes_done += ps->ent[idx[j]].size;
+		sync_show_progress(ps, false);
 		if (r == 0)
 			b->got++;
 		else {
@@ -454,6 +457,7 @@ job(void *arg)
 	struct batch *b = arg;
 	struct pass *ps = b->ps;
 	char *err = NULL;
+	int r;
 
 	if (commit_rows(ps, b->prev, b, &b->err) == -1) {
 		b->rc = EX_IOERR;
@@ -461,8 +465,8 @@ job(void *arg)
 	}
 	b->rows_done = true;
 	stage(ps, b);
-	if (b->n_dm > 0 && ps->be->deliver(ps->bctx, b->dm, b->n_dm, &b->err) == -1) {
-		b->rc = EX_IOERR;
+	if (b->n_dm > 0 && (r = ps->be->deliver(ps->bctx, b->dm, b->n_dm, &b->err)) < 0) {
+		b->rc = sync_store_code(r);
 		return NULL;
 	}
 	b->delivered = true;
@@ -594,7 +598,6 @@ sync_batches(struct pass *ps, const size_t *idx, size_t n)
 		if (rc != 0 || !more)
 			break;
 		k = next;
-		sync_show_progress(ps, false);
 	}
 	/* The last batch's delivered rows. */
 	if (last != NULL && (r = job_wait(ps, last)) != 0)

@@ -39,7 +39,8 @@ struct pass {
 	                                   (allocated with derived) */
 	bool no_uidl;                   /* the server has no UIDL at all */
 	struct sync_result *res;
-	bool progress;                  /* show a progress line on the terminal */
+	bool progress;                  /* report progress (sync_progress_hook) */
+	struct sync_progress prog;
 	char *store_id;                 /* the resolved store: the dedup scope */
 	char *refused_first;            /* the first message the store refused */
 	char *skipped_first;            /* the first message skipped */
@@ -53,6 +54,9 @@ int sync_fail(struct pass *ps, int code, char *err);
 
 /* A POP3 error as a <sysexits.h> code. */
 int sync_pop3_code(int e);
+
+/* A store failure (enum deliver_err, store/deliver.h) as an exit code. */
+int sync_store_code(int r);
 
 /* sync_fail() for a POP3 error; anything but POP3_ESERVER and
  * POP3_ETOOBIG leaves the session broken (aborted, never QUIT). */
@@ -76,8 +80,9 @@ void sync_skip_message(struct pass *ps, const struct pop3_entry *e, const char *
 void sync_skip_note(struct pass *ps, const struct pop3_entry *e, const char *uidl,
     const char *reason);
 
-/* The progress line on the terminal (when ps->progress). */
-void sync_show_progress(const struct pass *ps, bool done);
+/* A progress report (sync_progress_hook, when ps->progress): ps->prog,
+ * finished when done. */
+void sync_show_progress(struct pass *ps, bool done);
 
 /* bridge/sync_batch.c: imports the new messages idx[0..n) (n > 0) in
  * batches (steps 5-6 of the import protocol), overlapping a batch's

@@ -1,12 +1,16 @@
 #include "lib/proc.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <errno.h>
 #include <grp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
+
+#include <linux/capability.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -64,6 +68,34 @@ proc_pause(unsigned seconds)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
 	return sigtimedwait(&stop, NULL, &ts) > 0;
+}
+
+bool
+proc_pause_fd(unsigned seconds, int fd)
+{
+	struct pollfd p[2];
+	sigset_t stop;
+	int sfd, n;
+	bool stopped = false;
+
+	if (fd < 0)
+		return proc_pause(seconds);
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	/* The stop signals are held (blocked): a signalfd takes them. */
+	if ((sfd = signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK)) == -1)
+		return proc_pause(seconds);
+	p[0] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+	p[1] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	n = poll(p, 2, (int)seconds * 1000);
+	if (n > 0 && (p[0].revents & POLLIN)) {
+		struct signalfd_siginfo si;
+
+		stopped = read(sfd, &si, sizeof si) == (ssize_t)sizeof si;
+	}
+	close(sfd);
+	return stopped;
 }
 
 int
@@ -144,4 +176,42 @@ proc_ids_free(struct proc_ids *ids)
 {
 	free(ids->groups);
 	memset(ids, 0, sizeof *ids);
+}
+
+/* capset(2) without libcap: every set empty. */
+static int
+drop_caps(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof d);
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	return (int)syscall(SYS_capset, &h, d);
+}
+
+int
+proc_drop(uid_t uid, gid_t gid, char **err)
+{
+	if (geteuid() == 0 && uid != 0) {
+		if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1 ||
+		    setresuid(uid, uid, uid) == -1) {
+			*err = xasprintf("dropping to uid %ld: %s", (long)uid, strerror(errno));
+			return -1;
+		}
+		if (setuid(0) == 0 || seteuid(0) == 0) {
+			*err = xasprintf("dropping to uid %ld: root could be regained", (long)uid);
+			return -1;
+		}
+	}
+	if (drop_caps() == -1) {
+		*err = xasprintf("dropping capabilities: %s", strerror(errno));
+		return -1;
+	}
+	if (death_signal != 0) {
+		prctl(PR_SET_PDEATHSIG, death_signal);
+		if (getppid() != death_parent)
+			raise(death_signal);
+	}
+	return 0;
 }

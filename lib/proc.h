@@ -24,6 +24,10 @@ bool proc_stop_requested(void);
  * a SIGTERM or SIGINT ends the sleep. */
 bool proc_pause(unsigned seconds);
 
+/* proc_pause(), also ended early (returning false) when fd (>= 0) becomes
+ * readable: a wait for work or a stop, whichever comes first. */
+bool proc_pause_fd(unsigned seconds, int fd);
+
 /* Working on a user's files as root: the effective uid, gid and groups of
  * that user around each access (so that a symlink the user planted cannot
  * lead root anywhere), and root's own again in between. The switch is the
@@ -48,5 +52,14 @@ int proc_ids_enter(struct proc_ids *ids, char **err);
  * died meanwhile dies. */
 void proc_ids_leave(struct proc_ids *ids);
 void proc_ids_free(struct proc_ids *ids);
+
+/* For good (a child that parses untrusted input, the relay): takes uid and
+ * gid as real, effective and saved ids with no supplementary group but
+ * gid, checks that root cannot be regained, and arms the parent-death
+ * signal again (a credential change clears it). Then, for any uid, drops
+ * every capability (permitted, effective, inheritable, ambient): a daemon
+ * given CAP_NET_BIND_SERVICE to bind port 587 passes none on. 0, or -1
+ * with *err (the process must then not go on). */
+int proc_drop(uid_t uid, gid_t gid, char **err);
 
 #endif
