@@ -365,3 +365,61 @@ pop3_parse_listing(struct pop3_entry *list, size_t nlist, struct pop3_entry *uid
 	}
 	return POP3_OK;
 }
+
+void
+pop3_merge_init(struct pop3_merge *m, struct pop3_entry *uidls, size_t nuidl, bool allow_gaps)
+{
+	memset(m, 0, sizeof *m);
+	m->uidls = uidls;
+	m->nuidl = nuidl;
+	m->allow_gaps = allow_gaps;
+}
+
+/* check_numbers() and check_same() one LIST line at a time: the first
+ * fault of each is kept, to be reported as they would report it. */
+void
+pop3_merge_line(struct pop3_merge *m, unsigned long num, uint64_t size)
+{
+	size_t i = m->nlist++;
+
+	if (m->list_err == NULL) {
+		if (num == 0)
+			m->list_err = xasprintf("LIST names message 0");
+		else if (i > 0 && num <= m->prev)
+			m->list_err = xasprintf("LIST repeats or reorders message %lu", num);
+		else if (!m->allow_gaps && num != i + 1)
+			m->list_err = xasprintf("LIST lacks message %zu", i + 1);
+	}
+	m->prev = num;
+	if (i >= m->nuidl)
+		return;
+	if (!m->differ && m->uidls[i].num != num) {
+		m->differ = true;
+		m->differ_at = i;
+		m->differ_num = num;
+	}
+	m->uidls[i].size = size;
+}
+
+int
+pop3_merge_end(struct pop3_merge *m, char **err)
+{
+	int rv;
+
+	if (m->list_err != NULL) {
+		rv = err_code(err, POP3_EPROTO, "%s", m->list_err);
+		free(m->list_err);
+		m->list_err = NULL;
+		return rv;
+	}
+	if ((rv = check_numbers(m->uidls, m->nuidl, "UIDL", m->allow_gaps, err)) != POP3_OK)
+		return rv;
+	if (m->differ)
+		return err_code(err, POP3_EPROTO, "UIDL and LIST disagree: message %lu "
+		    "in one, %lu in the other", m->uidls[m->differ_at].num, m->differ_num);
+	if (m->nlist != m->nuidl)
+		return err_code(err, POP3_EPROTO, "UIDL lists %zu messages, LIST %zu",
+		    m->nuidl, m->nlist);
+	mark_duplicates(m->uidls, m->nuidl);
+	return POP3_OK;
+}

@@ -820,6 +820,11 @@ state_rollback(struct state *st)
  * poll that finds nothing new), and memory of 4 bytes per listed message.
  */
 
+/* The page cache (KiB, as PRAGMA cache_size takes them negated): SQLite's
+ * default, and while a UIDL query scans an index. */
+#define CACHE_KIB "2000"
+#define SCAN_CACHE_KIB "256"
+
 /* What a row found on the server does to its entry. */
 enum uidl_pick {
 	PICK_UNLISTED,          /* entries without a row of the selected states */
@@ -876,8 +881,15 @@ uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
 		b |= sqlite3_bind_int64(s, 2, cutoff);
 	if (b != SQLITE_OK)
 		fail(st, what, err);
-	else
+	else {
+		/* One pass over an index: a page is read once, so a cache
+		 * beyond the path to the leaves saves nothing, and a scan of
+		 * 100,000 rows would fill SQLite's default 2 MB with pages no
+		 * one reads again (a nothing-new poll's peak memory). */
+		sqlite3_exec(st->db, "PRAGMA cache_size = -" SCAN_CACHE_KIB, NULL, NULL, NULL);
 		r = mark_rows(st, s, uidls, n, mark, what, err);
+		sqlite3_exec(st->db, "PRAGMA cache_size = -" CACHE_KIB, NULL, NULL, NULL);
+	}
 	done(s);
 	if (r == 0) {
 		v = xreallocarray(NULL, n ? n : 1, sizeof *v);
