@@ -278,3 +278,14 @@ tls_anchors_add(gnutls_x509_trust_list_t list, const char *path,
 	free(names);
 	return rv;
 }
+
+int
+tls_anchors_preload(const char *path, char **why)
+{
+	int rv;
+
+	pthread_mutex_lock(&files_lock);
+	rv = file_get(path, why) != NULL ? 0 : -1;
+	pthread_mutex_unlock(&files_lock);
+	return rv;
+}

@@ -174,6 +174,62 @@ test_anchors_by_subject(void)
 	check_rm_tree(dir);
 }
 
+/* A file indexed ahead (tls_anchors_preload, as a parent does before it
+ * forks its passes) is still checked at use: changed on disk, it is read
+ * again. A missing one is an error with its path. */
+static void
+test_preload(void)
+{
+	char dir[] = "/tmp/p3b-tls.XXXXXX", path[64], none[80];
+	struct cert ca1, ca2;
+	gnutls_x509_trust_list_t list;
+	gnutls_x509_crt_t chain[1];
+	size_t in_file = 0;
+	char *why = NULL;
+	bool has;
+	FILE *f;
+
+	if (!check_tmpdir(dir)) {
+		CHECK(false);
+		return;
+	}
+	make(&ca1, "CN=Preload Root One,O=pop3bridge", NULL, true, 11);
+	make(&ca2, "CN=Preload Root Two,O=pop3bridge", NULL, true, 12);
+	snprintf(path, sizeof path, "%s/bundle.pem", dir);
+	CHECK((f = fopen(path, "w")) != NULL);
+	put_pem(f, ca1.crt);
+	fclose(f);
+	CHECK_INT(tls_anchors_preload(path, &why), 0);
+	chain[0] = ca1.crt;
+	CHECK(gnutls_x509_trust_list_init(&list, 0) == 0);
+	CHECK_INT(tls_anchors_add(list, path, chain, 1, &in_file, &why), 0);
+	CHECK_INT(in_file, 1);
+	CHECK_INT(list_cas(list, ca1.crt, &has), 1);
+	CHECK(has);
+	gnutls_x509_trust_list_deinit(list, 1);
+
+	/* Replaced by a bundle of two: the index made ahead is not used. */
+	CHECK((f = fopen(path, "w")) != NULL);
+	put_pem(f, ca2.crt);
+	put_pem(f, ca1.crt);
+	fclose(f);
+	chain[0] = ca2.crt;
+	CHECK(gnutls_x509_trust_list_init(&list, 0) == 0);
+	CHECK_INT(tls_anchors_add(list, path, chain, 1, &in_file, &why), 0);
+	CHECK_INT(in_file, 2);
+	CHECK_INT(list_cas(list, ca2.crt, &has), 1);
+	CHECK(has);
+	gnutls_x509_trust_list_deinit(list, 1);
+
+	snprintf(none, sizeof none, "%s/missing.pem", dir);
+	CHECK_INT(tls_anchors_preload(none, &why), -1);
+	CHECK(why != NULL && strstr(why, "missing.pem") != NULL);
+	free(why);
+	drop(&ca1);
+	drop(&ca2);
+	check_rm_tree(dir);
+}
+
 /* Every certificate of the system bundle, as a chain of its own, finds
  * itself: the index reads each subject as GnuTLS does. */
 static void
@@ -214,6 +270,7 @@ main(void)
 {
 	gnutls_global_init();
 	TEST(test_anchors_by_subject);
+	TEST(test_preload);
 	TEST(test_system_bundle_subjects);
 	gnutls_global_deinit();
 	CHECK_DONE();
