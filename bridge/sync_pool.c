@@ -144,7 +144,8 @@ child_dry(const struct conf *c, const struct conf_account *a)
 	char *err = NULL;
 	int rc;
 
-	if (state_open_dir(c->state_dir, false, &st, &err) == -1) {
+	/* A dry run leaves the state's files as they are, to the byte. */
+	if (state_open_dir_reader(c->state_dir, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
 		return EX_IOERR;

@@ -673,6 +673,60 @@ state_open_dir(const char *state_dir, bool create, struct state **out, char **er
 	return r;
 }
 
+/* "file:PATH?readonly_shm=1" with PATH's URI delimiters escaped. */
+static char *
+reader_uri(const char *path)
+{
+	size_t n = strlen(path);
+	char *uri = xmalloc(3 * n + sizeof "file:?readonly_shm=1"), *q = uri;
+
+	q += sprintf(q, "file:");
+	for (const char *p = path; *p != '\0'; p++)
+		if (*p == '?' || *p == '#' || *p == '%')
+			q += sprintf(q, "%%%02X", (unsigned char)*p);
+		else
+			*q++ = *p;
+	strcpy(q, "?readonly_shm=1");
+	return uri;
+}
+
+int
+state_open_dir_reader(const char *state_dir, struct state **out, char **err)
+{
+	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+	char *path = xasprintf("%s/state.db", state_dir), *side, *uri;
+	struct stat sb;
+	struct state *st;
+	bool wal = true;
+	int v = -1;
+
+	*out = NULL;
+	for (size_t i = 0; i < 2 && wal; i++) {
+		side = xasprintf("%s%s", path, i == 0 ? "-wal" : "-shm");
+		wal = stat(side, &sb) == 0;
+		free(side);
+	}
+	if (stat(path, &sb) == -1 || !wal) {
+		free(path);
+		return state_open_dir(state_dir, false, out, err);
+	}
+	st = xcalloc(1, sizeof *st);
+	st->path = path;
+	uri = reader_uri(path);
+	if (sqlite3_open_v2(uri, &st->db, flags, NULL) == SQLITE_OK &&
+	    sqlite3_busy_handler(st->db, busy_wait, NULL) == SQLITE_OK &&
+	    sqlite3_exec(st->db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL) == SQLITE_OK &&
+	    user_version(st, &v, NULL) == 0 && v == SCHEMA_VERSION) {
+		free(uri);
+		*out = st;
+		return 0;
+	}
+	/* Not readable this way: the ordinary open says why, or migrates. */
+	free(uri);
+	state_close(st);
+	return state_open_dir(state_dir, false, out, err);
+}
+
 int
 state_make_dir(const char *state_dir, char **err)
 {

@@ -53,6 +53,14 @@ void state_close(struct state *st);
  * NULL then. */
 int state_open_dir(const char *state_dir, bool create, struct state **out, char **err);
 
+/* state_open_dir(state_dir, false, ...) for a reader that must leave every
+ * file of the state as it found it (sync --dry-run): the database is
+ * opened read-only, its WAL index (-shm) too (SQLite reads a private copy
+ * of it), so not a byte changes. When that cannot be (no WAL files yet, a
+ * schema to migrate first) it is state_open_dir(state_dir, false, ...).
+ * Only queries may be run on it. */
+int state_open_dir_reader(const char *state_dir, struct state **out, char **err);
+
 /* Creates STATE_DIR and its missing parents, mode 0700 (message ids and
  * the queue are private), before the commands that write state run.
  * 0, or -1 with *err. */
