@@ -43,6 +43,9 @@
  * an older pending row is a crashed pass, which must not hold mail back. */
 #define DEDUP_WAIT 3600
 
+/* At most this many messages in a pass's first batch when batches overlap. */
+#define FIRST_BATCH 50
+
 /* Descriptors besides the batches' temp files (sockets, state, libraries). */
 #define FD_RESERVE 128
 
@@ -569,7 +572,14 @@ sync_batches(struct pass *ps, const size_t *idx, size_t n)
 	size_t i = 0, k = batch_len(ps, idx, n), next = 0;
 	bool overlap = may_overlap(ps, ps->c->batch_messages), more;
 	char *err = NULL;
-	int rc = announce(ps, idx, k), r;
+	int rc, r;
+
+	/* The pipeline fills faster with a short first batch: the disk
+	 * starts on its job while the rest streams in (and the first mail
+	 * shows sooner, and a stop soon after finds the fetch under way). */
+	if (overlap && k > FIRST_BATCH)
+		k = FIRST_BATCH;
+	rc = announce(ps, idx, k);
 
 	while (rc == 0 && i < n) {
 		cur = batch_new(ps, k);
