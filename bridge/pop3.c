@@ -58,7 +58,8 @@ struct pop3 {
 	size_t nsent;		/* queue[0..nsent) are sent */
 	size_t qnext;		/* queue[0..qnext) are read */
 	size_t ndeleted;	/* DELEs accepted: LIST may now have gaps */
-	struct pop3_entry *listed;	/* LIST of the last pop3_scan (num, size; no UIDL) */
+	uint64_t *listed;	/* LIST sizes of the last pop3_scan, in its order */
+	unsigned long *listed_num;	/* their numbers; NULL when they are 1..n */
 	size_t nlisted;
 	char *refusal;		/* the last login refusal, for the message */
 	enum pop3_busy busy;	/* its "not now" response code */
@@ -853,10 +854,14 @@ uidl_refused(struct pop3 *p, const char *text, char **err)
 	return POP3_OK;
 }
 
-/* Reads a UIDL or LIST reply. */
+/* Reads a UIDL or LIST reply: into l, or, for a LIST with m, straight
+ * into the UIDL entries m merges it with (l then only says it was
+ * answered). */
 static int
-read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
+read_listing(struct pop3 *p, bool uidl, struct listing *l, struct pop3_merge *m, char **err)
 {
+	unsigned long num;
+	uint64_t size;
 	char line[POP3_LINE_MAX + 1], *msg = NULL;
 	bool ok, end;
 	int rv;
@@ -873,23 +878,38 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 			return fail(p, rv, err, msg);
 		if (end)
 			return POP3_OK;
-		if (l->n == POP3_LIST_MAX)
+		if ((m != NULL ? m->nlist : l->n) == POP3_LIST_MAX)
 			return failf(p, POP3_EPROTO, err, "%s reply longer than %d lines",
 			    uidl ? "UIDL" : "LIST", POP3_LIST_MAX);
-		if ((rv = listing_add(l, uidl, line, &msg)) != POP3_OK)
+		if (m != NULL) {
+			if ((rv = pop3_parse_list(line, &num, &size, &msg)) != POP3_OK)
+				return fail(p, rv, err, msg);
+			pop3_merge_line(m, num, size);
+		} else if ((rv = listing_add(l, uidl, line, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 	}
 }
 
-/* Keeps each message's LIST size: a RETR's deadline depends on it. */
+/* Keeps each message's LIST size: a RETR's deadline depends on it. Eight
+ * bytes a message: the numbers are kept only when they are not 1..n (a
+ * listing after DELEs). */
 static void
 keep_listed(struct pop3 *p, const struct pop3_entry *e, size_t n)
 {
+	bool plain = true;
+
 	free(p->listed);
+	free(p->listed_num);
+	p->listed_num = NULL;
 	p->listed = xcalloc(n > 0 ? n : 1, sizeof *p->listed);
 	for (size_t i = 0; i < n; i++) {
-		p->listed[i].num = e[i].num;
-		p->listed[i].size = e[i].size;
+		p->listed[i] = e[i].size;
+		plain = plain && e[i].num == i + 1;
+	}
+	if (!plain) {
+		p->listed_num = xcalloc(n, sizeof *p->listed_num);
+		for (size_t i = 0; i < n; i++)
+			p->listed_num[i] = e[i].num;
 	}
 	p->nlisted = n;
 }
@@ -901,12 +921,14 @@ listed_size(const struct pop3 *p, unsigned long num)
 {
 	size_t lo = 0, hi = p->nlisted;
 
+	if (p->listed_num == NULL)
+		return num >= 1 && num <= p->nlisted ? p->listed[num - 1] : 0;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (p->listed[mid].num == num)
-			return p->listed[mid].size;
-		if (p->listed[mid].num < num)
+		if (p->listed_num[mid] == num)
+			return p->listed[mid];
+		if (p->listed_num[mid] < num)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -917,7 +939,8 @@ listed_size(const struct pop3 *p, unsigned long num)
 int
 pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 {
-	struct listing uidl, list;
+	struct listing uidl, list, *out = &list;
+	struct pop3_merge m;
 	char *msg = NULL;
 	int rv;
 
@@ -932,20 +955,31 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 	rv = p->caps.pipelining ? send_raw(p, "UIDL\r\nLIST\r\n", 12, err) :
 	    send_cmd(p, err, "UIDL");
 	if (rv == POP3_OK)
-		rv = read_listing(p, true, &uidl, err);
+		rv = read_listing(p, true, &uidl, NULL, err);
 	if (rv == POP3_OK && !p->caps.pipelining)
 		rv = send_cmd(p, err, "LIST");
-	if (rv == POP3_OK)
-		rv = read_listing(p, false, &list, err);
-	if (rv == POP3_OK && (rv = pop3_parse_listing(list.e, list.n, uidl.e, uidl.n,
-	    uidl.have, p->ndeleted > 0, &msg)) != POP3_OK)
-		rv = fail(p, rv, err, msg);
+	/* With UIDL's answer, LIST's sizes go straight into its entries (a
+	 * second array of 100,000 entries would be 3 MB); the checks are
+	 * those of pop3_parse_listing. */
+	if (rv == POP3_OK && uidl.have) {
+		pop3_merge_init(&m, uidl.e, uidl.n, p->ndeleted > 0);
+		rv = read_listing(p, false, &list, &m, err);
+		if (rv == POP3_OK && (rv = pop3_merge_end(&m, &msg)) != POP3_OK)
+			rv = fail(p, rv, err, msg);
+		free(m.list_err);
+		out = &uidl;
+	} else if (rv == POP3_OK) {
+		rv = read_listing(p, false, &list, NULL, err);
+		if (rv == POP3_OK && (rv = pop3_parse_listing(list.e, list.n, NULL, 0, false,
+		    p->ndeleted > 0, &msg)) != POP3_OK)
+			rv = fail(p, rv, err, msg);
+	}
 	if (rv == POP3_OK) {
-		keep_listed(p, list.e, list.n);
-		*entries = list.e;
-		*n = list.n;
-		list.e = NULL;
-		list.n = 0;
+		keep_listed(p, out->e, out->n);
+		*entries = out->e;
+		*n = out->n;
+		out->e = NULL;
+		out->n = 0;
 	}
 	pop3_entries_free(uidl.e, uidl.n);
 	pop3_entries_free(list.e, list.n);
@@ -1184,6 +1218,7 @@ pop3_abort(struct pop3 *p)
 	pop3_reader_free(&p->rd);
 	queue_clear(p);
 	free(p->listed);
+	free(p->listed_num);
 	free(p->where);
 	free(p->refusal);
 	free(p->uidl_refused);

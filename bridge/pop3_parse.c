@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "lib/err.h"
+#include "lib/strsort.h"
 #include "lib/xmalloc.h"
 
 #define CLEAN_MAX	200	/* bytes of server text kept in a message */
@@ -312,45 +314,35 @@ check_same(const struct pop3_entry *list, size_t nlist, const struct pop3_entry 
 	return POP3_OK;
 }
 
-static int
-cmp_uidl(const void *a, const void *b)
-{
-	const struct pop3_entry *const *x = a, *const *y = b;
-	int c = strcmp((*x)->uidl, (*y)->uidl);
-
-	/* Equal UIDLs in server order, for a stable result. */
-	return c != 0 ? c : (*x)->num < (*y)->num ? -1 : (*x)->num > (*y)->num;
-}
-
 /* A UIDL naming two messages identifies neither: one of them could be
  * taken for the other (marked delivered by the other's delivery, or never
  * fetched). Every message sharing one loses it (POP3_UIDL_DUPLICATE) and
- * is identified by its fingerprint like a message without UIDL. */
+ * is identified by its fingerprint like a message without UIDL. Only
+ * POP3_UIDL_OK entries have a uidl; the index sort puts the others (NULL)
+ * first. */
 static void
 mark_duplicates(struct pop3_entry *uidls, size_t n)
 {
-	struct pop3_entry **v;
-	size_t i, k = 0, j;
+	struct strsort so;
+	const char *u;
+	size_t i, j;
 
-	v = xreallocarray(NULL, n ? n : 1, sizeof *v);
-	for (i = 0; i < n; i++)
-		if (uidls[i].uidl_status == POP3_UIDL_OK)
-			v[k++] = &uidls[i];
-	qsort(v, k, sizeof *v, cmp_uidl);
-	for (i = 0; i < k; i = j) {
-		for (j = i + 1; j < k && strcmp(v[i]->uidl, v[j]->uidl) == 0; j++)
+	strsort_init(&so, uidls, sizeof *uidls, offsetof(struct pop3_entry, uidl), n);
+	for (i = 0; i < n; i = j) {
+		u = uidls[so.order[i]].uidl;
+		for (j = i + 1; j < n && u != NULL && strcmp(u, uidls[so.order[j]].uidl) == 0; j++)
 			;
 		if (j - i < 2)
 			continue;
 		for (size_t d = i; d < j; d++)
-			v[d]->uidl_status = POP3_UIDL_DUPLICATE;
+			uidls[so.order[d]].uidl_status = POP3_UIDL_DUPLICATE;
 	}
+	strsort_free(&so);
 	for (i = 0; i < n; i++)
 		if (uidls[i].uidl_status == POP3_UIDL_DUPLICATE) {
 			free(uidls[i].uidl);
 			uidls[i].uidl = NULL;
 		}
-	free(v);
 }
 
 int
@@ -373,5 +365,63 @@ pop3_parse_listing(struct pop3_entry *list, size_t nlist, struct pop3_entry *uid
 		list[i].uidl_status = uidls[i].uidl_status;
 		uidls[i].uidl = NULL;
 	}
+	return POP3_OK;
+}
+
+void
+pop3_merge_init(struct pop3_merge *m, struct pop3_entry *uidls, size_t nuidl, bool allow_gaps)
+{
+	memset(m, 0, sizeof *m);
+	m->uidls = uidls;
+	m->nuidl = nuidl;
+	m->allow_gaps = allow_gaps;
+}
+
+/* check_numbers() and check_same() one LIST line at a time: the first
+ * fault of each is kept, to be reported as they would report it. */
+void
+pop3_merge_line(struct pop3_merge *m, unsigned long num, uint64_t size)
+{
+	size_t i = m->nlist++;
+
+	if (m->list_err == NULL) {
+		if (num == 0)
+			m->list_err = xasprintf("LIST names message 0");
+		else if (i > 0 && num <= m->prev)
+			m->list_err = xasprintf("LIST repeats or reorders message %lu", num);
+		else if (!m->allow_gaps && num != i + 1)
+			m->list_err = xasprintf("LIST lacks message %zu", i + 1);
+	}
+	m->prev = num;
+	if (i >= m->nuidl)
+		return;
+	if (!m->differ && m->uidls[i].num != num) {
+		m->differ = true;
+		m->differ_at = i;
+		m->differ_num = num;
+	}
+	m->uidls[i].size = size;
+}
+
+int
+pop3_merge_end(struct pop3_merge *m, char **err)
+{
+	int rv;
+
+	if (m->list_err != NULL) {
+		rv = err_code(err, POP3_EPROTO, "%s", m->list_err);
+		free(m->list_err);
+		m->list_err = NULL;
+		return rv;
+	}
+	if ((rv = check_numbers(m->uidls, m->nuidl, "UIDL", m->allow_gaps, err)) != POP3_OK)
+		return rv;
+	if (m->differ)
+		return err_code(err, POP3_EPROTO, "UIDL and LIST disagree: message %lu "
+		    "in one, %lu in the other", m->uidls[m->differ_at].num, m->differ_num);
+	if (m->nlist != m->nuidl)
+		return err_code(err, POP3_EPROTO, "UIDL lists %zu messages, LIST %zu",
+		    m->nuidl, m->nlist);
+	mark_duplicates(m->uidls, m->nuidl);
 	return POP3_OK;
 }

@@ -69,4 +69,29 @@ int pop3_parse_uidl_entry(const char *line, struct pop3_entry *e, char **err);
 int pop3_parse_listing(struct pop3_entry *list, size_t nlist, struct pop3_entry *uidls,
     size_t nuidl, bool have_uidl, bool allow_gaps, char **err);
 
+/* pop3_parse_listing() for a UIDL listing that was answered, without an
+ * array for LIST: each LIST line, as it is read, gives its size to the
+ * UIDL entry of the same position (pop3_merge_line), and pop3_merge_end
+ * then checks what pop3_parse_listing checks, in the same order, with the
+ * same errors, and marks duplicate UIDLs. A LIST of n messages costs no
+ * memory beyond the UIDL entries (32 bytes a message saved).
+ *   struct pop3_merge m; pop3_merge_init(&m, uidls, nuidl, allow_gaps);
+ *   for each LIST line: pop3_merge_line(&m, num, size);
+ *   rv = pop3_merge_end(&m, err);
+ * On POP3_EPROTO the sizes may be partly set; the caller frees uidls. */
+struct pop3_merge {
+	struct pop3_entry *uidls;
+	size_t nuidl, nlist;
+	bool allow_gaps;
+	unsigned long prev;     /* the last LIST number */
+	char *list_err;         /* the first fault of LIST's own numbers */
+	bool differ;            /* a LIST number differs from UIDL's there */
+	size_t differ_at;
+	unsigned long differ_num;
+};
+void pop3_merge_init(struct pop3_merge *m, struct pop3_entry *uidls, size_t nuidl,
+    bool allow_gaps);
+void pop3_merge_line(struct pop3_merge *m, unsigned long num, uint64_t size);
+int pop3_merge_end(struct pop3_merge *m, char **err);
+
 #endif

@@ -17,8 +17,6 @@
 #include "bridge/backoff.h"
 #include "bridge/pop3.h"
 #include "lib/deadline.h"
-#include "lib/header.h"
-#include "lib/hex.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
@@ -38,20 +36,14 @@ sync_stopping(void)
 	return sync_stop || deadline_check(NULL) == DEADLINE_PASS;
 }
 
-/* Why the pass ended early, for a pass cut short between two steps. */
-static char *
-halted_why(void)
+char *
+sync_halted_why(void)
 {
 	char why[DEADLINE_TEXT_MAX];
 
 	return xasprintf("%s; what was fetched is kept, the rest comes next pass",
 	    deadline_text(sync_stop ? DEADLINE_STOP : DEADLINE_PASS, 0, why, sizeof why));
 }
-
-/* Dedup: a copy another account's pass began storing less than this many
- * seconds ago is waited for (next pass) rather than stored a second time;
- * an older pending row is a crashed pass, which must not hold mail back. */
-#define DEDUP_WAIT 3600
 
 /* A login refused with [IN-USE] or [SYS/TEMP] waits this long before the
  * next one, doubled for each failed pass before it, at most BUSY_MAX; one
@@ -60,19 +52,6 @@ halted_why(void)
 #define BUSY_FIRST 60
 #define BUSY_MAX 3600
 #define LOGIN_DELAY_UNKNOWN 900
-
-/* What becomes of a fetched message: stored, recorded as a duplicate of
- * another account's copy, or left for the next pass (dedup). */
-enum fate { F_STORE, F_DUP, F_DEFER };
-
-/* One fetched message of a batch, between RETR and "delivered". */
-struct fetched {
-	const struct pop3_entry *e;
-	char *key;
-	struct header_info h;
-	struct state_msg sm;
-	enum fate fate;
-};
 
 int
 sync_fail(struct pass *ps, int code, char *err)
@@ -107,9 +86,8 @@ sync_pop3_code(int e)
 	}
 }
 
-/* A store failure (enum deliver_err) as an exit code. */
-static int
-store_code(int r)
+int
+sync_store_code(int r)
 {
 	switch (r) {
 	case DELIVER_ETEMP:
@@ -212,6 +190,10 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 		r = ps->be->find(ps->bctx, m->folder, m->delivery_key, &loc, &err);
 		if (r == 1) {
 			r = state_mark_delivered(ps->st, ps->acct, m->uidl, loc, &err);
+			/* Imported: no longer a skipped message (the commit that
+			 * said so may have been undone by a machine crash). */
+			if (r == 0)
+				r = state_skip_clear(ps->st, ps->acct, m->uidl, &err);
 			found++;
 		} else if (r == 0) {
 			r = ps->be->tmp_discard(ps->bctx, m->folder, m->delivery_key, &err);
@@ -221,7 +203,7 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 		free(loc);
 		if (r < 0) {
 			state_rollback(ps->st);
-			return sync_fail(ps, store_code(r), err);
+			return sync_fail(ps, sync_store_code(r), err);
 		}
 	}
 	if (state_commit(ps->st, &err) == -1)
@@ -232,8 +214,8 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	return 0;
 }
 
-static int
-recover(struct pass *ps)
+int
+sync_recover(struct pass *ps)
 {
 	struct state_msg *rows = NULL;
 	size_t n = 0;
@@ -360,372 +342,31 @@ list_server(struct pass *ps)
 	return 0;
 }
 
-/* A message left on the server with its reason: recorded (state,
- * status), one log line naming it, and the pass exits 65 in the end. */
-static void
-skip_message(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+void
+sync_skip_note(struct pass *ps, const struct pop3_entry *e, const char *uidl,
     const char *reason)
 {
-	char *err = NULL;
-
 	log_warnx("%s: message %lu (UIDL %s) skipped, left on the server: %s", ps->a->name,
 	    e->num, uidl, reason);
-	if (state_skip(ps->st, ps->acct, uidl, e->size, reason, &err) == -1) {
-		log_warnx("%s: %s", ps->a->name, err);
-		free(err);
-	}
 	if (ps->res->skipped++ == 0)
 		ps->skipped_first = xasprintf("message %lu, UIDL %s: %s", e->num, uidl, reason);
 }
 
-/* How many octets RETR may bring for a message LIST says is size long:
- * generous (servers count differently), but bounded, and without
- * wrapping around for an absurd LIST size. */
-static uint64_t
-retr_limit(uint64_t size)
+void
+sync_skip_message(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+    const char *reason)
 {
-	const uint64_t slack = 1 << 20;
-
-	return size > (UINT64_MAX - slack) / 2 ? UINT64_MAX : size * 2 + slack;
-}
-
-/* The pass's error for a RETR a limit ended (err, the reader's, is freed):
- * its own deadline, the pass's, or a stop. */
-static char *
-cut_short(struct pass *ps, int r, const struct pop3_entry *e, const char *uidl, char *err)
-{
-	enum deadline_end end = deadline_check(NULL);
-	char *msg, *why;
-
-	free(err);
-	if (r == POP3_ESTOP || end == DEADLINE_STOP)
-		sync_stop = 1;
-	else if (end != DEADLINE_PASS)
-		return xasprintf("RETR of message %lu (UIDL %s) exceeded its deadline of %u s",
-		    e->num, uidl, pop3_deadline(ps->p));
-	why = halted_why();
-	msg = xasprintf("RETR of message %lu (UIDL %s): %s", e->num, uidl, why);
-	free(why);
-	return msg;
-}
-
-/* RETR one message into a temp file of the store. Returns 0, -1 when the
- * server refused this one message (skipped, the session goes on), or an
- * exit code. */
-static int
-fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
-    struct fetched *f, int *fd)
-{
-	const char *folder = ps->a->folder;
-	struct pop3_retr rr;
 	char *err = NULL;
-	int r;
 
-	f->key = deliver_key(ps->tag);
-	if (ps->be->tmp_create(ps->bctx, folder, f->key, e->size, fd, &err) == -1)
-		return sync_fail(ps, EX_IOERR, err);
-	r = pop3_retr(ps->p, e->num, *fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
-	    retr_limit(e->size), &rr, &err);
-	if (r != POP3_OK) {
-		char *derr = NULL, *why;
-
-		close(*fd);
-		*fd = -1;
-		if (ps->be->tmp_discard(ps->bctx, folder, f->key, &derr) == -1)
-			log_warnx("%s: %s", ps->a->name, derr);
-		free(derr);
-		if (r == POP3_EDEADLINE || r == POP3_ESTOP)
-			err = cut_short(ps, r, e, uidl, err);
-		if (r != POP3_ESERVER && r != POP3_ETOOBIG)
-			return sync_pop3_fail(ps, r, err);
-		/* One bad message never blocks the others: skipped, retried
-		 * next pass (the reason without "host:port: RETR n: "). */
-		why = r == POP3_ESERVER ?
-		    xasprintf("RETR refused: %s", strstr(err, "-ERR") ? strstr(err, "-ERR") : err) :
-		    xasprintf("RETR brought more than its LIST size (%llu octets) allows:"
-		    " %s", (unsigned long long)e->size, strstr(err, "message larger") ?
-		    strstr(err, "message larger") : err);
-		skip_message(ps, e, uidl, why);
-		free(why);
+	sync_skip_note(ps, e, uidl, reason);
+	if (state_skip(ps->st, ps->acct, uidl, e->size, reason, &err) == -1) {
+		log_warnx("%s: %s", ps->a->name, err);
 		free(err);
-		return -1;
-	}
-	if (rr.octets != e->size)
-		log_debug("%s: message %lu: LIST said %llu octets, RETR gave %llu", ps->a->name,
-		    e->num, (unsigned long long)e->size, (unsigned long long)rr.octets);
-	header_scan(rr.header, rr.header_len, &f->h);
-	free(rr.header);
-	f->e = e;
-	f->sm.uidl = (char *)uidl;
-	f->sm.size = rr.written;
-	hex_encode(rr.sha256, 32, f->sm.sha256);
-	/* The fingerprint as the UIDL-reset guard will see it: LIST's size
-	 * and the header hash TOP n 0 gives. */
-	f->sm.pop3_size = e->size;
-	hex_encode(rr.header_sha256, 32, f->sm.header_sha256);
-	hex_encode(rr.body_sha256, 32, f->sm.body_sha256);
-	f->sm.message_id = f->h.message_id;
-	f->sm.delivery_key = f->key;
-	f->sm.folder = (char *)folder;
-	f->sm.state = STATE_PENDING;
-	f->sm.fetched_at = time(NULL);
-	return 0;
-}
-
-/* Dedup, inside the pending-row transaction: is f already in this store
- * for another account (same Message-ID and body)? Then its row points at
- * that copy (F_DUP). A copy another pass is storing right now (pending)
- * is waited for: f stays on the server for the next pass (F_DEFER). The
- * transaction (BEGIN IMMEDIATE) serialises this look-up and the pending
- * row of the other pass, so two accounts never both store one message. */
-static int
-dedup_one(struct pass *ps, struct fetched *f, char **err)
-{
-	struct state_msg orig;
-	int64_t owner;
-	int r;
-
-	f->fate = F_STORE;
-	if (!ps->dedup || f->sm.message_id == NULL)
-		return 0;
-	r = state_dedup_find(ps->st, ps->acct, ps->store_id, f->sm.folder,
-	    f->sm.message_id, f->sm.body_sha256, &orig, &owner, err);
-	if (r != 1)
-		return r;
-	if (orig.state != STATE_PENDING) {
-		f->fate = F_DUP;
-		r = state_put_duplicate(ps->st, ps->acct, &f->sm, &orig, owner, err);
-		if (r == 0)
-			r = state_skip_clear(ps->st, ps->acct, f->sm.uidl, err);
-	} else if (time(NULL) - orig.fetched_at < DEDUP_WAIT)
-		f->fate = F_DEFER;
-	state_msg_clear(&orig);
-	return r == -1 ? -1 : 0;
-}
-
-/* Step b for a batch in one transaction: a pending row for each message
- * to store, a delivered row for each duplicate. */
-static int
-put_rows(struct pass *ps, struct fetched *f, size_t n, char **err)
-{
-	if (state_begin(ps->st, err) == -1)
-		return -1;
-	for (size_t i = 0; i < n; i++)
-		if (dedup_one(ps, &f[i], err) == -1 || (f[i].fate == F_STORE &&
-		    state_put_pending(ps->st, ps->acct, &f[i].sm, err) == -1)) {
-			state_rollback(ps->st);
-			return -1;
-		}
-	return state_commit(ps->st, err);
-}
-
-/* Removes the temp files of the messages not stored (all of them when
- * all): nothing refers to them. */
-static void
-discard(struct pass *ps, struct fetched *f, int *fds, size_t n, bool all)
-{
-	for (size_t i = 0; i < n; i++) {
-		char *derr = NULL;
-
-		if (!all && f[i].fate == F_STORE)
-			continue;
-		if (fds[i] != -1)
-			close(fds[i]);
-		fds[i] = -1;
-		if (ps->be->tmp_discard(ps->bctx, f[i].sm.folder, f[i].key, &derr) == -1)
-			log_warnx("%s: %s", ps->a->name, derr);
-		free(derr);
 	}
 }
 
-/* Step d: the stored messages' rows become delivered, with where the
- * store put them. A message the store refused loses its pending row: it
- * stays on the server, new again for the next pass. */
-static int
-mark_rows(struct pass *ps, struct fetched *f, const size_t *map,
-    const struct deliver_msg *dm, size_t k, char **err)
-{
-	const char *uidl;
-	int r;
-
-	if (state_begin(ps->st, err) == -1)
-		return -1;
-	for (size_t j = 0; j < k; j++) {
-		uidl = f[map[j]].sm.uidl;
-		r = dm[j].refused != NULL ?
-		    state_drop_pending(ps->st, ps->acct, uidl, err) :
-		    state_mark_delivered_uid(ps->st, ps->acct, uidl, dm[j].location,
-			dm[j].uidvalidity, dm[j].uid, err);
-		/* Imported at last: no longer a skipped message. */
-		if (r == 0 && dm[j].refused == NULL)
-			r = state_skip_clear(ps->st, ps->acct, uidl, err);
-		if (r == -1) {
-			state_rollback(ps->st);
-			return -1;
-		}
-	}
-	return state_commit(ps->st, err);
-}
-
-/* Says which messages the store refused; the first reason becomes the
- * pass's error (set once the pass is over: the others are imported). */
-static void
-note_refused(struct pass *ps, const struct fetched *f, const struct deliver_msg *dm)
-{
-	log_warnx("%s: the store refused message %lu (UIDL %s), left on the server: %s",
-	    ps->a->name, f->e->num, f->sm.uidl, dm->refused);
-	if (ps->res->refused++ == 0)
-		ps->refused_first = xasprintf("UIDL %s: %s", f->sm.uidl, dm->refused);
-}
-
-/* Steps c-d for the messages to store. fds are handed to the backend,
- * which closes them. */
-static int
-store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
-{
-	struct deliver_msg *dm = xcalloc(n, sizeof *dm);
-	size_t *map = xcalloc(n, sizeof *map), k = 0;
-	char *err = NULL;
-	int rc = 0, r;
-
-	for (size_t i = 0; i < n; i++) {
-		if (f[i].fate != F_STORE)
-			continue;
-		dm[k].key = f[i].key;
-		dm[k].folder = f[i].sm.folder;
-		dm[k].fd = fds[i];
-		dm[k].size = f[i].sm.size;
-		dm[k].date = header_internal_date(&f[i].h, f[i].sm.fetched_at);
-		dm[k].flags = ps->a->import_seen ? DELIVER_SEEN : 0;
-		fds[i] = -1;
-		map[k++] = i;
-	}
-	if (k > 0 && (r = ps->be->deliver(ps->bctx, dm, k, &err)) < 0) {
-		/* Some files may be in the store already: settle each row now
-		 * exactly as a restart would. */
-		rc = sync_fail(ps, store_code(r), err);
-		recover(ps);
-	} else if (k > 0 && mark_rows(ps, f, map, dm, k, &err) == -1) {
-		/* The files are durable and the rows pending: the next run's
-		 * reconciliation finds them and marks them delivered. */
-		rc = sync_fail(ps, EX_IOERR, err);
-	} else
-		for (size_t j = 0; j < k; j++) {
-			if (dm[j].refused != NULL) {
-				note_refused(ps, &f[map[j]], &dm[j]);
-				continue;
-			}
-			ps->res->imported++;
-			ps->res->bytes += f[map[j]].sm.size;
-		}
-	for (size_t j = 0; j < k; j++) {
-		free(dm[j].location);
-		free(dm[j].refused);
-	}
-	free(dm);
-	free(map);
-	return rc;
-}
-
-/* Steps b-d of the import protocol for a whole batch: one transaction of
- * pending rows, one durable delivery of every file, one transaction of
- * delivered rows. */
-static int
-deliver_batch(struct pass *ps, struct fetched *f, int *fds, size_t n)
-{
-	char *err = NULL;
-	int rc;
-
-	if (put_rows(ps, f, n, &err) == -1) {
-		rc = sync_fail(ps, EX_IOERR, err);
-		discard(ps, f, fds, n, true);
-		return rc;
-	}
-	for (size_t i = 0; i < n; i++) {
-		ps->res->duplicates += f[i].fate == F_DUP;
-		ps->res->deferred += f[i].fate == F_DEFER;
-	}
-	discard(ps, f, fds, n, false);
-	return store_rows(ps, f, fds, n);
-}
-
-/* How many of the next messages form a batch: bounded by batch_messages
- * and batch_bytes (by LIST size), at least one. */
-static size_t
-batch_len(const struct pass *ps, const size_t *idx, size_t left)
-{
-	uint64_t bytes = 0;
-	size_t k = 0;
-
-	while (k < left && k < ps->c->batch_messages) {
-		bytes += ps->ent[idx[k]].size;
-		if (k > 0 && bytes > ps->c->batch_bytes)
-			break;
-		k++;
-	}
-	return k;
-}
-
-static void
-fetched_free(struct fetched *f, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(f[i].key);
-		header_info_free(&f[i].h);
-	}
-	free(f);
-}
-
-static void show_progress(struct pass *ps, bool done);
-
-/* One batch: RETRs (pipelined when the server allows), then durable
- * delivery of what was fetched, even when a later RETR failed. */
-static int
-import_batch(struct pass *ps, const size_t *idx, size_t k)
-{
-	struct fetched *f = xcalloc(k, sizeof *f);
-	unsigned long *nums = xcalloc(k, sizeof *nums);
-	int *fds = xcalloc(k, sizeof *fds);
-	size_t got = 0;
-	char *err = NULL;
-	int rc = 0, r;
-
-	for (size_t j = 0; j < k; j++)
-		nums[j] = ps->ent[idx[j]].num;
-	if ((r = pop3_retr_pipeline(ps->p, nums, k, &err)) != POP3_OK)
-		rc = sync_pop3_fail(ps, r, err);
-	for (size_t j = 0; rc == 0 && j < k; j++) {
-		if (sync_stopping()) {
-			/* Answers to pipelined RETRs may be on their way:
-			 * the session cannot be reused for QUIT. */
-			ps->broken = true;
-			break;
-		}
-		r = fetch_one(ps, &ps->ent[idx[j]], ps->uidls[idx[j]], &f[got], &fds[got]);
-		ps->prog.msgs_done++;
-		ps->prog.bytes_done += ps->ent[idx[j]].size;
-		show_progress(ps, false);
-		if (r > 0)
-			rc = r;
-		else if (r == 0)
-			got++;
-		else {
-			free(f[got].key);
-			memset(&f[got], 0, sizeof f[got]);
-		}
-	}
-	if (got > 0) {
-		r = deliver_batch(ps, f, fds, got);
-		rc = rc ? rc : r;
-	}
-	fetched_free(f, k);
-	free(nums);
-	free(fds);
-	return rc;
-}
-
-static void
-show_progress(struct pass *ps, bool done)
+void
+sync_show_progress(struct pass *ps, bool done)
 {
 	if (!ps->progress)
 		return;
@@ -751,7 +392,7 @@ skip_oversized(struct pass *ps, size_t *idx, size_t *n)
 		}
 		why = xasprintf("larger than max_message_size (%llu > %llu octets)",
 		    (unsigned long long)e->size, (unsigned long long)max);
-		skip_message(ps, e, ps->uidls[idx[j]], why);
+		sync_skip_message(ps, e, ps->uidls[idx[j]], why);
 		free(why);
 	}
 	*n = k;
@@ -792,7 +433,7 @@ skipped_last(struct pass *ps, size_t *idx, size_t n)
 static int
 import_new(struct pass *ps)
 {
-	size_t *idx = NULL, n = 0, i = 0, k;
+	size_t *idx = NULL, n = 0;
 	char *err = NULL;
 	int rc = 0;
 
@@ -807,13 +448,10 @@ import_new(struct pass *ps)
 	ps->prog.msgs_total = n;
 	for (size_t j = 0; j < n; j++)
 		ps->prog.bytes_total += ps->ent[idx[j]].size;
-	while (rc == 0 && i < n && !sync_stopping()) {
-		k = batch_len(ps, idx + i, n - i);
-		rc = import_batch(ps, idx + i, k);
-		i += k;
-	}
+	if (n > 0 && !sync_stopping())
+		rc = sync_batches(ps, idx, n);
 	if (n > 0)
-		show_progress(ps, true);
+		sync_show_progress(ps, true);
 	if (ps->res->duplicates > 0)
 		log_info("%s: %lu messages already in the store for another account:"
 		    " recorded, not stored again", ps->a->name, ps->res->duplicates);
@@ -855,14 +493,14 @@ run_pass(struct pass *ps)
 {
 	int rc;
 
-	if ((rc = recover(ps)) || (rc = connect_server(ps)) || (rc = list_server(ps)))
+	if ((rc = sync_recover(ps)) || (rc = connect_server(ps)) || (rc = list_server(ps)))
 		return rc;
 	rc = import_new(ps);
 	if (rc == 0 && !sync_stopping() && !ps->broken)
 		rc = sync_end_session(ps);
 	/* Stopped between two steps: the session was not finished. */
 	if (rc == 0 && ps->p != NULL)
-		rc = sync_fail(ps, EX_TEMPFAIL, halted_why());
+		rc = sync_fail(ps, EX_TEMPFAIL, sync_halted_why());
 	return rc == 0 ? data_errors(ps) : rc;
 }
 
@@ -893,8 +531,10 @@ log_pass(struct pass *ps, time_t started, int rc)
 
 	if (sync_stop && rc == 0)
 		pl.error = "interrupted";
-	if (state_poll_log(ps->st, ps->acct, &pl, &err) == 0 &&
-	    state_schedule(ps->st, ps->acct, &sc, &err) == 0) {
+	/* One bookkeeping commit: nothing here decides what is imported or
+	 * deleted, so a nothing-new pass flushes nothing to disk. */
+	if (state_schedule(ps->st, ps->acct, &sc, &err) == 0 &&
+	    state_begin_light(ps->st, &err) == 0) {
 		/* A failing account backs off (bridge/backoff.h); a pass that
 		 * worked, or was stopped, plans the next poll after its
 		 * interval again. */
@@ -905,7 +545,10 @@ log_pass(struct pass *ps, time_t started, int rc)
 			next = sc.not_before;
 		ps->res->next_poll = next;
 		/* A stop request is no failure: the next pass goes on at once. */
-		state_pass_end(ps->st, ps->acct, pass_failed(rc) && !stopped, next, &err);
+		if (state_poll_log(ps->st, ps->acct, &pl, &err) == -1 ||
+		    state_pass_end(ps->st, ps->acct, pass_failed(rc) && !stopped, next, &err) == -1 ||
+		    state_commit(ps->st, &err) == -1)
+			state_rollback(ps->st);
 	}
 	if (err != NULL) {
 		log_warnx("%s: poll log: %s", ps->a->name, err);
@@ -995,7 +638,7 @@ sync_account(const struct conf *c, const struct conf_account *a,
 		rc = sync_fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
 	else if ((rc = ps.be->open(c, a, &ps.bctx, &err)) < 0) {
 		ps.bctx = NULL;
-		rc = sync_fail(&ps, store_code(rc), err);
+		rc = sync_fail(&ps, sync_store_code(rc), err);
 	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);

@@ -163,22 +163,24 @@ out:
 	return rc;
 }
 
-/* The entries the session retrieved, each once, in server order, into
- * idx (n_ent long); returns their count. */
+/* The entries the session retrieved, each once, in server order: *idx
+ * (allocated, as long as what was retrieved, not as the listing); returns
+ * their count. */
 static size_t
-retrieved(const struct pass *ps, size_t *idx)
+retrieved(const struct pass *ps, size_t **idx)
 {
 	const unsigned long *nums;
 	size_t n = pop3_retrieved(ps->p, &nums), k = 0;
 	bool *seen = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *seen);
 	const struct pop3_entry *e;
 
+	*idx = xcalloc(n ? n : 1, sizeof **idx);
 	for (size_t i = 0; i < n; i++)
 		if ((e = sync_entry(ps, nums[i])) != NULL)
 			seen[e - ps->ent] = true;
-	for (size_t i = 0; i < ps->n_ent; i++)
+	for (size_t i = 0; i < ps->n_ent && k < n; i++)
 		if (seen[i])
-			idx[k++] = i;
+			(*idx)[k++] = i;
 	free(seen);
 	return k;
 }
@@ -219,14 +221,17 @@ static int
 end_with_quit(struct pass *ps, const size_t *got, size_t ngot)
 {
 	const char **del = NULL, **gone = NULL;
-	unsigned long *nums = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *nums);
+	unsigned long *nums = NULL;
 	bool expire0 = pop3_caps(ps->p)->expire == 0;
 	size_t ndel = 0, ngone = 0;
 	char *err = NULL;
 	int rc, r;
 
-	for (size_t i = 0; i < ps->n_ent; i++)
-		nums[i] = ps->ent[i].num;
+	if (deletions_wanted(ps->a)) {
+		nums = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *nums);
+		for (size_t i = 0; i < ps->n_ent; i++)
+			nums[i] = ps->ent[i].num;
+	}
 	r = dele_due(ps, ps->p, ps->uidls, nums, ps->n_ent, &del, &ndel, &err);
 	free(nums);
 	if (r != 0) {
@@ -261,13 +266,12 @@ end_with_quit(struct pass *ps, const size_t *got, size_t ngot)
 int
 sync_end_session(struct pass *ps)
 {
-	size_t *got = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *got), ngot;
-	const char **u = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *u);
+	size_t *got, ngot = retrieved(ps, &got);
+	const char **u = xcalloc(ngot ? ngot : 1, sizeof *u);
 	size_t *bad = NULL, nbad = 0;
 	char *err = NULL;
 	int rc = 0;
 
-	ngot = retrieved(ps, got);
 	for (size_t j = 0; j < ngot; j++)
 		u[j] = ps->uidls[got[j]];
 	if (ngot > 0 && state_not_stored(ps->st, ps->acct, u, ngot, &bad, &nbad, &err) == -1)

@@ -53,12 +53,16 @@ sync_ids_derive(struct pass *ps)
 	char *err = NULL;
 	int r;
 
-	ps->derived = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *ps->derived);
-	ps->top = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *ps->top);
 	for (size_t i = 0; i < ps->n_ent; i++) {
 		if (ps->ent[i].uidl != NULL) {
 			ps->uidls[i] = ps->ent[i].uidl;
 			continue;
+		}
+		/* Only a listing with messages to derive ids for pays for
+		 * their arrays (65 bytes a message for the hashes). */
+		if (ps->derived == NULL) {
+			ps->derived = xcalloc(ps->n_ent, sizeof *ps->derived);
+			ps->top = xcalloc(ps->n_ent, sizeof *ps->top);
 		}
 		if ((r = pop3_top_hash(ps->p, ps->ent[i].num, h, &err)) != POP3_OK)
 			return sync_pop3_fail(ps, r, err);
@@ -87,7 +91,7 @@ fingerprints(struct pass *ps, const size_t *idx, size_t n, bool want_real,
 		const struct pop3_entry *e = &ps->ent[idx[j]];
 
 		fps[j] = (struct state_fp){ NULL, e->size, hex[j] };
-		if (ps->derived[idx[j]] != NULL) {
+		if (ps->derived != NULL && ps->derived[idx[j]] != NULL) {
 			memcpy(hex[j], ps->top[idx[j]], 65);
 			fps[j].uidl = ps->uidls[idx[j]];
 			continue;
@@ -167,7 +171,7 @@ sync_ids_guard(struct pass *ps, size_t *idx, size_t *n)
 	if (th == 0 || *n == 0)
 		return 0;
 	for (size_t j = 0; j < *n; j++)
-		n_derived += ps->derived[idx[j]] != NULL;
+		n_derived += ps->derived != NULL && ps->derived[idx[j]] != NULL;
 	real = (uint64_t)*n * 100 > (uint64_t)th * ps->n_ent && n_derived < *n;
 	if (!real && n_derived == 0)
 		return 0;

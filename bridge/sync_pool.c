@@ -18,6 +18,7 @@
 #include "lib/deadline.h"
 #include "lib/log.h"
 #include "lib/proc.h"
+#include "lib/tls_anchors.h"
 #include "lib/xmalloc.h"
 #include "store/state.h"
 
@@ -143,7 +144,8 @@ child_dry(const struct conf *c, const struct conf_account *a)
 	char *err = NULL;
 	int rc;
 
-	if (state_open_dir(c->state_dir, false, &st, &err) == -1) {
+	/* A dry run leaves the state's files as they are, to the byte. */
+	if (state_open_dir_reader(c->state_dir, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
 		return EX_IOERR;
@@ -211,6 +213,33 @@ child_setup(struct sync_pool *p, pid_t parent)
 	}
 }
 
+/* The trust anchors the pass will verify its servers against, indexed
+ * here in the parent (lib/tls_anchors.h), once for all its passes: each
+ * child would otherwise decode the whole system bundle again. A file that
+ * cannot be read is the pass's own error to report. */
+static void
+preload_anchors(const struct conf *c, const struct conf_account *a)
+{
+	bool pop3 = a->pop3.tls != CONF_TLS_NONE;
+	bool imap = c->store.type == CONF_STORE_IMAP && c->store.imap.tls != CONF_TLS_NONE;
+	const char *files[3];
+	size_t n = 0;
+	char *why = NULL;
+
+	if (pop3 || imap)
+		files[n++] = TLS_ANCHORS_SYSTEM_BUNDLE;
+	if (pop3 && a->pop3.ca_file != NULL)
+		files[n++] = a->pop3.ca_file;
+	if (imap && c->store.imap.ca_file != NULL)
+		files[n++] = c->store.imap.ca_file;
+	for (size_t i = 0; i < n; i++)
+		if (tls_anchors_preload(files[i], &why) == -1) {
+			log_debug("%s: %s", a->name, why);
+			free(why);
+			why = NULL;
+		}
+}
+
 int
 sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
@@ -224,6 +253,7 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 			slot = &p->jobs[i];
 	if (slot == NULL)
 		return -1;
+	preload_anchors(c, a);
 	fflush(NULL);
 	if ((pid = fork()) == -1) {
 		log_warn("%s: fork", a->name);

@@ -33,8 +33,10 @@ struct pass {
 	struct pop3_entry *ent;         /* the listing, in server order (by num) */
 	size_t n_ent;
 	const char **uidls;             /* per entry: the UIDL, or a derived id */
-	char **derived;                 /* per entry: the owned derived id, or NULL */
-	char (*top)[65];                /* per entry: TOP n 0 hash (hex) of derived ones */
+	char **derived;                 /* per entry: the owned derived id, or NULL;
+	                                   NULL itself when no entry has one */
+	char (*top)[65];                /* per entry: TOP n 0 hash (hex) of derived ones
+	                                   (allocated with derived) */
 	bool no_uidl;                   /* the server has no UIDL at all */
 	struct sync_result *res;
 	bool progress;                  /* report progress (sync_progress_hook) */
@@ -53,12 +55,40 @@ int sync_fail(struct pass *ps, int code, char *err);
 /* A POP3 error as a <sysexits.h> code. */
 int sync_pop3_code(int e);
 
+/* A store failure (enum deliver_err, store/deliver.h) as an exit code. */
+int sync_store_code(int r);
+
 /* sync_fail() for a POP3 error; anything but POP3_ESERVER and
  * POP3_ETOOBIG leaves the session broken (aborted, never QUIT). */
 int sync_pop3_fail(struct pass *ps, int e, char *err);
 
 /* A stop (SIGTERM/SIGINT) was asked: taken between messages. */
 bool sync_stopping(void);
+
+/* Why the pass ended early (a stop, the pass deadline), allocated. */
+char *sync_halted_why(void);
+
+/* Settles the rows a killed run (or a failed delivery) left pending, as
+ * reconciliation at the start of a pass does. 0 or an exit code. */
+int sync_recover(struct pass *ps);
+
+/* A message left on the server with its reason: recorded (state,
+ * status), one log line naming it, and the pass exits 65 in the end.
+ * sync_skip_note does all but the state's row (which its caller writes). */
+void sync_skip_message(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+    const char *reason);
+void sync_skip_note(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+    const char *reason);
+
+/* A progress report (sync_progress_hook, when ps->progress): ps->prog,
+ * finished when done. */
+void sync_show_progress(struct pass *ps, bool done);
+
+/* bridge/sync_batch.c: imports the new messages idx[0..n) (n > 0) in
+ * batches (steps 5-6 of the import protocol), overlapping a batch's
+ * delivery with the next one's RETRs when the store allows. 0 or an exit
+ * code. */
+int sync_batches(struct pass *ps, const size_t *idx, size_t n);
 
 /* The entry with message number num, or NULL (the listing is in
  * increasing order of numbers). */

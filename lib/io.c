@@ -118,6 +118,15 @@ io_tmpfile(const char *dir, char **err)
 }
 
 int
+io_link_fd(int fd, const char *path)
+{
+	char proc[32];
+
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+}
+
+int
 io_read_file(const char *path, size_t max, char **buf, size_t *len, char **err)
 {
 	struct stat sb;

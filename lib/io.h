@@ -31,6 +31,10 @@ int io_mkdir_p(const char *path, mode_t mode, bool durable, char **err);
  * linked). Returns the fd, or -1 with *err set. */
 int io_tmpfile(const char *dir, char **err);
 
+/* Gives the anonymous file fd (an O_TMPFILE made without O_EXCL) the name
+ * path: linkat(2) of /proc/self/fd/FD, which needs no privilege. 0, or -1
+ * with errno set (EEXIST: path exists; ENOENT: also no /proc). */
+int io_link_fd(int fd, const char *path);
 /* Reads the whole regular file path into *buf (allocated, NUL-terminated
  * beyond *len bytes, which may hold NULs). A file larger than max bytes
  * is refused. 0, or -1 with *err set ("PATH: why"). */

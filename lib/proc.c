@@ -117,13 +117,37 @@ proc_ids_plan(struct proc_ids *ids, uid_t uid, gid_t gid, char **err)
 	return 0;
 }
 
+/* The raw system calls change the credentials of the calling thread only;
+ * glibc's wrappers change those of every thread (POSIX semantics). A pass
+ * whose delivery thread works in a user's Maildir while the main thread
+ * writes the next messages' temp files there (bridge/sync.c) needs each
+ * thread to take and leave the ids on its own; with one thread it is the
+ * same. */
+static int
+thread_setgroups(size_t n, const gid_t *groups)
+{
+	return (int)syscall(SYS_setgroups, n, groups);
+}
+
+static int
+thread_setegid(gid_t gid)
+{
+	return (int)syscall(SYS_setresgid, (gid_t)-1, gid, (gid_t)-1);
+}
+
+static int
+thread_seteuid(uid_t uid)
+{
+	return (int)syscall(SYS_setresuid, (uid_t)-1, uid, (uid_t)-1);
+}
+
 int
 proc_ids_enter(struct proc_ids *ids, char **err)
 {
 	if (!ids->active)
 		return 0;
-	if (setgroups(1, &ids->gid) == -1 || setegid(ids->gid) == -1 ||
-	    seteuid(ids->uid) == -1) {
+	if (thread_setgroups(1, &ids->gid) == -1 || thread_setegid(ids->gid) == -1 ||
+	    thread_seteuid(ids->uid) == -1) {
 		*err = xasprintf("taking the ids of uid %ld: %s", (long)ids->uid,
 		    strerror(errno));
 		proc_ids_leave(ids);
@@ -137,8 +161,8 @@ proc_ids_leave(struct proc_ids *ids)
 {
 	if (!ids->active)
 		return;
-	if (seteuid(0) == -1 || setegid(ids->root_gid) == -1 ||
-	    setgroups(ids->n_groups, ids->groups) == -1)
+	if (thread_seteuid(0) == -1 || thread_setegid(ids->root_gid) == -1 ||
+	    thread_setgroups((size_t)ids->n_groups, ids->groups) == -1)
 		fatal("returning to root's ids");
 	if (death_signal != 0) {
 		prctl(PR_SET_PDEATHSIG, death_signal);

@@ -30,7 +30,8 @@ bool proc_pause_fd(unsigned seconds, int fd);
 
 /* Working on a user's files as root: the effective uid, gid and groups of
  * that user around each access (so that a symlink the user planted cannot
- * lead root anywhere), and root's own again in between. */
+ * lead root anywhere), and root's own again in between. The switch is the
+ * calling thread's alone (the other threads keep their ids). */
 struct proc_ids {
 	bool active;            /* false: nothing to switch (not root, or root's tree) */
 	uid_t uid;
@@ -46,8 +47,9 @@ int proc_ids_plan(struct proc_ids *ids, uid_t uid, gid_t gid, char **err);
 /* Takes the planned ids: 0, or -1 with *err allocated (root's ids kept). */
 int proc_ids_enter(struct proc_ids *ids, char **err);
 /* Back to root's ids (fatal if impossible). A change of ids clears the
- * parent-death signal (the kernel does so on every credential change):
- * it is armed again here, and a child whose parent died meanwhile dies. */
+ * calling thread's parent-death signal (the kernel does so on every
+ * credential change): it is armed again here, and a child whose parent
+ * died meanwhile dies. */
 void proc_ids_leave(struct proc_ids *ids);
 void proc_ids_free(struct proc_ids *ids);
 

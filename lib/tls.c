@@ -18,16 +18,19 @@
 #include <gnutls/x509.h>
 
 #include "lib/log.h"
+#include "lib/tls_anchors.h"
 #include "lib/xmalloc.h"
 
 #define TLS_CHAIN_MAX	16	/* certificates accepted from a server */
 #define TLS_CACHE_MAX	32	/* distinct trust lists kept for reuse */
 
-/* Loading the system store parses ~150 certificates: keep each trust list
- * (system store plus one ca_file, identified by path and file identity) for
- * the life of the process. GnuTLS only reads a trust list while verifying,
- * so threads share them. A ca_file changed on disk gets a new entry; past
- * TLS_CACHE_MAX entries lists are built per call and freed. */
+/* Where the system store is not the bundle lib/tls_anchors.c indexes,
+ * GnuTLS loads it whole (~150 certificates parsed): keep each such trust
+ * list (system store plus one ca_file, identified by path and file
+ * identity) for the life of the process. GnuTLS only reads a trust list
+ * while verifying, so threads share them. A ca_file changed on disk gets a
+ * new entry; past TLS_CACHE_MAX entries lists are built per call and
+ * freed. */
 struct anchors {
 	char *ca_file;		/* "" for the system store alone */
 	dev_t dev;
@@ -211,6 +214,50 @@ out:
 	return rv;
 }
 
+/* The trust list for verifying chain crt[0..n): the anchors of the system
+ * bundle and of ca_file ("" for none) that can anchor this chain
+ * (lib/tls_anchors.h), in a list of its own (*owned); without the bundle,
+ * GnuTLS's whole system store (anchors_get). */
+static int
+trust_for(const char *ca_file, gnutls_x509_crt_t *crt, unsigned n,
+    gnutls_x509_trust_list_t *out, bool *owned, char **why)
+{
+	gnutls_x509_trust_list_t list;
+	size_t nsys = 0, nca = 0;
+	char *serr = NULL;
+	int rv = 0;
+
+	if (gnutls_x509_trust_list_init(&list, 0) < 0) {
+		*why = xstrdup("cannot create a trust list");
+		return -1;
+	}
+	if (tls_anchors_add(list, TLS_ANCHORS_SYSTEM_BUNDLE, crt, n, &nsys, &serr) == -1) {
+		free(serr);
+		gnutls_x509_trust_list_deinit(list, 1);
+		return anchors_get(ca_file, out, owned, why);
+	}
+	if (*ca_file != '\0') {
+		if (tls_anchors_add(list, ca_file, crt, n, &nca, &serr) == -1) {
+			*why = xasprintf("ca_file %s", serr);
+			free(serr);
+			rv = -1;
+		} else if (nca == 0) {
+			*why = xasprintf("ca_file %s: no PEM certificate in it", ca_file);
+			rv = -1;
+		}
+	} else if (nsys == 0) {
+		*why = xstrdup("no system trust store (is ca-certificates installed?)");
+		rv = -1;
+	}
+	if (rv == -1) {
+		gnutls_x509_trust_list_deinit(list, 1);
+		return -1;
+	}
+	*out = list;
+	*owned = true;
+	return 0;
+}
+
 /* Imports the DER chain libetpan hands over (carray of MMAPString). */
 static int
 chain_import(carray *chain, gnutls_x509_crt_t *crt, unsigned *n, char **why)
@@ -317,7 +364,7 @@ tls_verify(mailstream *s, const char *host, const char *ca_file, char **err)
 		goto out;
 	}
 	if (chain_import(chain, crt, &n, &why) == -1 ||
-	    anchors_get(ca_file != NULL ? ca_file : "", &list, &owned, &why) == -1)
+	    trust_for(ca_file != NULL ? ca_file : "", crt, n, &list, &owned, &why) == -1)
 		goto out;
 	rv = chain_verify(list, crt, n, host, &why);
 	if (owned)

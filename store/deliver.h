@@ -73,6 +73,14 @@ struct deliver_backend {
 	int (*tmp_discard)(void *ctx, const char *folder, const char *key, char **err);
 	int (*tmp_cleanup)(void *ctx, const char *folder, const char *key_tag, char **err);
 	int (*deliver)(void *ctx, struct deliver_msg *msgs, size_t n, char **err);
+	/* Optional (NULL): readies temp files for the next n messages to
+	 * folder, so that tmp_create() takes less time (0, or -1 with *err;
+	 * a file it could not make is made by tmp_create()). */
+	int (*prepare)(void *ctx, const char *folder, size_t n, char **err);
+	/* deliver() and prepare() may run in one other thread while this
+	 * one calls tmp_create() and tmp_discard() for other keys (the
+	 * import delivers a batch while it fetches the next). */
+	bool concurrent;
 	/* 1 found (*location allocated), 0 not found, < 0 error. */
 	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
 	/* Optional (NULL: nothing to do). Says that the find() calls that

@@ -2,6 +2,8 @@
 
 /* From this many messages on, one syncfs() beats an fsync() each. */
 #define SYNCFS_MIN_BATCH 4
+/* Temp files made ahead (prepare()) per folder, at most. */
+#define POOL_MAX 4096
 
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -10,11 +12,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,10 +30,20 @@
 #include "lib/xmalloc.h"
 #include "store/maildir_subs.h"
 
+/* Temp files are anonymous (O_TMPFILE in tmp/, linked into new/ or cur/
+ * by linkat(2) through /proc/self/fd once durable) where the file system
+ * and /proc allow it: nothing is left in tmp/ by a crash, a message costs
+ * one directory operation instead of three, and a file can be made before
+ * its message is known (prepare()). Elsewhere they are tmp/KEY, renamed. */
+enum tmp_kind { TMP_UNKNOWN, TMP_ANON, TMP_NAMED };
+
 struct folder {
 	char *name;             /* as configured */
 	char *dir;              /* relative to the root: "" or ".a.b" */
 	bool ready;             /* known to exist with tmp/ new/ cur/ */
+	enum tmp_kind kind;     /* how its temp files are made, once known */
+	int *pool;              /* anonymous temp files made ahead */
+	size_t npool;
 };
 
 struct maildir {
@@ -43,7 +57,14 @@ struct maildir {
 	uid_t uid;
 	gid_t gid;
 	bool root_ready;
-	struct folder *folders;
+	bool proc_fd;           /* /proc/self/fd is there: anonymous files can be linked */
+	size_t pool_max;        /* made-ahead files per folder the fd limit allows */
+	/* The delivery thread (deliver(), prepare()) and the one writing the
+	 * next messages (tmp_create(), tmp_discard()) share the folders: the
+	 * list, each folder's state and its pool are changed under lock. A
+	 * folder, once made, stays where it is until md_close. */
+	pthread_mutex_t lock;
+	struct folder **folders;
 	size_t n_folders;
 };
 
@@ -322,7 +343,8 @@ make_maildir(const struct maildir *md, const char *dir, bool *made, char **err)
  * Folders.
  */
 
-/* The folder of that name; with create, also made to exist on disk. */
+/* The folder of that name; with create, also made to exist on disk. Call
+ * with md->lock held (folder()). */
 static struct folder *
 folder_get(struct maildir *md, const char *name, bool create, char **err)
 {
@@ -332,16 +354,15 @@ folder_get(struct maildir *md, const char *name, bool create, char **err)
 	char *dir;
 
 	for (i = 0; i < md->n_folders && f == NULL; i++)
-		if (strcmp(md->folders[i].name, name) == 0)
-			f = &md->folders[i];
+		if (strcmp(md->folders[i]->name, name) == 0)
+			f = md->folders[i];
 	if (f == NULL) {
 		if (maildir_folder_dir(name, &dir, err) == -1)
 			return NULL;
-		md->folders = xreallocarray(md->folders, md->n_folders + 1, sizeof *f);
-		f = &md->folders[md->n_folders++];
+		md->folders = xreallocarray(md->folders, md->n_folders + 1, sizeof *md->folders);
+		f = md->folders[md->n_folders++] = xcalloc(1, sizeof *f);
 		f->name = xstrdup(name);
 		f->dir = dir;
-		f->ready = false;
 	}
 	if (!create || f->ready)
 		return f;
@@ -358,6 +379,18 @@ folder_get(struct maildir *md, const char *name, bool create, char **err)
 			maildir_subs_add(md->root, f->dir, md->account);
 	}
 	f->ready = true;
+	return f;
+}
+
+/* folder_get() under the lock; the folder stays valid until md_close. */
+static struct folder *
+folder(struct maildir *md, const char *name, bool create, char **err)
+{
+	struct folder *f;
+
+	pthread_mutex_lock(&md->lock);
+	f = folder_get(md, name, create, err);
+	pthread_mutex_unlock(&md->lock);
 	return f;
 }
 
@@ -405,11 +438,24 @@ md_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 {
 	struct maildir *md = xcalloc(1, sizeof *md);
 
+	struct rlimit rl;
+
+	pthread_mutex_init(&md->lock, NULL);
+	md->proc_fd = access("/proc/self/fd", X_OK) == 0;
+	/* Made-ahead files hold descriptors besides a batch being written and
+	 * one being delivered: a third of the limit at most. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		md->pool_max = rl.rlim_cur > 192 ? (size_t)(rl.rlim_cur - 96) / 3 : 0;
+	else
+		md->pool_max = POOL_MAX;
+	if (md->pool_max > POOL_MAX)
+		md->pool_max = POOL_MAX;
 	md->account = xstrdup(a->name ? a->name : "");
 	md->root = conf_store_path(c, a);
 	if (md->root[0] == '\0')
 		*err = xasprintf("%s: the store path is empty", md->account);
 	if (md->root[0] == '\0' || plan_ids(md, a->local_user, err) == -1) {
+		pthread_mutex_destroy(&md->lock);
 		proc_ids_free(&md->ids);
 		free(md->account);
 		free(md->root);
@@ -429,9 +475,17 @@ md_close(void *ctx)
 	if (md == NULL)
 		return;
 	for (i = 0; i < md->n_folders; i++) {
-		free(md->folders[i].name);
-		free(md->folders[i].dir);
+		struct folder *f = md->folders[i];
+
+		/* Made ahead and never used: anonymous, they vanish. */
+		for (size_t k = 0; k < f->npool; k++)
+			close(f->pool[k]);
+		free(f->pool);
+		free(f->name);
+		free(f->dir);
+		free(f);
 	}
+	pthread_mutex_destroy(&md->lock);
 	proc_ids_free(&md->ids);
 	free(md->folders);
 	free(md->account);
@@ -439,15 +493,69 @@ md_close(void *ctx)
 	free(md);
 }
 
+static enum tmp_kind
+kind_of(struct maildir *md, const struct folder *f)
+{
+	enum tmp_kind k;
+
+	pthread_mutex_lock(&md->lock);
+	k = f->kind;
+	pthread_mutex_unlock(&md->lock);
+	return k;
+}
+
+/* An anonymous temp file in f's tmp/ (f->kind decided on the first try:
+ * a file system without O_TMPFILE, or no /proc to link through, makes
+ * the folder's temp files named). -1 with errno when it cannot be made. */
 static int
-tmp_create_owned(void *ctx, const char *folder, const char *key, int *fd, char **err)
+anon_open(struct maildir *md, struct folder *f)
+{
+	char *tmp = fpath(md, f, "tmp", NULL);
+	int fd = -1, e = EOPNOTSUPP;
+
+	if (md->proc_fd) {
+		fd = open(tmp, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+		e = errno;
+	}
+	free(tmp);
+	pthread_mutex_lock(&md->lock);
+	if (fd != -1 && f->kind == TMP_UNKNOWN)
+		f->kind = TMP_ANON;
+	else if (fd == -1 && f->kind == TMP_UNKNOWN &&
+	    (e == EOPNOTSUPP || e == EISDIR || e == EINVAL))
+		f->kind = TMP_NAMED;
+	pthread_mutex_unlock(&md->lock);
+	errno = e;
+	return fd;
+}
+
+static int
+tmp_create_owned(void *ctx, const char *folder_name, const char *key, int *fd, char **err)
 {
 	struct maildir *md = ctx;
 	struct folder *f;
 	char *path;
 
-	if (check_key(key, err) == -1 || (f = folder_get(md, folder, true, err)) == NULL)
+	*fd = -1;
+	if (check_key(key, err) == -1 || (f = folder(md, folder_name, true, err)) == NULL)
 		return -1;
+	pthread_mutex_lock(&md->lock);
+	if (f->npool > 0)
+		*fd = f->pool[--f->npool];
+	pthread_mutex_unlock(&md->lock);
+	if (*fd != -1)
+		return 0;
+	if (kind_of(md, f) != TMP_NAMED) {
+		if ((*fd = anon_open(md, f)) != -1)
+			return 0;
+		if (kind_of(md, f) != TMP_NAMED) {
+			path = fpath(md, f, "tmp", NULL);
+			*err = xasprintf("creating a temporary file in %s: %s", path,
+			    strerror(errno));
+			free(path);
+			return -1;
+		}
+	}
 	path = fpath(md, f, "tmp", key);
 	*fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
 	if (*fd == -1)
@@ -456,15 +564,17 @@ tmp_create_owned(void *ctx, const char *folder, const char *key, int *fd, char *
 	return *fd == -1 ? -1 : 0;
 }
 
+/* The caller has closed the file: an anonymous one is gone with it, a
+ * named one is removed (one left by an earlier run, too). */
 static int
-tmp_discard_owned(void *ctx, const char *folder, const char *key, char **err)
+tmp_discard_owned(void *ctx, const char *folder_name, const char *key, char **err)
 {
 	struct maildir *md = ctx;
 	struct folder *f;
 	char *path;
 	int r = 0;
 
-	if (check_key(key, err) == -1 || (f = folder_get(md, folder, false, err)) == NULL)
+	if (check_key(key, err) == -1 || (f = folder(md, folder_name, false, err)) == NULL)
 		return -1;
 	path = fpath(md, f, "tmp", key);
 	if (unlink(path) == -1 && errno != ENOENT && errno != ENOTDIR) {
@@ -476,14 +586,14 @@ tmp_discard_owned(void *ctx, const char *folder, const char *key, char **err)
 }
 
 static int
-tmp_cleanup_owned(void *ctx, const char *folder, const char *key_tag, char **err)
+tmp_cleanup_owned(void *ctx, const char *folder_name, const char *key_tag, char **err)
 {
 	struct maildir *md = ctx;
 	struct folder *f;
 	char *path;
 	int r;
 
-	if ((f = folder_get(md, folder, false, err)) == NULL)
+	if ((f = folder(md, folder_name, false, err)) == NULL)
 		return -1;
 	path = fpath(md, f, "tmp", NULL);
 	r = deliver_tmp_sweep(path, key_tag, md->account, err);
@@ -491,8 +601,40 @@ tmp_cleanup_owned(void *ctx, const char *folder, const char *key_tag, char **err
 	return r;
 }
 
-/* Makes one written temp file durable and moves it into new/ (cur/ when
- * seen). Closes the fd. Sets m->location and *dir, the directory to sync. */
+/* Makes anonymous temp files for the next n messages of folder_name,
+ * handed out by tmp_create: the delivery thread pays for creating them
+ * while the other writes messages. Named temp files cannot be made before
+ * their key is known: nothing to do then. */
+static int
+prepare_owned(void *ctx, const char *folder_name, size_t n, char **err)
+{
+	struct maildir *md = ctx;
+	struct folder *f;
+	size_t make = 0, want = n < md->pool_max ? n : md->pool_max;
+	bool kept;
+	int fd;
+
+	if ((f = folder(md, folder_name, true, err)) == NULL)
+		return -1;
+	pthread_mutex_lock(&md->lock);
+	if (f->kind != TMP_NAMED && f->npool < want) {
+		make = want - f->npool;
+		if (f->pool == NULL)
+			f->pool = xcalloc(md->pool_max, sizeof *f->pool);
+	}
+	pthread_mutex_unlock(&md->lock);
+	/* One that cannot be made now is made when needed: never an error. */
+	for (size_t i = 0; i < make && (fd = anon_open(md, f)) != -1; i++) {
+		pthread_mutex_lock(&md->lock);
+		if ((kept = f->npool < md->pool_max))
+			f->pool[f->npool++] = fd;
+		pthread_mutex_unlock(&md->lock);
+		if (!kept)
+			close(fd);
+	}
+	return 0;
+}
+
 /* Step 1 of a delivery: the message's date (Dovecot shows a Maildir
  * message's mtime as its INTERNALDATE) and, unless the whole batch is
  * synced at once, its data on disk. */
@@ -512,8 +654,10 @@ prepare_one(struct maildir *md, struct deliver_msg *m, bool fsync_each, char **e
 	return 0;
 }
 
-/* Step 2, once the data is durable: close and rename tmp/KEY into new/
- * (or cur/KEY:2,S when it is to be seen). */
+/* Step 2, once the data is durable: the name. An anonymous temp file is
+ * linked as new/KEY (or cur/KEY:2,S when it is to be seen), a named one
+ * renamed from tmp/KEY; then the fd is closed. Sets m->location and *dir,
+ * the directory to sync. */
 static int
 commit_one(struct maildir *md, struct deliver_msg *m, char **dir, char **err)
 {
@@ -524,21 +668,34 @@ commit_one(struct maildir *md, struct deliver_msg *m, char **dir, char **err)
 	int fd = m->fd, r = -1;
 
 	m->fd = -1;
-	if (close(fd) == -1) {
-		*err = xasprintf("closing %s: %s", m->key, strerror(errno));
+	if (check_key(m->key, err) == -1 || (f = folder(md, m->folder, true, err)) == NULL) {
+		close(fd);
 		return -1;
 	}
-	if (check_key(m->key, err) == -1 || (f = folder_get(md, m->folder, true, err)) == NULL)
-		return -1;
-	src = fpath(md, f, "tmp", m->key);
 	name = seen ? xasprintf("%s:2,S", m->key) : xstrdup(m->key);
 	dst = fpath(md, f, sub, name);
-	if (rename(src, dst) == -1)
-		*err = xasprintf("renaming %s to %s: %s", src, dst, strerror(errno));
+	if (kind_of(md, f) == TMP_ANON) {
+		if (io_link_fd(fd, dst) == -1)
+			*err = xasprintf("linking %s: %s", dst, strerror(errno));
+		else
+			r = 0;
+		if (close(fd) == -1 && r == 0) {
+			/* Linked, durable already (synced above): a close error
+			 * changes nothing of it. */
+			log_warn("%s: closing %s", md->account, m->key);
+		}
+	} else if (close(fd) == -1)
+		*err = xasprintf("closing %s: %s", m->key, strerror(errno));
 	else {
+		src = fpath(md, f, "tmp", m->key);
+		if (rename(src, dst) == -1)
+			*err = xasprintf("renaming %s to %s: %s", src, dst, strerror(errno));
+		else
+			r = 0;
+	}
+	if (r == 0) {
 		m->location = flocation(f, sub, name);
 		*dir = fpath(md, f, sub, NULL);
-		r = 0;
 	}
 	free(src);
 	free(dst);
@@ -567,7 +724,7 @@ deliver_owned(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 	char **dirs = xcalloc(n ? n : 1, sizeof *dirs), *dir, *serr = NULL;
 	/* A batch is made durable with one syncfs() instead of an fsync()
 	 * per file: a tenth of the time for 100 small messages. Data first,
-	 * renames after: a crash never leaves an empty file in new/ that
+	 * names after: a crash never leaves an empty file in new/ that
 	 * reconciliation would take for a delivered message. */
 	bool batch = n >= SYNCFS_MIN_BATCH;
 	size_t i, n_dirs = 0;
@@ -581,8 +738,8 @@ deliver_owned(void *ctx, struct deliver_msg *msgs, size_t n, char **err)
 	}
 	for (i = 0; i < n; i++) {
 		if (r == -1) {
-			/* After a failure the rest stay in tmp/, but the
-			 * backend owns their fds. */
+			/* After a failure the rest stay temp files (an anonymous
+			 * one goes with its fd), but the backend owns their fds. */
 			if (msgs[i].fd != -1)
 				close(msgs[i].fd);
 			msgs[i].fd = -1;
@@ -642,7 +799,7 @@ scan_cur(const char *cur, const char *key, char **name, char **err)
 }
 
 static int
-find_owned(void *ctx, const char *folder, const char *key, char **location, char **err)
+find_owned(void *ctx, const char *folder_name, const char *key, char **location, char **err)
 {
 	struct maildir *md = ctx;
 	char *path, *name = NULL;
@@ -651,7 +808,7 @@ find_owned(void *ctx, const char *folder, const char *key, char **location, char
 	struct stat sb;
 	int r;
 
-	if (check_key(key, err) == -1 || (f = folder_get(md, folder, false, err)) == NULL)
+	if (check_key(key, err) == -1 || (f = folder(md, folder_name, false, err)) == NULL)
 		return -1;
 	path = fpath(md, f, "new", key);
 	r = stat(path, &sb) == 0;
@@ -726,6 +883,12 @@ md_find(void *ctx, const char *folder, const char *key, char **location, char **
 	AS_OWNER(find_owned(ctx, folder, key, location, err));
 }
 
+static int
+md_prepare(void *ctx, const char *folder, size_t n, char **err)
+{
+	AS_OWNER(prepare_owned(ctx, folder, n, err));
+}
+
 const struct deliver_backend maildir_backend = {
 	.name = "maildir",
 	.crlf = 0,
@@ -734,6 +897,8 @@ const struct deliver_backend maildir_backend = {
 	.tmp_discard = md_tmp_discard,
 	.tmp_cleanup = md_tmp_cleanup,
 	.deliver = md_deliver,
+	.prepare = md_prepare,
+	.concurrent = true,
 	.find = md_find,
 	.close = md_close,
 };

@@ -14,6 +14,7 @@
 #include "lib/err.h"
 #include "lib/io.h"
 #include "lib/log.h"
+#include "lib/strsort.h"
 #include "lib/xmalloc.h"
 
 /*
@@ -139,8 +140,9 @@ static const char *const migrations[] = {
  * with an error are kept beyond that, since status shows them. */
 #define POLL_LOG_KEEP 1000
 
-/* Per connection, in memory: the server's UIDL list of one query. The
- * index serves "not on the server" (UIDL-reset adoption). */
+/* Per connection, in memory, made on first use: the server's UIDL list
+ * for the UIDL-reset adoption (S_ADOPT), which asks "not on the server"
+ * inside one UPDATE per fingerprint. */
 static const char temp_schema[] =
     "CREATE TEMP TABLE IF NOT EXISTS uidl_in ("
     "  i INTEGER PRIMARY KEY,"
@@ -155,16 +157,16 @@ static const char temp_schema[] =
 
 /* Every statement, prepared on first use and kept for the connection. */
 enum stmt_id {
-	S_BEGIN, S_COMMIT, S_ROLLBACK,
+	S_BEGIN, S_COMMIT, S_ROLLBACK, S_SYNC_NORMAL, S_SYNC_FULL,
 	S_SP_BEGIN, S_SP_RELEASE, S_SP_ROLLBACK,
 	S_ACCOUNT_ADD, S_ACCOUNT_GET, S_NO_UIDL,
-	S_TMP_CLEAR, S_TMP_ADD, S_FILTER_NEW, S_DUE,
+	S_TMP_CLEAR, S_TMP_ADD, S_ROW_UIDLS, S_STORED_UIDLS, S_DUE,
 	S_PENDING, S_FIND, S_PUT_PENDING, S_MARK_DELIVERED, S_DROP_PENDING,
 	S_MARK_DELETED, S_SET_STORE, S_DEDUP_FIND, S_PUT_DUPLICATE,
 	S_HAS_IMPORTED, S_ADOPT, S_UIDL_RESET,
 	S_POLL_ADD, S_POLL_PRUNE,
 	S_ST_LAST, S_ST_LAST_OK, S_ST_LAST_ERROR, S_ST_COUNTS, S_ST_ACCOUNT,
-	S_NOT_STORED, S_HAS_UIDLS, S_SKIP_PUT, S_SKIP_CLEAR, S_SKIP_PRUNE, S_SKIP_LIST,
+	S_HAS_UIDLS, S_SKIP_PUT, S_SKIP_CLEAR, S_SKIP_LIST,
 	S_LOGIN, S_NOT_BEFORE, S_PASS_OK, S_PASS_FAILED, S_SCHEDULE,
 	S_COUNT
 };
@@ -173,6 +175,8 @@ static const char *const sql[S_COUNT] = {
 	[S_BEGIN] = "BEGIN IMMEDIATE",
 	[S_COMMIT] = "COMMIT",
 	[S_ROLLBACK] = "ROLLBACK",
+	[S_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+	[S_SYNC_FULL] = "PRAGMA synchronous = FULL",
 	/* A savepoint nests inside a caller's transaction and is a
 	 * transaction of its own outside one. */
 	[S_SP_BEGIN] = "SAVEPOINT state_sp",
@@ -180,18 +184,22 @@ static const char *const sql[S_COUNT] = {
 	[S_SP_ROLLBACK] = "ROLLBACK TO state_sp",
 	[S_ACCOUNT_ADD] = "INSERT OR IGNORE INTO accounts(name, created_at) VALUES (?1, ?2)",
 	[S_ACCOUNT_GET] = "SELECT id FROM accounts WHERE name = ?1",
-	[S_NO_UIDL] = "UPDATE accounts SET no_uidl = ?2 WHERE id = ?1",
+	[S_NO_UIDL] = "UPDATE accounts SET no_uidl = ?2 WHERE id = ?1 AND no_uidl IS NOT ?2",
 	[S_TMP_CLEAR] = "DELETE FROM temp.uidl_in",
 	[S_TMP_ADD] = "INSERT INTO temp.uidl_in(i, uidl) VALUES (?1, ?2)",
-	[S_FILTER_NEW] =
-	    "SELECT t.i FROM temp.uidl_in t WHERE NOT EXISTS"
-	    " (SELECT 1 FROM messages m WHERE m.account_id = ?1 AND m.uidl = t.uidl)"
-	    " ORDER BY t.i",
-	[S_DUE] =
-	    "SELECT t.i FROM temp.uidl_in t WHERE EXISTS"
-	    " (SELECT 1 FROM messages m WHERE m.account_id = ?1 AND m.uidl = t.uidl"
-	    "  AND m.state IN (1, 2) AND m.delivered_at <= ?2)"
-	    " ORDER BY t.i",
+	/* The UIDLs of the account's rows, for merging with the server's
+	 * list (uidl_query): the index on (account_id, state) holds the
+	 * primary key too, so the scan reads neither the rows nor more
+	 * than the UIDLs; it returns them by state, each state's in UIDL
+	 * order. */
+	[S_ROW_UIDLS] = "SELECT uidl FROM messages INDEXED BY messages_state"
+	    " WHERE account_id = ?1 ORDER BY state, uidl",
+	/* ... of the delivered (or deleted) rows. */
+	[S_STORED_UIDLS] = "SELECT uidl FROM messages INDEXED BY messages_state"
+	    " WHERE account_id = ?1 AND state IN (1, 2) ORDER BY state, uidl",
+	/* ... of those old enough to be deleted from the server. */
+	[S_DUE] = "SELECT uidl FROM messages"
+	    " WHERE account_id = ?1 AND state IN (1, 2) AND delivered_at <= ?2",
 	[S_PENDING] = "SELECT " MSG_COLUMNS " FROM messages"
 	    " WHERE account_id = ?1 AND state = 0 ORDER BY fetched_at, uidl",
 	[S_FIND] = "SELECT " MSG_COLUMNS " FROM messages"
@@ -274,13 +282,6 @@ static const char *const sql[S_COUNT] = {
 	[S_ST_ACCOUNT] = "SELECT no_uidl, uidl_resets, warning, warning_at,"
 	    " last_auth, (SELECT count(*) FROM skipped k WHERE k.account_id = ?1)"
 	    " FROM accounts WHERE id = ?1",
-	/* The listed messages whose row is not delivered (or deleted): what
-	 * a session retrieved and the store does not hold. */
-	[S_NOT_STORED] =
-	    "SELECT t.i FROM temp.uidl_in t WHERE NOT EXISTS"
-	    " (SELECT 1 FROM messages m WHERE m.account_id = ?1 AND m.uidl = t.uidl"
-	    "  AND m.state IN (1, 2))"
-	    " ORDER BY t.i",
 	[S_HAS_UIDLS] = "SELECT 1 FROM messages WHERE account_id = ?1"
 	    " AND substr(uidl, 1, length(?2)) <> ?2 LIMIT 1",
 	[S_SKIP_PUT] =
@@ -289,12 +290,12 @@ static const char *const sql[S_COUNT] = {
 	    " ON CONFLICT (account_id, uidl) DO UPDATE SET pop3_size = ?3,"
 	    " reason = ?4, last_at = ?5, times = times + 1",
 	[S_SKIP_CLEAR] = "DELETE FROM skipped WHERE account_id = ?1 AND uidl = ?2",
-	[S_SKIP_PRUNE] = "DELETE FROM skipped WHERE account_id = ?1"
-	    " AND uidl NOT IN (SELECT u.uidl FROM temp.uidl_in u)",
 	[S_SKIP_LIST] = "SELECT uidl, pop3_size, reason, first_at, last_at, times"
 	    " FROM skipped WHERE account_id = ?1 ORDER BY last_at DESC, uidl",
+	/* Unchanged values write nothing (no commit to flush). */
 	[S_LOGIN] = "UPDATE accounts SET last_auth = ?2, login_delay = ?3,"
-	    " server_expire = ?4, not_before = ?5 WHERE id = ?1",
+	    " server_expire = ?4, not_before = ?5 WHERE id = ?1 AND (last_auth IS NOT ?2"
+	    " OR login_delay IS NOT ?3 OR server_expire IS NOT ?4 OR not_before IS NOT ?5)",
 	/* A refusal's backoff never shortens a wait already recorded. */
 	[S_NOT_BEFORE] = "UPDATE accounts SET not_before ="
 	    " max(coalesce(not_before, 0), ?2) WHERE id = ?1",
@@ -310,6 +311,7 @@ struct state {
 	sqlite3 *db;
 	char *path;
 	sqlite3_stmt *stmt[S_COUNT];
+	bool light;             /* the open transaction is bookkeeping */
 };
 
 /* "what: SQLite's last message". */
@@ -368,6 +370,40 @@ run_id(struct state *st, enum stmt_id id, const char *what, char **err)
 	sqlite3_stmt *s = stmt(st, id, what, err);
 
 	return s == NULL ? -1 : run(st, s, SQLITE_OK, what, err);
+}
+
+/* Bookkeeping (doc/DESIGN.md, State and schema: what must be durable):
+ * writes no exactly-once decision rests on are committed with
+ * synchronous = NORMAL, which in WAL mode keeps every commit atomic and
+ * ordered and survives the process being killed, and only a crash of the
+ * machine may undo the last of them; FULL (an fsync per commit) is kept
+ * for everything else. The level can only change outside a transaction:
+ * light_on does nothing inside one (a bookkeeping write inside a caller's
+ * transaction gets the caller's durability). */
+static bool
+light_on(struct state *st)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		return false;
+	return run_id(st, S_SYNC_NORMAL, "lowering the durability of bookkeeping", NULL) == 0;
+}
+
+static void
+light_off(struct state *st, bool on)
+{
+	if (on && run_id(st, S_SYNC_FULL, "restoring full durability", NULL) == -1)
+		fatalx("state: cannot restore synchronous = FULL: %s", sqlite3_errmsg(st->db));
+}
+
+/* run() for a bookkeeping statement (light_on). */
+static int
+run_light(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
+{
+	bool on = light_on(st);
+	int r = run(st, s, bound, what, err);
+
+	light_off(st, on);
+	return r;
 }
 
 /* Runs the cached statement id with ?1 = account and ?2 = text, the
@@ -581,6 +617,13 @@ configure(struct state *st, char **err)
 {
 	if (sqlite3_busy_handler(st->db, busy_wait, NULL) != SQLITE_OK)
 		return fail(st, "setting the busy handler", err);
+	/* Every pass is a process of its own: a checkpoint at each close
+	 * (two fsyncs) and a WAL deleted and made again (two more, one of its
+	 * directory) cost more than a nothing-new pass does otherwise. The
+	 * WAL is checkpointed when it passes 1000 pages, by whichever commit
+	 * takes it there; its commits are as durable as in the database. */
+	if (sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL) != SQLITE_OK)
+		return fail(st, "keeping the WAL at close", err);
 	if (set_wal(st, err) == -1)
 		return -1;
 	return exec(st, "PRAGMA synchronous = FULL;"
@@ -603,8 +646,7 @@ state_open(const char *path, struct state **out, char **err)
 		*err = xasprintf("opening: %s", st->db ? sqlite3_errmsg(st->db) : "out of memory");
 		goto fail;
 	}
-	if (configure(st, err) == -1 || migrate(st, err) == -1 ||
-	    exec(st, temp_schema, "creating the temporary UIDL table", err) == -1)
+	if (configure(st, err) == -1 || migrate(st, err) == -1)
 		goto fail;
 	*out = st;
 	return 0;
@@ -629,6 +671,60 @@ state_open_dir(const char *state_dir, bool create, struct state **out, char **er
 		r = state_open(path, out, err);
 	free(path);
 	return r;
+}
+
+/* "file:PATH?readonly_shm=1" with PATH's URI delimiters escaped. */
+static char *
+reader_uri(const char *path)
+{
+	size_t n = strlen(path);
+	char *uri = xmalloc(3 * n + sizeof "file:?readonly_shm=1"), *q = uri;
+
+	q += sprintf(q, "file:");
+	for (const char *p = path; *p != '\0'; p++)
+		if (*p == '?' || *p == '#' || *p == '%')
+			q += sprintf(q, "%%%02X", (unsigned char)*p);
+		else
+			*q++ = *p;
+	strcpy(q, "?readonly_shm=1");
+	return uri;
+}
+
+int
+state_open_dir_reader(const char *state_dir, struct state **out, char **err)
+{
+	int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+	char *path = xasprintf("%s/state.db", state_dir), *side, *uri;
+	struct stat sb;
+	struct state *st;
+	bool wal = true;
+	int v = -1;
+
+	*out = NULL;
+	for (size_t i = 0; i < 2 && wal; i++) {
+		side = xasprintf("%s%s", path, i == 0 ? "-wal" : "-shm");
+		wal = stat(side, &sb) == 0;
+		free(side);
+	}
+	if (stat(path, &sb) == -1 || !wal) {
+		free(path);
+		return state_open_dir(state_dir, false, out, err);
+	}
+	st = xcalloc(1, sizeof *st);
+	st->path = path;
+	uri = reader_uri(path);
+	if (sqlite3_open_v2(uri, &st->db, flags, NULL) == SQLITE_OK &&
+	    sqlite3_busy_handler(st->db, busy_wait, NULL) == SQLITE_OK &&
+	    sqlite3_exec(st->db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL) == SQLITE_OK &&
+	    user_version(st, &v, NULL) == 0 && v == SCHEMA_VERSION) {
+		free(uri);
+		*out = st;
+		return 0;
+	}
+	/* Not readable this way: the ordinary open says why, or migrates. */
+	free(uri);
+	state_close(st);
+	return state_open_dir(state_dir, false, out, err);
 }
 
 int
@@ -720,7 +816,7 @@ state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **err)
 		return -1;
 	b = sqlite3_bind_int64(s, 1, account);
 	b |= sqlite3_bind_int(s, 2, no_uidl);
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int
@@ -730,9 +826,36 @@ state_begin(struct state *st, char **err)
 }
 
 int
+state_begin_light(struct state *st, char **err)
+{
+	if (!sqlite3_get_autocommit(st->db))
+		return err_set(err, "beginning a bookkeeping transaction: inside another");
+	st->light = light_on(st);
+	if (run_id(st, S_BEGIN, "beginning a transaction", err) == -1) {
+		light_off(st, st->light);
+		st->light = false;
+		return -1;
+	}
+	return 0;
+}
+
+/* After a transaction: back to full durability if it was bookkeeping. */
+static void
+end_light(struct state *st)
+{
+	if (st->light && sqlite3_get_autocommit(st->db)) {
+		light_off(st, true);
+		st->light = false;
+	}
+}
+
+int
 state_commit(struct state *st, char **err)
 {
-	return run_id(st, S_COMMIT, "committing", err);
+	int r = run_id(st, S_COMMIT, "committing", err);
+
+	end_light(st);
+	return r;
 }
 
 void
@@ -740,93 +863,105 @@ state_rollback(struct state *st)
 {
 	if (!sqlite3_get_autocommit(st->db))
 		run_id(st, S_ROLLBACK, "rolling back", NULL);
+	end_light(st);
 }
 
 /*
- * The UIDL list queries: the list goes into a temp table with one cached
- * insert in one savepoint, then one statement answers for all of it.
+ * The UIDL list queries. The server's list (up to 10^6 UIDLs) is sorted
+ * by index in memory (lib/strsort.h) and merged with the account's rows,
+ * which an index scan returns in UIDL order: no temporary table to fill
+ * and index for every query (that cost more than everything else in a
+ * poll that finds nothing new), and memory of 4 bytes per listed message.
  */
 
-static int
-load_uidls(struct state *st, const char *const *uidls, size_t n, char **err)
-{
-	const char *what = "loading the server's UIDL list";
-	sqlite3_stmt *s;
-	size_t i;
-	int b;
+/* The page cache (KiB, as PRAGMA cache_size takes them negated): SQLite's
+ * default, and while a UIDL query scans an index. */
+#define CACHE_KIB "2000"
+#define SCAN_CACHE_KIB "256"
 
-	if (run_id(st, S_TMP_CLEAR, what, err) == -1)
-		return -1;
-	if ((s = stmt(st, S_TMP_ADD, what, err)) == NULL)
-		return -1;
-	for (i = 0; i < n; i++) {
-		b = sqlite3_bind_int64(s, 1, (int64_t)i);
-		b |= sqlite3_bind_text(s, 2, uidls[i], -1, SQLITE_STATIC);
-		if (run(st, s, b, what, err) == -1)
-			return -1;
-	}
-	return 0;
-}
+/* What a row found on the server does to its entry. */
+enum uidl_pick {
+	PICK_UNLISTED,          /* entries without a row of the selected states */
+	PICK_LISTED,            /* entries with such a row */
+};
 
-/* Steps s, collecting column 0 as indices into an array of at most n. */
+/* Marks (mark[i] = 1) every entry of uidls whose UIDL is a row that
+ * statement s (?1 bound by the caller) returns in column 0. */
 static int
-collect(struct state *st, sqlite3_stmt *s, size_t n, size_t **idx, size_t *n_idx,
-    const char *what, char **err)
+mark_rows(struct state *st, sqlite3_stmt *s, const char *const *uidls, size_t n,
+    unsigned char *mark, const char *what, char **err)
 {
-	size_t *v = xreallocarray(NULL, n ? n : 1, sizeof *v), k = 0;
+	struct strsort so;
+	struct strsort_cursor cur;
+	const char *u;
+	size_t p;
 	int rc;
 
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && k < n)
-		v[k++] = (size_t)sqlite3_column_int64(s, 0);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		fail(st, what, err);
-		free(v);
-		return -1;
+	strsort_init(&so, uidls, sizeof *uidls, 0, n);
+	strsort_cursor_init(&cur, &so);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((u = (const char *)sqlite3_column_text(s, 0)) == NULL)
+			continue;
+		for (p = strsort_cursor_find(&cur, u); p < n &&
+		    strcmp(uidls[so.order[p]], u) == 0; p++)
+			mark[so.order[p]] = 1;
 	}
-	*idx = v;
-	*n_idx = k;
+	strsort_free(&so);
+	if (rc != SQLITE_DONE)
+		return fail(st, what, err);
 	return 0;
 }
 
-/* Loads uidls, then runs query q (?1 the account, ?2 cutoff if it has
- * one) for the indices it selects. */
+/* Runs the cached row query q (?1 the account, ?2 cutoff if it has one)
+ * against uidls[0..n) and collects, in increasing order, the indices
+ * pick selects. */
 static int
 uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
-    const char *const *uidls, size_t n, size_t **idx, size_t *n_idx,
+    enum uidl_pick pick, const char *const *uidls, size_t n, size_t **idx, size_t *n_idx,
     const char *what, char **err)
 {
-	size_t *v = NULL, k = 0;
+	unsigned char *mark;
+	size_t *v, k = 0;
 	sqlite3_stmt *s;
-	bool outer;
 	int b, r = -1;
 
-	if (sp_begin(st, &outer, what, err) == -1)
+	*idx = NULL;
+	*n_idx = 0;
+	if ((s = stmt(st, q, what, err)) == NULL)
 		return -1;
-	if (load_uidls(st, uidls, n, err) == -1 || (s = stmt(st, q, what, err)) == NULL)
-		goto out;
+	mark = xcalloc(n ? n : 1, 1);
 	b = sqlite3_bind_int64(s, 1, account);
 	if (sqlite3_bind_parameter_count(s) >= 2)
 		b |= sqlite3_bind_int64(s, 2, cutoff);
 	if (b != SQLITE_OK)
 		fail(st, what, err);
-	else
-		r = collect(st, s, n, &v, &k, what, err);
-	done(s);
-out:
-	if ((r = sp_end(st, outer, r, what, err)) == -1) {
-		free(v);
-		return -1;
+	else {
+		/* One pass over an index: a page is read once, so a cache
+		 * beyond the path to the leaves saves nothing, and a scan of
+		 * 100,000 rows would fill SQLite's default 2 MB with pages no
+		 * one reads again (a nothing-new poll's peak memory). */
+		sqlite3_exec(st->db, "PRAGMA cache_size = -" SCAN_CACHE_KIB, NULL, NULL, NULL);
+		r = mark_rows(st, s, uidls, n, mark, what, err);
+		sqlite3_exec(st->db, "PRAGMA cache_size = -" CACHE_KIB, NULL, NULL, NULL);
 	}
-	*idx = v;
-	*n_idx = k;
-	return 0;
+	done(s);
+	if (r == 0) {
+		v = xreallocarray(NULL, n ? n : 1, sizeof *v);
+		for (size_t i = 0; i < n; i++)
+			if (mark[i] == (pick == PICK_LISTED))
+				v[k++] = i;
+		*idx = v;
+		*n_idx = k;
+	}
+	free(mark);
+	return r;
 }
 
 int
 state_filter_new(struct state *st, int64_t account, const char *const *uidls,
     size_t n, size_t **idx, size_t *n_idx, char **err)
 {
-	return uidl_query(st, S_FILTER_NEW, account, 0, uidls, n, idx, n_idx,
+	return uidl_query(st, S_ROW_UIDLS, account, 0, PICK_UNLISTED, uidls, n, idx, n_idx,
 	    "finding new messages", err);
 }
 
@@ -834,7 +969,7 @@ int
 state_due_for_delete(struct state *st, int64_t account, const char *const *uidls,
     size_t n, int64_t cutoff, size_t **idx, size_t *n_idx, char **err)
 {
-	return uidl_query(st, S_DUE, account, cutoff, uidls, n, idx, n_idx,
+	return uidl_query(st, S_DUE, account, cutoff, PICK_LISTED, uidls, n, idx, n_idx,
 	    "finding messages due for deletion", err);
 }
 
@@ -1162,6 +1297,31 @@ state_has_imported(struct state *st, int64_t account, bool *yes, char **err)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Fills temp.uidl_in with the server's list (made on first use). */
+static int
+load_uidls(struct state *st, const char *const *uidls, size_t n, char **err)
+{
+	const char *what = "loading the server's UIDL list";
+	sqlite3_stmt *s;
+	size_t i;
+	int b;
+
+	if (st->stmt[S_TMP_CLEAR] == NULL &&
+	    exec(st, temp_schema, "creating the temporary UIDL table", err) == -1)
+		return -1;
+	if (run_id(st, S_TMP_CLEAR, what, err) == -1)
+		return -1;
+	if ((s = stmt(st, S_TMP_ADD, what, err)) == NULL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		b = sqlite3_bind_int64(s, 1, (int64_t)i);
+		b |= sqlite3_bind_text(s, 2, uidls[i], -1, SQLITE_STATIC);
+		if (run(st, s, b, what, err) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 /* One S_ADOPT per fingerprint; the server's list is in temp.uidl_in. */
 static int
 adopt_each(struct state *st, int64_t account, const struct state_fp *fps, size_t n,
@@ -1225,7 +1385,7 @@ int
 state_not_stored(struct state *st, int64_t account, const char *const *uidls, size_t n,
     size_t **idx, size_t *n_idx, char **err)
 {
-	return uidl_query(st, S_NOT_STORED, account, 0, uidls, n, idx, n_idx,
+	return uidl_query(st, S_STORED_UIDLS, account, 0, PICK_UNLISTED, uidls, n, idx, n_idx,
 	    "finding retrieved messages not stored", err);
 }
 
@@ -1264,7 +1424,7 @@ state_skip(struct state *st, int64_t account, const char *uidl, uint64_t pop3_si
 	b |= sqlite3_bind_int64(s, 3, (int64_t)pop3_size);
 	b |= sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 5, (int64_t)time(NULL));
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int
@@ -1279,14 +1439,28 @@ state_skip_prune(struct state *st, int64_t account, const char *const *uidls, si
     char **err)
 {
 	const char *what = "forgetting skipped messages no longer on the server";
-	sqlite3_stmt *s;
+	struct state_skip *sk = NULL;
+	struct strsort so;
+	size_t nsk = 0, p;
 	bool outer;
-	int r = -1;
+	int r = 0;
 
-	if (sp_begin(st, &outer, what, err) == -1)
+	if (state_skipped(st, account, &sk, &nsk, err) == -1)
 		return -1;
-	if (load_uidls(st, uidls, n, err) == 0 && (s = stmt(st, S_SKIP_PRUNE, what, err)) != NULL)
-		r = run(st, s, sqlite3_bind_int64(s, 1, account), what, err);
+	if (nsk == 0)
+		return 0;
+	if (sp_begin(st, &outer, what, err) == -1) {
+		state_skips_free(sk, nsk);
+		return -1;
+	}
+	strsort_init(&so, uidls, sizeof *uidls, 0, n);
+	for (size_t i = 0; r == 0 && i < nsk; i++) {
+		p = strsort_lower(&so, sk[i].uidl);
+		if (p == n || strcmp(uidls[so.order[p]], sk[i].uidl) != 0)
+			r = state_skip_clear(st, account, sk[i].uidl, err);
+	}
+	strsort_free(&so);
+	state_skips_free(sk, nsk);
 	return sp_end(st, outer, r, what, err);
 }
 
@@ -1365,7 +1539,7 @@ state_note_login(struct state *st, int64_t account, const char *mechanism,
 	b |= bind_opt(s, 3, login_delay, -1);
 	b |= bind_opt(s, 4, expire, STATE_EXPIRE_NONE);
 	b |= bind_opt(s, 5, not_before, 0);
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int
@@ -1379,7 +1553,7 @@ state_set_not_before(struct state *st, int64_t account, int64_t not_before, char
 		return -1;
 	b = sqlite3_bind_int64(s, 1, account);
 	b |= sqlite3_bind_int64(s, 2, not_before);
-	return run(st, s, b, what, err);
+	return run_light(st, s, b, what, err);
 }
 
 int

@@ -53,6 +53,14 @@ void state_close(struct state *st);
  * NULL then. */
 int state_open_dir(const char *state_dir, bool create, struct state **out, char **err);
 
+/* state_open_dir(state_dir, false, ...) for a reader that must leave every
+ * file of the state as it found it (sync --dry-run): the database is
+ * opened read-only, its WAL index (-shm) too (SQLite reads a private copy
+ * of it), so not a byte changes. When that cannot be (no WAL files yet, a
+ * schema to migrate first) it is state_open_dir(state_dir, false, ...).
+ * Only queries may be run on it. */
+int state_open_dir_reader(const char *state_dir, struct state **out, char **err);
+
 /* Creates STATE_DIR and its missing parents, mode 0700 (message ids and
  * the queue are private), before the commands that write state run.
  * 0, or -1 with *err. */
@@ -66,14 +74,24 @@ int state_account(struct state *st, const char *name, int64_t *id, char **err);
 int state_account_id(struct state *st, const char *name, int64_t *id, char **err);
 
 /* Transactions (BEGIN IMMEDIATE). The put/mark functions below must run
- * inside one; a batch is one transaction. */
+ * inside one; a batch is one transaction. A commit is durable (fsync)
+ * before state_commit returns. state_begin_light begins a bookkeeping
+ * transaction (not inside another): its commit is atomic and survives
+ * the process being killed, but is not flushed to disk, so a crash of the
+ * machine may undo it (and only the latest such ones); for writes that
+ * no exactly-once decision depends on (doc/DESIGN.md, State and schema).
+ * Bookkeeping functions below (login, flags, skipped rows, the backoff)
+ * commit that way on their own when called outside a transaction. */
 int state_begin(struct state *st, char **err);
+int state_begin_light(struct state *st, char **err);
 int state_commit(struct state *st, char **err);
 void state_rollback(struct state *st);
 
-/* New-UIDL detection in one statement (a temp table joined against
- * messages): sets *idx (allocated) to the indices i of uidls[0..n) that
- * have no row for this account, in increasing order. */
+/* New-UIDL detection: the server's list uidls[0..n) (up to 10^6, each
+ * distinct) sorted in memory and merged with one index scan of the
+ * account's UIDLs; sets *idx (allocated) to the indices i of uidls that
+ * have no row for this account, in increasing order. Memory: 5 bytes per
+ * listed UIDL while it runs. */
 int state_filter_new(struct state *st, int64_t account, const char *const *uidls,
     size_t n, size_t **idx, size_t *n_idx, char **err);
 

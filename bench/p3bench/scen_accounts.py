@@ -33,7 +33,8 @@ def _users(n):
 def _config(b, work, dv, users, parallel):
     accts = [h.account_block(u, dv, user=u, password=PASSWORD, local_user=u, tls='implicit')
              for u in users]
-    extra = 'max_parallel = %d\npoll_interval = 3600\n' % parallel
+    # All on one host: max_per_host (default 2) would cap the parallelism.
+    extra = 'max_parallel = %d\nmax_per_host = %d\npoll_interval = 3600\n' % (parallel, parallel)
     conf = tools.write(os.path.join(work, 'p3b.conf'), h.config_text(
         os.path.join(work, 'state'), os.path.join(work, 'mail', '%u', 'Maildir'), accts, extra))
     measure.chown_tree(work)

@@ -23,7 +23,9 @@ def run(b):
     uid, gid = h.mail_ids()
     want = corpus.big_message(path, size, uid if os.geteuid() == 0 else None, gid)
     servers.warm(src, 'big')
-    tool = tools.Pop3bridge(b.workdir('big-p3b'), src, 'big', 'implicit')
+    # The default max_message_size (100 MB) would skip it without a RETR.
+    tool = tools.Pop3bridge(b.workdir('big-p3b'), src, 'big', 'implicit',
+                            extra='max_message_size = %d' % (size + (64 << 20)))
     mem = []
 
     def watch(pid):

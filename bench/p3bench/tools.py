@@ -52,11 +52,17 @@ class Tool:
 
 
 class Pop3bridge(Tool):
+    """extra: raw settings inside the account block (max_message_size for
+    a message over the 100 MB default)."""
     name = 'pop3bridge'
+
+    def __init__(self, work, src, user, tls='implicit', extra=''):
+        self.extra = extra
+        super().__init__(work, src, user, tls)
 
     def setup(self):
         acct = h.account_block('bench', self.src, user=self.user, password=PASSWORD,
-                               local_user=self.user, tls=self.tls)
+                               local_user=self.user, tls=self.tls, extra=self.extra)
         self.conf = write(os.path.join(self.work, 'p3b.conf'), h.config_text(
             os.path.join(self.work, 'state'), self.maildir, [acct]))
 

@@ -1,11 +1,12 @@
 /* The common floor (lib/): base64, hex, error messages, file-system
- * helpers, SASL responses and the address rule. */
+ * helpers, SASL responses, the address rule and the index sort. */
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "lib/hex.h"
 #include "lib/io.h"
 #include "lib/sasl.h"
+#include "lib/strsort.h"
 #include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
@@ -345,6 +347,69 @@ test_addr(void)
 	CHECK(!addr_valid("a@b", 0));
 }
 
+/* Index sort: strcmp order, NULL first, stable for equal strings, a
+ * struct field as the key, look-ups in and out of order. */
+static void
+test_strsort(void)
+{
+	struct item {
+		int pad;
+		const char *name;
+	} items[300];
+	const char *flat[] = { "b", NULL, "a", "c", "b", "", "ab" };
+	struct strsort s;
+	struct strsort_cursor c;
+	char buf[300][8];
+	size_t i, p;
+
+	strsort_init(&s, flat, sizeof *flat, 0, 7);
+	CHECK(s.order[0] == 1 && s.order[1] == 5 && s.order[2] == 2 && s.order[3] == 6);
+	CHECK(s.order[4] == 0 && s.order[5] == 4 && s.order[6] == 3);
+	CHECK_INT(strsort_lower(&s, "b"), 4);
+	CHECK_INT(strsort_lower(&s, "zz"), 7);
+	strsort_cursor_init(&c, &s);
+	CHECK_INT(strsort_cursor_find(&c, "ab"), 3);
+	CHECK_INT(strsort_cursor_find(&c, "b"), 4);
+	CHECK_INT(strsort_cursor_find(&c, "bb"), 7);
+	CHECK_INT(strsort_cursor_find(&c, "a"), 2);	/* behind the cursor */
+	CHECK_INT(strsort_cursor_find(&c, "c"), 6);
+	CHECK_INT(strsort_cursor_find(&c, "0"), 7);
+	strsort_free(&s);
+
+	/* More than one merge pass, keys in a struct, reverse input. */
+	for (i = 0; i < 300; i++) {
+		snprintf(buf[i], sizeof buf[i], "%03zu", 299 - i / 2 * 2);
+		items[i].pad = 0;
+		items[i].name = buf[i];
+	}
+	strsort_init(&s, items, sizeof *items, offsetof(struct item, name), 300);
+	for (i = 1; i < 300; i++) {
+		CHECK(strcmp(items[s.order[i - 1]].name, items[s.order[i]].name) <= 0);
+		if (strcmp(items[s.order[i - 1]].name, items[s.order[i]].name) == 0)
+			CHECK(s.order[i - 1] < s.order[i]);
+	}
+	strsort_cursor_init(&c, &s);
+	for (i = 0; i < 300; i += 7) {
+		p = strsort_cursor_find(&c, buf[299 - i]);
+		CHECK(p < 300 && strcmp(items[s.order[p]].name, buf[299 - i]) == 0);
+		CHECK(p == 0 || strcmp(items[s.order[p - 1]].name, buf[299 - i]) < 0);
+	}
+	CHECK_INT(strsort_cursor_find(&c, "002"), 300);
+	strsort_free(&s);
+
+	/* Already sorted, and sorted but for the last one. */
+	for (i = 0; i < 300; i++)
+		snprintf(buf[i], sizeof buf[i], "%03zu", i == 299 ? (size_t)17 : i);
+	strsort_init(&s, items, sizeof *items, offsetof(struct item, name), 300);
+	for (i = 0; i < 300; i++)
+		CHECK_INT(s.order[i], i < 18 ? i : i == 18 ? 299 : i - 1);
+	strsort_free(&s);
+
+	strsort_init(&s, flat, sizeof *flat, 0, 0);
+	CHECK_INT(strsort_lower(&s, "a"), 0);
+	strsort_free(&s);
+}
+
 int
 main(void)
 {
@@ -356,5 +421,6 @@ main(void)
 	TEST(test_sasl);
 	TEST(test_sasl_oauth);
 	TEST(test_addr);
+	TEST(test_strsort);
 	CHECK_DONE();
 }

@@ -123,6 +123,37 @@ stage(void *ctx, const char *folder, const char *key, const char *body)
 	return fd;
 }
 
+/* A named temp file tmp/KEY, as the backend makes them on a file system
+ * without O_TMPFILE and as a killed run of that kind (or of an older
+ * pop3bridge) leaves them: the folder is made first; the fd stays open. */
+static int
+stage_named(void *ctx, const char *root, const char *dir, const char *folder,
+    const char *key, const char *body)
+{
+	char *err = NULL, *p;
+	int fd;
+
+	if (maildir_backend.prepare(ctx, folder, 0, &err) == -1) {
+		printf("  prepare: %s\n", err);
+		free(err);
+		return -1;
+	}
+	p = xasprintf("%s%s%s/tmp/%s", root, dir[0] ? "/" : "", dir, key);
+	if ((fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0600)) == -1)
+		printf("  creating %s: %s\n", p, strerror(errno));
+	else if (write(fd, body, strlen(body)) != (ssize_t)strlen(body))
+		printf("  write failed\n");
+	free(p);
+	return fd;
+}
+
+/* Open descriptors of this process. */
+static int
+open_fds(void)
+{
+	return check_count_entries("/proc/self/fd") - 1;	/* opendir's own */
+}
+
 static void
 test_mutf7(void)
 {
@@ -494,7 +525,7 @@ test_discard(void)
 {
 	char *root, *err = NULL, *key = deliver_key("X1");
 	void *ctx = md_open("discard", &root);
-	int fd = stage(ctx, "Drafts", key, "draft\n");
+	int fd = stage_named(ctx, root, ".Drafts", "Drafts", key, "draft\n");
 
 	close(fd);
 	CHECK(exists("%s/.Drafts/tmp/%s", root, key));
@@ -517,11 +548,11 @@ test_cleanup(void)
 	};
 	size_t i;
 
-	close(stage(ctx, "INBOX", k1, "a"));
-	close(stage(ctx, "INBOX", k12, "b"));
-	close(stage(ctx, "INBOX", "1700000000.M1P2Q3X1.otherhost", "c"));
+	close(stage_named(ctx, root, "", "INBOX", k1, "a"));
+	close(stage_named(ctx, root, "", "INBOX", k12, "b"));
+	close(stage_named(ctx, root, "", "INBOX", "1700000000.M1P2Q3X1.otherhost", "c"));
 	for (i = 0; i < 4; i++)
-		close(stage(ctx, "INBOX", keep[i], "d"));
+		close(stage_named(ctx, root, "", "INBOX", keep[i], "d"));
 	CHECK_INT(maildir_backend.tmp_cleanup(ctx, "INBOX", "X1", &err), 0);
 	CHECK(!exists("%s/tmp/%s", root, k1));
 	CHECK(!exists("%s/tmp/%s", root, "1700000000.M1P2Q3X1.otherhost"));
@@ -536,7 +567,8 @@ test_cleanup(void)
 	free(root);
 }
 
-/* A failed batch: every fd closed, no location, the error said. */
+/* A failed batch (named temp files): every fd closed, no location, the
+ * error said. */
 static void
 test_deliver_failure(void)
 {
@@ -550,7 +582,7 @@ test_deliver_failure(void)
 	for (i = 0; i < 3; i++) {
 		m[i].key = deliver_key("X1");
 		m[i].folder = "INBOX";
-		m[i].fd = fds[i] = stage(ctx, "INBOX", m[i].key, "x\n");
+		m[i].fd = fds[i] = stage_named(ctx, root, "", "INBOX", m[i].key, "x\n");
 	}
 	p = xasprintf("%s/tmp/%s", root, m[1].key);
 	unlink(p);
@@ -565,6 +597,96 @@ test_deliver_failure(void)
 	CHECK(exists("%s/new/%s", root, m[0].key));
 	CHECK(exists("%s/tmp/%s", root, m[2].key));
 	for (i = 0; i < 3; i++)
+		free((char *)m[i].key);
+	maildir_backend.close(ctx);
+	free(root);
+}
+
+/* Anonymous temp files: tmp/ holds no name at any time, the message is
+ * linked into new/ once durable; files made ahead (prepare) are handed
+ * out by tmp_create and the unused ones go at close. */
+static void
+test_anonymous_temp(void)
+{
+	struct deliver_msg m[5];
+	char *root, *err = NULL, *p, *body, *loc = NULL;
+	void *ctx = md_open("anon", &root);
+	int before, fds[5];
+	size_t i;
+
+	memset(m, 0, sizeof m);
+	before = open_fds();
+	CHECK_INT(maildir_backend.prepare(ctx, "INBOX", 3, &err), 0);
+	CHECK_INT(open_fds(), before + 3);
+	for (i = 0; i < 5; i++) {
+		m[i].key = deliver_key("X1");
+		m[i].folder = "INBOX";
+		body = xasprintf("Subject: %zu\n\nbody\n", i);
+		m[i].fd = fds[i] = stage(ctx, "INBOX", m[i].key, body);
+		m[i].size = strlen(body);
+		free(body);
+	}
+	/* Three came from the pool, two were made now. */
+	CHECK_INT(open_fds(), before + 5);
+	p = xasprintf("%s/tmp", root);
+	CHECK_INT(check_count_entries(p), 0);
+	CHECK_INT(maildir_backend.deliver(ctx, m, 5, &err), 0);
+	CHECK_INT(check_count_entries(p), 0);
+	free(p);
+	CHECK_INT(open_fds(), before);
+	for (i = 0; i < 5; i++) {
+		CHECK(fcntl(fds[i], F_GETFD) == -1 && errno == EBADF);
+		p = xasprintf("%s/%s", root, m[i].location);
+		body = slurp(p);
+		CHECK(body != NULL && strlen(body) == m[i].size);
+		free(body);
+		free(p);
+		CHECK_INT(maildir_backend.find(ctx, "INBOX", m[i].key, &loc, &err), 1);
+		CHECK_STR(loc, m[i].location);
+		free(loc);
+		loc = NULL;
+		free(m[i].location);
+		free((char *)m[i].key);
+	}
+	CHECK_INT(maildir_backend.prepare(ctx, "INBOX", 2, &err), 0);
+	CHECK_INT(open_fds(), before + 2);
+	maildir_backend.close(ctx);
+	CHECK_INT(open_fds(), before);
+	free(root);
+}
+
+/* An anonymous file whose name is taken cannot be linked: the batch
+ * fails as with a rename, what was linked stays, every fd is closed. */
+static void
+test_link_failure(void)
+{
+	struct deliver_msg m[4];
+	char *root, *err = NULL, *p;
+	void *ctx = md_open("linkfail", &root);
+	int fds[4], fd;
+	size_t i;
+
+	memset(m, 0, sizeof m);
+	for (i = 0; i < 4; i++) {
+		m[i].key = deliver_key("X1");
+		m[i].folder = "INBOX";
+		m[i].fd = fds[i] = stage(ctx, "INBOX", m[i].key, "x\n");
+	}
+	p = xasprintf("%s/new/%s", root, m[2].key);
+	CHECK((fd = open(p, O_CREAT | O_WRONLY, 0600)) != -1);
+	close(fd);
+	free(p);
+	CHECK_INT(maildir_backend.deliver(ctx, m, 4, &err), -1);
+	CHECK(err != NULL && strstr(err, m[2].key) != NULL);
+	free(err);
+	for (i = 0; i < 4; i++) {
+		CHECK(m[i].location == NULL);
+		CHECK(fcntl(fds[i], F_GETFD) == -1 && errno == EBADF);
+	}
+	CHECK(exists("%s/new/%s", root, m[0].key));
+	CHECK(exists("%s/new/%s", root, m[1].key));
+	CHECK(!exists("%s/new/%s", root, m[3].key));
+	for (i = 0; i < 4; i++)
 		free((char *)m[i].key);
 	maildir_backend.close(ctx);
 	free(root);
@@ -787,6 +909,8 @@ main(void)
 	TEST(test_discard);
 	TEST(test_cleanup);
 	TEST(test_deliver_failure);
+	TEST(test_anonymous_temp);
+	TEST(test_link_failure);
 	TEST(test_owner_as_root);
 	TEST(test_new_tree_for_local_user);
 	TEST(test_symlink_planted_by_owner);

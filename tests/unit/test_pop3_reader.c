@@ -806,6 +806,70 @@ test_merge(void)
 	free_entries(l, 3);
 }
 
+/* The streaming merge (pop3_merge_*, LIST read straight into the UIDL
+ * entries) against pop3_parse_listing on the same listings: the same
+ * result, the same error, the same entries. */
+static void
+same_merge(const unsigned long *ln, size_t nl, const unsigned long *un,
+    const char *const *u, size_t nu, bool gaps)
+{
+	struct pop3_entry *l = entries(nl, ln, NULL), *x = entries(nu, un, u);
+	struct pop3_entry *y = entries(nu, un, u);
+	struct pop3_merge m;
+	char *err1 = NULL, *err2 = NULL;
+	int rv1 = pop3_parse_listing(l, nl, x, nu, true, gaps, &err1), rv2;
+
+	for (size_t i = 0; i < nu; i++)
+		y[i].size = 0;
+	pop3_merge_init(&m, y, nu, gaps);
+	for (size_t i = 0; i < nl; i++)
+		pop3_merge_line(&m, ln[i], 100 * ln[i]);
+	rv2 = pop3_merge_end(&m, &err2);
+	CHECK_INT(rv2, rv1);
+	CHECK((err1 == NULL) == (err2 == NULL));
+	if (err1 != NULL && err2 != NULL)
+		CHECK_STR(err2, err1);
+	for (size_t i = 0; rv1 == POP3_OK && i < nl; i++) {
+		CHECK(y[i].num == l[i].num && y[i].size == l[i].size);
+		CHECK_INT(y[i].uidl_status, l[i].uidl_status);
+		CHECK((y[i].uidl == NULL) == (l[i].uidl == NULL));
+		if (y[i].uidl != NULL && l[i].uidl != NULL)
+			CHECK_STR(y[i].uidl, l[i].uidl);
+	}
+	free(err1);
+	free(err2);
+	free_entries(l, nl);
+	free_entries(x, nu);
+	free_entries(y, nu);
+}
+
+static void
+test_merge_streamed(void)
+{
+	static const unsigned long n3[] = { 1, 2, 3 }, gap[] = { 1, 3, 4 },
+	    dup[] = { 1, 2, 2 }, zero[] = { 0, 1, 2 }, down[] = { 1, 3, 2 },
+	    n4[] = { 1, 2, 3, 4 };
+	static const char *const u3[] = { "a", "b", "c" }, *const ud[] = { "a", "b", "a" },
+	    *const u4[] = { "a", "b", "c", "d" };
+
+	same_merge(n3, 3, n3, u3, 3, false);
+	same_merge(n3, 3, n3, ud, 3, false);
+	same_merge(gap, 3, gap, u3, 3, false);
+	same_merge(gap, 3, gap, u3, 3, true);
+	same_merge(dup, 3, dup, u3, 3, true);
+	same_merge(down, 3, down, u3, 3, true);
+	same_merge(zero, 3, zero, u3, 3, true);
+	same_merge(n3, 3, n3, u3, 2, false);
+	same_merge(n3, 2, n3, u3, 3, false);
+	same_merge(n4, 4, n3, u3, 3, false);
+	same_merge(n3, 3, gap, u3, 3, true);
+	same_merge(gap, 3, n3, u3, 3, true);
+	same_merge(gap, 3, n3, u3, 3, false);
+	same_merge(n3, 3, dup, u3, 3, false);
+	same_merge(n3, 3, n4, u4, 4, false);
+	same_merge(n3, 0, n3, u3, 0, false);
+}
+
 static void
 test_misc(void)
 {
@@ -847,6 +911,7 @@ main(void)
 	TEST(test_caps);
 	TEST(test_parse_lines);
 	TEST(test_merge);
+	TEST(test_merge_streamed);
 	TEST(test_misc);
 	CHECK_DONE();
 }
