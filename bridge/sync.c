@@ -270,22 +270,35 @@ note_login(struct pass *ps, time_t login_at)
 	return 0;
 }
 
-static int
-connect_server(struct pass *ps)
+int
+sync_open(struct pass *ps, int *rv, char **err)
 {
-	char *pw = NULL, *err = NULL, *serr = NULL;
+	char *pw = NULL;
 	int r;
 
-	if ((r = conf_password_run(&ps->a->pop3, &pw, &err)) != 0)
-		return sync_fail(ps, r == -2 ? EX_TEMPFAIL : EX_CONFIG, err);
-	r = pop3_open(&ps->p, &ps->a->pop3, pw, &ps->login, &err);
+	*err = NULL;
+	if ((r = conf_password_run(&ps->a->pop3, &pw, err)) != 0)
+		return sync_fail(ps, r == -2 ? EX_TEMPFAIL : EX_CONFIG, *err);
+	*rv = pop3_open(&ps->p, &ps->a->pop3, pw, &ps->login, err);
 	if (pw) {
 		explicit_bzero(pw, strlen(pw));
 		free(pw);
 	}
+	if (*rv != POP3_OK)
+		ps->p = NULL;
+	return 0;
+}
+
+static int
+connect_server(struct pass *ps)
+{
+	char *err, *serr = NULL;
+	int r, code;
+
+	if ((code = sync_open(ps, &r, &err)) != 0)
+		return code;
 	if (r == POP3_OK)
 		return note_login(ps, time(NULL));
-	ps->p = NULL;
 	if (ps->login.busy != POP3_BUSY_NONE) {
 		int64_t until = (int64_t)time(NULL) + busy_backoff(ps);
 

@@ -31,20 +31,13 @@ struct dry {
 static int
 dry_connect(struct pass *ps)
 {
-	char *pw = NULL, *err = NULL;
-	int r;
+	char *err;
+	int r, code;
 
-	if ((r = conf_password_run(&ps->a->pop3, &pw, &err)) != 0)
-		return sync_fail(ps, r == -2 ? EX_TEMPFAIL : EX_CONFIG, err);
-	r = pop3_open(&ps->p, &ps->a->pop3, pw, &ps->login, &err);
-	if (pw) {
-		explicit_bzero(pw, strlen(pw));
-		free(pw);
-	}
-	if (r != POP3_OK) {
-		ps->p = NULL;
+	if ((code = sync_open(ps, &r, &err)) != 0)
+		return code;
+	if (r != POP3_OK)
 		return sync_fail(ps, sync_pop3_code(r), err ? err : xstrdup("POP3 error"));
-	}
 	if ((r = pop3_scan(ps->p, &ps->ent, &ps->n_ent, &err)) != POP3_OK)
 		return sync_pop3_fail(ps, r, err);
 	ps->res->listed = ps->n_ent;

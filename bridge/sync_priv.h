@@ -52,6 +52,13 @@ struct pass {
  * returns code. */
 int sync_fail(struct pass *ps, int code, char *err);
 
+/* The account's password (password_command run, bounded by its timeout),
+ * then pop3_open() with it into ps->p and ps->login; the secret is wiped.
+ * A password that could not be had: its sync_fail() code (not 0). Else 0,
+ * with *rv pop3_open's result: on an error ps->p is NULL and *err its text
+ * (allocated, may be NULL), for the caller to fail with. */
+int sync_open(struct pass *ps, int *rv, char **err);
+
 /* A POP3 error as a <sysexits.h> code. */
 int sync_pop3_code(int e);
 
