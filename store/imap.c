@@ -241,13 +241,28 @@ cap_has(struct mailimap_capability_data *cd, const char *name)
 
 /* CAPABILITY, asked afresh: libetpan caches what it saw last, and what a
  * server announces changes with TLS and with login (Dovecot shows UIDPLUS
- * only after LOGIN). *starttls and *nologin may be NULL. */
+ * only after LOGIN). *starttls and *nologin may be NULL.
+ * libetpan's mailimap_capability() returns a copy of its cache and
+ * dereferences it unchecked: a server answering OK without a CAPABILITY
+ * line crashed it when nothing was cached (found by
+ * tests/fuzz/fuzz_imap_store.c), and returned an older set (the
+ * greeting's, LOGIN's) otherwise. The cache is emptied first: the answer
+ * is what the server says now, or nothing. */
 static int
 read_caps(struct imap *im, bool *starttls, bool *nologin, char **err)
 {
+	struct mailimap_connection_info *ci = im->m->imap_connection_info;
 	struct mailimap_capability_data *cd = NULL;
+	clist *none;
 	int r;
 
+	if (ci == NULL)
+		return fail(im, err, "CAPABILITY", MAILIMAP_ERROR_FATAL);
+	if (ci->imap_capability != NULL)
+		mailimap_capability_data_free(ci->imap_capability);
+	if ((none = clist_new()) == NULL ||
+	    (ci->imap_capability = mailimap_capability_data_new(none)) == NULL)
+		fatalx("imap: out of memory");
 	if ((r = mailimap_capability(im->m, &cd)) != MAILIMAP_NO_ERROR)
 		return fail(im, err, "CAPABILITY", r);
 	im->uidplus = cap_has(cd, "UIDPLUS");
@@ -355,8 +370,12 @@ read_delim(struct imap *im, char **err)
 	clist *res = NULL;
 	int r;
 
-	if ((r = mailimap_list(im->m, "", "", &res)) != MAILIMAP_NO_ERROR)
+	/* libetpan hands over the listing also when LIST failed: ours to free. */
+	if ((r = mailimap_list(im->m, "", "", &res)) != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_list_result_free(res);
 		return fail(im, err, "LIST \"\" \"\"", r);
+	}
 	im->delim = '/';
 	if (res != NULL && clist_begin(res) != NULL) {
 		mb = clist_content(clist_begin(res));
@@ -450,8 +469,11 @@ mbox_exists(struct imap *im, const char *mbox, char **err)
 	clistiter *it;
 	int r, found = 0;
 
-	if ((r = mailimap_list(im->m, "", mbox, &res)) != MAILIMAP_NO_ERROR)
+	if ((r = mailimap_list(im->m, "", mbox, &res)) != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_list_result_free(res);
 		return fail(im, err, "LIST", r);
+	}
 	for (it = res ? clist_begin(res) : NULL; it != NULL && !found; it = clist_next(it)) {
 		mb = clist_content(it);
 		found = strcmp(mb->mb_name, mbox) == 0 && !is_noselect(mb);
@@ -928,7 +950,8 @@ examine(struct imap *im, const char *mbox, char **err)
 
 /* UID SEARCH HEADER X-Pop3bridge-Key KEY: the first UID found, or 0.
  * Servers match a substring; keys cannot hold one another (same-width
- * seconds, "." after the tag), so a hit is this key. */
+ * seconds, "." after the tag), so a hit is this key. libetpan hands the
+ * result list over also when the search failed: ours to free. */
 static int
 search_key(struct imap *im, const char *key, uint32_t *uid, char **err)
 {
@@ -941,8 +964,11 @@ search_key(struct imap *im, const char *key, uint32_t *uid, char **err)
 		fatalx("imap: out of memory");
 	r = mailimap_uid_search(im->m, NULL, sk, &res);
 	mailimap_search_key_free(sk);
-	if (r != MAILIMAP_NO_ERROR)
+	if (r != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_search_result_free(res);
 		return fail(im, err, "UID SEARCH", r);
+	}
 	*uid = 0;
 	if (res != NULL && clist_begin(res) != NULL)
 		*uid = *(uint32_t *)clist_content(clist_begin(res));
