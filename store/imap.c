@@ -26,8 +26,10 @@
 
 #include "lib/err.h"
 #include "lib/io.h"
+#include "lib/linecap.h"
 #include "lib/log.h"
 #include "lib/mutf7.h"
+#include "lib/net.h"
 #include "lib/sasl.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
@@ -40,6 +42,8 @@
 #define IMAP_MBOX_MAX	1000	/* encoded mailbox name */
 #define IMAP_CHUNK	65536	/* bytes of a literal per read and write */
 #define IMAP_TEXT_MAX	200	/* server text quoted in an error */
+#define IMAP_LINE_MAX	65536	/* a reply line, literals included */
+#define IMAP_LITERAL_MAX 65536	/* a literal in a reply (we never FETCH) */
 #define IMAP_TIMEOUT_DEFAULT 60
 
 struct folder {
@@ -97,6 +101,9 @@ fail(struct imap *im, char **err, const char *what, int r)
 	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_CONNECTION_REFUSED ||
 	    r == MAILIMAP_ERROR_PARSE || r == MAILIMAP_ERROR_FATAL) {
 		im->broken = true;
+		if ((text = (char *)linecap_refused(im->m != NULL ?
+		    im->m->imap_stream : NULL)) != NULL)
+			return err_at(err, im->where, "%s: refused: %s", what, text);
 		return err_at(err, im->where, "%s: %s", what,
 		    r == MAILIMAP_ERROR_PARSE ? "unparsable reply" :
 		    r == MAILIMAP_ERROR_CONNECTION_REFUSED ? "connection refused" :
@@ -210,6 +217,85 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
  * before LOGIN, capabilities re-read after each change of state.
  */
 
+/* What libetpan 1.9.4 must not parse (doc/DESIGN.md, libetpan trap 9):
+ * a literal announcing more than IMAP_LITERAL_MAX bytes (it allocates what
+ * it is told), and a PERMANENTFLAGS list whose first item is not a flag
+ * (its parser then frees a NULL list and crashes; found by
+ * tests/fuzz/fuzz_imap_store.c, fixed in libetpan after 1.9.4). A
+ * linecap_check_fn. */
+static bool
+atom_char(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
+}
+
+static const char *
+reply_line_check(const char *line, size_t len)
+{
+	size_t i, j;
+
+	if (len >= 3 && line[len - 1] == '\n') {
+		j = len - (line[len - 2] == '\r' ? 2 : 1);
+		if (j > 0 && line[j - 1] == '}') {
+			unsigned long long n = 0;
+			bool digits = false;
+
+			for (i = j - 1; i > 0 && line[i - 1] != '{'; i--)
+				;
+			for (size_t k = i; k < j - 1; k++)
+				if (line[k] >= '0' && line[k] <= '9') {
+					digits = true;
+					if (n <= IMAP_LITERAL_MAX)
+						n = n * 10 + (unsigned)(line[k] - '0');
+				}
+			if (i > 0 && digits && n > IMAP_LITERAL_MAX)
+				return "a literal over 65536 bytes in a reply";
+		}
+	}
+	for (i = 0; i + 14 < len; i++) {
+		if (strncasecmp(line + i, "PERMANENTFLAGS", 14) != 0)
+			continue;
+		for (j = i + 14; j < len && line[j] == ' '; j++)
+			;
+		if (j + 1 >= len || line[j] != '(')
+			continue;
+		unsigned char c0 = (unsigned char)line[j + 1];
+		unsigned char c1 = j + 2 < len ? (unsigned char)line[j + 2] : 0;
+		if (c0 != ')' && !(c0 == '\\' && (c1 == '*' || atom_char(c1))) &&
+		    !atom_char(c0))
+			return "a malformed PERMANENTFLAGS list in a reply";
+	}
+	return NULL;
+}
+
+/* TCP (lib/net.c: every address within the timeout), the TLS layer when
+ * implicit, the line bound under libetpan, then its greeting. */
+static int
+connect_stream(struct imap *im, char **err)
+{
+	const struct conf_server *s = im->srv;
+	mailstream *stream;
+	char *why = NULL;
+	int fd, r;
+
+	if (net_connect(s->host, s->port, im->timeout, &fd, &why) == -1) {
+		im->broken = true;
+		err_at(err, im->where, "%s", why);
+		free(why);
+		return -1;
+	}
+	stream = tls_stream_open(fd, s->tls == CONF_TLS_IMPLICIT, s->host, im->timeout,
+	    IMAP_CHUNK);
+	if (stream == NULL) {
+		im->broken = true;
+		return err_at(err, im->where, "TLS handshake failed");
+	}
+	linecap_install(stream, IMAP_LINE_MAX, reply_line_check);
+	/* mailimap_free() closes the stream from now on, also on failure. */
+	r = mailimap_connect(im->m, stream);
+	return r;
+}
+
 static int
 verify(struct imap *im, char **err)
 {
@@ -294,7 +380,9 @@ starttls(struct imap *im, char **err)
 		im->broken = true;
 		return fail(im, err, "STARTTLS", r);
 	}
+	/* The TLS layer replaced the bounded one: bound it again. */
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
+	linecap_install(im->m->imap_stream, IMAP_LINE_MAX, reply_line_check);
 	return verify(im, err);
 }
 
@@ -307,14 +395,10 @@ establish(struct imap *im, char **err)
 	if ((im->m = mailimap_new(0, NULL)) == NULL)
 		fatalx("imap: out of memory");
 	mailimap_set_timeout(im->m, im->timeout);
-	if (s->tls == CONF_TLS_IMPLICIT)
-		r = mailimap_ssl_connect_with_callback(im->m, s->host, (uint16_t)s->port,
-		    tls_sni_callback, (void *)s->host);
-	else
-		r = mailimap_socket_connect(im->m, s->host, (uint16_t)s->port);
+	if ((r = connect_stream(im, err)) == -1)
+		return -1;
 	if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED)
-		return fail(im, err, "connect", r);
-	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
+		return fail(im, err, "greeting", r);
 	/* PREAUTH: the server chose the user (and, before STARTTLS, TLS could
 	 * never be negotiated): we would deliver into a mailbox we did not
 	 * log in to. */

@@ -1,0 +1,38 @@
+/* A bound on what a server may send through a libetpan stream.
+ *
+ * libetpan reads a reply line into memory until its CRLF, however long
+ * (doc/DESIGN.md, libetpan trap 9): a server that never ends a line grows
+ * our memory until the timeout, which never comes while it keeps sending.
+ * linecap_install() puts a filter under a mailstream that passes bytes
+ * through as they arrive but counts each line: a line longer than the cap
+ * makes the read fail, as a lost connection would. A caller's check can
+ * also refuse a whole line: it runs when the line is complete, and the
+ * bytes read with its LF are then not handed on, so libetpan never parses
+ * a refused line. Nothing else is held back: bytes pipelined behind a
+ * reply stay visible to libetpan's own checks (the STARTTLS injection
+ * test).
+ *
+ * The filter forwards everything else (fd, timeout, certificate chain,
+ * cancel) to the stream it wraps, which it owns; a STARTTLS that replaces
+ * the low-level stream removes it, so install it again after one. */
+#ifndef POP3BRIDGE_LINECAP_H
+#define POP3BRIDGE_LINECAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libetpan/libetpan.h>
+
+/* A whole line (its CRLF or LF included, not NUL-terminated; NUL bytes
+ * possible): NULL to accept it, else a static reason to refuse it. */
+typedef const char *linecap_check_fn(const char *line, size_t len);
+
+/* Wraps s's low-level stream: lines of at most max bytes, each passed to
+ * check (may be NULL). */
+void linecap_install(mailstream *s, size_t max, linecap_check_fn *check);
+
+/* Why the filter of s failed a read ("a reply line longer than N bytes",
+ * or the check's reason), or NULL when it did not (or is not installed). */
+const char *linecap_refused(mailstream *s);
+
+#endif
