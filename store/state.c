@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/err.h"
 #include "lib/io.h"
@@ -511,6 +513,20 @@ state_open(const char *path, struct state **out, char **err)
 	st->path = xstrdup(path);
 	if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
 		*err = xasprintf("opening: %s", st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		goto fail;
+	}
+	/* SQLite opens read-only when opening for writing fails (an I/O
+	 * error, a permission): every write would then fail much later as
+	 * "attempt to write a readonly database" (found by
+	 * tests/integration/test_disk_faults.py). */
+	if (sqlite3_db_readonly(st->db, "main") == 1) {
+		/* SQLite keeps no errno of the failed attempt: ask again. */
+		int fd = open(path, O_RDWR | O_CLOEXEC), e = fd == -1 ? errno : 0;
+
+		if (fd != -1)
+			close(fd);
+		*err = xasprintf("opening for writing: %s", e ? strerror(e) :
+		    "refused (the error was not kept)");
 		goto fail;
 	}
 	if (configure(st, err) == -1 || migrate(st, err) == -1 ||

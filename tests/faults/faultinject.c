@@ -121,10 +121,13 @@ faultinject_init(void)
 	unsetenv("LD_PRELOAD");
 	if ((s = getenv("FAULT_CALL")) == NULL || *s == '\0')
 		return;
-	for (char *list = strdup(s), *cur = list, *tok; (tok = strsep(&cur, ",")) != NULL; )
+	char *list = strdup(s), *cur = list, *tok;
+
+	while (list != NULL && (tok = strsep(&cur, ",")) != NULL)
 		for (int k = 0; k < K_N; k++)
 			if (strcmp(tok, kind_names[k]) == 0 || strcmp(tok, "all") == 0)
 				kinds[k] = true;
+	free(list);
 	if ((s = getenv("FAULT_NTH")) != NULL)
 		nth = strtoul(s, NULL, 10);
 	if ((s = getenv("FAULT_TIMES")) != NULL)
