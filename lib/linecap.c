@@ -14,7 +14,9 @@ struct linecap {
 	linecap_check_fn *check;
 	char *line;			/* the current line so far (max bytes) */
 	size_t len;
-	const char *why;		/* set once a read was refused */
+	size_t literal;			/* literal bytes still to come in it */
+	const char *why;		/* a line refused: reads fail from the next on */
+	bool failed;			/* a read failed for why */		/* set once a read was refused */
 	char why_buf[64];
 };
 
@@ -26,12 +28,19 @@ lc_of(mailstream_low *s)
 	return s->data;
 }
 
-/* Refuses from now on. */
+/* Refuses from now on: what came before the refused line in this chunk
+ * (bytes [0, i + 1 - its length here)) is still handed on, then every
+ * read fails. */
 static ssize_t
-refuse(struct linecap *lc, const char *why)
+refuse(struct linecap *lc, const char *why, size_t i)
 {
+	size_t here = lc->len < i + 1 ? lc->len : i + 1;
+
 	if (lc->why == NULL)
 		lc->why = why;
+	if (i + 1 - here > 0)
+		return (ssize_t)(i + 1 - here);
+	lc->failed = true;
 	return -1;
 }
 
@@ -44,27 +53,38 @@ lc_read(mailstream_low *s, void *buf, size_t count)
 	ssize_t n;
 	size_t i;
 
-	if (lc->why != NULL)
+	if (lc->why != NULL) {
+		lc->failed = true;
 		return -1;
+	}
 	if (count == 0)
 		return 0;
 	/* The wrapped stream reads with the timeout set on us. */
 	lc->inner->timeout = s->timeout;
 	if ((n = mailstream_low_read(lc->inner, out, count)) <= 0)
 		return n;
-	/* A chunk holding a refused line is not handed on at all: libetpan
-	 * parses a line only once it has its LF. */
+	/* A refused line is not handed on: libetpan parses a line only once
+	 * it has its LF. */
 	for (i = 0; i < (size_t)n; i++) {
 		char c = out[i];
+		struct linecap_more m = { false, 0 };
 
 		if (lc->len == lc->max)
-			return refuse(lc, lc->why_buf);
+			return refuse(lc, lc->why_buf, i > 0 ? i - 1 : 0);
 		lc->line[lc->len++] = c;
+		if (lc->literal > 0) {
+			lc->literal--;
+			continue;
+		}
 		if (c != '\n')
 			continue;
-		if (lc->check != NULL && (why = lc->check(lc->line, lc->len)) != NULL)
-			return refuse(lc, why);
-		lc->len = 0;
+		if (lc->check != NULL && (why = lc->check(lc->line, lc->len, &m)) != NULL)
+			return refuse(lc, why, i);
+		if (m.more && m.literal > lc->max - lc->len)
+			return refuse(lc, lc->why_buf, i);
+		lc->literal = m.more ? m.literal : 0;
+		if (!m.more)
+			lc->len = 0;
 	}
 	return n;
 }
@@ -158,7 +178,7 @@ linecap_refused(mailstream *s)
 {
 	mailstream_low *low = s != NULL ? mailstream_get_low(s) : NULL;
 
-	if (low == NULL || low->driver != &linecap_driver)
+	if (low == NULL || low->driver != &linecap_driver || !lc_of(low)->failed)
 		return NULL;
 	return lc_of(low)->why;
 }

@@ -23,12 +23,22 @@
 
 #include <libetpan/libetpan.h>
 
-/* A whole line (its CRLF or LF included, not NUL-terminated; NUL bytes
- * possible): NULL to accept it, else a static reason to refuse it. */
-typedef const char *linecap_check_fn(const char *line, size_t len);
+/* What a check says besides yes or no: the line goes on (*more) after
+ * `literal` bytes of literal data (IMAP "{N}", N may be 0); those pass
+ * unchecked, are added to the line, and the check runs again, on the
+ * whole line, at the next LF. */
+struct linecap_more {
+	bool more;
+	size_t literal;
+};
 
-/* Wraps s's low-level stream: lines of at most max bytes, each passed to
- * check (may be NULL). */
+/* A line so far (up to and including an LF; not NUL-terminated, NUL
+ * bytes possible): NULL to accept it, else a static reason to refuse it.
+ * m is zeroed before the call. */
+typedef const char *linecap_check_fn(const char *line, size_t len, struct linecap_more *m);
+
+/* Wraps s's low-level stream: lines of at most max bytes (literals
+ * included), each passed to check (may be NULL). */
 void linecap_install(mailstream *s, size_t max, linecap_check_fn *check);
 
 /* Why the filter of s failed a read ("a reply line longer than N bytes",

@@ -33,6 +33,7 @@
 #include "lib/sasl.h"
 #include "lib/tls.h"
 #include "lib/xmalloc.h"
+#include "store/imap_guard.h"
 #include "store/outbox.h"
 
 /* User names: bounded before libetpan quotes them (doc/DESIGN.md, libetpan
@@ -42,8 +43,7 @@
 #define IMAP_MBOX_MAX	1000	/* encoded mailbox name */
 #define IMAP_CHUNK	65536	/* bytes of a literal per read and write */
 #define IMAP_TEXT_MAX	200	/* server text quoted in an error */
-#define IMAP_LINE_MAX	65536	/* a reply line, literals included */
-#define IMAP_LITERAL_MAX 65536	/* a literal in a reply (we never FETCH) */
+#define IMAP_LINE_MAX	(2 * IMAP_GUARD_LITERAL_MAX)	/* a reply line, literals included */
 #define IMAP_TIMEOUT_DEFAULT 60
 
 struct folder {
@@ -217,57 +217,6 @@ mbox_name(struct imap *im, const char *folder, char **mbox, char **err)
  * before LOGIN, capabilities re-read after each change of state.
  */
 
-/* What libetpan 1.9.4 must not parse (doc/DESIGN.md, libetpan trap 9):
- * a literal announcing more than IMAP_LITERAL_MAX bytes (it allocates what
- * it is told), and a PERMANENTFLAGS list whose first item is not a flag
- * (its parser then frees a NULL list and crashes; found by
- * tests/fuzz/fuzz_imap_store.c, fixed in libetpan after 1.9.4). A
- * linecap_check_fn. */
-static bool
-atom_char(unsigned char c)
-{
-	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
-}
-
-static const char *
-reply_line_check(const char *line, size_t len)
-{
-	size_t i, j;
-
-	if (len >= 3 && line[len - 1] == '\n') {
-		j = len - (line[len - 2] == '\r' ? 2 : 1);
-		if (j > 0 && line[j - 1] == '}') {
-			unsigned long long n = 0;
-			bool digits = false;
-
-			for (i = j - 1; i > 0 && line[i - 1] != '{'; i--)
-				;
-			for (size_t k = i; k < j - 1; k++)
-				if (line[k] >= '0' && line[k] <= '9') {
-					digits = true;
-					if (n <= IMAP_LITERAL_MAX)
-						n = n * 10 + (unsigned)(line[k] - '0');
-				}
-			if (i > 0 && digits && n > IMAP_LITERAL_MAX)
-				return "a literal over 65536 bytes in a reply";
-		}
-	}
-	for (i = 0; i + 14 < len; i++) {
-		if (strncasecmp(line + i, "PERMANENTFLAGS", 14) != 0)
-			continue;
-		for (j = i + 14; j < len && line[j] == ' '; j++)
-			;
-		if (j + 1 >= len || line[j] != '(')
-			continue;
-		unsigned char c0 = (unsigned char)line[j + 1];
-		unsigned char c1 = j + 2 < len ? (unsigned char)line[j + 2] : 0;
-		if (c0 != ')' && !(c0 == '\\' && (c1 == '*' || atom_char(c1))) &&
-		    !atom_char(c0))
-			return "a malformed PERMANENTFLAGS list in a reply";
-	}
-	return NULL;
-}
-
 /* TCP (lib/net.c: every address within the timeout), the TLS layer when
  * implicit, the line bound under libetpan, then its greeting. */
 static int
@@ -290,7 +239,7 @@ connect_stream(struct imap *im, char **err)
 		im->broken = true;
 		return err_at(err, im->where, "TLS handshake failed");
 	}
-	linecap_install(stream, IMAP_LINE_MAX, reply_line_check);
+	linecap_install(stream, IMAP_LINE_MAX, imap_guard_line);
 	/* mailimap_free() closes the stream from now on, also on failure. */
 	r = mailimap_connect(im->m, stream);
 	return r;
@@ -382,7 +331,7 @@ starttls(struct imap *im, char **err)
 	}
 	/* The TLS layer replaced the bounded one: bound it again. */
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
-	linecap_install(im->m->imap_stream, IMAP_LINE_MAX, reply_line_check);
+	linecap_install(im->m->imap_stream, IMAP_LINE_MAX, imap_guard_line);
 	return verify(im, err);
 }
 
