@@ -757,10 +757,12 @@ append_file(struct imap *im, const char *mbox, struct deliver_msg *m, uint64_t s
 		return -1;
 	if (send_literal(im, m->fd, size, err) == -1)
 		return -1;
-	/* As mailimap_append(): the reply's first line replaces the "+". */
+	/* As mailimap_append(): the reply's first line replaces the "+".
+	 * A server may say TRYCREATE only once it has the literal (found by
+	 * tests/integration/test_hostile_imap.py): create and retry then too. */
 	if (mailimap_read_line(im->m) == NULL)
 		return fail(im, err, "APPEND", MAILIMAP_ERROR_STREAM);
-	if (tagged_reply(im, "APPEND", NULL, err) == -1)
+	if (tagged_reply(im, "APPEND", trycreate, err) == -1)
 		return -1;
 	append_uid(im, &m->uidvalidity, &m->uid);
 	return 0;
