@@ -75,6 +75,10 @@ struct fetched {
 static int
 fail(struct pass *ps, int code, char *err)
 {
+	/* A state database locked by another process past the busy timeout
+	 * is temporary, as a busy account is (test_restarts.py). */
+	if (code == EX_IOERR && state_busy(ps->st))
+		code = EX_TEMPFAIL;
 	if (ps->res->error == NULL)
 		ps->res->error = err;
 	else

@@ -243,19 +243,30 @@ struct state {
 	sqlite3 *db;
 	char *path;
 	sqlite3_stmt *stmt[S_COUNT];
+	bool busy;		/* the last call failed on another process's lock */
 };
 
 /* "what: SQLite's last message". */
 static int
 fail(struct state *st, const char *what, char **err)
 {
+	int code = sqlite3_errcode(st->db);
+
+	st->busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
 	return err_set(err, "%s: %s", what, sqlite3_errmsg(st->db));
+}
+
+bool
+state_busy(const struct state *st)
+{
+	return st != NULL && st->busy;
 }
 
 /* The cached statement id, prepared on first use; NULL with *err set. */
 static sqlite3_stmt *
 stmt(struct state *st, enum stmt_id id, const char *what, char **err)
 {
+	st->busy = false;
 	if (st->stmt[id] == NULL && sqlite3_prepare_v3(st->db, sql[id], -1,
 	    SQLITE_PREPARE_PERSISTENT, &st->stmt[id], NULL) != SQLITE_OK) {
 		fail(st, what, err);
@@ -322,6 +333,7 @@ run_account_text(struct state *st, enum stmt_id id, int64_t account, const char 
 static int
 exec(struct state *st, const char *q, const char *what, char **err)
 {
+	st->busy = false;
 	if (sqlite3_exec(st->db, q, NULL, NULL, NULL) != SQLITE_OK)
 		return fail(st, what, err);
 	return 0;
