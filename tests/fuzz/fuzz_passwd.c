@@ -97,15 +97,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pass[plen] = '\0';
 
 	db = passwd_open(path);
+	/* Every check of a crypt hash costs its rounds: the other peers are
+	 * asked only once the password is right (their allow_nets matter
+	 * then), a user who is not there (the dummy hash) half the time. */
 	for (size_t i = 0; i < sizeof peers / sizeof *peers; i++) {
 		int a = check(db, user, pass, peers[i]);
 
 		FUZZ_CHECK(a == check(db, user, pass, peers[i]), "same question, new answer");
 		FUZZ_CHECK(a != 1 || *pass != '\0', "empty password accepted");
 		FUZZ_CHECK(check(db, user, "", peers[i]) != 1, "empty password accepted");
+		if (a != 1)
+			break;
 	}
-	FUZZ_CHECK(check(db, "no-such-user-\x01", "x", "127.0.0.1") != 1,
-	    "a user absent from the file accepted");
+	if (size % 2 == 0)
+		FUZZ_CHECK(check(db, "no-such-user-\x01", "x", "127.0.0.1") != 1,
+		    "a user absent from the file accepted");
 	(void)passwd_verify((const char *)pass, "x");
 	passwd_free(db);
 	return 0;
