@@ -12,6 +12,7 @@ struct linecap {
 	mailstream_low *inner;		/* owned */
 	size_t max;
 	linecap_check_fn *check;
+	void *ctx;
 	char *line;			/* the current line so far (max bytes) */
 	size_t len;
 	size_t literal;			/* literal bytes still to come in it */
@@ -61,8 +62,17 @@ lc_read(mailstream_low *s, void *buf, size_t count)
 		return 0;
 	/* The wrapped stream reads with the timeout set on us. */
 	lc->inner->timeout = s->timeout;
-	if ((n = mailstream_low_read(lc->inner, out, count)) <= 0)
+	if ((n = mailstream_low_read(lc->inner, out, count)) < 0)
 		return n;
+	/* At the end of the stream libetpan parses a line it has without its
+	 * LF (mailstream_read_line): a line cut short is an error instead. */
+	if (n == 0) {
+		if (lc->len == 0)
+			return 0;
+		lc->why = "the connection ended inside a reply line";
+		lc->failed = true;
+		return -1;
+	}
 	/* A refused line is not handed on: libetpan parses a line only once
 	 * it has its LF. */
 	for (i = 0; i < (size_t)n; i++) {
@@ -78,7 +88,8 @@ lc_read(mailstream_low *s, void *buf, size_t count)
 		}
 		if (c != '\n')
 			continue;
-		if (lc->check != NULL && (why = lc->check(lc->line, lc->len, &m)) != NULL)
+		if (lc->check != NULL && (why = lc->check(lc->ctx, lc->line, lc->len,
+		    &m)) != NULL)
 			return refuse(lc, why, i);
 		if (m.more && m.literal > lc->max - lc->len)
 			return refuse(lc, lc->why_buf, i);
@@ -156,7 +167,7 @@ static mailstream_low_driver linecap_driver = {
 };
 
 void
-linecap_install(mailstream *s, size_t max, linecap_check_fn *check)
+linecap_install(mailstream *s, size_t max, linecap_check_fn *check, void *ctx)
 {
 	mailstream_low *inner = mailstream_get_low(s), *low;
 	struct linecap *lc = xcalloc(1, sizeof *lc);
@@ -164,6 +175,7 @@ linecap_install(mailstream *s, size_t max, linecap_check_fn *check)
 	lc->inner = inner;
 	lc->max = max;
 	lc->check = check;
+	lc->ctx = ctx;
 	lc->line = xmalloc(max);
 	snprintf(lc->why_buf, sizeof lc->why_buf, "a reply line longer than %zu bytes", max);
 	if ((low = mailstream_low_new(lc, &linecap_driver)) == NULL)

@@ -10,7 +10,8 @@
  * bytes read with its LF are then not handed on, so libetpan never parses
  * a refused line. Nothing else is held back: bytes pipelined behind a
  * reply stay visible to libetpan's own checks (the STARTTLS injection
- * test).
+ * test). The stream ending inside a line is an error too: libetpan would
+ * parse the line it has as if it were whole.
  *
  * The filter forwards everything else (fd, timeout, certificate chain,
  * cancel) to the stream it wraps, which it owns; a STARTTLS that replaces
@@ -34,12 +35,14 @@ struct linecap_more {
 
 /* A line so far (up to and including an LF; not NUL-terminated, NUL
  * bytes possible): NULL to accept it, else a static reason to refuse it.
- * m is zeroed before the call. */
-typedef const char *linecap_check_fn(const char *line, size_t len, struct linecap_more *m);
+ * ctx is the caller's; m is zeroed before the call. */
+typedef const char *linecap_check_fn(void *ctx, const char *line, size_t len,
+    struct linecap_more *m);
 
 /* Wraps s's low-level stream: lines of at most max bytes (literals
- * included), each passed to check (may be NULL). */
-void linecap_install(mailstream *s, size_t max, linecap_check_fn *check);
+ * included), each passed to check (may be NULL) with ctx (not owned; it
+ * must live as long as s). */
+void linecap_install(mailstream *s, size_t max, linecap_check_fn *check, void *ctx);
 
 /* Why the filter of s failed a read ("a reply line longer than N bytes",
  * or the check's reason), or NULL when it did not (or is not installed). */

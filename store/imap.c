@@ -67,6 +67,7 @@ struct imap {
 	struct folder *folders;
 	size_t n_folders;
 	char *buf;		/* IMAP_CHUNK bytes for streaming literals */
+	struct imap_guard guard;	/* what of the replies libetpan may see */
 };
 
 /*
@@ -239,7 +240,7 @@ connect_stream(struct imap *im, char **err)
 		im->broken = true;
 		return err_at(err, im->where, "TLS handshake failed");
 	}
-	linecap_install(stream, IMAP_LINE_MAX, imap_guard_line);
+	linecap_install(stream, IMAP_LINE_MAX, imap_guard_line, &im->guard);
 	/* mailimap_free() closes the stream from now on, also on failure. */
 	r = mailimap_connect(im->m, stream);
 	return r;
@@ -331,7 +332,7 @@ starttls(struct imap *im, char **err)
 	}
 	/* The TLS layer replaced the bounded one: bound it again. */
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
-	linecap_install(im->m->imap_stream, IMAP_LINE_MAX, imap_guard_line);
+	linecap_install(im->m->imap_stream, IMAP_LINE_MAX, imap_guard_line, &im->guard);
 	return verify(im, err);
 }
 

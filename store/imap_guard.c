@@ -347,10 +347,22 @@ untagged(struct cur *c)
 }
 
 const char *
-imap_guard_line(const char *line, size_t len, struct linecap_more *m)
+imap_guard_line(void *ctx, const char *line, size_t len, struct linecap_more *m)
 {
+	struct imap_guard *g = ctx;
 	struct cur c = { line, line + len, false, 0 };
 	bool ok;
+
+	if (!g->greeted) {
+		/* Before anything, the greeting: OK or PREAUTH (libetpan 1.9.4
+		 * never frees a BYE one; the server has refused us then). */
+		if (len >= 5 && strncasecmp(line, "* BYE", 5) == 0)
+			return "the server refused the connection (BYE greeting)";
+		if ((len < 4 || strncasecmp(line, "* OK", 4) != 0) &&
+		    (len < 9 || strncasecmp(line, "* PREAUTH", 9) != 0))
+			return "a greeting that is neither OK nor PREAUTH";
+		g->greeted = true;
+	}
 
 	if (eat(&c, '+')) {
 		if (sp(&c))

@@ -16,15 +16,24 @@
 #ifndef POP3BRIDGE_IMAP_GUARD_H
 #define POP3BRIDGE_IMAP_GUARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/linecap.h"
 
 #define IMAP_GUARD_LITERAL_MAX	65536
 
-/* line[0..len): a reply line so far, up to and including its LF (with the
- * literals it announced inside). NULL when it may go to libetpan (m says
- * whether it goes on after a literal), else why not. */
-const char *imap_guard_line(const char *line, size_t len, struct linecap_more *m);
+/* A session's guard: zero it before the greeting (the first line must
+ * be "* OK" or "* PREAUTH": libetpan leaks a "* BYE" greeting). */
+struct imap_guard {
+	bool greeted;
+};
+
+/* A linecap_check_fn, ctx a struct imap_guard: line[0..len) is a reply
+ * line so far, up to and including its LF (with the literals it announced
+ * inside). NULL when it may go to libetpan (m says whether it goes on
+ * after a literal), else why not. */
+const char *imap_guard_line(void *ctx, const char *line, size_t len,
+    struct linecap_more *m);
 
 #endif

@@ -12,13 +12,14 @@
 #include "store/imap_guard.h"
 #include "tests/unit/check.h"
 
-/* The guard's verdict on a whole line: NULL accepted. */
+/* The guard's verdict on a whole line after the greeting: NULL accepted. */
 static const char *
 verdict(const char *line)
 {
+	struct imap_guard g = { .greeted = true };
 	struct linecap_more m = { false, 0 };
 
-	return imap_guard_line(line, strlen(line), &m);
+	return imap_guard_line(&g, line, strlen(line), &m);
 }
 
 /* What Dovecot 2.3 and other servers send to the store's commands. */
@@ -105,20 +106,43 @@ test_refuses_what_libetpan_gets_wrong(void)
 static void
 test_literal_mailbox(void)
 {
+	struct imap_guard g = { .greeted = true };
 	struct linecap_more m = { false, 0 };
 	const char *head = "* LIST () \"/\" {7}\r\n";
 	const char *whole = "* LIST () \"/\" {7}\r\nA \"b\" c\r\n";
 	const char *zero = "* LIST () \"/\" {0}\r\n";
 
-	CHECK(imap_guard_line(head, strlen(head), &m) == NULL);
+	CHECK(imap_guard_line(&g, head, strlen(head), &m) == NULL);
 	CHECK(m.more && m.literal == 7);
 	memset(&m, 0, sizeof m);
-	CHECK(imap_guard_line(whole, strlen(whole), &m) == NULL);
+	CHECK(imap_guard_line(&g, whole, strlen(whole), &m) == NULL);
 	CHECK(!m.more);
 	memset(&m, 0, sizeof m);
-	CHECK(imap_guard_line(zero, strlen(zero), &m) == NULL);
+	CHECK(imap_guard_line(&g, zero, strlen(zero), &m) == NULL);
 	CHECK(m.more && m.literal == 0);
 	CHECK(verdict("* OK [ALERT] {5}\r\n") == NULL);	/* text, not a literal */
+}
+
+/* The first line is the greeting: OK or PREAUTH, nothing else. */
+static void
+test_greeting(void)
+{
+	static const char *const bad[] = { "* BYE [CAPABILITY IMAP4rev1] go away\r\n",
+	    "1 OK hello\r\n", "* CAPABILITY IMAP4rev1\r\n", "+ OK\r\n" };
+	static const char *const ok[] = { "* OK ready\r\n", "* PREAUTH hi\r\n" };
+
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		struct imap_guard g = { false };
+		struct linecap_more m = { false, 0 };
+
+		CHECK(imap_guard_line(&g, bad[i], strlen(bad[i]), &m) != NULL);
+	}
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+		struct imap_guard g = { false };
+		struct linecap_more m = { false, 0 };
+
+		CHECK(imap_guard_line(&g, ok[i], strlen(ok[i]), &m) == NULL && g.greeted);
+	}
 }
 
 static void
@@ -133,13 +157,14 @@ static void
 test_linecap_under_libetpan(void)
 {
 	MMAPString *buf = mmap_string_new("");
+	struct imap_guard g = { false };
 	int sv[2];
 	mailstream *s;
 	char *line;
 
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
 	s = mailstream_socket_open(sv[0]);
-	linecap_install(s, 64, imap_guard_line);
+	linecap_install(s, 64, imap_guard_line, &g);
 	server_says(sv[1], "* OK ready\r\n* LIST () \"/\" {3}\r\nabc\r\n* CAPABILITY\r\n");
 	/* the lines before the refused one, then nothing */
 	line = mailstream_read_line(s, buf);
@@ -156,7 +181,7 @@ test_linecap_under_libetpan(void)
 
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
 	s = mailstream_socket_open(sv[0]);
-	linecap_install(s, 64, NULL);
+	linecap_install(s, 64, NULL, NULL);
 	server_says(sv[1], "220 ok\r\n");
 	for (int i = 0; i < 10; i++)
 		server_says(sv[1], "xxxxxxxxxx");
@@ -165,6 +190,17 @@ test_linecap_under_libetpan(void)
 	CHECK_STR(linecap_refused(s), "a reply line longer than 64 bytes");
 	mailstream_close(s);
 	close(sv[1]);
+
+	/* the end of the stream inside a line: no line for libetpan */
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	s = mailstream_socket_open(sv[0]);
+	linecap_install(s, 64, imap_guard_line, &g);
+	server_says(sv[1], "* OK ready\r\n* OK [PERMANENTFLAGS (\x01");
+	close(sv[1]);
+	CHECK(mailstream_read_line(s, buf) != NULL);
+	CHECK(mailstream_read_line(s, buf) == NULL);
+	CHECK_STR(linecap_refused(s), "the connection ended inside a reply line");
+	mailstream_close(s);
 	mmap_string_free(buf);
 }
 
@@ -174,6 +210,7 @@ main(void)
 	TEST(test_accepts_real_replies);
 	TEST(test_refuses_what_libetpan_gets_wrong);
 	TEST(test_literal_mailbox);
+	TEST(test_greeting);
 	TEST(test_linecap_under_libetpan);
 	CHECK_DONE();
 }
