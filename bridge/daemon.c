@@ -15,6 +15,7 @@
 #include "bridge/sync_pool.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
+#include "store/state.h"
 
 /* When each account is due next, by name (so a reload keeps the schedule
  * of accounts that stay). */
@@ -62,20 +63,66 @@ interval(const struct conf *c, const struct conf_account *a)
 	return a->poll_interval ? a->poll_interval : c->poll_interval;
 }
 
+/* What the state says of the account's schedule (sync.c writes it after
+ * each pass): false when there is nothing to read. Reads only, so that
+ * the loop never waits for a pass's write lock (WAL readers do not). A
+ * connection of its own each time: one kept open must not be inherited
+ * by the children forked later. */
+static bool
+read_schedule(const struct conf *c, const char *name, struct state_sched *sc)
+{
+	struct state *st = NULL;
+	char *err = NULL;
+	int64_t id;
+	bool ok;
+
+	ok = state_open_dir(c->state_dir, false, &st, &err) == 0 && st != NULL &&
+	    state_account_id(st, name, &id, &err) == 1 && state_schedule(st, id, sc, &err) == 0;
+	if (err != NULL) {
+		log_warnx("%s: reading the schedule: %s", name, err);
+		free(err);
+	}
+	state_close(st);
+	return ok;
+}
+
+/* The earliest time the account may be polled: never before the server
+ * allows a login (LOGIN-DELAY, a refusal's backoff); after a pass also
+ * never before the next poll that pass planned. */
+static time_t
+not_before(const struct conf *c, const char *name, time_t at, bool after_pass)
+{
+	struct state_sched sc;
+
+	if (!read_schedule(c, name, &sc))
+		return at;
+	if (sc.not_before > (int64_t)at)
+		at = (time_t)sc.not_before;
+	if (after_pass && sc.next_poll_at > (int64_t)at)
+		at = (time_t)sc.next_poll_at;
+	return at;
+}
+
 /* Builds the schedule for c, keeping the due time of accounts that were
- * in old (all due now at start). */
+ * in old (all due now at start, unless the server allows no login yet). */
 static struct due *
 schedule(const struct conf *c, const struct due *old, size_t n_old)
 {
 	struct due *d = xcalloc(c->n_accounts, sizeof *d);
 	time_t now = time(NULL);
+	bool kept;
 
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		d[i].name = xstrdup(c->accounts[i].name);
 		d[i].at = now;
+		kept = false;
 		for (size_t j = 0; j < n_old; j++)
-			if (strcmp(old[j].name, d[i].name) == 0)
+			if (strcmp(old[j].name, d[i].name) == 0) {
 				d[i].at = old[j].at;
+				kept = true;
+			}
+		if (!kept)
+			d[i].at = not_before(c, d[i].name, now, false);
 	}
 	return d;
 }
@@ -115,7 +162,8 @@ reap_finished(struct sched *s)
 	while (sync_pool_reap(&s->pool, false, &name, &code) == 1) {
 		for (size_t i = 0; i < s->c->n_accounts; i++)
 			if (strcmp(s->due[i].name, name) == 0)
-				s->due[i].at = time(NULL) + interval(s->c, &s->c->accounts[i]);
+				s->due[i].at = not_before(s->c, name, time(NULL) +
+				    interval(s->c, &s->c->accounts[i]), true);
 		free(name);
 	}
 }
@@ -158,7 +206,7 @@ block_signals(sigset_t *set)
 }
 
 /* What a signal the loop took does: TERM/INT stop everything (passes under
- * way finish their current message first), HUP reloads the configuration
+ * way stop within about a second first), HUP reloads the configuration
  * and restarts the queue runner and the relay with it. SIGCHLD only wakes
  * the loop, which reaps. */
 static void
@@ -168,7 +216,7 @@ handle_signal(struct sched *s, int sig)
 	case SIGTERM:
 	case SIGINT:
 		if (!s->stopping)
-			log_info("stopping: waiting for %zu passes to finish their message",
+			log_info("stopping: waiting for %zu passes to stop",
 			    sync_pool_running(&s->pool));
 		s->stopping = true;
 		notify_systemd("STOPPING=1");

@@ -1,6 +1,6 @@
 /* `run`: poll every account on its interval (bounded by max_parallel),
- * until SIGTERM/SIGINT (passes under way finish their current message,
- * then the daemon exits 0). SIGHUP reloads the configuration; a bad new
+ * until SIGTERM/SIGINT (passes under way stop within about a second,
+ * lib/deadline.h, then the daemon exits 0). SIGHUP reloads the configuration; a bad new
  * configuration is reported and the old one kept. */
 #ifndef POP3BRIDGE_DAEMON_H
 #define POP3BRIDGE_DAEMON_H

@@ -24,6 +24,7 @@
 #include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
 #include "bridge/pop3_sink.h"
+#include "lib/dlstream.h"
 #include "lib/err.h"
 #include "lib/hex.h"
 #include "lib/log.h"
@@ -57,9 +58,18 @@ struct pop3 {
 	size_t nsent;		/* queue[0..nsent) are sent */
 	size_t qnext;		/* queue[0..qnext) are read */
 	size_t ndeleted;	/* DELEs accepted: LIST may now have gaps */
+	struct pop3_entry *listed;	/* LIST of the last pop3_scan (num, size; no UIDL) */
+	size_t nlisted;
+	char *refusal;		/* the last login refusal, for the message */
+	enum pop3_busy busy;	/* its "not now" response code */
+	char *uidl_refused;	/* the -ERR text of the last UIDL, NULL if none */
+	unsigned long *retrieved;	/* RETR/TOP answered +OK (pop3_retrieved) */
+	size_t nretrieved, retrieved_cap;
 };
 
-enum auth_kind { AUTH_NONE, AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2 };
+static uint64_t listed_size(const struct pop3 *p, unsigned long num);
+
+enum auth_kind { AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2, AUTH_OAUTHBEARER };
 
 /* Sets *err to "host:port: message" and returns code. After POP3_ENET or
  * POP3_EPROTO the stream is in an unknown state: the session is broken. */
@@ -68,7 +78,8 @@ failf(struct pop3 *p, int code, char **err, const char *fmt, ...)
 {
 	va_list ap;
 
-	p->broken = p->broken || code == POP3_ENET || code == POP3_EPROTO;
+	p->broken = p->broken || code == POP3_ENET || code == POP3_EPROTO ||
+	    code == POP3_EDEADLINE || code == POP3_ESTOP;
 	va_start(ap, fmt);
 	err_vat(err, p->where, fmt, ap);
 	va_end(ap);
@@ -99,7 +110,9 @@ server_err(struct pop3 *p, int code, char **err, const char *what, const char *t
 /* The reader's byte source. mailstream_read() blocks for more when asked
  * for more than it buffers, and loops when asked for more than its buffer
  * size: ask for exactly what one low-level read can deliver. The low-level
- * timeout is the time left in the reader's step (whole seconds, >= 1). */
+ * timeout is the time left before the reader's next deadline (whole
+ * seconds, >= 1); the stream is guarded (lib/dlstream.h), so a stop ends
+ * the wait within a second. */
 static ssize_t
 stream_src(void *ctx, void *buf, size_t cap, int ms)
 {
@@ -181,6 +194,18 @@ reply(struct pop3 *p, bool *ok, char *text, size_t cap, char **err)
 	return POP3_OK;
 }
 
+/* Notes that the server sent message num (RETR or TOP +OK). */
+static void
+note_retrieved(struct pop3 *p, unsigned long num)
+{
+	if (p->nretrieved == p->retrieved_cap) {
+		p->retrieved_cap = p->retrieved_cap ? 2 * p->retrieved_cap : 64;
+		p->retrieved = xreallocarray(p->retrieved, p->retrieved_cap,
+		    sizeof *p->retrieved);
+	}
+	p->retrieved[p->nretrieved++] = num;
+}
+
 /* A body sink that drops everything (abandoned pipelined RETRs). */
 static int
 discard(void *ctx, const unsigned char *b, size_t n, bool eol, char **err)
@@ -209,8 +234,11 @@ ready(struct pop3 *p, char **err)
 	if (p->broken)
 		return failf(p, POP3_ENET, err, "session unusable after an earlier error");
 	for (; p->qnext < p->nsent; p->qnext++) {
+		pop3_reader_expect(&p->rd, listed_size(p, p->queue[p->qnext]));
 		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 			return rv;
+		if (ok)
+			note_retrieved(p, p->queue[p->qnext]);
 		if (ok && (rv = pop3_reader_body(&p->rd, discard, NULL, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 	}
@@ -241,6 +269,7 @@ open_stream(struct pop3 *p, const struct conf_server *s, int fd, char **err)
 	if (stream == NULL)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
 	p->m->pop3_stream = stream;
+	dlstream_guard(stream);
 	pop3_reader_init(&p->rd, stream_src, stream, p->timeout);
 	return POP3_OK;
 }
@@ -296,8 +325,10 @@ read_capa(struct pop3 *p, char **err)
 	bool ok, end;
 	int rv, n;
 
-	if ((rv = send_cmd(p, err, "CAPA")) != POP3_OK ||
-	    (rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
+	if ((rv = send_cmd(p, err, "CAPA")) != POP3_OK)
+		return rv;
+	pop3_reader_expect(&p->rd, 0);
+	if ((rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
 		return rv;
 	if (!ok)
 		return POP3_OK;
@@ -339,6 +370,7 @@ starttls(struct pop3 *p, const struct conf_server *s, char **err)
 		return failf(p, POP3_ETLS, err, "unexpected data after the STLS reply");
 	if (tls_stream_starttls(stream, s->host, p->timeout) == -1)
 		return failf(p, POP3_ENET, err, "TLS handshake failed");
+	dlstream_guard(stream);		/* the TLS layer is a new low-level stream */
 	return POP3_OK;
 }
 
@@ -368,7 +400,7 @@ establish(struct pop3 *p, const struct conf_server *s, char **err)
 static int
 check_config(struct pop3 *p, const struct conf_server *s, const char *pass, char **err)
 {
-	bool token = s->auth == CONF_AUTH_XOAUTH2;
+	bool token = s->auth == CONF_AUTH_XOAUTH2 || s->auth == CONF_AUTH_OAUTHBEARER;
 	size_t max = token ? POP3_TOKEN_MAX : POP3_NAME_MAX;
 
 	if (s->host == NULL || *s->host == '\0')
@@ -397,20 +429,34 @@ struct cred {
 	const char *sent;	/* NULL when nothing was derived */
 };
 
-/* A refused login. The RFC 2449/3206 response codes IN-USE, LOGIN-DELAY and
- * SYS/TEMP mean "not now", not "wrong credentials": retry later. Some
- * servers echo the rejected command: a reply holding the secret (lib/sasl.c
- * knows its forms) or what was sent for it is withheld from the message. */
+/* A refused login: p->refusal gets the server's text (cleaned, or a note
+ * that it was withheld: some servers echo the rejected command, and a
+ * reply holding the secret, lib/sasl.c knows its forms, or what was sent
+ * for it is never repeated), p->busy its "not now" response code, if any
+ * (RFC 2449/3206). note, when not NULL, is added (an OAuth status).
+ * Returns POP3_EAUTH; authenticate() decides what it means. */
 static int
-auth_refused(struct pop3 *p, const char *text, const struct cred *c, char **err)
+auth_refused(struct pop3 *p, const char *text, const struct cred *c, const char *note)
 {
-	int code = pop3_parse_temporary(text) ? POP3_ENET : POP3_EAUTH;
+	char *clean;
 
+	free(p->refusal);
+	p->busy = pop3_parse_busy(text);
 	if (sasl_repeats_secret(text, c->user, c->secret) ||
 	    (c->sent != NULL && *c->sent != '\0' && strstr(text, c->sent) != NULL))
-		return failf(p, code, err, "login refused (reply withheld: it "
-		    "repeats the credential)");
-	return server_err(p, code, err, "login refused", text);
+		clean = xstrdup("(reply withheld: it repeats the credential)");
+	else {
+		char *t = pop3_parse_clean(text);
+
+		clean = xasprintf("-ERR %s", t);
+		free(t);
+	}
+	if (note != NULL) {
+		p->refusal = xasprintf("%s (%s)", clean, note);
+		free(clean);
+	} else
+		p->refusal = clean;
+	return POP3_EAUTH;
 }
 
 static int
@@ -425,11 +471,11 @@ auth_user(struct pop3 *p, const char *user, const char *pass, char **err)
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok)
-		return auth_refused(p, text, &c, err);
+		return auth_refused(p, text, &c, NULL);
 	if ((rv = send_secret(p, "PASS ", pass, err)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, &c, err);
+	return ok ? POP3_OK : auth_refused(p, text, &c, NULL);
 }
 
 /* APOP (RFC 1939) with GnuTLS's MD5: libetpan's is broken on 64-bit. */
@@ -455,7 +501,7 @@ auth_apop(struct pop3 *p, const char *user, const char *pass, char **err)
 	if ((rv = send_cmd(p, err, "APOP %s %s", user, hex)) != POP3_OK ||
 	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
-	return ok ? POP3_OK : auth_refused(p, text, &c, err);
+	return ok ? POP3_OK : auth_refused(p, text, &c, NULL);
 }
 
 /* Sends AUTH mech with the base64 response c->sent: inline when the line
@@ -475,102 +521,220 @@ sasl_start(struct pop3 *p, const char *mech, const struct cred *c, char **err)
 	if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
 		return fail(p, rv, err, msg);
 	if (st == POP3_ST_ERR)
-		return auth_refused(p, text, c, err);
+		return auth_refused(p, text, c, NULL);
 	if (st == POP3_ST_OK)
 		return failf(p, POP3_EPROTO, err, "AUTH %s: +OK before any credential", mech);
 	return send_secret(p, "", c->sent, err);
 }
 
-/* Reads the outcome of AUTH. A "+" challenge now is an error report
- * (XOAUTH2 sends its JSON error that way): answer with an empty line
- * (XOAUTH2) or "*" (cancel, RFC 5034) to get the final -ERR. */
+/* Reads the outcome of AUTH. A "+" challenge now is an error report (the
+ * OAuth mechanisms send their JSON error that way, RFC 7628 section
+ * 3.2.2): it is answered (sasl_error_answer) to get the final -ERR, and
+ * its "status" goes into the refusal. */
 static int
-sasl_finish(struct pop3 *p, const char *mech, const struct cred *c, char **err)
+sasl_finish(struct pop3 *p, enum sasl_mech mech, const struct cred *c, char **err)
 {
-	char text[POP3_LINE_MAX + 1], *msg = NULL;
+	char text[POP3_LINE_MAX + 1], *msg = NULL, *status = NULL, note[96];
 	enum pop3_status st;
 	int rv, round;
 
 	for (round = 0; round < 2; round++) {
-		if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK)
-			return fail(p, rv, err, msg);
+		if ((rv = pop3_reader_status(&p->rd, &st, text, sizeof text, &msg)) != POP3_OK) {
+			rv = fail(p, rv, err, msg);
+			break;
+		}
 		if (st == POP3_ST_OK)
-			return POP3_OK;
-		if (st == POP3_ST_ERR)
-			return auth_refused(p, text, c, err);
-		if (round == 0 && (rv = send_cmd(p, err, "%s",
-		    strcmp(mech, "XOAUTH2") == 0 ? "" : "*")) != POP3_OK)
-			return rv;
+			break;
+		if (st == POP3_ST_ERR) {
+			if (status != NULL)
+				snprintf(note, sizeof note, "token refused: status \"%s\"", status);
+			rv = auth_refused(p, text, c, status != NULL ? note : NULL);
+			break;
+		}
+		if (round == 1) {
+			rv = failf(p, POP3_EPROTO, err, "AUTH %s: a second challenge",
+			    sasl_name(mech));
+			break;
+		}
+		status = sasl_oauth_status(text);
+		if ((rv = send_cmd(p, err, "%s", sasl_error_answer(mech))) != POP3_OK)
+			break;
 	}
-	return failf(p, POP3_EPROTO, err, "AUTH %s: a second challenge", mech);
+	free(status);
+	return rv;
 }
 
 /* SASL with a one-step mechanism (lib/sasl.c builds the response); the
  * base64 response is wiped afterwards. */
 static int
-auth_sasl(struct pop3 *p, enum sasl_mech mech, const char *user, const char *secret,
-    char **err)
+auth_sasl(struct pop3 *p, const struct conf_server *s, enum sasl_mech mech,
+    const char *secret, char **err)
 {
-	char *b64 = sasl_response64(mech, user, secret);
-	const struct cred c = { user, secret, b64 };
+	char *b64 = mech == SASL_OAUTHBEARER ?
+	    sasl_oauthbearer64(s->user, s->host, s->port, secret) :
+	    sasl_response64(mech, s->user, secret);
+	const struct cred c = { s->user, secret, b64 };
 	int rv;
 
 	if ((rv = sasl_start(p, sasl_name(mech), &c, err)) == POP3_OK)
-		rv = sasl_finish(p, sasl_name(mech), &c, err);
+		rv = sasl_finish(p, mech, &c, err);
 	explicit_bzero(b64, strlen(b64));
 	free(b64);
 	return rv;
 }
 
-static enum auth_kind
-choose_auth(const struct pop3 *p, const struct conf_server *s)
+/* The mechanisms to try, in order; returns how many (0: none usable). */
+static size_t
+auth_plan(const struct pop3 *p, const struct conf_server *s, enum auth_kind *plan)
 {
 	bool apop = p->m->pop3_timestamp != NULL;
+	size_t n = 0;
 
 	switch (s->auth) {
 	case CONF_AUTH_USER:
-		return AUTH_USER;
+		plan[n++] = AUTH_USER;
+		return n;
 	case CONF_AUTH_APOP:
-		return apop ? AUTH_APOP : AUTH_NONE;
+		if (apop)
+			plan[n++] = AUTH_APOP;
+		return n;
 	case CONF_AUTH_PLAIN:
-		return AUTH_PLAIN;
+		plan[n++] = AUTH_PLAIN;
+		return n;
 	case CONF_AUTH_XOAUTH2:
-		return AUTH_XOAUTH2;
+		plan[n++] = AUTH_XOAUTH2;
+		return n;
+	case CONF_AUTH_OAUTHBEARER:
+		plan[n++] = AUTH_OAUTHBEARER;
+		return n;
 	case CONF_AUTH_AUTO:
 	case CONF_AUTH_LOGIN:	/* smtp {} only: never parsed for pop3 */
 		break;
 	}
 	/* Without TLS, APOP at least keeps the password itself off the wire. */
 	if (s->tls == CONF_TLS_NONE && apop)
-		return AUTH_APOP;
+		plan[n++] = AUTH_APOP;
 	if (p->caps.sasl_plain)
-		return AUTH_PLAIN;
+		plan[n++] = AUTH_PLAIN;
 	/* CAPA without USER means USER/PASS is refused (RFC 2449 6.1). */
 	if (p->caps.user || !p->caps.capa)
-		return AUTH_USER;
-	return apop ? AUTH_APOP : AUTH_NONE;
+		plan[n++] = AUTH_USER;
+	if (s->tls != CONF_TLS_NONE && apop)
+		plan[n++] = AUTH_APOP;
+	return n;
 }
 
+static const char *const auth_names[] = {
+	[AUTH_USER] = "USER", [AUTH_APOP] = "APOP", [AUTH_PLAIN] = "PLAIN",
+	[AUTH_XOAUTH2] = "XOAUTH2", [AUTH_OAUTHBEARER] = "OAUTHBEARER",
+};
+
 static int
-authenticate(struct pop3 *p, const struct conf_server *s, const char *pass, char **err)
+auth_one(struct pop3 *p, const struct conf_server *s, enum auth_kind k, const char *pass,
+    char **err)
 {
-	switch (choose_auth(p, s)) {
+	switch (k) {
 	case AUTH_USER:
 		return auth_user(p, s->user, pass, err);
 	case AUTH_APOP:
 		return auth_apop(p, s->user, pass, err);
 	case AUTH_PLAIN:
-		return auth_sasl(p, SASL_PLAIN, s->user, pass, err);
+		return auth_sasl(p, s, SASL_PLAIN, pass, err);
 	case AUTH_XOAUTH2:
-		return auth_sasl(p, SASL_XOAUTH2, s->user, pass, err);
-	case AUTH_NONE:
-		break;
+		return auth_sasl(p, s, SASL_XOAUTH2, pass, err);
+	case AUTH_OAUTHBEARER:
+		return auth_sasl(p, s, SASL_OAUTHBEARER, pass, err);
 	}
+	fatalx("pop3: unknown login kind %d", (int)k);
+}
+
+/* Appends "MECH: refusal" to the list of refusals *list. */
+static void
+note_refusal(char **list, const char *mech, const char *refusal)
+{
+	char *l = *list == NULL ? xasprintf("%s: %s", mech, refusal) :
+	    xasprintf("%s; %s: %s", *list, mech, refusal);
+
+	free(*list);
+	*list = l;
+}
+
+/* Tries the plan's mechanisms in turn (see pop3_open). */
+static int
+authenticate(struct pop3 *p, const struct conf_server *s, const char *pass,
+    struct pop3_login *login, char **err)
+{
+	enum auth_kind plan[4];
+	size_t n = auth_plan(p, s, plan), i;
+	char *refused = NULL;
+	int rv = POP3_EAUTH;
+
+	for (i = 0; i < n && rv == POP3_EAUTH; i++) {
+		if ((rv = auth_one(p, s, plan[i], pass, err)) == POP3_OK) {
+			login->mechanism = auth_names[plan[i]];
+			login->refused = refused;
+			return POP3_OK;
+		}
+		if (rv != POP3_EAUTH)
+			break;
+		if (p->busy != POP3_BUSY_NONE) {
+			login->busy = p->busy;
+			rv = failf(p, POP3_ENET, err, "login refused for now: %s", p->refusal);
+			break;
+		}
+		if (n == 1)
+			rv = failf(p, POP3_EAUTH, err, "login refused: %s", p->refusal);
+		else
+			note_refusal(&refused, auth_names[plan[i]], p->refusal);
+	}
+	if (rv == POP3_EAUTH && n > 1)
+		rv = failf(p, POP3_EAUTH, err, "login refused by every mechanism offered: %s",
+		    refused);
+	free(refused);
+	if (n > 0)
+		return rv;
 	if (s->auth == CONF_AUTH_APOP)
 		return failf(p, POP3_ECONFIG, err, "auth = apop but the greeting has "
 		    "no APOP timestamp");
 	return failf(p, POP3_ECONFIG, err, "no usable login: the server offers "
 	    "neither SASL PLAIN, USER nor APOP");
+}
+
+/* RFC 6856: a server announcing UTF8 may hide or mangle messages with raw
+ * 8-bit headers from a client that does not say UTF8 (Courier replaces
+ * them with a notice); sent before anything is retrieved. A refusal is
+ * noted and the session goes on. */
+static int
+utf8_on(struct pop3 *p, struct pop3_login *login, char **err)
+{
+	char text[POP3_LINE_MAX + 1], *clean;
+	bool ok;
+	int rv;
+
+	if (!p->caps.utf8)
+		return POP3_OK;
+	if ((rv = send_cmd(p, err, "UTF8")) != POP3_OK ||
+	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (ok)
+		login->utf8 = true;
+	else {
+		clean = pop3_parse_clean(text);
+		login->utf8_refused = xasprintf("-ERR %s", clean);
+		free(clean);
+	}
+	return POP3_OK;
+}
+
+void
+pop3_login_free(struct pop3_login *l)
+{
+	if (l == NULL)
+		return;
+	free(l->refused);
+	free(l->utf8_refused);
+	memset(l, 0, sizeof *l);
+	l->login_delay = -1;
 }
 
 static struct pop3 *
@@ -590,19 +754,30 @@ session_new(const struct conf_server *s)
 
 int
 pop3_open(struct pop3 **out, const struct conf_server *s, const char *password,
-    char **err)
+    struct pop3_login *login, char **err)
 {
 	struct conf_server c = *s;
+	struct pop3_login scratch;
 	struct pop3 *p;
 	int rv;
 
 	*out = NULL;
+	if (login == NULL)
+		login = &scratch;
+	memset(login, 0, sizeof *login);
+	login->login_delay = -1;
 	c.port = s->port != 0 ? s->port : s->tls == CONF_TLS_IMPLICIT ? 995 : 110;
 	p = session_new(&c);
-	if ((rv = check_config(p, &c, password, err)) != POP3_OK ||
-	    (rv = establish(p, &c, err)) != POP3_OK ||
-	    (rv = authenticate(p, &c, password != NULL ? password : "", err)) != POP3_OK ||
-	    (rv = read_capa(p, err)) != POP3_OK) {
+	if ((rv = check_config(p, &c, password, err)) == POP3_OK &&
+	    (rv = establish(p, &c, err)) == POP3_OK) {
+		login->login_delay = p->caps.login_delay;
+		if ((rv = authenticate(p, &c, password != NULL ? password : "", login,
+		    err)) == POP3_OK && (rv = read_capa(p, err)) == POP3_OK)
+			rv = utf8_on(p, login, err);
+	}
+	if (login == &scratch)
+		pop3_login_free(&scratch);
+	if (rv != POP3_OK) {
 		pop3_abort(p);
 		return rv;
 	}
@@ -634,14 +809,30 @@ listing_add(struct listing *l, bool uidl, const char *line, char **err)
 	}
 	e = &l->e[l->n];
 	memset(e, 0, sizeof *e);
-	rv = uidl ? pop3_parse_uidl(line, &e->num, &e->uidl, err) :
+	rv = uidl ? pop3_parse_uidl_entry(line, e, err) :
 	    pop3_parse_list(line, &e->num, &e->size, err);
 	if (rv == POP3_OK)
 		l->n++;
 	return rv;
 }
 
-/* Reads a UIDL or LIST reply. -ERR to UIDL means the server has none. */
+/* -ERR to UIDL: from a server whose CAPA announces UIDL it is a failure
+ * of the moment (pop3_scan). The session is then given up: a pipelined
+ * LIST reply is still on its way. Otherwise the server has no UIDL. */
+static int
+uidl_refused(struct pop3 *p, const char *text, char **err)
+{
+	if (p->caps.uidl) {
+		p->broken = true;
+		return server_err(p, POP3_ESERVER, err, "UIDL refused although the server "
+		    "announces it (nothing imported, tried again next pass)", text);
+	}
+	free(p->uidl_refused);
+	p->uidl_refused = pop3_parse_clean(text);
+	return POP3_OK;
+}
+
+/* Reads a UIDL or LIST reply. */
 static int
 read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 {
@@ -649,10 +840,12 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 	bool ok, end;
 	int rv;
 
+	pop3_reader_expect(&p->rd, 0);
 	if ((rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
 		return rv;
 	if (!ok)
-		return uidl ? POP3_OK : server_err(p, POP3_ESERVER, err, "LIST", line);
+		return uidl ? uidl_refused(p, line, err) :
+		    server_err(p, POP3_ESERVER, err, "LIST", line);
 	l->have = true;
 	for (;;) {
 		if ((rv = pop3_reader_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
@@ -665,6 +858,39 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, char **err)
 		if ((rv = listing_add(l, uidl, line, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 	}
+}
+
+/* Keeps each message's LIST size: a RETR's deadline depends on it. */
+static void
+keep_listed(struct pop3 *p, const struct pop3_entry *e, size_t n)
+{
+	free(p->listed);
+	p->listed = xcalloc(n > 0 ? n : 1, sizeof *p->listed);
+	for (size_t i = 0; i < n; i++) {
+		p->listed[i].num = e[i].num;
+		p->listed[i].size = e[i].size;
+	}
+	p->nlisted = n;
+}
+
+/* LIST's size of message num (listings are in increasing order), 0 when
+ * it was not listed. */
+static uint64_t
+listed_size(const struct pop3 *p, unsigned long num)
+{
+	size_t lo = 0, hi = p->nlisted;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (p->listed[mid].num == num)
+			return p->listed[mid].size;
+		if (p->listed[mid].num < num)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
 }
 
 int
@@ -680,6 +906,8 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 	memset(&list, 0, sizeof list);
 	if ((rv = ready(p, err)) != POP3_OK)
 		return rv;
+	free(p->uidl_refused);
+	p->uidl_refused = NULL;
 	rv = p->caps.pipelining ? send_raw(p, "UIDL\r\nLIST\r\n", 12, err) :
 	    send_cmd(p, err, "UIDL");
 	if (rv == POP3_OK)
@@ -692,6 +920,7 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 	    uidl.have, p->ndeleted > 0, &msg)) != POP3_OK)
 		rv = fail(p, rv, err, msg);
 	if (rv == POP3_OK) {
+		keep_listed(p, list.e, list.n);
 		*entries = list.e;
 		*n = list.n;
 		list.e = NULL;
@@ -700,6 +929,19 @@ pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
 	pop3_entries_free(uidl.e, uidl.n);
 	pop3_entries_free(list.e, list.n);
 	return rv;
+}
+
+const char *
+pop3_uidl_refused(const struct pop3 *p)
+{
+	return p->uidl_refused;
+}
+
+size_t
+pop3_retrieved(const struct pop3 *p, const unsigned long **nums)
+{
+	*nums = p->retrieved;
+	return p->nretrieved;
 }
 
 void
@@ -724,13 +966,16 @@ pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char 
 	int rv;
 
 	if ((rv = ready(p, err)) != POP3_OK ||
-	    (rv = send_cmd(p, err, "TOP %lu 0", num)) != POP3_OK ||
-	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+	    (rv = send_cmd(p, err, "TOP %lu 0", num)) != POP3_OK)
+		return rv;
+	pop3_reader_expect(&p->rd, 0);	/* the header only: LIST's size is the whole */
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok) {
 		snprintf(what, sizeof what, "TOP %lu", num);
 		return server_err(p, POP3_ESERVER, err, what, text);
 	}
+	note_retrieved(p, num);
 	pop3_sink_init(&o, -1, POP3_EOL_CRLF, 0);
 	if ((rv = pop3_reader_body(&p->rd, pop3_sink_put, &o, &msg)) == POP3_OK)
 		rv = pop3_sink_finish(&o, &res, &msg);
@@ -804,18 +1049,28 @@ pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
 
 	if (p->broken)
 		return ready(p, err);
-	if ((rv = retr_send(p, num, err)) != POP3_OK ||
-	    (rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+	if ((rv = retr_send(p, num, err)) != POP3_OK)
+		return rv;
+	pop3_reader_expect(&p->rd, listed_size(p, num));
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok) {
 		snprintf(what, sizeof what, "RETR %lu", num);
 		return server_err(p, POP3_ESERVER, err, what, text);
 	}
-	pop3_sink_init(&o, fd, eol, max_octets);
+	note_retrieved(p, num);
+	pop3_sink_init(&o, fd, eol, max_octets != 0 ? POP3_DRAIN_MAX(max_octets) : 0);
+	pop3_sink_bound(&o, max_octets);
 	if ((rv = pop3_reader_body(&p->rd, pop3_sink_put, &o, &msg)) == POP3_OK)
 		rv = pop3_sink_finish(&o, res, &msg);
 	pop3_sink_free(&o);
 	return rv == POP3_OK ? POP3_OK : fail(p, rv, err, msg);
+}
+
+unsigned
+pop3_deadline(const struct pop3 *p)
+{
+	return pop3_reader_deadline(&p->rd);
 }
 
 struct dele_result {
@@ -907,6 +1162,10 @@ pop3_abort(struct pop3 *p)
 	mailpop3_free(p->m);
 	pop3_reader_free(&p->rd);
 	queue_clear(p);
+	free(p->listed);
 	free(p->where);
+	free(p->refusal);
+	free(p->uidl_refused);
+	free(p->retrieved);
 	free(p);
 }

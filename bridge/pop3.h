@@ -5,8 +5,9 @@
  *
  * Every function returning int returns POP3_OK (0) or a negative
  * enum pop3_err; on error *err (when err is not NULL) receives an allocated
- * one-line message that never contains a secret. After POP3_ENET or
- * POP3_EPROTO the session is unusable: only pop3_abort() is left. */
+ * one-line message that never contains a secret. After POP3_ENET,
+ * POP3_EPROTO, POP3_EDEADLINE or POP3_ESTOP the session is unusable: only
+ * pop3_abort() is left. */
 #ifndef POP3BRIDGE_POP3_H
 #define POP3BRIDGE_POP3_H
 
@@ -25,22 +26,43 @@ enum pop3_err {
 	POP3_ESERVER = -5,  /* -ERR to a command (session still usable) */
 	POP3_ELOCAL = -6,   /* local I/O (writing the temp file) */
 	POP3_ECONFIG = -7,  /* policy: plaintext password refused, unsafe value, no usable auth */
+	POP3_EDEADLINE = -8,/* a response or the pass ran past its deadline: retry later */
+	POP3_ESTOP = -9,    /* a stop was requested while waiting (lib/deadline.h) */
+	POP3_ETOOBIG = -10, /* RETR brought more than its bound: read to its end and
+	                       dropped (session still usable) */
 };
 
 struct pop3_caps {
 	bool capa;          /* the server answered CAPA */
-	bool uidl, top, user, pipelining, stls, sasl_plain, sasl_xoauth2;
+	bool uidl, top, user, pipelining, stls, sasl_plain, sasl_xoauth2,
+	    sasl_oauthbearer, utf8;
 	long login_delay;   /* seconds, -1 when not announced */
 	long expire;        /* days, -1 when not announced, LONG_MAX for NEVER */
+};
+
+/* What the UIDL listing said about one message. Only POP3_UIDL_OK gives a
+ * usable uidl; the others are identified by their fingerprint instead
+ * (bridge/sync.c). */
+enum pop3_uidl_status {
+	POP3_UIDL_NONE = 0,     /* no UIDL listing (the server has none) */
+	POP3_UIDL_OK,
+	POP3_UIDL_INVALID,      /* empty, longer than 70, or a byte outside 0x21-0x7E */
+	POP3_UIDL_DUPLICATE,    /* the same UIDL names another message too */
 };
 
 struct pop3_entry {
 	unsigned long num;  /* message number in this session */
 	uint64_t size;      /* octets, from LIST */
-	char *uidl;         /* from UIDL, NULL when the server has no UIDL */
+	char *uidl;         /* from UIDL; NULL unless uidl_status is POP3_UIDL_OK */
+	enum pop3_uidl_status uidl_status;
 };
 
 enum pop3_eol { POP3_EOL_LF, POP3_EOL_CRLF };
+
+/* How far pop3_retr() reads a message with bound m to keep the session
+ * usable: up to three times m, plus 64 MiB; beyond, it gives up. */
+#define POP3_DRAIN_MAX(m) ((m) > (UINT64_MAX - ((uint64_t)64 << 20)) / 3 ? 0 : \
+	(m) * 3 + ((uint64_t)64 << 20))
 
 /* The header block is the lines up to and including the first empty line
  * (all lines when there is none). header_sha256 hashes it with CRLF line
@@ -59,25 +81,76 @@ struct pop3_retr {
 	size_t header_len;
 };
 
+/* The RFC 2449/3206 response codes of a refused login that mean "not
+ * now" rather than "wrong credentials". */
+enum pop3_busy {
+	POP3_BUSY_NONE = 0,
+	POP3_BUSY_IN_USE,       /* [IN-USE]: another session holds the maildrop */
+	POP3_BUSY_LOGIN_DELAY,  /* [LOGIN-DELAY]: logged in too recently */
+	POP3_BUSY_SYS_TEMP,     /* [SYS/TEMP]: the server's own trouble */
+};
+
+/* What pop3_open() tells about the login, success or not. */
+struct pop3_login {
+	const char *mechanism;  /* the one that logged in ("USER", "APOP", "PLAIN",
+	                           "XOAUTH2", "OAUTHBEARER"; static), NULL if none */
+	char *refused;          /* auth = auto: the mechanisms refused before it,
+	                           "APOP: -ERR ...; ..." (allocated), NULL if none */
+	enum pop3_busy busy;    /* a temporary refusal (pop3_open gave POP3_ENET) */
+	long login_delay;       /* LOGIN-DELAY announced before login, -1 none */
+	bool utf8;              /* UTF8 (RFC 6856) is on for this session */
+	char *utf8_refused;     /* the server announced UTF8 and refused it */
+};
+void pop3_login_free(struct pop3_login *l);
+
 struct pop3;
 
 /* Connects to s->host:s->port per s->tls, verifies the certificate (before
  * any credential; STLS missing when tls=starttls is POP3_ETLS, never a
  * fallback), reads CAPA (re-read after STLS), authenticates with password
- * (may be NULL only for no-password setups) per s->auth:
- *   auto: SASL PLAIN if announced, else USER/PASS, else APOP;
- *   apop is preferred only when tls=none. A password over tls=none is
- *   refused (POP3_ECONFIG) unless s->allow_plaintext.
- * CR, LF or NUL in the user or password is POP3_ECONFIG. s->timeout bounds
- * every protocol step. On success *out is the session. */
-int pop3_open(struct pop3 **out, const struct conf_server *s, const char *password, char **err);
+ * (may be NULL only for no-password setups; the bearer token for xoauth2
+ * and oauthbearer) per s->auth, re-reads CAPA (the one after login is
+ * authoritative, RFC 2449) and turns UTF8 on when it is announced.
+ *   auto: the mechanisms the server offers, in turn until one logs in:
+ *   APOP first over tls=none (it keeps the password itself off the wire),
+ *   then SASL PLAIN, USER/PASS, and APOP last over TLS. A refusal moves on
+ *   to the next (a server may have no APOP secret for a user); one that
+ *   means "not now" ([IN-USE], [LOGIN-DELAY], [SYS/TEMP]) stops at once:
+ *   POP3_ENET with login->busy set. All refused: POP3_EAUTH naming each.
+ *   OAuth mechanisms only when s->auth names one. A token the server
+ *   refuses gets its error challenge answered (sasl_error_answer) and the
+ *   challenge's "status" named in *err; never the token.
+ * A password over tls=none is refused (POP3_ECONFIG) unless
+ * s->allow_plaintext. CR, LF or NUL in the user or password is
+ * POP3_ECONFIG. s->timeout bounds every protocol step, and with
+ * DEADLINE_MIN_RATE every multi-line response (bridge/pop3_reader.h); the
+ * pass deadline and a stop request end any wait (lib/deadline.h). On
+ * success *out is the session. login (may be NULL) is filled in every
+ * case; free it with pop3_login_free. */
+int pop3_open(struct pop3 **out, const struct conf_server *s, const char *password,
+    struct pop3_login *login, char **err);
 
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
 
 /* The mailbox listing: LIST merged with UIDL (when the server has it).
- * *entries is allocated (free with pop3_entries_free), in server order. */
+ * *entries is allocated (free with pop3_entries_free), in server order.
+ * A -ERR to UIDL from a server whose CAPA announces UIDL is POP3_ESERVER
+ * (a temporary failure: deriving ids now would import everything again);
+ * otherwise it means "no UIDL": every entry is POP3_UIDL_NONE and
+ * pop3_uidl_refused() returns the server's text. */
 int pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err);
 void pop3_entries_free(struct pop3_entry *entries, size_t n);
+
+/* The -ERR text the last pop3_scan() got to UIDL, NULL when UIDL worked
+ * (or was not refused). Owned by the session. */
+const char *pop3_uidl_refused(const struct pop3 *p);
+
+/* The messages the server may count as retrieved (RFC 2449 EXPIRE): the
+ * numbers whose RETR or TOP got +OK in this session, in that order (a
+ * number may repeat). Returns their count; *nums is owned by the session.
+ * A pipelined RETR whose answer was never read is not listed: the session
+ * is then broken and ends without QUIT anyway. */
+size_t pop3_retrieved(const struct pop3 *p, const unsigned long **nums);
 
 /* SHA-256 of the header block of message num (TOP num 0), for servers
  * without UIDL and for the UIDL-reset guard: the same bytes as
@@ -91,10 +164,18 @@ int pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char
 
 /* Reads message num (sending RETR unless pipelined) into fd, streaming
  * line by line: memory does not grow with message size, NUL bytes are kept,
- * line endings become eol. More than max_octets octets (0: no limit) is
- * POP3_EPROTO. */
+ * line endings become eol. A -ERR is POP3_ESERVER (session usable). More
+ * than max_octets octets (0: no limit) is POP3_ETOOBIG: the rest is read
+ * and dropped, the session stays usable, what fd got is incomplete; a
+ * message going on past POP3_DRAIN_MAX(max_octets) is POP3_EPROTO. The
+ * whole reply must arrive within the timeout plus its LIST size (from
+ * pop3_scan) at DEADLINE_MIN_RATE, else POP3_EDEADLINE. */
 int pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
     uint64_t max_octets, struct pop3_retr *res, char **err);
+
+/* The seconds the last multi-line response was allowed (RETR: timeout +
+ * LIST size at DEADLINE_MIN_RATE), for the message after POP3_EDEADLINE. */
+unsigned pop3_deadline(const struct pop3 *p);
 
 /* Marks messages for deletion (DELE, pipelined when possible). They are
  * removed only by a successful pop3_quit(). */

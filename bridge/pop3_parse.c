@@ -35,17 +35,28 @@ pop3_parse_status(const char *line, enum pop3_status *st, const char **text)
 	return 0;
 }
 
-bool
-pop3_parse_temporary(const char *text)
+enum pop3_busy
+pop3_parse_busy(const char *text)
 {
-	static const char *const codes[] = { "[IN-USE]", "[LOGIN-DELAY]", "[SYS/TEMP]",
-	    "[SYS/TEMP/" };
+	static const struct {
+		const char *code;
+		enum pop3_busy busy;
+	} codes[] = {
+		{ "[IN-USE]", POP3_BUSY_IN_USE }, { "[LOGIN-DELAY]", POP3_BUSY_LOGIN_DELAY },
+		{ "[SYS/TEMP]", POP3_BUSY_SYS_TEMP }, { "[SYS/TEMP/", POP3_BUSY_SYS_TEMP },
+	};
 	size_t i;
 
 	for (i = 0; i < sizeof codes / sizeof codes[0]; i++)
-		if (strncasecmp(text, codes[i], strlen(codes[i])) == 0)
-			return true;
-	return false;
+		if (strncasecmp(text, codes[i].code, strlen(codes[i].code)) == 0)
+			return codes[i].busy;
+	return POP3_BUSY_NONE;
+}
+
+bool
+pop3_parse_temporary(const char *text)
+{
+	return pop3_parse_busy(text) != POP3_BUSY_NONE;
 }
 
 char *
@@ -102,7 +113,51 @@ caps_sasl(struct pop3_caps *c, char *save)
 			c->sasl_plain = true;
 		else if (strcasecmp(tok, "XOAUTH2") == 0)
 			c->sasl_xoauth2 = true;
+		else if (strcasecmp(tok, "OAUTHBEARER") == 0)
+			c->sasl_oauthbearer = true;
 	}
+}
+
+/* True when s is 1*DIGIT. */
+static bool
+all_digits(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* GNU Mailutils pop3d (3.15) announces LOGIN-DELAY 600 and EXPIRE 0 as the
+ * lines "600" and "EXPIRE0". Both are read the way that errs on the safe
+ * side: "EXPIREn" (and "LOGIN-DELAYn") as the capability with argument n,
+ * a bare number as a LOGIN-DELAY unless a proper LOGIN-DELAY line says
+ * otherwise (polling less often than asked never locks an account; a
+ * server that meant something else by it loses nothing). True when name
+ * was such a line. */
+static bool
+caps_glued(struct pop3_caps *c, const char *name)
+{
+	static const char expire[] = "EXPIRE", delay[] = "LOGIN-DELAY";
+
+	if (all_digits(name)) {
+		if (c->login_delay == -1)
+			c->login_delay = caps_number(name, false);
+		return true;
+	}
+	if (strncasecmp(name, expire, sizeof expire - 1) == 0 &&
+	    all_digits(name + sizeof expire - 1)) {
+		c->expire = caps_number(name + sizeof expire - 1, false);
+		return true;
+	}
+	if (strncasecmp(name, delay, sizeof delay - 1) == 0 &&
+	    all_digits(name + sizeof delay - 1)) {
+		c->login_delay = caps_number(name + sizeof delay - 1, false);
+		return true;
+	}
+	return false;
 }
 
 void
@@ -115,8 +170,12 @@ pop3_parse_caps_line(struct pop3_caps *c, const char *line)
 	strcpy(buf, line);
 	if ((name = strtok_r(buf, " ", &save)) == NULL)
 		return;
+	if (caps_glued(c, name))
+		return;
 	if (strcasecmp(name, "UIDL") == 0)
 		c->uidl = true;
+	else if (strcasecmp(name, "UTF8") == 0)
+		c->utf8 = true;
 	else if (strcasecmp(name, "TOP") == 0)
 		c->top = true;
 	else if (strcasecmp(name, "USER") == 0)
@@ -202,6 +261,20 @@ pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **err)
 	return POP3_OK;
 }
 
+int
+pop3_parse_uidl_entry(const char *line, struct pop3_entry *e, char **err)
+{
+	if (parse_num(line, &e->num) == NULL)
+		return bad_line(err, "UIDL", line);
+	if (pop3_parse_uidl(line, &e->num, &e->uidl, NULL) == POP3_OK)
+		e->uidl_status = POP3_UIDL_OK;
+	else {
+		e->uidl = NULL;
+		e->uidl_status = POP3_UIDL_INVALID;
+	}
+	return POP3_OK;
+}
+
 /* Message numbers: >= 1, strictly increasing, 1..N unless allow_gaps. */
 static int
 check_numbers(const struct pop3_entry *e, size_t n, const char *what, bool allow_gaps,
@@ -241,36 +314,41 @@ static int
 cmp_uidl(const void *a, const void *b)
 {
 	const struct pop3_entry *const *x = a, *const *y = b;
+	int c = strcmp((*x)->uidl, (*y)->uidl);
 
-	return strcmp((*x)->uidl, (*y)->uidl);
+	/* Equal UIDLs in server order, for a stable result. */
+	return c != 0 ? c : (*x)->num < (*y)->num ? -1 : (*x)->num > (*y)->num;
 }
 
-/* No UIDL may name two messages: that would make one of them unfetchable
- * or, worse, marked delivered by the other's delivery. */
-static int
-check_unique(struct pop3_entry *uidls, size_t n, char **err)
+/* A UIDL naming two messages identifies neither: one of them could be
+ * taken for the other (marked delivered by the other's delivery, or never
+ * fetched). Every message sharing one loses it (POP3_UIDL_DUPLICATE) and
+ * is identified by its fingerprint like a message without UIDL. */
+static void
+mark_duplicates(struct pop3_entry *uidls, size_t n)
 {
 	struct pop3_entry **v;
-	size_t i;
-	int rv = POP3_OK;
+	size_t i, k = 0, j;
 
-	if (n < 2)
-		return POP3_OK;
-	v = xreallocarray(NULL, n, sizeof *v);
+	v = xreallocarray(NULL, n ? n : 1, sizeof *v);
 	for (i = 0; i < n; i++)
-		v[i] = &uidls[i];
-	qsort(v, n, sizeof *v, cmp_uidl);
-	for (i = 1; i < n; i++) {
-		unsigned long a = v[i - 1]->num, b = v[i]->num;
-
-		if (strcmp(v[i - 1]->uidl, v[i]->uidl) != 0)
+		if (uidls[i].uidl_status == POP3_UIDL_OK)
+			v[k++] = &uidls[i];
+	qsort(v, k, sizeof *v, cmp_uidl);
+	for (i = 0; i < k; i = j) {
+		for (j = i + 1; j < k && strcmp(v[i]->uidl, v[j]->uidl) == 0; j++)
+			;
+		if (j - i < 2)
 			continue;
-		rv = err_code(err, POP3_EPROTO, "duplicate UIDL \"%s\" (messages %lu and %lu)",
-		    v[i]->uidl, a < b ? a : b, a < b ? b : a);
-		break;
+		for (size_t d = i; d < j; d++)
+			v[d]->uidl_status = POP3_UIDL_DUPLICATE;
 	}
+	for (i = 0; i < n; i++)
+		if (uidls[i].uidl_status == POP3_UIDL_DUPLICATE) {
+			free(uidls[i].uidl);
+			uidls[i].uidl = NULL;
+		}
 	free(v);
-	return rv;
 }
 
 int
@@ -285,11 +363,12 @@ pop3_parse_listing(struct pop3_entry *list, size_t nlist, struct pop3_entry *uid
 	if (!have_uidl)
 		return POP3_OK;
 	if ((rv = check_numbers(uidls, nuidl, "UIDL", allow_gaps, err)) != POP3_OK ||
-	    (rv = check_same(list, nlist, uidls, nuidl, err)) != POP3_OK ||
-	    (rv = check_unique(uidls, nuidl, err)) != POP3_OK)
+	    (rv = check_same(list, nlist, uidls, nuidl, err)) != POP3_OK)
 		return rv;
+	mark_duplicates(uidls, nuidl);
 	for (i = 0; i < nlist; i++) {
 		list[i].uidl = uidls[i].uidl;
+		list[i].uidl_status = uidls[i].uidl_status;
 		uidls[i].uidl = NULL;
 	}
 	return POP3_OK;

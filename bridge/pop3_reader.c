@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/deadline.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
@@ -38,27 +39,74 @@ pop3_reader_pending(const struct pop3_reader *r)
 static void
 rd_step(struct pop3_reader *r)
 {
-	if (r->timeout == 0)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &r->deadline);
-	r->deadline.tv_sec += r->timeout;
+	if (r->timeout != 0)
+		deadline_in_ms(&r->step, (uint64_t)r->timeout * 1000);
+	else
+		deadline_none(&r->step);
 }
 
-/* Milliseconds left in the step: -1 without a deadline, 0 once past it. */
+void
+pop3_reader_expect(struct pop3_reader *r, uint64_t announced)
+{
+	r->expecting = r->timeout != 0;
+	clock_gettime(CLOCK_MONOTONIC, &r->started);
+	r->announced = announced;
+	r->received = 0;
+}
+
+unsigned
+pop3_reader_deadline(const struct pop3_reader *r)
+{
+	return deadline_allowance(r->timeout,
+	    r->received > r->announced ? r->received : r->announced);
+}
+
+/* The response's deadline as it stands: its start plus its allowance. */
+static void
+rd_response(const struct pop3_reader *r, struct deadline *d)
+{
+	d->at = r->started;
+	d->at.tv_sec += (time_t)pop3_reader_deadline(r);
+	d->set = r->expecting;
+}
+
+/* Milliseconds the next read may wait: the least of the step's, the
+ * response's and the pass's time left; -1 without any deadline. */
 static int
 rd_left(const struct pop3_reader *r)
 {
-	struct timespec now;
-	long long ms;
+	struct deadline resp;
+	int64_t ms = deadline_left_ms(&r->step), left;
 
-	if (r->timeout == 0)
+	rd_response(r, &resp);
+	if ((left = deadline_left_ms(&resp)) < ms)
+		ms = left;
+	if ((left = deadline_pass_left_ms()) < ms)
+		ms = left;
+	if (ms == INT64_MAX)
 		return -1;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ms = (long long)(r->deadline.tv_sec - now.tv_sec) * 1000 +
-	    (r->deadline.tv_nsec - now.tv_nsec) / 1000000;
-	if (ms <= 0)
-		return 0;
 	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Whether a limit has ended the wait, in the order a message should name
+ * it: a stop, the pass's deadline, the response's, the step's. */
+static int
+rd_expired(const struct pop3_reader *r, char **err)
+{
+	char why[DEADLINE_TEXT_MAX];
+	struct deadline resp;
+	enum deadline_end end;
+
+	rd_response(r, &resp);
+	if ((end = deadline_check(NULL)) != DEADLINE_NONE)
+		return err_code(err, end == DEADLINE_STOP ? POP3_ESTOP : POP3_EDEADLINE, "%s",
+		    deadline_text(end, r->timeout, why, sizeof why));
+	if (resp.set && deadline_left_ms(&resp) == 0)
+		return err_code(err, POP3_EDEADLINE, "exceeded its deadline of %u s",
+		    pop3_reader_deadline(r));
+	if (r->step.set && deadline_left_ms(&r->step) == 0)
+		return err_code(err, POP3_ENET, "timed out after %u s", r->timeout);
+	return POP3_OK;
 }
 
 /* Moves the unread bytes to the front and reads more behind them. */
@@ -66,7 +114,7 @@ static int
 rd_fill(struct pop3_reader *r, char **err)
 {
 	ssize_t n;
-	int ms;
+	int ms, rv;
 
 	if (r->off > 0) {
 		memmove(r->buf, r->buf + r->off, r->len - r->off);
@@ -75,17 +123,22 @@ rd_fill(struct pop3_reader *r, char **err)
 	}
 	if (r->len == POP3_CHUNK)
 		fatalx("pop3 reader: no room to read into");
+	if ((rv = rd_expired(r, err)) != POP3_OK)
+		return rv;
+	/* 0 left means a deadline passes right now: wait the least there is
+	 * (0 would be "no limit" to the source), then say which one. */
 	if ((ms = rd_left(r)) == 0)
-		return err_code(err, POP3_ENET, "timed out after %u s", r->timeout);
+		ms = 1;
 	n = r->src(r->ctx, r->buf + r->len, POP3_CHUNK - r->len, ms);
 	if (n > 0) {
 		r->len += (size_t)n;
+		r->received += (uint64_t)n;
 		return POP3_OK;
 	}
 	if (n == 0)
 		return err_code(err, POP3_ENET, "connection closed by the server");
-	if (rd_left(r) == 0)
-		return err_code(err, POP3_ENET, "timed out after %u s", r->timeout);
+	if ((rv = rd_expired(r, err)) != POP3_OK)
+		return rv;
 	return err_code(err, POP3_ENET, "connection lost");
 }
 
@@ -136,6 +189,8 @@ pop3_reader_status(struct pop3_reader *r, enum pop3_status *st, char *text, size
 		return rv;
 	}
 	memmove(text, t, strlen(t) + 1);
+	if (*st != POP3_ST_OK)
+		r->expecting = false;	/* no lines follow a refusal */
 	return POP3_OK;
 }
 
@@ -150,8 +205,10 @@ pop3_reader_mline(struct pop3_reader *r, char *line, size_t cap, bool *end, char
 		return rv;
 	if (line[0] != '.')
 		return POP3_OK;
-	if (line[1] == '\0')
+	if (line[1] == '\0') {
 		*end = true;
+		r->expecting = false;
+	}
 	else
 		memmove(line, line + 1, strlen(line));
 	return POP3_OK;
@@ -231,8 +288,10 @@ pop3_reader_body(struct pop3_reader *r, pop3_reader_sink_fn *sink, void *ctx, ch
 		rd_step(r);
 		if ((rv = body_line_start(r, &end, err)) != POP3_OK)
 			return rv;
-		if (end)
+		if (end) {
+			r->expecting = false;
 			return POP3_OK;
+		}
 		if ((rv = body_line_rest(r, sink, ctx, err)) != POP3_OK)
 			return rv;
 	}

@@ -115,6 +115,12 @@ out_header(struct pop3_sink *o, const unsigned char *p, size_t n, bool eol)
 	o->line_start = true;
 }
 
+void
+pop3_sink_bound(struct pop3_sink *o, uint64_t keep)
+{
+	o->keep_octets = keep;
+}
+
 int
 pop3_sink_put(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
 {
@@ -125,6 +131,10 @@ pop3_sink_put(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
 	if (o->max_octets != 0 && o->octets > o->max_octets)
 		return err_code(err, POP3_EPROTO, "message larger than %llu octets",
 		    (unsigned long long)o->max_octets);
+	if (o->keep_octets != 0 && o->octets > o->keep_octets)
+		o->over = true;
+	if (o->over)
+		return POP3_OK;
 	out_put(o, p, n);
 	if (eol)
 		out_put(o, o->eol == POP3_EOL_CRLF ? "\r\n" : "\n",
@@ -137,6 +147,10 @@ pop3_sink_put(void *ctx, const unsigned char *p, size_t n, bool eol, char **err)
 int
 pop3_sink_finish(struct pop3_sink *o, struct pop3_retr *res, char **err)
 {
+	if (o->over)
+		return err_code(err, POP3_ETOOBIG, "message larger than %llu octets "
+		    "(%llu came): not kept", (unsigned long long)o->keep_octets,
+		    (unsigned long long)o->octets);
 	out_flush(o);
 	if (o->write_errno != 0)
 		return err_code(err, POP3_ELOCAL, "writing the message: %s",

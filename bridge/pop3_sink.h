@@ -24,6 +24,8 @@ struct pop3_sink {
 	int fd;
 	enum pop3_eol eol;
 	uint64_t max_octets;		/* 0: no limit */
+	uint64_t keep_octets;		/* 0: no limit (pop3_sink_bound) */
+	bool over;			/* more than keep_octets came */
 	uint64_t octets, written;
 	gnutls_hash_hd_t sha;
 	gnutls_hash_hd_t hsha, bsha;	/* header block, body */
@@ -39,10 +41,17 @@ struct pop3_sink {
 
 void pop3_sink_init(struct pop3_sink *o, int fd, enum pop3_eol eol, uint64_t max_octets);
 
+/* A softer bound below max_octets: a message longer than keep octets is
+ * still read to its end (up to max_octets) so that the session stays
+ * usable, but nothing past keep is written or hashed, and
+ * pop3_sink_finish() reports POP3_ETOOBIG. */
+void pop3_sink_bound(struct pop3_sink *o, uint64_t keep);
+
 /* The sink. More than max_octets octets is POP3_EPROTO. */
 int pop3_sink_put(void *ctx, const unsigned char *p, size_t n, bool eol, char **err);
 
-/* Flushes and fills res (may be NULL). POP3_ELOCAL if any write failed. */
+/* Flushes and fills res (may be NULL). POP3_ELOCAL if any write failed,
+ * POP3_ETOOBIG past the pop3_sink_bound() (res is then not filled). */
 int pop3_sink_finish(struct pop3_sink *o, struct pop3_retr *res, char **err);
 
 /* Releases o; safe after pop3_sink_finish or instead of it. */

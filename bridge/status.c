@@ -1,6 +1,7 @@
 #include "bridge/status.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
@@ -68,10 +69,100 @@ json_time(FILE *out, int64_t t)
 	fprintf(out, "\"%s\"", buf);
 }
 
+/* Skipped messages shown per account, the most recent first. */
+#define SKIPPED_SHOWN 5
+#define SKIPPED_JSON 100
+
+/* What status knows of one account. */
+struct acct_status {
+	struct state_status s;
+	struct state_skip *skips;
+	size_t n_skips;
+};
+
+/* The server's EXPIRE (RFC 2449) against the account's deletion policy:
+ * a warning (allocated) when the server deletes retrieved mail sooner
+ * than the account means to keep it, NULL otherwise. */
+static char *
+expire_warning(const struct conf_account *a, long expire)
+{
+	if (expire < 0 || !a->leave_on_server)
+		return NULL;	/* not announced, NEVER, or we delete first */
+	if (a->delete_after_days > 0 && (unsigned long)expire >= a->delete_after_days)
+		return NULL;
+	if (expire == 0)
+		return xasprintf("the server deletes every message it sends at the end of"
+		    " the session (EXPIRE 0) although %s", a->delete_after_days > 0 ?
+		    "delete_after_days is set" : "leave_on_server = true");
+	if (a->delete_after_days > 0)
+		return xasprintf("the server deletes retrieved mail after %ld days (EXPIRE"
+		    " %ld) although delete_after_days = %u", expire, expire,
+		    a->delete_after_days);
+	return xasprintf("the server deletes retrieved mail after %ld days (EXPIRE %ld)"
+	    " although leave_on_server = true", expire, expire);
+}
+
+static void
+json_int_or_null(FILE *out, const char *name, bool known, long long v)
+{
+	if (known)
+		fprintf(out, ", \"%s\": %lld", name, v);
+	else
+		fprintf(out, ", \"%s\": null", name);
+}
+
+/* The fields of schema 4: the server's facts, the schedule, skipped
+ * messages (contract: "skipped" is their count, "next_poll" the planned
+ * pass). */
+static void
+print_json_server(FILE *out, const struct conf_account *a, const struct acct_status *as)
+{
+	const struct state_status *s = &as->s;
+	const struct state_sched *sc = &s->sched;
+	char *warn = expire_warning(a, sc->server_expire);
+
+	fputs(", \"next_poll\": ", out);
+	json_time(out, sc->next_poll_at > sc->not_before ? sc->next_poll_at : sc->not_before);
+	fputs(", \"not_before\": ", out);
+	json_time(out, sc->not_before);
+	json_int_or_null(out, "login_delay", sc->login_delay >= 0, sc->login_delay);
+	if (sc->server_expire == -1)
+		fputs(", \"server_expire\": \"never\"", out);
+	else
+		json_int_or_null(out, "server_expire", sc->server_expire >= 0,
+		    sc->server_expire);
+	fputs(", \"expire_warning\": ", out);
+	json_string(out, warn);
+	fputs(", \"last_auth\": ", out);
+	json_string(out, s->last_auth);
+	fprintf(out, ", \"failures\": %lu, \"failing_since\": ", sc->failures);
+	json_time(out, sc->failing_since);
+	fprintf(out, ", \"last_deleted\": %lu, \"last_server_deleted\": %lu"
+	    ", \"last_skipped\": %lu, \"skipped\": %lu, \"skipped_messages\": [",
+	    s->has_poll ? s->last.deleted : 0, s->has_poll ? s->last.server_deleted : 0,
+	    s->has_poll ? s->last.skipped : 0, s->skipped);
+	for (size_t i = 0; i < as->n_skips && i < SKIPPED_JSON; i++) {
+		const struct state_skip *k = &as->skips[i];
+
+		fputs(i == 0 ? "{\"uidl\": " : ", {\"uidl\": ", out);
+		json_string(out, k->uidl);
+		fprintf(out, ", \"size\": %" PRIu64 ", \"reason\": ", k->pop3_size);
+		json_string(out, k->reason);
+		fputs(", \"first_at\": ", out);
+		json_time(out, k->first_at);
+		fputs(", \"last_at\": ", out);
+		json_time(out, k->last_at);
+		fprintf(out, ", \"times\": %lu}", k->times);
+	}
+	fputc(']', out);
+	free(warn);
+}
+
 static void
 print_json(FILE *out, const struct conf *c, const struct conf_account *a,
-    const struct state_status *s, bool first)
+    const struct acct_status *as, bool first)
 {
+	const struct state_status *s = &as->s;
 	char *where = conf_store_location(c, a);
 
 	fprintf(out, "%s\n    {\"name\": ", first ? "" : ",");
@@ -98,14 +189,72 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	json_string(out, s->warning);
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
+	print_json_server(out, a, as);
 	fputc('}', out);
 	free(where);
 }
 
+/* The server's facts, the schedule and skipped messages, as text. */
+static void
+print_text_server(FILE *out, const struct conf_account *a, const struct acct_status *as)
+{
+	const struct state_status *s = &as->s;
+	const struct state_sched *sc = &s->sched;
+	char *warn = expire_warning(a, sc->server_expire);
+	int64_t next = sc->next_poll_at > sc->not_before ? sc->next_poll_at : sc->not_before;
+
+	if (s->last_auth != NULL || sc->login_delay >= 0 || sc->server_expire != STATE_EXPIRE_NONE) {
+		const char *sep = " ";
+
+		fputs("  server:", out);
+		if (s->last_auth != NULL) {
+			fprintf(out, "%slogs in with %s", sep, s->last_auth);
+			sep = ", ";
+		}
+		if (sc->login_delay >= 0) {
+			fprintf(out, "%sLOGIN-DELAY %ld s", sep, sc->login_delay);
+			sep = ", ";
+		}
+		if (sc->server_expire == -1)
+			fprintf(out, "%sEXPIRE NEVER", sep);
+		else if (sc->server_expire >= 0)
+			fprintf(out, "%sEXPIRE %ld", sep, sc->server_expire);
+		fputc('\n', out);
+	}
+	if (next != 0) {
+		fputs("  next poll: ", out);
+		print_time(out, next);
+		if (sc->not_before != 0 && sc->not_before >= next && sc->not_before > time(NULL))
+			fputs(sc->login_delay > 0 ? " (the server's LOGIN-DELAY)" :
+			    " (the server refused a login for now)", out);
+		fputc('\n', out);
+	}
+	if (sc->failures > 1) {
+		fprintf(out, "  failing: %lu passes in a row since ", sc->failures);
+		print_time(out, sc->failing_since);
+		fputc('\n', out);
+	}
+	if (warn != NULL)
+		fprintf(out, "  warning: %s\n", warn);
+	free(warn);
+	if (s->skipped > 0)
+		fprintf(out, "  skipped: %lu message%s left on the server, tried again every pass\n",
+		    s->skipped, s->skipped == 1 ? "" : "s");
+	for (size_t i = 0; i < as->n_skips && i < SKIPPED_SHOWN; i++) {
+		const struct state_skip *k = &as->skips[i];
+
+		fprintf(out, "    UIDL %s (%" PRIu64 " octets): %s; %lu time%s since ", k->uidl,
+		    k->pop3_size, k->reason, k->times, k->times == 1 ? "" : "s");
+		print_time(out, k->first_at);
+		fputc('\n', out);
+	}
+}
+
 static void
 print_text(FILE *out, const struct conf *c, const struct conf_account *a,
-    const struct state_status *s)
+    const struct acct_status *as)
 {
+	const struct state_status *s = &as->s;
 	char *where = conf_store_location(c, a);
 
 	fprintf(out, "%s: %s:%u -> %s, folder %s\n", a->name, a->pop3.host,
@@ -117,10 +266,14 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 		fputs("  last poll: ", out);
 		print_time(out, s->last.finished);
 		if (s->last.ok)
-			fprintf(out, ", ok, %lu imported, %lu deleted\n", s->last.imported,
+			fprintf(out, ", ok, %lu imported, %lu deleted", s->last.imported,
 			    s->last.deleted);
 		else
-			fprintf(out, ", failed: %s\n", s->last.error ? s->last.error : "?");
+			fprintf(out, ", failed: %s", s->last.error ? s->last.error : "?");
+		if (s->last.server_deleted > 0)
+			fprintf(out, "; %lu deleted by the server (EXPIRE 0)",
+			    s->last.server_deleted);
+		fputc('\n', out);
 	}
 	fprintf(out, "  messages: %lu imported, %lu pending, %lu still on the server\n",
 	    s->imported, s->pending, s->on_server);
@@ -140,19 +293,26 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 		print_time(out, s->last_error_at);
 		fprintf(out, ": %s\n", s->last_error);
 	}
+	print_text_server(out, a, as);
 }
 
 static int
-account_status(struct state *st, const char *name, struct state_status *s, char **err)
+account_status(struct state *st, const char *name, struct acct_status *as, char **err)
 {
 	int64_t id;
 
-	memset(s, 0, sizeof *s);
+	memset(as, 0, sizeof *as);
+	as->s.sched.login_delay = -1;
+	as->s.sched.server_expire = STATE_EXPIRE_NONE;
 	if (st == NULL)
 		return 0;
-	if (state_account(st, name, &id, err) == -1)
+	if (state_account(st, name, &id, err) == -1 || state_status(st, id, &as->s, err) == -1)
 		return -1;
-	return state_status(st, id, s, err);
+	if (state_skipped(st, id, &as->skips, &as->n_skips, err) == -1) {
+		state_status_free(&as->s);
+		return -1;
+	}
+	return 0;
 }
 
 int
@@ -171,7 +331,7 @@ status_print(FILE *out, const struct conf *c, bool json)
 	if (json)
 		fputs("{\"accounts\": [", out);
 	for (size_t i = 0; i < c->n_accounts; i++) {
-		struct state_status s;
+		struct acct_status s;
 
 		if (account_status(st, c->accounts[i].name, &s, &err) == -1) {
 			log_warnx("%s: %s", c->accounts[i].name, err);
@@ -183,7 +343,8 @@ status_print(FILE *out, const struct conf *c, bool json)
 			print_json(out, c, &c->accounts[i], &s, i == 0);
 		else
 			print_text(out, c, &c->accounts[i], &s);
-		state_status_free(&s);
+		state_status_free(&s.s);
+		state_skips_free(s.skips, s.n_skips);
 	}
 	if (json)
 		fputs("\n]}\n", out);
@@ -226,6 +387,30 @@ print_where(FILE *out, const struct conf *c, const struct conf_account *a,
 	free(where);
 }
 
+/* A message not imported may be a skipped one: says why. 0 when it is. */
+static int
+where_skipped(struct state *st, int64_t id, const char *name, const char *uidl)
+{
+	struct state_skip *k = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	int r = 1;
+
+	if (state_skipped(st, id, &k, &n, &err) == -1) {
+		free(err);
+		return -1;
+	}
+	for (size_t i = 0; i < n && r != 0; i++)
+		if (strcmp(k[i].uidl, uidl) == 0) {
+			log_warnx("%s: message UIDL %s was not imported: skipped %lu time%s, left on"
+			    " the server: %s", name, uidl, k[i].times, k[i].times == 1 ? "" : "s",
+			    k[i].reason);
+			r = 0;
+		}
+	state_skips_free(k, n);
+	return r;
+}
+
 int
 status_where(FILE *out, const struct conf *c, const char *account, const char *uidl)
 {
@@ -244,6 +429,8 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 	if ((r = state_open_dir(c->state_dir, false, &st, &err)) == 0 && st != NULL &&
 	    (r = state_account(st, a->name, &id, &err)) == 0)
 		r = state_find(st, id, uidl, &m, &err);
+	if (r == 0 && st != NULL && where_skipped(st, id, a->name, uidl) == 0)
+		r = 2;
 	if (st)
 		state_close(st);
 	if (r == -1) {
@@ -252,6 +439,8 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 		free(err);
 		return EX_IOERR;
 	}
+	if (r == 2)
+		return 1;
 	if (r == 0) {
 		log_warnx("%s: no message with UIDL %s was imported", a->name, uidl);
 		return 1;

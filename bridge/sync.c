@@ -1,6 +1,8 @@
 #include "bridge/sync.h"
+#include "bridge/sync_priv.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "bridge/pop3.h"
+#include "lib/deadline.h"
 #include "lib/header.h"
 #include "lib/hex.h"
 #include "lib/log.h"
@@ -22,14 +25,25 @@
 
 volatile sig_atomic_t sync_stop;
 
-/* A stop (SIGTERM/SIGINT) is taken between messages only: a pass runs
- * with those signals held (proc_child_init), so none cuts I/O short. */
-static bool
-stopping(void)
+/* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
+ * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
+ * signals are held (proc_child_init), so none cuts I/O short. */
+bool
+sync_stopping(void)
 {
 	if (!sync_stop && proc_stop_requested())
 		sync_stop = 1;
-	return sync_stop;
+	return sync_stop || deadline_check(NULL) == DEADLINE_PASS;
+}
+
+/* Why the pass ended early, for a pass cut short between two steps. */
+static char *
+halted_why(void)
+{
+	char why[DEADLINE_TEXT_MAX];
+
+	return xasprintf("%s; what was fetched is kept, the rest comes next pass",
+	    deadline_text(sync_stop ? DEADLINE_STOP : DEADLINE_PASS, 0, why, sizeof why));
 }
 
 /* Dedup: a copy another account's pass began storing less than this many
@@ -37,27 +51,13 @@ stopping(void)
  * an older pending row is a crashed pass, which must not hold mail back. */
 #define DEDUP_WAIT 3600
 
-/* Everything one pass works with. */
-struct pass {
-	const struct conf *c;
-	const struct conf_account *a;
-	struct state *st;
-	int64_t acct;
-	const struct deliver_backend *be;
-	void *bctx;
-	char *tag;                      /* key tag marking this account's temp files */
-	struct pop3 *p;
-	bool broken;                    /* p must be aborted, not QUIT */
-	struct pop3_entry *ent;
-	size_t n_ent;
-	const char **uidls;             /* per entry: the UIDL, or a derived id */
-	char **derived;                 /* owned derived ids (no-UIDL servers) */
-	struct sync_result *res;
-	bool progress;                  /* show a progress line on the terminal */
-	char *store_id;                 /* the resolved store: the dedup scope */
-	char *refused_first;            /* the first message the store refused */
-	bool dedup;                     /* store { dedup = "message-id" } */
-};
+/* A login refused with [IN-USE] or [SYS/TEMP] waits this long before the
+ * next one, doubled for each failed pass before it, at most BUSY_MAX; one
+ * refused with [LOGIN-DELAY] the delay the server announced, else
+ * LOGIN_DELAY_UNKNOWN (providers that enforce one use 5 to 15 minutes). */
+#define BUSY_FIRST 60
+#define BUSY_MAX 3600
+#define LOGIN_DELAY_UNKNOWN 900
 
 /* What becomes of a fetched message: stored, recorded as a duplicate of
  * another account's copy, or left for the next pass (dedup). */
@@ -72,8 +72,8 @@ struct fetched {
 	enum fate fate;
 };
 
-static int
-fail(struct pass *ps, int code, char *err)
+int
+sync_fail(struct pass *ps, int code, char *err)
 {
 	/* A state database locked by another process past the busy timeout
 	 * is temporary, as a busy account is (test_restarts.py). */
@@ -86,12 +86,14 @@ fail(struct pass *ps, int code, char *err)
 	return code;
 }
 
-static int
-pop3_code(int e)
+int
+sync_pop3_code(int e)
 {
 	switch (e) {
 	case POP3_ENET:
 	case POP3_ESERVER:
+	case POP3_EDEADLINE:
+	case POP3_ESTOP:
 		return EX_TEMPFAIL;
 	case POP3_ETLS:
 	case POP3_EAUTH:
@@ -100,17 +102,37 @@ pop3_code(int e)
 		return EX_PROTOCOL;
 	case POP3_ECONFIG:
 		return EX_CONFIG;
+	case POP3_ETOOBIG:
+		return EX_DATAERR;
 	default:
 		return EX_IOERR;
 	}
 }
 
-static int
-pop3_fail(struct pass *ps, int e, char *err)
+int
+sync_pop3_fail(struct pass *ps, int e, char *err)
 {
-	if (e != POP3_ESERVER)
+	if (e != POP3_ESERVER && e != POP3_ETOOBIG)
 		ps->broken = true;
-	return fail(ps, pop3_code(e), err ? err : xstrdup("POP3 error"));
+	return sync_fail(ps, sync_pop3_code(e), err ? err : xstrdup("POP3 error"));
+}
+
+const struct pop3_entry *
+sync_entry(const struct pass *ps, unsigned long num)
+{
+	size_t lo = 0, hi = ps->n_ent;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ps->ent[mid].num == num)
+			return &ps->ent[mid];
+		if (ps->ent[mid].num < num)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 /* One pass per account at a time, across processes: an flock on
@@ -123,13 +145,13 @@ lock_account(struct pass *ps, int *fd)
 	int rc = 0;
 
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
-		rc = fail(ps, EX_IOERR, xasprintf("%s: %s", dir, strerror(errno)));
+		rc = sync_fail(ps, EX_IOERR, xasprintf("%s: %s", dir, strerror(errno)));
 	else if ((*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1)
-		rc = fail(ps, EX_IOERR, xasprintf("%s: %s", path, strerror(errno)));
+		rc = sync_fail(ps, EX_IOERR, xasprintf("%s: %s", path, strerror(errno)));
 	else if (flock(*fd, LOCK_EX | LOCK_NB) == -1) {
 		rc = errno == EWOULDBLOCK ?
-		    fail(ps, EX_TEMPFAIL, xstrdup("busy: another pop3bridge is syncing this account")) :
-		    fail(ps, EX_IOERR, xasprintf("%s: %s", path, strerror(errno)));
+		    sync_fail(ps, EX_TEMPFAIL, xstrdup("busy: another pop3bridge is syncing this account")) :
+		    sync_fail(ps, EX_IOERR, xasprintf("%s: %s", path, strerror(errno)));
 		close(*fd);
 		*fd = -1;
 	}
@@ -150,7 +172,7 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	int r;
 
 	if (state_begin(ps->st, &err) == -1)
-		return fail(ps, EX_IOERR, err);
+		return sync_fail(ps, EX_IOERR, err);
 	for (size_t i = 0; i < n; i++) {
 		struct state_msg *m = &rows[i];
 
@@ -167,11 +189,11 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 		free(loc);
 		if (r == -1) {
 			state_rollback(ps->st);
-			return fail(ps, EX_IOERR, err);
+			return sync_fail(ps, EX_IOERR, err);
 		}
 	}
 	if (state_commit(ps->st, &err) == -1)
-		return fail(ps, EX_IOERR, err);
+		return sync_fail(ps, EX_IOERR, err);
 	if (n > 0)
 		log_info("%s: recovered %zu interrupted deliveries (%zu already stored, %zu to fetch again)",
 		    ps->a->name, n, found, n - found);
@@ -187,85 +209,141 @@ recover(struct pass *ps)
 	int rc;
 
 	if (state_pending(ps->st, ps->acct, &rows, &n, &err) == -1)
-		return fail(ps, EX_IOERR, err);
+		return sync_fail(ps, EX_IOERR, err);
 	rc = reconcile(ps, rows, n);
 	state_msgs_free(rows, n);
 	if (rc == 0 && ps->be->tmp_cleanup(ps->bctx, ps->a->folder, ps->tag, &err) == -1)
-		rc = fail(ps, EX_IOERR, err);
+		rc = sync_fail(ps, EX_IOERR, err);
 	return rc;
+}
+
+/* How long a login refused "for now" waits (see BUSY_FIRST). */
+static int64_t
+busy_backoff(const struct pass *ps)
+{
+	unsigned long f = ps->sched.failures < 6 ? ps->sched.failures : 6;
+	int64_t wait = (int64_t)BUSY_FIRST << f;
+
+	if (ps->login.busy == POP3_BUSY_LOGIN_DELAY)
+		return ps->login.login_delay > 0 ? ps->login.login_delay :
+		    ps->sched.login_delay > 0 ? ps->sched.login_delay : LOGIN_DELAY_UNKNOWN;
+	return wait < BUSY_MAX ? wait : BUSY_MAX;
+}
+
+/* After a login: which mechanism (said when auto had to fall back), the
+ * server's LOGIN-DELAY and EXPIRE of the CAPA after login (RFC 2449: that
+ * one is authoritative) and when the next login may be. */
+static int
+note_login(struct pass *ps, time_t login_at)
+{
+	const struct pop3_caps *c = pop3_caps(ps->p);
+	long expire = c->expire == -1 ? STATE_EXPIRE_NONE : c->expire == LONG_MAX ? -1 :
+	    c->expire;
+	char *err = NULL;
+
+	if (ps->login.refused != NULL)
+		log_info("%s: logged in with %s after %s", ps->a->name, ps->login.mechanism,
+		    ps->login.refused);
+	else
+		log_debug("%s: logged in with %s", ps->a->name, ps->login.mechanism);
+	if (ps->login.utf8_refused != NULL)
+		log_warnx("%s: the server announces UTF8 but refused it (%s): messages with"
+		    " 8-bit headers may come altered", ps->a->name, ps->login.utf8_refused);
+	ps->res->login_delay = c->login_delay;
+	if (state_note_login(ps->st, ps->acct, ps->login.mechanism, c->login_delay, expire,
+	    c->login_delay > 0 ? (int64_t)login_at + c->login_delay : 0, &err) == -1)
+		return sync_fail(ps, EX_IOERR, err);
+	return 0;
 }
 
 static int
 connect_server(struct pass *ps)
 {
-	char *pw = NULL, *err = NULL;
+	char *pw = NULL, *err = NULL, *serr = NULL;
 	int r;
 
-	if (conf_password(&ps->a->pop3, &pw, &err) == -1)
-		return fail(ps, EX_CONFIG, err);
-	r = pop3_open(&ps->p, &ps->a->pop3, pw, &err);
+	if ((r = conf_password_run(&ps->a->pop3, &pw, &err)) != 0)
+		return sync_fail(ps, r == -2 ? EX_TEMPFAIL : EX_CONFIG, err);
+	r = pop3_open(&ps->p, &ps->a->pop3, pw, &ps->login, &err);
 	if (pw) {
 		explicit_bzero(pw, strlen(pw));
 		free(pw);
 	}
-	if (r != POP3_OK) {
-		ps->p = NULL;
-		return fail(ps, pop3_code(r), err ? err : xstrdup("POP3 error"));
+	if (r == POP3_OK)
+		return note_login(ps, time(NULL));
+	ps->p = NULL;
+	if (ps->login.busy != POP3_BUSY_NONE) {
+		int64_t until = (int64_t)time(NULL) + busy_backoff(ps);
+
+		if (state_set_not_before(ps->st, ps->acct, until, &serr) == -1) {
+			log_warnx("%s: %s", ps->a->name, serr);
+			free(serr);
+		}
 	}
-	ps->res->login_delay = pop3_caps(ps->p)->login_delay;
-	return 0;
+	return sync_fail(ps, sync_pop3_code(r), err ? err : xstrdup("POP3 error"));
 }
 
-/* Servers without UIDL: a stable id from the size and a hash of the header
- * block (TOP n 0). Identical messages get "-2", "-3"... in server order. */
+/* The server has no UIDL listing. Deriving ids is right for a server that
+ * says so (CAPA without UIDL); one that does not say (no CAPA) and refused
+ * UIDL for an account whose messages are known by UIDL may only be
+ * failing for now: deriving would import everything again. */
 static int
-derive_uidls(struct pass *ps)
+check_no_uidl(struct pass *ps)
 {
-	unsigned char h[32];
-	char hex[65], *err = NULL;
-	int r;
+	const char *why = pop3_uidl_refused(ps->p);
+	char *err = NULL;
+	bool known;
 
-	ps->derived = xcalloc(ps->n_ent, sizeof *ps->derived);
-	for (size_t i = 0; i < ps->n_ent; i++) {
-		size_t same = 1;
-
-		if ((r = pop3_top_hash(ps->p, ps->ent[i].num, h, &err)) != POP3_OK)
-			return pop3_fail(ps, r, err);
-		hex_encode(h, 32, hex);
-		ps->derived[i] = xasprintf("nouidl-%llu-%.32s",
-		    (unsigned long long)ps->ent[i].size, hex);
-		for (size_t j = 0; j < i; j++)
-			if (strncmp(ps->derived[j], ps->derived[i], strlen(ps->derived[i])) == 0)
-				same++;
-		if (same > 1) {
-			char *d = xasprintf("%s-%zu", ps->derived[i], same);
-			free(ps->derived[i]);
-			ps->derived[i] = d;
-		}
-		ps->uidls[i] = ps->derived[i];
-	}
-	return 0;
+	if (why == NULL || pop3_caps(ps->p)->capa)
+		return 0;
+	if (state_has_uidls(ps->st, ps->acct, SYNC_DERIVED_PREFIX, &known, &err) == -1)
+		return sync_fail(ps, EX_IOERR, err);
+	if (!known)
+		return 0;
+	return sync_fail(ps, EX_TEMPFAIL, xasprintf("UIDL refused (-ERR %s) by a server"
+	    " that does not announce its capabilities, for an account whose messages are"
+	    " known by UIDL: nothing imported, tried again next pass", why));
 }
 
 static int
 list_server(struct pass *ps)
 {
 	char *err = NULL;
-	int r;
-	bool no_uidl;
+	int r, rc;
 
 	if ((r = pop3_scan(ps->p, &ps->ent, &ps->n_ent, &err)) != POP3_OK)
-		return pop3_fail(ps, r, err);
+		return sync_pop3_fail(ps, r, err);
 	ps->res->listed = ps->n_ent;
-	ps->uidls = xcalloc(ps->n_ent, sizeof *ps->uidls);
-	no_uidl = ps->n_ent > 0 && ps->ent[0].uidl == NULL;
-	if (state_set_no_uidl(ps->st, ps->acct, no_uidl, &err) == -1)
-		return fail(ps, EX_IOERR, err);
-	if (no_uidl)
-		return derive_uidls(ps);
-	for (size_t i = 0; i < ps->n_ent; i++)
-		ps->uidls[i] = ps->ent[i].uidl;
+	ps->uidls = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *ps->uidls);
+	ps->no_uidl = ps->n_ent > 0 && ps->ent[0].uidl_status == POP3_UIDL_NONE;
+	if (ps->no_uidl && (rc = check_no_uidl(ps)) != 0)
+		return rc;
+	if (state_set_no_uidl(ps->st, ps->acct, ps->no_uidl, &err) == -1)
+		return sync_fail(ps, EX_IOERR, err);
+	if ((rc = sync_ids_derive(ps)) != 0)
+		return rc;
+	/* A skipped message no longer listed is not skipped any more. */
+	if (state_skip_prune(ps->st, ps->acct, ps->uidls, ps->n_ent, &err) == -1)
+		return sync_fail(ps, EX_IOERR, err);
 	return 0;
+}
+
+/* A message left on the server with its reason: recorded (state,
+ * status), one log line naming it, and the pass exits 65 in the end. */
+static void
+skip_message(struct pass *ps, const struct pop3_entry *e, const char *uidl,
+    const char *reason)
+{
+	char *err = NULL;
+
+	log_warnx("%s: message %lu (UIDL %s) skipped, left on the server: %s", ps->a->name,
+	    e->num, uidl, reason);
+	if (state_skip(ps->st, ps->acct, uidl, e->size, reason, &err) == -1) {
+		log_warnx("%s: %s", ps->a->name, err);
+		free(err);
+	}
+	if (ps->res->skipped++ == 0)
+		ps->skipped_first = xasprintf("message %lu, UIDL %s: %s", e->num, uidl, reason);
 }
 
 /* How many octets RETR may bring for a message LIST says is size long:
@@ -277,6 +355,26 @@ retr_limit(uint64_t size)
 	const uint64_t slack = 1 << 20;
 
 	return size > (UINT64_MAX - slack) / 2 ? UINT64_MAX : size * 2 + slack;
+}
+
+/* The pass's error for a RETR a limit ended (err, the reader's, is freed):
+ * its own deadline, the pass's, or a stop. */
+static char *
+cut_short(struct pass *ps, int r, const struct pop3_entry *e, const char *uidl, char *err)
+{
+	enum deadline_end end = deadline_check(NULL);
+	char *msg, *why;
+
+	free(err);
+	if (r == POP3_ESTOP || end == DEADLINE_STOP)
+		sync_stop = 1;
+	else if (end != DEADLINE_PASS)
+		return xasprintf("RETR of message %lu (UIDL %s) exceeded its deadline of %u s",
+		    e->num, uidl, pop3_deadline(ps->p));
+	why = halted_why();
+	msg = xasprintf("RETR of message %lu (UIDL %s): %s", e->num, uidl, why);
+	free(why);
+	return msg;
 }
 
 /* RETR one message into a temp file of the store. Returns 0, -1 when the
@@ -293,24 +391,32 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 
 	f->key = deliver_key(ps->tag);
 	if (ps->be->tmp_create(ps->bctx, folder, f->key, fd, &err) == -1)
-		return fail(ps, EX_IOERR, err);
+		return sync_fail(ps, EX_IOERR, err);
 	r = pop3_retr(ps->p, e->num, *fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
 	    retr_limit(e->size), &rr, &err);
 	if (r != POP3_OK) {
-		char *derr = NULL;
+		char *derr = NULL, *why;
 
 		close(*fd);
 		*fd = -1;
 		if (ps->be->tmp_discard(ps->bctx, folder, f->key, &derr) == -1)
 			log_warnx("%s: %s", ps->a->name, derr);
 		free(derr);
-		if (r == POP3_ESERVER) {
-			log_warnx("%s: message %lu (UIDL %s) skipped: %s", ps->a->name,
-			    e->num, uidl, err);
-			free(err);
-			return -1;
-		}
-		return pop3_fail(ps, r, err);
+		if (r == POP3_EDEADLINE || r == POP3_ESTOP)
+			err = cut_short(ps, r, e, uidl, err);
+		if (r != POP3_ESERVER && r != POP3_ETOOBIG)
+			return sync_pop3_fail(ps, r, err);
+		/* One bad message never blocks the others: skipped, retried
+		 * next pass (the reason without "host:port: RETR n: "). */
+		why = r == POP3_ESERVER ?
+		    xasprintf("RETR refused: %s", strstr(err, "-ERR") ? strstr(err, "-ERR") : err) :
+		    xasprintf("RETR brought more than its LIST size (%llu octets) allows:"
+		    " %s", (unsigned long long)e->size, strstr(err, "message larger") ?
+		    strstr(err, "message larger") : err);
+		skip_message(ps, e, uidl, why);
+		free(why);
+		free(err);
+		return -1;
 	}
 	if (rr.octets != e->size)
 		log_debug("%s: message %lu: LIST said %llu octets, RETR gave %llu", ps->a->name,
@@ -350,13 +456,15 @@ dedup_one(struct pass *ps, struct fetched *f, char **err)
 	f->fate = F_STORE;
 	if (!ps->dedup || f->sm.message_id == NULL)
 		return 0;
-	r = state_dedup_find(ps->st, ps->acct, ps->store_id, f->sm.message_id,
-	    f->sm.body_sha256, &orig, &owner, err);
+	r = state_dedup_find(ps->st, ps->acct, ps->store_id, f->sm.folder,
+	    f->sm.message_id, f->sm.body_sha256, &orig, &owner, err);
 	if (r != 1)
 		return r;
 	if (orig.state != STATE_PENDING) {
 		f->fate = F_DUP;
 		r = state_put_duplicate(ps->st, ps->acct, &f->sm, &orig, owner, err);
+		if (r == 0)
+			r = state_skip_clear(ps->st, ps->acct, f->sm.uidl, err);
 	} else if (time(NULL) - orig.fetched_at < DEDUP_WAIT)
 		f->fate = F_DEFER;
 	state_msg_clear(&orig);
@@ -416,6 +524,9 @@ mark_rows(struct pass *ps, struct fetched *f, const size_t *map,
 		    state_drop_pending(ps->st, ps->acct, uidl, err) :
 		    state_mark_delivered_uid(ps->st, ps->acct, uidl, dm[j].location,
 			dm[j].uidvalidity, dm[j].uid, err);
+		/* Imported at last: no longer a skipped message. */
+		if (r == 0 && dm[j].refused == NULL)
+			r = state_skip_clear(ps->st, ps->acct, uidl, err);
 		if (r == -1) {
 			state_rollback(ps->st);
 			return -1;
@@ -460,12 +571,12 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 	if (k > 0 && ps->be->deliver(ps->bctx, dm, k, &err) == -1) {
 		/* Some files may be in the store already: settle each row now
 		 * exactly as a restart would. */
-		rc = fail(ps, EX_IOERR, err);
+		rc = sync_fail(ps, EX_IOERR, err);
 		recover(ps);
 	} else if (k > 0 && mark_rows(ps, f, map, dm, k, &err) == -1) {
 		/* The files are durable and the rows pending: the next run's
 		 * reconciliation finds them and marks them delivered. */
-		rc = fail(ps, EX_IOERR, err);
+		rc = sync_fail(ps, EX_IOERR, err);
 	} else
 		for (size_t j = 0; j < k; j++) {
 			if (dm[j].refused != NULL) {
@@ -494,7 +605,7 @@ deliver_batch(struct pass *ps, struct fetched *f, int *fds, size_t n)
 	int rc;
 
 	if (put_rows(ps, f, n, &err) == -1) {
-		rc = fail(ps, EX_IOERR, err);
+		rc = sync_fail(ps, EX_IOERR, err);
 		discard(ps, f, fds, n, true);
 		return rc;
 	}
@@ -548,9 +659,9 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 	for (size_t j = 0; j < k; j++)
 		nums[j] = ps->ent[idx[j]].num;
 	if ((r = pop3_retr_pipeline(ps->p, nums, k, &err)) != POP3_OK)
-		rc = pop3_fail(ps, r, err);
+		rc = sync_pop3_fail(ps, r, err);
 	for (size_t j = 0; rc == 0 && j < k; j++) {
-		if (stopping()) {
+		if (sync_stopping()) {
 			/* Answers to pipelined RETRs may be on their way:
 			 * the session cannot be reused for QUIT. */
 			ps->broken = true;
@@ -585,104 +696,60 @@ show_progress(const struct pass *ps, bool done)
 	    ps->res->imported, ps->res->fresh, done ? "\n" : "");
 }
 
-/* The header hashes (TOP n 0) of the unknown messages idx[0..n), as
- * fingerprints. A server refusing TOP leaves the guard blind: importing
- * everything again is what it exists to prevent, so the pass stops. */
-static int
-fingerprints(struct pass *ps, const size_t *idx, size_t n, struct state_fp *fps,
-    char (*hex)[65])
+/* The messages over max_message_size (by LIST size) are skipped without
+ * RETR; they leave idx[0..*n). */
+static void
+skip_oversized(struct pass *ps, size_t *idx, size_t *n)
 {
-	unsigned char h[32];
-	char *err = NULL;
-	int r;
+	uint64_t max = ps->a->max_message_size;
+	size_t k = 0;
 
-	for (size_t j = 0; j < n; j++) {
+	for (size_t j = 0; j < *n; j++) {
 		const struct pop3_entry *e = &ps->ent[idx[j]];
+		char *why;
 
-		r = pop3_top_hash(ps->p, e->num, h, &err);
-		if (r == POP3_ESERVER) {
-			char *why = xasprintf("most UIDLs are unknown (a UIDL reset?)"
-			    " and the server refused TOP to compare them (%s):"
-			    " nothing imported; set uidl_reset_threshold = 0 to"
-			    " import them all", err);
-
-			free(err);
-			return fail(ps, EX_UNAVAILABLE, why);
-		}
-		if (r != POP3_OK)
-			return pop3_fail(ps, r, err);
-		hex_encode(h, 32, hex[j]);
-		fps[j] = (struct state_fp){ ps->uidls[idx[j]], e->size, hex[j] };
-	}
-	return 0;
-}
-
-/* Records the adoption: new UIDLs for known rows, the warning, the count,
- * in one transaction. */
-static int
-adopt(struct pass *ps, const struct state_fp *fps, size_t n, bool *adopted,
-    size_t *n_adopted)
-{
-	char *err = NULL, *warn;
-
-	if (state_begin(ps->st, &err) == -1 ||
-	    state_adopt_uidls(ps->st, ps->acct, ps->uidls, ps->n_ent, fps, n,
-	    adopted, n_adopted, &err) == -1)
-		goto failed;
-	if (*n_adopted > 0) {
-		warn = xasprintf("server renumbered %zu messages (UIDL reset);"
-		    " adopted their new UIDLs, nothing re-imported", *n_adopted);
-		if (state_note_uidl_reset(ps->st, ps->acct, warn, &err) == 0)
-			log_warnx("%s: %s", ps->a->name, warn);
-		free(warn);
-		if (err != NULL)
-			goto failed;
-	}
-	if (state_commit(ps->st, &err) == 0)
-		return 0;
-failed:
-	state_rollback(ps->st);
-	return fail(ps, EX_IOERR, err);
-}
-
-/* The UIDL-reset guard: when most of the server's UIDLs are unknown and
- * the account imported mail before, unknown messages whose fingerprint
- * (LIST size, header hash) matches an imported row that is no longer on
- * the server are that row under a new UIDL: adopted, not imported again.
- * Removes them from idx[0..*n). */
-static int
-guard_uidl_reset(struct pass *ps, size_t *idx, size_t *n)
-{
-	unsigned th = ps->a->uidl_reset_threshold;
-	struct state_fp *fps;
-	char (*hex)[65], *err = NULL;
-	size_t n_adopted = 0, k = 0;
-	bool *adopted, known;
-	int rc;
-
-	if (th == 0 || ps->derived != NULL || *n == 0 ||
-	    (uint64_t)*n * 100 <= (uint64_t)th * ps->n_ent)
-		return 0;
-	if (state_has_imported(ps->st, ps->acct, &known, &err) == -1)
-		return fail(ps, EX_IOERR, err);
-	if (!known)
-		return 0;
-	fps = xcalloc(*n, sizeof *fps);
-	hex = xcalloc(*n, sizeof *hex);
-	adopted = xcalloc(*n, sizeof *adopted);
-	if ((rc = fingerprints(ps, idx, *n, fps, hex)) == 0)
-		rc = adopt(ps, fps, *n, adopted, &n_adopted);
-	for (size_t j = 0; rc == 0 && j < *n; j++)
-		if (!adopted[j])
+		if (max == 0 || e->size <= max) {
 			idx[k++] = idx[j];
-	if (rc == 0) {
-		*n = k;
-		ps->res->adopted = n_adopted;
+			continue;
+		}
+		why = xasprintf("larger than max_message_size (%llu > %llu octets)",
+		    (unsigned long long)e->size, (unsigned long long)max);
+		skip_message(ps, e, ps->uidls[idx[j]], why);
+		free(why);
 	}
-	free(fps);
-	free(hex);
-	free(adopted);
-	return rc;
+	*n = k;
+}
+
+/* Messages skipped on an earlier pass are tried after all the others, so
+ * that one that breaks the session (a RETR that never ends) cannot keep
+ * the rest out. */
+static int
+skipped_last(struct pass *ps, size_t *idx, size_t n)
+{
+	struct state_skip *sk = NULL;
+	size_t nsk = 0, k = 0, *later;
+	char *err = NULL;
+	bool *was;
+
+	if (state_skipped(ps->st, ps->acct, &sk, &nsk, &err) == -1)
+		return sync_fail(ps, EX_IOERR, err);
+	if (nsk == 0)
+		return 0;
+	was = xcalloc(n ? n : 1, sizeof *was);
+	later = xcalloc(n ? n : 1, sizeof *later);
+	for (size_t j = 0; j < n; j++)
+		for (size_t i = 0; i < nsk && !was[j]; i++)
+			was[j] = strcmp(sk[i].uidl, ps->uidls[idx[j]]) == 0;
+	for (size_t j = 0; j < n; j++)
+		if (!was[j])
+			idx[k++] = idx[j];
+		else
+			later[j - k] = idx[j];
+	memcpy(idx + k, later, (n - k) * sizeof *idx);
+	free(was);
+	free(later);
+	state_skips_free(sk, nsk);
+	return 0;
 }
 
 static int
@@ -693,13 +760,14 @@ import_new(struct pass *ps)
 	int rc = 0;
 
 	if (state_filter_new(ps->st, ps->acct, ps->uidls, ps->n_ent, &idx, &n, &err) == -1)
-		return fail(ps, EX_IOERR, err);
-	if ((rc = guard_uidl_reset(ps, idx, &n)) != 0) {
+		return sync_fail(ps, EX_IOERR, err);
+	if ((rc = sync_ids_guard(ps, idx, &n)) != 0 || (rc = skipped_last(ps, idx, n)) != 0) {
 		free(idx);
 		return rc;
 	}
+	skip_oversized(ps, idx, &n);
 	ps->res->fresh = n;
-	while (rc == 0 && i < n && !stopping()) {
+	while (rc == 0 && i < n && !sync_stopping()) {
 		k = batch_len(ps, idx + i, n - i);
 		rc = import_batch(ps, idx + i, k);
 		i += k;
@@ -717,104 +785,82 @@ import_new(struct pass *ps)
 	return rc;
 }
 
-/* Deletion policy: only delivered messages are ever deleted; deletions
- * take effect at QUIT and are recorded only after QUIT succeeded. */
+/* The pass's result once everything else is done: messages the store
+ * refused or that were skipped make it 65 (the others are imported). */
 static int
-mark_deletions(struct pass *ps, const char ***uidls, size_t *n)
+data_errors(struct pass *ps)
 {
-	const struct conf_account *a = ps->a;
-	size_t *idx = NULL;
-	unsigned long *nums;
-	int64_t cutoff;
-	char *err = NULL;
-	int r;
+	char *refused = NULL, *skipped = NULL;
 
-	*uidls = NULL;
-	*n = 0;
-	if (a->leave_on_server && a->delete_after_days == 0)
+	if (ps->res->refused == 0 && ps->res->skipped == 0)
 		return 0;
-	cutoff = a->leave_on_server ?
-	    (int64_t)time(NULL) - (int64_t)a->delete_after_days * 86400 : INT64_MAX;
-	if (state_due_for_delete(ps->st, ps->acct, ps->uidls, ps->n_ent, cutoff,
-	    &idx, n, &err) == -1)
-		return fail(ps, EX_IOERR, err);
-	nums = xcalloc(*n, sizeof *nums);
-	*uidls = xcalloc(*n, sizeof **uidls);
-	for (size_t i = 0; i < *n; i++) {
-		nums[i] = ps->ent[idx[i]].num;
-		(*uidls)[i] = ps->uidls[idx[i]];
+	if (ps->res->refused > 0)
+		refused = xasprintf("the store refused %lu message%s (%s); they stay on the"
+		    " server", ps->res->refused, ps->res->refused == 1 ? "" : "s",
+		    ps->refused_first);
+	if (ps->res->skipped > 0)
+		skipped = xasprintf("%lu message%s skipped, left on the server (%s%s); the"
+		    " others imported", ps->res->skipped, ps->res->skipped == 1 ? "" : "s",
+		    ps->skipped_first, ps->res->skipped > 1 ? ", ..." : "");
+	sync_fail(ps, EX_DATAERR, refused == NULL ? skipped : skipped == NULL ? refused :
+	    xasprintf("%s; %s", refused, skipped));
+	if (refused != NULL && skipped != NULL) {
+		free(refused);
+		free(skipped);
 	}
-	r = *n > 0 ? pop3_dele(ps->p, nums, *n, &err) : POP3_OK;
-	free(idx);
-	free(nums);
-	if (r == POP3_ESERVER) {
-		/* Some DELE refused: the others still go at QUIT; those are
-		 * tried again next pass (they stay due). */
-		log_warnx("%s: %s", a->name, err);
-		free(err);
-	} else if (r != POP3_OK)
-		return pop3_fail(ps, r, err);
-	return 0;
-}
-
-static int
-finish_session(struct pass *ps, const char **uidls, size_t n)
-{
-	char *err = NULL;
-	int r;
-
-	r = pop3_quit(ps->p, &err);
-	ps->p = NULL;
-	if (r != POP3_OK)
-		return n > 0 ? fail(ps, pop3_code(r), err) : (free(err), 0);
-	if (n == 0)
-		return 0;
-	if (state_begin(ps->st, &err) == -1 ||
-	    state_mark_deleted(ps->st, ps->acct, uidls, n, &err) == -1 ||
-	    state_commit(ps->st, &err) == -1) {
-		state_rollback(ps->st);
-		return fail(ps, EX_IOERR, err);
-	}
-	ps->res->deleted = n;
-	return 0;
+	return EX_DATAERR;
 }
 
 static int
 run_pass(struct pass *ps)
 {
-	const char **del = NULL;
-	size_t ndel = 0;
 	int rc;
 
 	if ((rc = recover(ps)) || (rc = connect_server(ps)) || (rc = list_server(ps)))
 		return rc;
 	rc = import_new(ps);
-	if (rc == 0 && !stopping() && !ps->broken)
-		rc = mark_deletions(ps, &del, &ndel);
-	if (rc == 0 && !stopping() && !ps->broken)
-		rc = finish_session(ps, del, ndel);
-	free(del);
-	if (rc == 0 && ps->res->refused > 0) {
-		rc = fail(ps, EX_DATAERR, xasprintf("the store refused %lu message%s (%s);"
-		    " they stay on the server", ps->res->refused,
-		    ps->res->refused == 1 ? "" : "s", ps->refused_first));
-	}
-	return rc;
+	if (rc == 0 && !sync_stopping() && !ps->broken)
+		rc = sync_end_session(ps);
+	/* Stopped between two steps: the session was not finished. */
+	if (rc == 0 && ps->p != NULL)
+		rc = sync_fail(ps, EX_TEMPFAIL, halted_why());
+	return rc == 0 ? data_errors(ps) : rc;
 }
 
+/* A pass that failed, for the schedule: 65 (a message refused or
+ * skipped, the others imported) is not, the account works. */
+static bool
+pass_failed(int rc)
+{
+	return rc != 0 && rc != EX_DATAERR;
+}
+
+/* The poll log, and when the next pass is planned: the poll interval on,
+ * but never before the server allows a login. */
 static void
 log_pass(struct pass *ps, time_t started, int rc)
 {
 	struct state_poll pl = {
 		.started = started, .finished = time(NULL), .ok = rc == 0,
 		.imported = ps->res->imported, .deleted = ps->res->deleted,
+		.server_deleted = ps->res->server_deleted, .skipped = ps->res->skipped,
 		.bytes = ps->res->bytes, .error = ps->res->error,
 	};
+	struct state_sched sc;
+	int64_t next;
 	char *err = NULL;
 
 	if (sync_stop && rc == 0)
 		pl.error = "interrupted";
-	if (state_poll_log(ps->st, ps->acct, &pl, &err) == -1) {
+	if (state_poll_log(ps->st, ps->acct, &pl, &err) == 0 &&
+	    state_schedule(ps->st, ps->acct, &sc, &err) == 0) {
+		next = (int64_t)time(NULL) + ps->a->poll_interval;
+		if (sc.not_before > next)
+			next = sc.not_before;
+		ps->res->next_poll = next;
+		state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err);
+	}
+	if (err != NULL) {
 		/* A failed pass says why in its one line; the poll log then
 		 * fails for the same reason (a full disk), a second line would
 		 * only bury it (tests/integration/test_disk_faults.py). */
@@ -835,11 +881,14 @@ pass_free(struct pass *ps)
 		for (size_t i = 0; i < ps->n_ent; i++)
 			free(ps->derived[i]);
 	free(ps->derived);
+	free(ps->top);
 	free(ps->uidls);
 	pop3_entries_free(ps->ent, ps->n_ent);
+	pop3_login_free(&ps->login);
 	free(ps->tag);
 	free(ps->store_id);
 	free(ps->refused_first);
+	free(ps->skipped_first);
 }
 
 /* Records the account's store, for other accounts' dedup look-ups. */
@@ -852,8 +901,27 @@ note_store(struct pass *ps)
 	ps->dedup = ps->c->store.dedup != NULL &&
 	    strcmp(ps->c->store.dedup, "message-id") == 0;
 	if (state_set_store(ps->st, ps->acct, ps->store_id, &err) == -1)
-		return fail(ps, EX_IOERR, err);
+		return sync_fail(ps, EX_IOERR, err);
 	return 0;
+}
+
+/* No login before the time the server allows (its LOGIN-DELAY after the
+ * last login, or a refusal's backoff): the pass does not run (75), and
+ * says until when. It is not a failed pass, and no poll is logged. */
+static int
+too_early(struct pass *ps)
+{
+	time_t now = time(NULL), nb = (time_t)ps->sched.not_before;
+	char when[64];
+	struct tm tm;
+
+	if (ps->sched.not_before <= (int64_t)now)
+		return 0;
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %z", localtime_r(&nb, &tm));
+	ps->res->next_poll = ps->sched.not_before;
+	return sync_fail(ps, EX_TEMPFAIL, xasprintf("not polled: the server allows no"
+	    " login before %s (in %lld s%s)", when, (long long)(nb - now),
+	    ps->sched.login_delay > 0 ? ", its LOGIN-DELAY" : ""));
 }
 
 int
@@ -867,20 +935,24 @@ sync_account(const struct conf *c, const struct conf_account *a,
 
 	memset(res, 0, sizeof *res);
 	res->login_delay = -1;
+	ps.login.login_delay = -1;
 	ps.progress = isatty(STDERR_FILENO) && !getenv("POP3BRIDGE_NO_PROGRESS");
 	if ((rc = lock_account(&ps, &lockfd)) != 0)
 		return rc;
-	if (state_account(st, a->name, &ps.acct, &err) == -1) {
-		rc = fail(&ps, EX_IOERR, err);
+	if (state_account(st, a->name, &ps.acct, &err) == -1 ||
+	    state_schedule(st, ps.acct, &ps.sched, &err) == -1) {
+		rc = sync_fail(&ps, EX_IOERR, err);
 		goto out;
 	}
+	if ((rc = too_early(&ps)) != 0)
+		goto out;
 	ps.tag = xasprintf("X%lld", (long long)ps.acct);
 	ps.be = deliver_backend_for(c->store.type);
 	if (ps.be == NULL)
-		rc = fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
+		rc = sync_fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
 	else if (ps.be->open(c, a, &ps.bctx, &err) == -1) {
 		ps.bctx = NULL;
-		rc = fail(&ps, EX_IOERR, err);
+		rc = sync_fail(&ps, EX_IOERR, err);
 	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);

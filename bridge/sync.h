@@ -23,20 +23,30 @@ struct sync_result {
 	unsigned long deferred;   /* dedup: another account is storing it now */
 	unsigned long refused;    /* the store refused them: left on the server */
 	unsigned long adopted;    /* UIDL reset: known messages under new UIDLs */
-	unsigned long deleted;
+	unsigned long deleted;    /* by our DELE */
+	unsigned long server_deleted; /* by the server itself at QUIT (EXPIRE 0) */
+	unsigned long skipped;    /* left on the server with a reason (state) */
+	unsigned long no_quit;    /* retrieved, not stored: the session ended
+	                             without QUIT (EXPIRE 0 or unknown) */
 	uint64_t bytes;
 	long login_delay;         /* the server's LOGIN-DELAY, -1 when none */
+	int64_t next_poll;        /* when the next pass is planned, 0 unknown */
 	char *error;              /* allocated, NULL on success */
 };
 
-/* Set by a signal handler: the pass stops after the current message,
- * delivers what it fetched, and closes without committing deletions. */
+/* Set once the pass has seen a stop request (TERM/INT, held pending:
+ * lib/proc.h): it abandons the message being fetched, delivers what it
+ * fetched, and closes without committing deletions. */
 extern volatile sig_atomic_t sync_stop;
 
 /* Runs one pass for account a with the open state st. Returns a
- * <sysexits.h> code: EX_OK; EX_DATAERR (the store refused some message:
- * every other one was imported, the refused stay on the server); EX_TEMPFAIL (network, timeout, server or
- * account busy: try later); EX_UNAVAILABLE (TLS or login refused);
+ * <sysexits.h> code: EX_OK; EX_DATAERR (the store refused some message,
+ * or some message was skipped: every other one was imported, those stay
+ * on the server); EX_TEMPFAIL (network, timeout, a deadline (a
+ * response's, the pass's: lib/deadline.h) or a stop request, server or
+ * account busy, or the server allows no login yet (LOGIN-DELAY): try
+ * later; the latter runs nothing and logs no poll); EX_UNAVAILABLE (TLS
+ * or login refused);
  * EX_PROTOCOL (malformed server reply); EX_CONFIG (policy, e.g. plaintext
  * refused); EX_IOERR (store or state). res->error says why, without the
  * account name (the caller adds it). The pass is recorded in the poll log. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "bridge/sync.h"
+#include "lib/deadline.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
@@ -31,21 +32,30 @@ sync_pool_free(struct sync_pool *p)
 	p->jobs = NULL;
 }
 
+/* One line per pass (two when some message was refused or skipped: what
+ * was done, then what was not). */
 static void
 report(const struct sync_pool *p, const struct conf_account *a, const struct sync_result *r,
     int rc)
 {
-	if (rc != EX_OK) {
+	char server[64] = "";
+
+	if (rc != EX_OK)
 		log_warnx("%s: %s", a->name, r->error ? r->error : "failed");
+	if (rc != EX_OK && rc != EX_DATAERR)
 		return;
-	}
-	if (p->daemon && r->imported == 0 && r->deleted == 0) {
+	if (p->daemon && rc == EX_OK && r->imported == 0 && r->deleted == 0 &&
+	    r->server_deleted == 0) {
 		log_debug("%s: %lu on server, nothing new", a->name, r->listed);
 		return;
 	}
-	log_info("%s: %lu on server, %lu new, %lu imported (%llu bytes), %lu deleted%s",
+	if (r->server_deleted > 0)
+		snprintf(server, sizeof server, ", %lu deleted by the server (EXPIRE 0)",
+		    r->server_deleted);
+	log_info("%s: %lu on server, %lu new, %lu imported (%llu bytes), %lu deleted%s%s%s",
 	    a->name, r->listed, r->fresh, r->imported, (unsigned long long)r->bytes,
-	    r->deleted, sync_stop ? ", interrupted" : "");
+	    r->deleted, server, r->no_quit > 0 ? ", no QUIT (see above)" : "",
+	    sync_stop ? ", interrupted" : "");
 }
 
 static int
@@ -56,6 +66,9 @@ child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_ac
 	char *err = NULL;
 	int rc;
 
+	/* From here on the pass has pass_timeout seconds, and a stop ends any
+	 * wait of it within about a second (lib/deadline.h). */
+	deadline_pass_arm(a->pass_timeout, true);
 	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("%s: %s", a->name, err);
 		free(err);
@@ -85,9 +98,11 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 		return -1;
 	}
 	if (pid == 0) {
-		/* TERM/INT finish the current message and stop; the child
-		 * dies with its parent (as a whole process would), so that
-		 * killing `pop3bridge sync` never leaves a pass running. */
+		/* TERM/INT end the pass within about a second (the message
+		 * being fetched is abandoned, what was fetched is delivered);
+		 * the child dies with its parent (as a whole process would),
+		 * so that killing `pop3bridge sync` never leaves a pass
+		 * running. */
 		if (!proc_child_init(parent, NULL, SIGKILL))
 			_exit(EX_TEMPFAIL);
 		_exit(child_pass(p, c, a));
@@ -171,7 +186,7 @@ sync_pool_signal(struct sync_pool *p, int sig)
 }
 
 /* Ctrl-C / SIGTERM while `sync` waits: the children get it too (same
- * process group, or forwarded) and stop after their current message. */
+ * process group, or forwarded) and stop within about a second. */
 static volatile sig_atomic_t sync_got_signal;
 
 static void

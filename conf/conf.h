@@ -11,7 +11,7 @@
 
 enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
 enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
-    CONF_AUTH_LOGIN /* smtp only */ };
+    CONF_AUTH_LOGIN /* smtp only */, CONF_AUTH_OAUTHBEARER /* pop3 */ };
 enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
 
 /* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
@@ -22,7 +22,8 @@ struct conf_server {
 	char *user;                 /* may be NULL */
 	char *password;             /* NULL unless set in the file */
 	char *password_command;     /* NULL unless set; run by conf_password() */
-	enum conf_auth auth;        /* pop3; smtp: auto, plain, login, xoauth2 */
+	enum conf_auth auth;        /* pop3: auto, user, apop, plain, xoauth2,
+	                               oauthbearer; smtp: auto, plain, login, xoauth2 */
 	char *ca_file;              /* NULL: system trust store only */
 	unsigned timeout;           /* seconds per protocol step; default 60 */
 	bool allow_plaintext;       /* required for tls=none with a password */
@@ -45,6 +46,9 @@ struct conf_account {
 	unsigned delete_after_days; /* default 0 = never */
 	unsigned uidl_reset_threshold; /* percent of unknown UIDLs that means a reset; 0 off, default 50 */
 	unsigned poll_interval;     /* default: the top-level poll_interval */
+	uint64_t max_message_size;  /* octets (LIST); larger ones are skipped;
+	                               default: the top-level max_message_size */
+	unsigned pass_timeout;      /* seconds a whole pass may take; default: the top level's */
 	bool import_seen;           /* default false */
 	bool has_smtp;
 	struct conf_server smtp;
@@ -76,6 +80,8 @@ struct conf {
 	unsigned max_parallel;      /* default 4 */
 	unsigned batch_messages;    /* default 500 */
 	uint64_t batch_bytes;       /* default 64 MiB */
+	uint64_t max_message_size;  /* import: octets, default 100 MiB */
+	unsigned pass_timeout;      /* seconds a whole account pass may take, default 3600 */
 	struct conf_store store;
 	struct conf_account *accounts;
 	size_t n_accounts;
@@ -120,11 +126,20 @@ char *conf_store_user(const struct conf *c, const struct conf_account *a);
 char *conf_store_location(const struct conf *c, const struct conf_account *a);
 
 /* The secret of a server block: the password, or the first line of
- * password_command's output (run with /bin/sh -c, stdin from /dev/null,
- * bounded at 4 KiB, CR/LF/NUL refused). *out is allocated (NULL when the
- * block has neither); 0 on success, -1 with *err allocated naming the
- * command's failure but never its output. */
+ * password_command's output (run with /bin/sh -c in a process group of its
+ * own, stdin from /dev/null, bounded at 4 KiB, CR/LF/NUL refused). The
+ * command must print and exit within s->timeout seconds (60 when 0);
+ * otherwise, or at the pass deadline or a stop request (lib/deadline.h),
+ * its whole process group is killed and reaped. *out is allocated (NULL
+ * when the block has neither); 0 on success, -1 with *err allocated naming
+ * the command's failure but never its output. */
 int conf_password(const struct conf_server *s, char **out, char **err);
+
+/* conf_password() telling the failures apart: -1 the command failed or
+ * printed nothing usable (fix the configuration), -2 it was killed by a
+ * limit ("password_command timed out after N s", or interrupted): try
+ * again later. */
+int conf_password_run(const struct conf_server *s, char **out, char **err);
 
 /* True if s (not NULL) is a value fit for a protocol line: no CR or LF
  * (NUL cannot be in a C string), at most max bytes. */

@@ -29,6 +29,9 @@
 #define MAX_DAYS	36500
 #define MAX_LIFETIME	(365 * 86400)
 #define MAX_BATCH	1000000
+#define MIN_MESSAGE	1024		/* max_message_size bounds: 1 KiB .. 1 TiB */
+#define MAX_MESSAGE	(1L << 40)
+#define MAX_PASS	(7 * 86400)	/* a pass may take at most a week */
 
 /* Declared first in every block, see the top of the file. */
 #define SECTION_LINE_OPT { .name = SECTION_LINE, .type = CFGT_STR, \
@@ -78,6 +81,8 @@ static cfg_opt_t account_opts[] = {
 	CFG_STR("local_user", NULL, CFGF_NONE),
 	CFG_STR("folder", "INBOX", CFGF_NONE),
 	CFG_INT("poll_interval", 0, CFGF_NONE),
+	CFG_INT("max_message_size", 0, CFGF_NONE),
+	CFG_INT("pass_timeout", 0, CFGF_NONE),
 	CFG_BOOL("import_seen", cfg_false, CFGF_NONE),
 	CFG_BOOL("leave_on_server", cfg_true, CFGF_NONE),
 	CFG_INT("delete_after_days", 0, CFGF_NONE),
@@ -116,6 +121,12 @@ static cfg_opt_t root_opts[] = {
 	CFG_INT("max_parallel", 4, CFGF_NONE),
 	CFG_INT("batch_messages", 500, CFGF_NONE),
 	CFG_INT("batch_bytes", 67108864, CFGF_NONE),
+	/* Import: a message whose LIST size is larger is skipped (left on
+	 * the server, reported). 100 MiB is above what mail providers accept
+	 * (Gmail, Outlook.com, Yahoo: 25-50 MB; Microsoft 365 at most 150 MB,
+	 * 35 MB by default) and keeps one RETR within 300 MiB of disk. */
+	CFG_INT("max_message_size", 104857600, CFGF_NONE),
+	CFG_INT("pass_timeout", 3600, CFGF_NONE),
 	CFG_SEC("store", store_opts, CFGF_MULTI),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE),
 	CFG_SEC("relay", relay_opts, CFGF_MULTI),
@@ -123,8 +134,13 @@ static cfg_opt_t root_opts[] = {
 };
 
 static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
+/* pop3 {} auth: the names, and the enum conf_auth value of each. */
 static const char *const auth_names[] = {
-	"auto", "user", "apop", "plain", "xoauth2", NULL
+	"auto", "user", "apop", "plain", "xoauth2", "oauthbearer", NULL
+};
+static const enum conf_auth auth_values[] = {
+	CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
+	CONF_AUTH_OAUTHBEARER
 };
 /* smtp {} auth: the names, and the enum conf_auth value of each. */
 static const char *const smtp_auth_names[] = {
@@ -471,7 +487,7 @@ conv_server(cfg_t *sec, struct conf_server *s, enum server_kind kind)
 	s->password_command = get_opt(sec, "password_command",
 	    &s->password_command);
 	if (kind == KIND_POP3)
-		s->auth = get_enum(sec, "auth", auth_names, &s->auth);
+		s->auth = auth_values[get_enum(sec, "auth", auth_names, &s->auth)];
 	else if (kind == KIND_SMTP)
 		s->auth = smtp_auth_values[get_enum(sec, "auth", smtp_auth_names,
 		    &s->auth)];
@@ -517,6 +533,14 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	if (is_set(sec, "poll_interval"))
 		a->poll_interval = get_num(sec, "poll_interval", 1,
 		    MAX_INTERVAL, &a->poll_interval);
+	a->max_message_size = c->max_message_size;
+	if (is_set(sec, "max_message_size"))
+		a->max_message_size = get_num(sec, "max_message_size", MIN_MESSAGE,
+		    MAX_MESSAGE, &a->max_message_size);
+	a->pass_timeout = c->pass_timeout;
+	if (is_set(sec, "pass_timeout"))
+		a->pass_timeout = get_num(sec, "pass_timeout", 1, MAX_PASS,
+		    &a->pass_timeout);
 	a->import_seen = get_bool(sec, "import_seen", &a->import_seen);
 	a->leave_on_server = get_bool(sec, "leave_on_server",
 	    &a->leave_on_server);
@@ -574,6 +598,10 @@ conv_root(cfg_t *cfg, struct conf *c)
 	    &c->batch_messages);
 	c->batch_bytes = get_num(cfg, "batch_bytes", 1024 * 1024, LONG_MAX,
 	    &c->batch_bytes);
+	c->max_message_size = get_num(cfg, "max_message_size", MIN_MESSAGE, MAX_MESSAGE,
+	    &c->max_message_size);
+	c->pass_timeout = get_num(cfg, "pass_timeout", 1, MAX_PASS,
+	    &c->pass_timeout);
 	conv_store(one_section(cfg, "store"), &c->store);
 	/* Sized once: the line notes hold addresses into this array. */
 	c->n_accounts = cfg_size(cfg, "account");

@@ -1,20 +1,33 @@
 /* conf_password(): the literal password, or the first line printed by
  * password_command. The output is a secret: it never appears in an error
- * message and the buffer is wiped after use. */
+ * message and the buffer is wiped after use.
+ *
+ * The command runs in a process group of its own, so that a timeout kills
+ * everything it started (a shell, a helper it forked), and every wait for
+ * it (its output, its exit) is bounded by the block's timeout, the pass
+ * deadline and a stop request (lib/deadline.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "lib/deadline.h"
 #include "lib/xmalloc.h"
 
 #define OUTPUT_MAX	4096
+#define TIMEOUT_DEFAULT	60	/* as the protocol clients take 0 */
+
+/* A limit ended a wait for the command (deadline_poll's end). */
+#define LIMIT	(-2)
 
 /* In the child: only async-signal-safe calls until exec, as the parent
  * may have threads. */
@@ -24,6 +37,9 @@ child(char *const argv[], int wfd)
 	sigset_t none;
 	int null;
 
+	/* Its own process group, which a timeout kills as a whole (the
+	 * parent sets it too, so that neither order of the two races). */
+	setpgid(0, 0);
 	/* Above 0..2, so that the dup2() below cannot clobber it. */
 	if ((wfd = fcntl(wfd, F_DUPFD_CLOEXEC, 3)) == -1)
 		_exit(127);
@@ -59,19 +75,28 @@ spawn(const char *cmd, int *rfd, char **err)
 	}
 	if (pid == 0)
 		child(argv, fds[1]);
+	setpgid(pid, pid);
 	close(fds[1]);
 	*rfd = fds[0];
 	return pid;
 }
 
-/* Reads until end of file or until buf is full (*full). */
+/* Reads until end of file or until buf is full (*full), before d.
+ * Returns the length, -1 with errno, or LIMIT with *end set. */
 static ssize_t
-read_bounded(int fd, char *buf, size_t cap, bool *full)
+read_bounded(int fd, char *buf, size_t cap, bool *full, const struct deadline *d,
+    enum deadline_end *end)
 {
 	size_t len = 0;
 	ssize_t n;
+	short rev;
+	int r;
 
 	while (len < cap) {
+		if ((r = deadline_poll(fd, POLLIN, d, &rev, end)) == 0)
+			return LIMIT;
+		if (r == -1)
+			return -1;
 		n = read(fd, buf + len, cap - len);
 		if (n == -1 && errno == EINTR)
 			continue;
@@ -85,11 +110,70 @@ read_bounded(int fd, char *buf, size_t cap, bool *full)
 	return (ssize_t)len;
 }
 
+/* Waits for pid to exit before d (a pidfd becomes readable then; a
+ * kernel without pidfds is polled every 10 ms). 0 when it has exited (not
+ * reaped yet), LIMIT with *end set. */
 static int
-reap(pid_t pid, bool cut_short, char **err)
+wait_exit(pid_t pid, const struct deadline *d, enum deadline_end *end)
 {
+	const struct timespec tick = { 0, 10 * 1000000L };
+	siginfo_t si;
+	short rev;
+	int pfd, r;
+
+	if ((pfd = pidfd_open(pid, 0)) != -1) {
+		r = deadline_poll(pfd, POLLIN, d, &rev, end);
+		close(pfd);
+		if (r == 0)
+			return LIMIT;
+		if (r == 1)
+			return 0;
+	}
+	for (;;) {
+		si.si_pid = 0;
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == pid)
+			return 0;
+		if ((*end = deadline_check(d)) != DEADLINE_NONE)
+			return LIMIT;
+		nanosleep(&tick, NULL);
+	}
+}
+
+/* Kills the command's whole process group and reaps the command. */
+static void
+kill_group(pid_t pid)
+{
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);	/* had it not joined its group yet */
+	while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+		;
+}
+
+/* The message for a command a limit ended. */
+static int
+limit_err(enum deadline_end end, unsigned timeout, char **err)
+{
+	char why[DEADLINE_TEXT_MAX];
+
+	if (end == DEADLINE_OWN)
+		*err = xasprintf("password_command timed out after %u s", timeout);
+	else
+		*err = xasprintf("password_command stopped: %s",
+		    deadline_text(end, timeout, why, sizeof why));
+	return LIMIT;
+}
+
+static int
+reap(pid_t pid, bool cut_short, const struct deadline *d, unsigned timeout, char **err)
+{
+	enum deadline_end end = DEADLINE_NONE;
 	int status;
 
+	if (wait_exit(pid, d, &end) == LIMIT) {
+		kill_group(pid);
+		return limit_err(end, timeout, err);
+	}
 	while (waitpid(pid, &status, 0) == -1) {
 		if (errno != EINTR) {
 			*err = xasprintf("password_command: waitpid: %s",
@@ -147,9 +231,11 @@ first_line(const char *buf, size_t len, bool cut_short, char **out,
 }
 
 static int
-run(const char *cmd, char **out, char **err)
+run(const char *cmd, unsigned timeout, char **out, char **err)
 {
+	enum deadline_end end = DEADLINE_NONE;
 	char buf[OUTPUT_MAX];
+	struct deadline d;
 	bool full = false;
 	ssize_t len;
 	pid_t pid;
@@ -157,10 +243,16 @@ run(const char *cmd, char **out, char **err)
 
 	if ((pid = spawn(cmd, &fd, err)) == -1)
 		return -1;
-	len = read_bounded(fd, buf, sizeof buf, &full);
+	deadline_in_ms(&d, (uint64_t)timeout * 1000);
+	len = read_bounded(fd, buf, sizeof buf, &full, &d, &end);
 	saved = errno;
 	close(fd);
-	rc = reap(pid, full, err);
+	if (len == LIMIT) {
+		kill_group(pid);
+		explicit_bzero(buf, sizeof buf);
+		return limit_err(end, timeout, err);
+	}
+	rc = reap(pid, full, &d, timeout, err);
 	if (rc == 0 && len == -1) {
 		*err = xasprintf("password_command: read: %s", strerror(saved));
 		rc = -1;
@@ -172,7 +264,7 @@ run(const char *cmd, char **out, char **err)
 }
 
 int
-conf_password(const struct conf_server *s, char **out, char **err)
+conf_password_run(const struct conf_server *s, char **out, char **err)
 {
 	*out = NULL;
 	*err = NULL;
@@ -182,5 +274,12 @@ conf_password(const struct conf_server *s, char **out, char **err)
 	}
 	if (s->password_command == NULL)
 		return 0;
-	return run(s->password_command, out, err);
+	return run(s->password_command, s->timeout != 0 ? s->timeout : TIMEOUT_DEFAULT,
+	    out, err);
+}
+
+int
+conf_password(const struct conf_server *s, char **out, char **err)
+{
+	return conf_password_run(s, out, err) == 0 ? 0 : -1;
 }

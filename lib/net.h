@@ -1,12 +1,17 @@
 /* TCP connections for every client (POP3, SMTP): resolve, then connect
- * each address in turn, all within one deadline. */
+ * each address in turn, each within a deadline. */
 #ifndef POP3BRIDGE_NET_H
 #define POP3BRIDGE_NET_H
 
-/* Connects to host:port within timeout seconds (all addresses together;
- * getaddrinfo() itself cannot be bounded: doc/DESIGN.md, libetpan trap 9).
- * *fd is a blocking-mode-agnostic, close-on-exec socket. 0, or -1 with
- * *err allocated ("cannot resolve HOST: why", "connect: why"). */
+/* Connects to host:port: the name is resolved within timeout seconds,
+ * then all its addresses are tried within another timeout seconds. A
+ * resolution that is not an IP literal runs getaddrinfo() in a child
+ * process, killed when the deadline passes (getaddrinfo() itself cannot
+ * be bounded: doc/DESIGN.md, libetpan trap 9). Both waits end early at the
+ * pass deadline or on a stop request (lib/deadline.h). *fd is a
+ * non-blocking, close-on-exec socket. 0, or -1 with *err allocated
+ * ("cannot resolve HOST: why", "connect: why"; deadline_text() says why
+ * when a limit ended the wait). */
 int net_connect(const char *host, unsigned port, unsigned timeout, int *fd, char **err);
 
 /* "host:port" as messages name a server, "[v6]:port" for an IPv6 literal

@@ -10,7 +10,19 @@
 const char *
 sasl_name(enum sasl_mech mech)
 {
-	return mech == SASL_XOAUTH2 ? "XOAUTH2" : "PLAIN";
+	return mech == SASL_XOAUTH2 ? "XOAUTH2" :
+	    mech == SASL_OAUTHBEARER ? "OAUTHBEARER" : "PLAIN";
+}
+
+/* Returns the base64 encoding of s[0..len), which it wipes and frees. */
+static char *
+encode_wiped(char *s, size_t len)
+{
+	char *b64 = base64_encode(s, len);
+
+	explicit_bzero(s, len);
+	free(s);
+	return b64;
 }
 
 char *
@@ -23,6 +35,11 @@ sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
 
 	if (mech == SASL_XOAUTH2) {
 		raw = xasprintf("user=%s\001auth=Bearer %s\001\001", user, secret);
+		*len = strlen(raw);
+		return raw;
+	}
+	if (mech == SASL_OAUTHBEARER) {
+		raw = xasprintf("n,a=%s,\001auth=Bearer %s\001\001", user, secret);
 		*len = strlen(raw);
 		return raw;
 	}
@@ -41,12 +58,78 @@ char *
 sasl_response64(enum sasl_mech mech, const char *user, const char *secret)
 {
 	size_t len;
-	char *raw = sasl_response(mech, NULL, user, secret, &len), *b64;
+	char *raw = sasl_response(mech, NULL, user, secret, &len);
 
-	b64 = base64_encode(raw, len);
-	explicit_bzero(raw, len);
-	free(raw);
-	return b64;
+	return encode_wiped(raw, len);
+}
+
+char *
+sasl_oauthbearer64(const char *user, const char *host, unsigned port, const char *token)
+{
+	char portkv[32] = "", *raw;
+
+	if (port != 0)
+		snprintf(portkv, sizeof portkv, "port=%u\001", port);
+	raw = xasprintf("n,a=%s,\001host=%s\001%sauth=Bearer %s\001\001", user, host,
+	    portkv, token);
+	return encode_wiped(raw, strlen(raw));
+}
+
+const char *
+sasl_error_answer(enum sasl_mech mech)
+{
+	return mech == SASL_OAUTHBEARER ? "AQ==" : mech == SASL_XOAUTH2 ? "" : "*";
+}
+
+/* The value of the JSON member "status" in j: a string (escapes are not
+ * undone: a status is a plain word) or a number; NULL when absent. */
+static char *
+json_status(const char *j)
+{
+	const char *p = j, *v, *e;
+
+	while ((p = strstr(p, "\"status\"")) != NULL) {
+		v = p + 8;
+		p = v;
+		while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+			v++;
+		if (*v++ != ':')
+			continue;
+		while (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n')
+			v++;
+		if (*v == '"') {
+			for (e = ++v; *e != '\0' && *e != '"'; e++)
+				;
+			return *e == '"' ? xstrndup(v, (size_t)(e - v)) : NULL;
+		}
+		for (e = v; *e >= '0' && *e <= '9'; e++)
+			;
+		return e > v ? xstrndup(v, (size_t)(e - v)) : NULL;
+	}
+	return NULL;
+}
+
+char *
+sasl_oauth_status(const char *challenge64)
+{
+	size_t len, i, k = 0;
+	char *json = base64_decode(challenge64, &len), *st;
+
+	if (json == NULL)
+		return NULL;
+	st = json_status(json);
+	free(json);
+	if (st == NULL)
+		return NULL;
+	for (i = 0; st[i] != '\0' && k < 64; i++)
+		if (st[i] > 0x20 && st[i] < 0x7f && st[i] != '\\')
+			st[k++] = st[i];
+	st[k] = '\0';
+	if (k == 0) {
+		free(st);
+		return NULL;
+	}
+	return st;
 }
 
 /* True when text holds the n bytes at p, as they are or in base64. */
@@ -89,7 +172,8 @@ sasl_repeats_secret(const char *text, const char *user, const char *secret)
 	return holds(text, secret, strlen(secret)) ||
 	    holds_response(text, SASL_PLAIN, NULL, user, secret) ||
 	    holds_response(text, SASL_PLAIN, user, user, secret) ||
-	    holds_response(text, SASL_XOAUTH2, NULL, user, secret);
+	    holds_response(text, SASL_XOAUTH2, NULL, user, secret) ||
+	    holds_response(text, SASL_OAUTHBEARER, NULL, user, secret);
 }
 
 int

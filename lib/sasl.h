@@ -1,31 +1,54 @@
 /* SASL in one place: the client's initial responses (POP3 AUTH, SMTP
  * AUTH, and a check of the IMAP LOGIN refusal), the rule for refusals
  * that echo a credential, and the server's parsing of PLAIN (the relay).
- * The encoding is lib/base64.c. Every buffer returned here holds a
- * credential: the caller wipes it (explicit_bzero) before freeing.
- * New mechanisms (OAUTHBEARER) belong here too. */
+ * The encoding is lib/base64.c. Every response returned here holds a
+ * credential: the caller wipes it (explicit_bzero) before freeing. */
 #ifndef POP3BRIDGE_SASL_H
 #define POP3BRIDGE_SASL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-enum sasl_mech { SASL_PLAIN, SASL_XOAUTH2 };
+enum sasl_mech { SASL_PLAIN, SASL_XOAUTH2, SASL_OAUTHBEARER };
 
-/* The mechanism's name as AUTH takes it: "PLAIN", "XOAUTH2". */
+/* The mechanism's name as AUTH takes it: "PLAIN", "XOAUTH2", "OAUTHBEARER". */
 const char *sasl_name(enum sasl_mech mech);
 
 /* The raw initial response of mech for user and secret, allocated, with
  * its length in *len:
  *   PLAIN (RFC 4616)  authzid NUL user NUL secret, authzid empty when NULL;
- *   XOAUTH2           "user=" user ^A "auth=Bearer " secret ^A ^A.
- * For XOAUTH2 authzid must be NULL. */
+ *   XOAUTH2           "user=" user ^A "auth=Bearer " secret ^A ^A;
+ *   OAUTHBEARER       (RFC 7628 section 3.1) "n,a=" user "," ^A
+ *                     "auth=Bearer " secret ^A ^A, without the optional
+ *                     host and port (sasl_oauthbearer() adds them).
+ * For XOAUTH2 and OAUTHBEARER authzid must be NULL. */
 char *sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
     const char *secret, size_t *len);
 
 /* The same, base64-encoded and NUL-terminated, as it goes on the wire.
  * The raw form is wiped. Allocated. */
 char *sasl_response64(enum sasl_mech mech, const char *user, const char *secret);
+
+/* The OAUTHBEARER response with the server's host and port key/value
+ * pairs (RFC 7628 section 3.1: "n,a=USER," ^A "host=" HOST ^A "port=" PORT
+ * ^A "auth=Bearer " TOKEN ^A ^A; the authzid a= is what Dovecot needs to
+ * know the user), base64-encoded, allocated. port 0 leaves port= out. */
+char *sasl_oauthbearer64(const char *user, const char *host, unsigned port,
+    const char *token);
+
+/* The answer a client sends to an error challenge ("+ base64(JSON)", RFC
+ * 7628 section 3.2.3) to get the server's final refusal: "AQ==" (a ^A)
+ * for OAUTHBEARER, an empty line for XOAUTH2, "*" (cancel, RFC 5034) for
+ * the others. Static. */
+const char *sasl_error_answer(enum sasl_mech mech);
+
+/* The "status" of an OAuth error challenge: the challenge's text (base64
+ * of a JSON object such as {"status":"401","schemes":"bearer"}) decoded
+ * and the string or number value of its "status" member returned,
+ * allocated, cut at 64 printable ASCII bytes; NULL when there is none.
+ * Only a status is ever taken from it: the rest is the server's and goes
+ * to no log. */
+char *sasl_oauth_status(const char *challenge64);
 
 /* True when a server's text (a refusal, which some servers make by
  * echoing the command) holds the secret, or a SASL response built around

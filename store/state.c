@@ -103,6 +103,36 @@ static const char *const migrations[] = {
 	"  last_code INTEGER,"
 	"  last_response TEXT,"
 	"  PRIMARY KEY (outbox_id, rcpt)) WITHOUT ROWID;",
+
+	/* 4: what the servers said and what the import and the scheduler
+	 * need from it. accounts: the server's LOGIN-DELAY (seconds, NULL
+	 * none) and EXPIRE (days as announced, NULL none, -1 NEVER), the
+	 * time before which no login may happen (not_before: the last login
+	 * + LOGIN-DELAY, or a refusal's backoff), consecutive failed passes
+	 * and since when, when the next pass is planned, the mechanism that
+	 * logged in. skipped: messages left on the server with a reason
+	 * (over max_message_size, RETR refused or over its bound), retried
+	 * every pass; a row goes when the message is imported or gone.
+	 * poll_log: what the server deleted by itself (EXPIRE 0) and how
+	 * many messages a pass skipped. */
+	"ALTER TABLE accounts ADD COLUMN login_delay INTEGER;"
+	"ALTER TABLE accounts ADD COLUMN server_expire INTEGER;"
+	"ALTER TABLE accounts ADD COLUMN not_before INTEGER;"
+	"ALTER TABLE accounts ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE accounts ADD COLUMN failing_since INTEGER;"
+	"ALTER TABLE accounts ADD COLUMN next_poll_at INTEGER;"
+	"ALTER TABLE accounts ADD COLUMN last_auth TEXT;"
+	"CREATE TABLE skipped ("
+	"  account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,"
+	"  uidl TEXT NOT NULL,"
+	"  pop3_size INTEGER,"
+	"  reason TEXT NOT NULL,"
+	"  first_at INTEGER NOT NULL,"
+	"  last_at INTEGER NOT NULL,"
+	"  times INTEGER NOT NULL DEFAULT 1,"
+	"  PRIMARY KEY (account_id, uidl)) WITHOUT ROWID;"
+	"ALTER TABLE poll_log ADD COLUMN server_deleted INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE poll_log ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -135,6 +165,8 @@ enum stmt_id {
 	S_HAS_IMPORTED, S_ADOPT, S_UIDL_RESET,
 	S_POLL_ADD, S_POLL_PRUNE,
 	S_ST_LAST, S_ST_LAST_OK, S_ST_LAST_ERROR, S_ST_COUNTS, S_ST_ACCOUNT,
+	S_NOT_STORED, S_HAS_UIDLS, S_SKIP_PUT, S_SKIP_CLEAR, S_SKIP_PRUNE, S_SKIP_LIST,
+	S_LOGIN, S_NOT_BEFORE, S_PASS_OK, S_PASS_FAILED, S_SCHEDULE,
 	S_COUNT
 };
 
@@ -184,7 +216,7 @@ static const char *const sql[S_COUNT] = {
 	/* An original (not itself a duplicate) of another account of the
 	 * same store; delivered rows first, then the oldest. */
 	[S_DEDUP_FIND] = "SELECT " MSG_COLUMNS ", account_id FROM messages"
-	    " WHERE message_id = ?2 AND body_sha256 = ?3"
+	    " WHERE message_id = ?2 AND body_sha256 = ?3 AND folder = ?5"
 	    " AND duplicate_of_account IS NULL AND account_id IN"
 	    "  (SELECT id FROM accounts WHERE store = ?4 AND id <> ?1)"
 	    " ORDER BY state = 0, fetched_at LIMIT 1",
@@ -213,8 +245,8 @@ static const char *const sql[S_COUNT] = {
 	    " warning = ?2, warning_at = ?3 WHERE id = ?1",
 	[S_POLL_ADD] =
 	    "INSERT INTO poll_log(account_id, started_at, finished_at, ok,"
-	    " imported, deleted, bytes, error)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	    " imported, deleted, bytes, error, server_deleted, skipped)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	[S_POLL_PRUNE] =
 	    "DELETE FROM poll_log WHERE account_id = ?1 AND id <"
 	    " (SELECT id FROM poll_log WHERE account_id = ?1"
@@ -224,7 +256,8 @@ static const char *const sql[S_COUNT] = {
 	    " AND id <> coalesce((SELECT max(id) FROM poll_log"
 	    "  WHERE account_id = ?1 AND error IS NOT NULL), 0)",
 	[S_ST_LAST] =
-	    "SELECT started_at, finished_at, ok, imported, deleted, bytes, error"
+	    "SELECT started_at, finished_at, ok, imported, deleted, bytes, error,"
+	    " server_deleted, skipped"
 	    " FROM poll_log WHERE account_id = ?1 ORDER BY id DESC LIMIT 1",
 	[S_ST_LAST_OK] =
 	    "SELECT finished_at FROM poll_log WHERE account_id = ?1 AND ok = 1"
@@ -235,8 +268,39 @@ static const char *const sql[S_COUNT] = {
 	[S_ST_COUNTS] =
 	    "SELECT state, count(*), count(uid), count(duplicate_of_account)"
 	    " FROM messages WHERE account_id = ?1 GROUP BY state",
-	[S_ST_ACCOUNT] = "SELECT no_uidl, uidl_resets, warning, warning_at"
+	[S_ST_ACCOUNT] = "SELECT no_uidl, uidl_resets, warning, warning_at,"
+	    " last_auth, (SELECT count(*) FROM skipped k WHERE k.account_id = ?1)"
 	    " FROM accounts WHERE id = ?1",
+	/* The listed messages whose row is not delivered (or deleted): what
+	 * a session retrieved and the store does not hold. */
+	[S_NOT_STORED] =
+	    "SELECT t.i FROM temp.uidl_in t WHERE NOT EXISTS"
+	    " (SELECT 1 FROM messages m WHERE m.account_id = ?1 AND m.uidl = t.uidl"
+	    "  AND m.state IN (1, 2))"
+	    " ORDER BY t.i",
+	[S_HAS_UIDLS] = "SELECT 1 FROM messages WHERE account_id = ?1"
+	    " AND substr(uidl, 1, length(?2)) <> ?2 LIMIT 1",
+	[S_SKIP_PUT] =
+	    "INSERT INTO skipped(account_id, uidl, pop3_size, reason, first_at, last_at)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?5)"
+	    " ON CONFLICT (account_id, uidl) DO UPDATE SET pop3_size = ?3,"
+	    " reason = ?4, last_at = ?5, times = times + 1",
+	[S_SKIP_CLEAR] = "DELETE FROM skipped WHERE account_id = ?1 AND uidl = ?2",
+	[S_SKIP_PRUNE] = "DELETE FROM skipped WHERE account_id = ?1"
+	    " AND uidl NOT IN (SELECT u.uidl FROM temp.uidl_in u)",
+	[S_SKIP_LIST] = "SELECT uidl, pop3_size, reason, first_at, last_at, times"
+	    " FROM skipped WHERE account_id = ?1 ORDER BY last_at DESC, uidl",
+	[S_LOGIN] = "UPDATE accounts SET last_auth = ?2, login_delay = ?3,"
+	    " server_expire = ?4, not_before = ?5 WHERE id = ?1",
+	/* A refusal's backoff never shortens a wait already recorded. */
+	[S_NOT_BEFORE] = "UPDATE accounts SET not_before ="
+	    " max(coalesce(not_before, 0), ?2) WHERE id = ?1",
+	[S_PASS_OK] = "UPDATE accounts SET failures = 0, failing_since = NULL,"
+	    " next_poll_at = ?2 WHERE id = ?1",
+	[S_PASS_FAILED] = "UPDATE accounts SET failures = failures + 1,"
+	    " failing_since = coalesce(failing_since, ?3), next_poll_at = ?2 WHERE id = ?1",
+	[S_SCHEDULE] = "SELECT not_before, next_poll_at, failures, failing_since,"
+	    " login_delay, server_expire FROM accounts WHERE id = ?1",
 };
 
 struct state {
@@ -629,6 +693,25 @@ state_account(struct state *st, const char *name, int64_t *id, char **err)
 }
 
 int
+state_account_id(struct state *st, const char *name, int64_t *id, char **err)
+{
+	const char *what = "looking up the account";
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((s = stmt(st, S_ACCOUNT_GET, what, err)) == NULL)
+		return -1;
+	rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC) == SQLITE_OK ? sqlite3_step(s) :
+	    SQLITE_ERROR;
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(s, 0);
+	else if (rc != SQLITE_DONE)
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
 state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **err)
 {
 	const char *what = "recording the account's UIDL support";
@@ -1013,8 +1096,8 @@ state_set_store(struct state *st, int64_t account, const char *store, char **err
 
 int
 state_dedup_find(struct state *st, int64_t account, const char *store,
-    const char *message_id, const char *body_sha256, struct state_msg *orig,
-    int64_t *owner, char **err)
+    const char *folder, const char *message_id, const char *body_sha256,
+    struct state_msg *orig, int64_t *owner, char **err)
 {
 	const char *what = "looking for a copy in another account";
 	sqlite3_stmt *s;
@@ -1026,6 +1109,7 @@ state_dedup_find(struct state *st, int64_t account, const char *store,
 	b |= sqlite3_bind_text(s, 2, message_id, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 3, body_sha256, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 4, store, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 5, folder, -1, SQLITE_STATIC);
 	rc = b == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
 	if (rc == SQLITE_ROW) {
 		read_msg(s, orig);
@@ -1135,6 +1219,214 @@ state_note_uidl_reset(struct state *st, int64_t account, const char *warning,
 }
 
 /*
+ * What a session retrieved, skipped messages, the server's facts and the
+ * schedule (schema 4).
+ */
+
+int
+state_not_stored(struct state *st, int64_t account, const char *const *uidls, size_t n,
+    size_t **idx, size_t *n_idx, char **err)
+{
+	return uidl_query(st, S_NOT_STORED, account, 0, uidls, n, idx, n_idx,
+	    "finding retrieved messages not stored", err);
+}
+
+int
+state_has_uidls(struct state *st, int64_t account, const char *except_prefix, bool *yes,
+    char **err)
+{
+	const char *what = "looking for stored UIDLs";
+	sqlite3_stmt *s;
+	int b, rc;
+
+	if ((s = stmt(st, S_HAS_UIDLS, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, except_prefix, -1, SQLITE_STATIC);
+	rc = b == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+	*yes = rc == SQLITE_ROW;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		fail(st, what, err);
+	done(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+state_skip(struct state *st, int64_t account, const char *uidl, uint64_t pop3_size,
+    const char *reason, char **err)
+{
+	const char *what = "recording a skipped message";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_SKIP_PUT, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, uidl, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, (int64_t)pop3_size);
+	b |= sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 5, (int64_t)time(NULL));
+	return run(st, s, b, what, err);
+}
+
+int
+state_skip_clear(struct state *st, int64_t account, const char *uidl, char **err)
+{
+	return run_account_text(st, S_SKIP_CLEAR, account, uidl,
+	    "forgetting a skipped message", err);
+}
+
+int
+state_skip_prune(struct state *st, int64_t account, const char *const *uidls, size_t n,
+    char **err)
+{
+	const char *what = "forgetting skipped messages no longer on the server";
+	sqlite3_stmt *s;
+	bool outer;
+	int r = -1;
+
+	if (sp_begin(st, &outer, what, err) == -1)
+		return -1;
+	if (load_uidls(st, uidls, n, err) == 0 && (s = stmt(st, S_SKIP_PRUNE, what, err)) != NULL)
+		r = run(st, s, sqlite3_bind_int64(s, 1, account), what, err);
+	return sp_end(st, outer, r, what, err);
+}
+
+void
+state_skips_free(struct state_skip *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].uidl);
+		free(rows[i].reason);
+	}
+	free(rows);
+}
+
+int
+state_skipped(struct state *st, int64_t account, struct state_skip **rows, size_t *n,
+    char **err)
+{
+	const char *what = "listing skipped messages";
+	struct state_skip *v = NULL;
+	size_t k = 0, cap = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	*rows = NULL;
+	*n = 0;
+	if ((s = stmt(st, S_SKIP_LIST, what, err)) == NULL)
+		return -1;
+	rc = sqlite3_bind_int64(s, 1, account) == SQLITE_OK ? SQLITE_ROW : SQLITE_ERROR;
+	while (rc == SQLITE_ROW && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (k == cap) {
+			cap = cap ? 2 * cap : 8;
+			v = xreallocarray(v, cap, sizeof *v);
+		}
+		v[k].uidl = state_col_str(s, 0);
+		v[k].pop3_size = (uint64_t)sqlite3_column_int64(s, 1);
+		v[k].reason = state_col_str(s, 2);
+		v[k].first_at = sqlite3_column_int64(s, 3);
+		v[k].last_at = sqlite3_column_int64(s, 4);
+		v[k].times = (unsigned long)sqlite3_column_int64(s, 5);
+		k++;
+	}
+	if (rc != SQLITE_DONE) {
+		fail(st, what, err);
+		done(s);
+		state_skips_free(v, k);
+		return -1;
+	}
+	done(s);
+	*rows = v;
+	*n = k;
+	return 0;
+}
+
+static int first_row(struct state *st, enum stmt_id id, int64_t account,
+    sqlite3_stmt **out, char **err);
+
+/* Binds NULL when v is the "none" value. */
+static int
+bind_opt(sqlite3_stmt *s, int i, int64_t v, int64_t none)
+{
+	return v == none ? sqlite3_bind_null(s, i) : sqlite3_bind_int64(s, i, v);
+}
+
+int
+state_note_login(struct state *st, int64_t account, const char *mechanism,
+    long login_delay, long expire, int64_t not_before, char **err)
+{
+	const char *what = "recording the login";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_LOGIN, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_text(s, 2, mechanism, -1, SQLITE_STATIC);
+	b |= bind_opt(s, 3, login_delay, -1);
+	b |= bind_opt(s, 4, expire, STATE_EXPIRE_NONE);
+	b |= bind_opt(s, 5, not_before, 0);
+	return run(st, s, b, what, err);
+}
+
+int
+state_set_not_before(struct state *st, int64_t account, int64_t not_before, char **err)
+{
+	const char *what = "recording when the server allows a login";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, S_NOT_BEFORE, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_int64(s, 2, not_before);
+	return run(st, s, b, what, err);
+}
+
+int
+state_pass_end(struct state *st, int64_t account, bool failed, int64_t next_poll_at,
+    char **err)
+{
+	const char *what = "recording the next poll";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = stmt(st, failed ? S_PASS_FAILED : S_PASS_OK, what, err)) == NULL)
+		return -1;
+	b = sqlite3_bind_int64(s, 1, account);
+	b |= sqlite3_bind_int64(s, 2, next_poll_at);
+	if (failed)
+		b |= sqlite3_bind_int64(s, 3, (int64_t)time(NULL));
+	return run(st, s, b, what, err);
+}
+
+int
+state_schedule(struct state *st, int64_t account, struct state_sched *sc, char **err)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	memset(sc, 0, sizeof *sc);
+	sc->login_delay = -1;
+	sc->server_expire = STATE_EXPIRE_NONE;
+	if ((r = first_row(st, S_SCHEDULE, account, &s, err)) == -1)
+		return -1;
+	if (r == 1) {
+		sc->not_before = sqlite3_column_int64(s, 0);
+		sc->next_poll_at = sqlite3_column_int64(s, 1);
+		sc->failures = (unsigned long)sqlite3_column_int64(s, 2);
+		sc->failing_since = sqlite3_column_int64(s, 3);
+		if (sqlite3_column_type(s, 4) != SQLITE_NULL)
+			sc->login_delay = (long)sqlite3_column_int64(s, 4);
+		if (sqlite3_column_type(s, 5) != SQLITE_NULL)
+			sc->server_expire = (long)sqlite3_column_int64(s, 5);
+	}
+	done(s);
+	return 0;
+}
+
+/*
  * The poll log and status.
  */
 
@@ -1158,6 +1450,8 @@ state_poll_log(struct state *st, int64_t account, const struct state_poll *p, ch
 	b |= sqlite3_bind_int64(s, 6, (int64_t)p->deleted);
 	b |= sqlite3_bind_int64(s, 7, (int64_t)p->bytes);
 	b |= sqlite3_bind_text(s, 8, p->error, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 9, (int64_t)p->server_deleted);
+	b |= sqlite3_bind_int64(s, 10, (int64_t)p->skipped);
 	if (run(st, s, b, what, err) == -1 ||
 	    (s = stmt(st, S_POLL_PRUNE, what, err)) == NULL)
 		goto out;
@@ -1208,6 +1502,8 @@ status_polls(struct state *st, int64_t account, struct state_status *t, char **e
 		t->last.deleted = (unsigned long)sqlite3_column_int64(s, 4);
 		t->last.bytes = (uint64_t)sqlite3_column_int64(s, 5);
 		t->last.error = state_col_str(s, 6);
+		t->last.server_deleted = (unsigned long)sqlite3_column_int64(s, 7);
+		t->last.skipped = (unsigned long)sqlite3_column_int64(s, 8);
 	}
 	done(s);
 	if ((r = first_row(st, S_ST_LAST_OK, account, &s, err)) == -1)
@@ -1239,6 +1535,8 @@ status_counts(struct state *st, int64_t account, struct state_status *t, char **
 		t->uidl_resets = (unsigned long)sqlite3_column_int64(s, 1);
 		t->warning = state_col_str(s, 2);
 		t->warning_at = sqlite3_column_int64(s, 3);
+		t->last_auth = state_col_str(s, 4);
+		t->skipped = (unsigned long)sqlite3_column_int64(s, 5);
 	}
 	done(s);
 	if ((r = first_row(st, S_ST_COUNTS, account, &s, err)) == -1)
@@ -1277,7 +1575,8 @@ state_status(struct state *st, int64_t account, struct state_status *s, char **e
 	/* One read transaction, so that the figures agree with each other. */
 	if (sp_begin(st, &outer, what, err) == -1)
 		return -1;
-	if (status_polls(st, account, s, err) == 0 && status_counts(st, account, s, err) == 0)
+	if (status_polls(st, account, s, err) == 0 && status_counts(st, account, s, err) == 0 &&
+	    state_schedule(st, account, &s->sched, err) == 0)
 		r = 0;
 	if ((r = sp_end(st, outer, r, what, err)) == -1)
 		state_status_free(s);
@@ -1290,9 +1589,11 @@ state_status_free(struct state_status *s)
 	free(s->last.error);
 	free(s->last_error);
 	free(s->warning);
+	free(s->last_auth);
 	s->last.error = NULL;
 	s->last_error = NULL;
 	s->warning = NULL;
+	s->last_auth = NULL;
 }
 
 sqlite3 *

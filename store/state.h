@@ -65,6 +65,10 @@ int state_make_dir(const char *state_dir, char **err);
 /* The id of the named account, created on first use. */
 int state_account(struct state *st, const char *name, int64_t *id, char **err);
 
+/* The same without creating it (a reader that must never wait for the
+ * write lock): 1 found, 0 no such account, -1 error. */
+int state_account_id(struct state *st, const char *name, int64_t *id, char **err);
+
 /* Transactions (BEGIN IMMEDIATE). The put/mark functions below must run
  * inside one; a batch is one transaction. */
 int state_begin(struct state *st, char **err);
@@ -115,7 +119,8 @@ int state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **er
  * opaque string: accounts with equal strings share one store, e.g. the
  * same Maildir after "%u" expansion). state_dedup_find looks, among the
  * other accounts of that store, for an original row (not itself a
- * duplicate) with this Message-ID and body hash: 1 found (*orig filled,
+ * duplicate) in that folder with this Message-ID and body hash (a copy
+ * in another folder is not where this account's mail belongs): 1 found (*orig filled,
  * free with state_msg_clear; *owner its account; delivered or deleted
  * rows are preferred, but a pending one is returned when that is all
  * there is: another pass is storing it right now), 0 none, -1 error.
@@ -124,8 +129,8 @@ int state_set_no_uidl(struct state *st, int64_t account, bool no_uidl, char **er
  * duplicate_of = owner; inside a transaction. */
 int state_set_store(struct state *st, int64_t account, const char *store, char **err);
 int state_dedup_find(struct state *st, int64_t account, const char *store,
-    const char *message_id, const char *body_sha256, struct state_msg *orig,
-    int64_t *owner, char **err);
+    const char *folder, const char *message_id, const char *body_sha256,
+    struct state_msg *orig, int64_t *owner, char **err);
 int state_put_duplicate(struct state *st, int64_t account, const struct state_msg *m,
     const struct state_msg *orig, int64_t owner, char **err);
 
@@ -151,6 +156,66 @@ int state_adopt_uidls(struct state *st, int64_t account, const char *const *serv
 int state_note_uidl_reset(struct state *st, int64_t account, const char *warning,
     char **err);
 
+/* What a session retrieved (RETR/TOP) must be stored before a QUIT lets
+ * an EXPIRE 0 server delete it: sets *idx (allocated) to the indices of
+ * uidls[0..n) without a delivered (or deleted) row, in increasing order. */
+int state_not_stored(struct state *st, int64_t account, const char *const *uidls,
+    size_t n, size_t **idx, size_t *n_idx, char **err);
+
+/* Does the account hold a row whose UIDL does not begin with
+ * except_prefix (a UIDL the server gave, not one derived from a
+ * fingerprint)? */
+int state_has_uidls(struct state *st, int64_t account, const char *except_prefix,
+    bool *yes, char **err);
+
+/* Skipped messages: left on the server with a reason, retried every
+ * pass. state_skip records (or, again, counts and updates) one;
+ * state_skip_clear forgets it once imported; state_skip_prune forgets
+ * those whose UIDL is not in the server's list uidls[0..n);
+ * state_skipped lists them, the most recent first (free with
+ * state_skips_free). */
+struct state_skip {
+	char *uidl;
+	uint64_t pop3_size;         /* LIST octets */
+	char *reason;
+	int64_t first_at, last_at;  /* unix time */
+	unsigned long times;        /* passes that skipped it */
+};
+int state_skip(struct state *st, int64_t account, const char *uidl, uint64_t pop3_size,
+    const char *reason, char **err);
+int state_skip_clear(struct state *st, int64_t account, const char *uidl, char **err);
+int state_skip_prune(struct state *st, int64_t account, const char *const *uidls,
+    size_t n, char **err);
+int state_skipped(struct state *st, int64_t account, struct state_skip **rows, size_t *n,
+    char **err);
+void state_skips_free(struct state_skip *rows, size_t n);
+
+/* The server's facts and the schedule of an account.
+ *
+ * state_note_login, after a login: the mechanism that logged in, the
+ * LOGIN-DELAY (seconds, -1 none) and EXPIRE (days, -1 NEVER,
+ * STATE_EXPIRE_NONE not announced) of the CAPA after login, and
+ * not_before (login time + LOGIN-DELAY; 0 none). state_set_not_before:
+ * a refusal's backoff, never shortening a wait already recorded.
+ * state_pass_end: the pass is over; failed counts a consecutive failure
+ * (since when), else resets the count; next_poll_at is when the next
+ * pass is planned (0 none). state_schedule reads them back. */
+#define STATE_EXPIRE_NONE (-2L)
+struct state_sched {
+	int64_t not_before;         /* unix time, 0 none */
+	int64_t next_poll_at;       /* unix time, 0 none */
+	unsigned long failures;     /* consecutive failed passes */
+	int64_t failing_since;      /* 0 none */
+	long login_delay;           /* seconds, -1 none */
+	long server_expire;         /* days, -1 NEVER, STATE_EXPIRE_NONE none */
+};
+int state_note_login(struct state *st, int64_t account, const char *mechanism,
+    long login_delay, long expire, int64_t not_before, char **err);
+int state_set_not_before(struct state *st, int64_t account, int64_t not_before, char **err);
+int state_pass_end(struct state *st, int64_t account, bool failed, int64_t next_poll_at,
+    char **err);
+int state_schedule(struct state *st, int64_t account, struct state_sched *s, char **err);
+
 /* The poll log: one row per pass. */
 struct state_poll {
 	int64_t started, finished;  /* unix time */
@@ -158,6 +223,8 @@ struct state_poll {
 	unsigned long imported, deleted;
 	uint64_t bytes;
 	char *error;                /* NULL when ok */
+	unsigned long server_deleted; /* deleted by the server itself (EXPIRE 0) */
+	unsigned long skipped;      /* messages skipped, left on the server */
 };
 int state_poll_log(struct state *st, int64_t account, const struct state_poll *p, char **err);
 
@@ -178,6 +245,9 @@ struct state_status {
 	unsigned long uidl_resets;    /* UIDL resets survived */
 	char *warning;                /* the last warning (UIDL reset), NULL none */
 	int64_t warning_at;
+	unsigned long skipped;        /* messages skipped now (state_skipped lists them) */
+	char *last_auth;              /* the mechanism of the last login, NULL none */
+	struct state_sched sched;
 };
 int state_status(struct state *st, int64_t account, struct state_status *s, char **err);
 void state_status_free(struct state_status *s);

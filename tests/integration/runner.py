@@ -24,7 +24,7 @@ import traceback
 from bridge import run_bridge, sanitizer_report, start_bridge
 from dovecot import Dovecot, dovecot_path, make_traversable
 from pki import default_certs
-from processes import stop_process, tail
+from processes import stop_all, stop_process, tail
 
 
 class TestFailure(Exception):
@@ -161,7 +161,15 @@ def _label(args):
     return 'pop3bridge %s' % ' '.join(map(str, args))
 
 
+_terminated = 0
+
+
 def _on_sigterm(signum, frame):
+    # Remembered as well as raised: CPython drops an exception raised while
+    # a finalizer runs (a dropped poplib/imaplib client being collected),
+    # so the runner checks again after each test.
+    global _terminated
+    _terminated = signum
     raise SystemExit(128 + signum)
 
 
@@ -245,4 +253,7 @@ def main(argv=None):
     for n, fn in tests:
         if run_test(n, fn, timeout) == 'FAIL':
             failed += 1
+        if _terminated:
+            stop_all()
+            sys.exit(128 + _terminated)
     sys.exit(1 if failed else 0)

@@ -6,10 +6,12 @@
 
 #include <dirent.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int check_failures, check_test_failed;
 
@@ -88,6 +90,42 @@ check_count_entries(const char *dir)
 		n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
 	closedir(d);
 	return n;
+}
+
+/* A stop request as a pass sees it (lib/proc.h): SIGTERM blocked, then
+ * raised, so that it waits pending. */
+static inline void
+check_stop_raise(void)
+{
+	sigset_t term;
+
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, NULL);
+	raise(SIGTERM);
+}
+
+/* Takes a pending SIGTERM away again (the process stays blocking it). */
+static inline void
+check_stop_clear(void)
+{
+	const struct timespec none = { 0, 0 };
+	sigset_t term;
+
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	while (sigtimedwait(&term, NULL, &none) == SIGTERM)
+		;
+}
+
+/* Seconds since *t0 (CLOCK_MONOTONIC). */
+static inline double
+check_elapsed(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
 #endif

@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "lib/deadline.h"
 #include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
@@ -97,6 +99,7 @@ test_good_top_and_store(void)
 	CHECK_INT(c->max_parallel, 8);
 	CHECK_INT(c->batch_messages, 50);
 	CHECK_INT(c->batch_bytes, 2097152);
+	CHECK_INT(c->pass_timeout, 7200);
 	CHECK_INT(c->store.type, CONF_STORE_MAILDIR);
 	CHECK_STR(c->store.path, HOME "/srv/%u/Maildir-%u");
 	CHECK_STR(c->store.dedup, "message-id");
@@ -159,6 +162,7 @@ test_good_accounts(void)
 	CHECK_STR(a->local_user, "alice");
 	CHECK_STR(a->folder, "Work/Inbox");
 	CHECK_INT(a->poll_interval, 600);
+	CHECK_INT(a->pass_timeout, 1800);
 	CHECK(a->import_seen);
 	CHECK(a->leave_on_server);
 	CHECK_INT(a->delete_after_days, 14);
@@ -193,6 +197,7 @@ test_good_inherited(void)
 	CHECK_INT(a->line, 50);
 	CHECK_STR(a->local_user, login());
 	CHECK_INT(a->poll_interval, 120);
+	CHECK_INT(a->pass_timeout, 7200);
 	CHECK_INT(a->pop3.tls, CONF_TLS_NONE);
 	CHECK_INT(a->pop3.port, 110);
 	CHECK(!a->has_smtp);
@@ -256,6 +261,7 @@ test_defaults(void)
 	CHECK_INT(c->max_parallel, 4);
 	CHECK_INT(c->batch_messages, 500);
 	CHECK_INT(c->batch_bytes, 64 * 1024 * 1024);
+	CHECK_INT(c->pass_timeout, 3600);
 	CHECK_INT(c->store.type, CONF_STORE_MAILDIR);
 	CHECK_STR(c->store.path, HOME "/Maildir");
 	CHECK(c->store.dedup == NULL && c->store.master_user == NULL);
@@ -266,6 +272,7 @@ test_defaults(void)
 	CHECK_STR(a->local_user, login());
 	CHECK_STR(a->folder, "INBOX");
 	CHECK_INT(a->poll_interval, 300);
+	CHECK_INT(a->pass_timeout, 3600);
 	CHECK(!a->import_seen);
 	CHECK(a->leave_on_server);
 	CHECK_INT(a->delete_after_days, 0);
@@ -347,7 +354,7 @@ test_bad_many(void)
 		":20: pop3.port must be between 1 and 65535",
 		":21: pop3.tls must be \"implicit\", \"starttls\" or \"none\"",
 		":22: pop3.auth must be \"auto\", \"user\", \"apop\", "
-		    "\"plain\" or \"xoauth2\"",
+		    "\"plain\", \"xoauth2\" or \"oauthbearer\"",
 		":23: pop3.timeout must be between 1 and 86400",
 		":25: addresses: entry 1 is not an e-mail address",
 		":30: pop3.host holds a CR or LF",
@@ -462,6 +469,11 @@ test_bad_syntax(void)
 	static const char *const nopop3[] = {
 		":2: pop3.host is required", NULL
 	};
+	static const char *const deadlines[] = {
+		":2: pass_timeout must be between 1 and 604800",
+		":5: pass_timeout must be between 1 and 604800",
+		NULL
+	};
 	/* libconfuse alone would take it silently as the rest of the file,
 	 * then abort() making the default store block (found by
 	 * tests/fuzz/fuzz_conf.c). */
@@ -487,6 +499,7 @@ test_bad_syntax(void)
 	expect_errors(FIX "bad_string.conf", string);
 	expect_errors(FIX "bad_nul.conf", nul);
 	expect_errors(FIX "empty.conf", empty);
+	expect_errors(FIX "bad_deadlines.conf", deadlines);
 	expect_errors(FIX "bad_nopop3.conf", nopop3);
 	expect_errors(FIX "bad_comment.conf", comment);
 	expect_errors(FIX "bad_string_eof.conf", string_eof);
@@ -684,6 +697,97 @@ test_password_command(void)
 	expect_pw("echo", -1, "password_command printed an empty first line");
 }
 
+/* The process group pgid has no live (non-zombie) member. */
+static bool
+group_gone(pid_t pgid)
+{
+	char path[300], buf[512], *p;
+	struct dirent *de;
+	bool gone = true;
+	DIR *d;
+	FILE *f;
+
+	if ((d = opendir("/proc")) == NULL)
+		return false;
+	while (gone && (de = readdir(d)) != NULL) {
+		char state;
+		long pg;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(buf, sizeof buf, f) != NULL && (p = strrchr(buf, ')')) != NULL &&
+		    sscanf(p + 1, " %c %*d %ld", &state, &pg) == 2 && pg == pgid &&
+		    state != 'Z' && state != 'X')
+			gone = false;
+		fclose(f);
+	}
+	closedir(d);
+	return gone;
+}
+
+/* A command that hangs is killed after the block's timeout, with all it
+ * started (its process group), and nothing is left: the shell waits for a
+ * background sleep; another closes its output and lingers. */
+static void
+test_password_command_timeout(void)
+{
+	char pidfile[] = "/tmp/p3b-pwpid.XXXXXX", *cmd, *pw, *err;
+	struct conf_server s = { .timeout = 1 };
+	struct timespec t0;
+	long pgid = 0;
+	FILE *f;
+	int fd, i;
+
+	if ((fd = mkstemp(pidfile)) == -1) {
+		CHECK(!"mkstemp");
+		return;
+	}
+	close(fd);
+	cmd = xasprintf("echo $$ >%s; sleep 1000 & wait", pidfile);
+	s.password_command = cmd;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(conf_password_run(&s, &pw, &err), -2);
+	CHECK(check_elapsed(&t0) < 2.5);
+	CHECK(pw == NULL);
+	CHECK_STR(err, "password_command timed out after 1 s");
+	free(err);
+	if ((f = fopen(pidfile, "r")) != NULL) {
+		CHECK(fscanf(f, "%ld", &pgid) == 1);
+		fclose(f);
+	}
+	CHECK(pgid > 1);
+	for (i = 0; i < 100 && pgid > 1 && !group_gone((pid_t)pgid); i++)
+		usleep(20000);
+	CHECK(pgid > 1 && group_gone((pid_t)pgid));
+	CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+	unlink(pidfile);
+	free(cmd);
+
+	s.password_command = "echo early; exec >&-; sleep 1000";
+	CHECK_INT(conf_password_run(&s, &pw, &err), -2);
+	CHECK_STR(err, "password_command timed out after 1 s");
+	free(err);
+	CHECK_INT(conf_password(&s, &pw, &err), -1);	/* the old contract */
+	free(err);
+
+	/* A stop request of the pass ends the wait at once. */
+	s.timeout = 30;
+	s.password_command = "sleep 1000";
+	check_stop_raise();
+	deadline_pass_arm(0, true);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(conf_password_run(&s, &pw, &err), -2);
+	CHECK(check_elapsed(&t0) < 1.5);
+	CHECK_STR(err, "password_command stopped: interrupted by a stop request");
+	free(err);
+	check_stop_clear();
+	deadline_pass_arm(0, false);
+	CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+}
+
 static void
 test_password_from_file(void)
 {
@@ -825,6 +929,7 @@ main(void)
 	TEST(test_writable_and_foreign_files);
 	TEST(test_password_keys);
 	TEST(test_password_command);
+	TEST(test_password_command_timeout);
 	TEST(test_password_from_file);
 	TEST(test_safe_value);
 	TEST(test_plaintext_policy);

@@ -247,6 +247,65 @@ test_sasl(void)
 	CHECK_INT(sasl_plain_parse("", 0, &pl), -1);
 }
 
+/* OAUTHBEARER (RFC 7628) responses, the answers to error challenges, and
+ * the status taken from one. */
+static void
+test_sasl_oauth(void)
+{
+	size_t len;
+	char *raw, *b64, *st, *text;
+
+	raw = sasl_response(SASL_OAUTHBEARER, NULL, "u@x", "tok", &len);
+	CHECK_STR(raw, "n,a=u@x,\001auth=Bearer tok\001\001");
+	CHECK_INT(len, strlen(raw));
+	free(raw);
+	CHECK_STR(sasl_name(SASL_OAUTHBEARER), "OAUTHBEARER");
+	b64 = sasl_oauthbearer64("u@x", "mail.example", 995, "tok");
+	raw = base64_decode(b64, &len);
+	CHECK_STR(raw, "n,a=u@x,\001host=mail.example\001port=995\001auth=Bearer tok\001\001");
+	free(raw);
+	free(b64);
+	b64 = sasl_oauthbearer64("u", "h", 0, "t");
+	raw = base64_decode(b64, &len);
+	CHECK_STR(raw, "n,a=u,\001host=h\001auth=Bearer t\001\001");
+	free(raw);
+	free(b64);
+	/* An echo of the response is caught like the others. */
+	b64 = sasl_response64(SASL_OAUTHBEARER, "u", "tok-9");
+	text = xasprintf("-ERR %s", b64);
+	CHECK(sasl_repeats_secret(text, "u", "tok-9"));
+	free(text);
+	free(b64);
+	CHECK_STR(sasl_error_answer(SASL_OAUTHBEARER), "AQ==");
+	CHECK_STR(sasl_error_answer(SASL_XOAUTH2), "");
+	CHECK_STR(sasl_error_answer(SASL_PLAIN), "*");
+	/* Dovecot's and Gmail's error challenges. */
+	b64 = base64_encode("{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"mail\"}", 50);
+	st = sasl_oauth_status(b64);
+	CHECK_STR(st, "401");
+	free(st);
+	free(b64);
+	b64 = base64_encode("{ \"status\" : \"invalid_token\" }", 30);
+	st = sasl_oauth_status(b64);
+	CHECK_STR(st, "invalid_token");
+	free(st);
+	free(b64);
+	b64 = base64_encode("{\"status\": 400}", 15);
+	st = sasl_oauth_status(b64);
+	CHECK_STR(st, "400");
+	free(st);
+	free(b64);
+	/* No status, not base64, nothing printable: NULL. */
+	b64 = base64_encode("{\"schemes\":\"bearer\"}", 20);
+	CHECK(sasl_oauth_status(b64) == NULL);
+	free(b64);
+	CHECK(sasl_oauth_status("not base64!") == NULL);
+	CHECK(sasl_oauth_status("") == NULL);
+	b64 = base64_encode("{\"status\":\"\001\002\"}", 15);
+	CHECK(sasl_oauth_status(b64) == NULL);
+	free(b64);
+}
+
 static void
 test_addr(void)
 {
@@ -289,6 +348,7 @@ main(void)
 	TEST(test_io);
 	TEST(test_write_all);
 	TEST(test_sasl);
+	TEST(test_sasl_oauth);
 	TEST(test_addr);
 	CHECK_DONE();
 }

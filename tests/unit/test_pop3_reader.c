@@ -16,6 +16,7 @@
 #include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
 #include "bridge/pop3_sink.h"
+#include "lib/deadline.h"
 #include "lib/xmalloc.h"
 #include "tests/unit/check.h"
 
@@ -218,6 +219,104 @@ test_deadline_body(void)
 	CHECK(t1.tv_sec - t0.tv_sec <= 2);
 	clear(&err);
 	free(c.p);
+	pop3_reader_free(&r);
+}
+
+/* A server that sends one body line every 0.3 s, well inside the 1 s step
+ * timeout, for ever: the response's own deadline (1 s + what it sent at
+ * DEADLINE_MIN_RATE, rounded up: 2 s) ends it. */
+static void
+test_response_deadline(void)
+{
+	static const char line[] = "a line\r\n";
+	struct timespec t0;
+	struct collect c;
+	struct pop3_reader r;
+	struct mem m;
+	char *data, *err = NULL;
+	size_t i, n = 200;
+
+	data = xmalloc(n * (sizeof line - 1));
+	for (i = 0; i < n; i++)
+		memcpy(data + i * (sizeof line - 1), line, sizeof line - 1);
+	memset(&c, 0, sizeof c);
+	rd_open(&r, &m, data, n * (sizeof line - 1), sizeof line - 1);
+	r.timeout = 1;
+	m.delay = 300000;
+	pop3_reader_expect(&r, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(pop3_reader_body(&r, collect_sink, &c, &err), POP3_EDEADLINE);
+	CHECK_STR(err, "exceeded its deadline of 2 s");
+	CHECK(check_elapsed(&t0) >= 1.9 && check_elapsed(&t0) < 3.0);
+	CHECK(c.lines >= 5 && c.lines < 12);
+	CHECK_INT(pop3_reader_deadline(&r), 2);
+	clear(&err);
+	free(c.p);
+	free(data);
+	pop3_reader_free(&r);
+}
+
+/* The response deadline covers its status line and lines, and ends with
+ * its terminator or a refusal; what follows has only the step timeout. */
+static void
+test_response_scope(void)
+{
+	static const char data[] = "-ERR no such message\r\n+OK\r\nline\r\n.\r\n+OK next\r\n";
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	enum pop3_status st;
+	struct collect c;
+	struct pop3_reader r;
+	struct mem m;
+
+	memset(&c, 0, sizeof c);
+	rd_open(&r, &m, data, sizeof data - 1, 0);
+	pop3_reader_expect(&r, 1000);
+	CHECK(r.expecting);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_OK);
+	CHECK(st == POP3_ST_ERR && !r.expecting);
+	pop3_reader_expect(&r, 1000);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_OK);
+	CHECK(st == POP3_ST_OK && r.expecting);
+	CHECK_INT(pop3_reader_body(&r, collect_sink, &c, &err), POP3_OK);
+	CHECK(!r.expecting);
+	CHECK_INT(pop3_reader_deadline(&r), 5 + 1);	/* timeout 5 s + 1000 octets */
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_OK);
+	CHECK_STR(text, "next");
+	free(c.p);
+	pop3_reader_free(&r);
+}
+
+/* The pass's limits (lib/deadline.h) end any wait: a stop as POP3_ESTOP,
+ * the pass deadline as POP3_EDEADLINE. */
+static void
+test_pass_limits(void)
+{
+	static const char drip[] = "+OK this line takes far too long to arrive\r\n";
+	char text[POP3_LINE_MAX + 1], *err = NULL;
+	struct timespec t0;
+	enum pop3_status st;
+	struct pop3_reader r;
+	struct mem m;
+
+	rd_open(&r, &m, drip, sizeof drip - 1, 1);
+	check_stop_raise();
+	deadline_pass_arm(0, true);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_ESTOP);
+	CHECK_STR(err, "interrupted by a stop request");
+	CHECK_INT(m.off, 0);
+	clear(&err);
+	check_stop_clear();
+	pop3_reader_free(&r);
+
+	rd_open(&r, &m, drip, sizeof drip - 1, 1);
+	m.delay = 200000;
+	deadline_pass_arm(1, true);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, &err), POP3_EDEADLINE);
+	CHECK_STR(err, "the pass exceeded its deadline of 1 s");
+	CHECK(check_elapsed(&t0) < 1.5);
+	clear(&err);
+	deadline_pass_arm(0, false);
 	pop3_reader_free(&r);
 }
 
@@ -470,6 +569,31 @@ test_retr_limits(void)
 	CHECK_STR(text, "after");
 	pop3_reader_free(&r);
 	close(fd);
+	/* Past the soft bound the message is read to its end but not kept:
+	 * POP3_ETOOBIG, and the next reply is read as it should be. */
+	rd_open(&r, &m, wire, sizeof wire - 1, 0);
+	pop3_sink_init(&o, -1, POP3_EOL_LF, 1000);
+	pop3_sink_bound(&o, 15);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, &err), POP3_ETOOBIG);
+	CHECK_STR(err, "message larger than 15 octets (24 came): not kept");
+	clear(&err);
+	pop3_sink_free(&o);
+	CHECK_INT(pop3_reader_status(&r, &st, text, sizeof text, NULL), POP3_OK);
+	CHECK_STR(text, "after");
+	pop3_reader_free(&r);
+	/* Within it, as before. */
+	rd_open(&r, &m, wire, sizeof wire - 1, 0);
+	pop3_sink_init(&o, -1, POP3_EOL_LF, 1000);
+	pop3_sink_bound(&o, 24);
+	CHECK_INT(pop3_reader_body(&r, pop3_sink_put, &o, NULL), POP3_OK);
+	CHECK_INT(pop3_sink_finish(&o, &res, NULL), POP3_OK);
+	CHECK_INT(res.octets, 24);
+	free(res.header);
+	pop3_sink_free(&o);
+	pop3_reader_free(&r);
+	CHECK(POP3_DRAIN_MAX(10) == 30 + ((uint64_t)64 << 20));
+	CHECK(POP3_DRAIN_MAX(UINT64_MAX / 2) == 0);
 }
 
 static void
@@ -504,6 +628,31 @@ test_caps(void)
 	pop3_parse_caps_line(&c, "");
 	pop3_parse_caps_line(&c, "UIDLX");
 	CHECK(!c.sasl_plain && !c.uidl);
+	/* RFC 6856 UTF8 (Courier: "UTF8 USER"), RFC 7628 OAUTHBEARER. */
+	pop3_parse_caps_line(&c, "UTF8 USER");
+	pop3_parse_caps_line(&c, "SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER");
+	CHECK(c.utf8 && c.sasl_oauthbearer && c.sasl_xoauth2);
+	CHECK(c.expire == -1 && c.login_delay == -1);
+	/* GNU Mailutils 3.15: "600" for LOGIN-DELAY 600, "EXPIRE0" for
+	 * EXPIRE 0. A proper LOGIN-DELAY line wins over a bare number. */
+	pop3_parse_caps_line(&c, "600");
+	pop3_parse_caps_line(&c, "EXPIRE0");
+	CHECK_INT(c.login_delay, 600);
+	CHECK_INT(c.expire, 0);
+	pop3_parse_caps_line(&c, "EXPIRE31");
+	CHECK_INT(c.expire, 31);
+	pop3_parse_caps_line(&c, "LOGIN-DELAY 120");
+	pop3_parse_caps_line(&c, "900");
+	CHECK_INT(c.login_delay, 120);
+	pop3_parse_caps_line(&c, "EXPIREX");
+	CHECK_INT(c.expire, 31);
+	/* EXPIRE without a valid value: the policy is unknown. */
+	pop3_parse_caps_line(&c, "EXPIRE");
+	CHECK_INT(c.expire, -1);
+	pop3_parse_caps_init(&c);
+	pop3_parse_caps_line(&c, "LOGIN-DELAY300");
+	CHECK_INT(c.login_delay, 300);
+	CHECK(!c.utf8 && !c.sasl_oauthbearer);
 }
 
 static void
@@ -542,6 +691,34 @@ test_parse_lines(void)
 	    &num, &uidl, NULL), POP3_EPROTO);
 }
 
+/* A listing line with a bad uid names a message all the same: only a line
+ * without a message number spoils the listing. */
+static void
+test_uidl_entry(void)
+{
+	static const char *const bad[] = {
+		"7 a b", "7 caf\xc3\xa9", "7 ", "7 "
+		"0123456789012345678901234567890123456789012345678901234567890123456789X",
+	};
+	struct pop3_entry e;
+	char *err = NULL;
+
+	memset(&e, 0, sizeof e);
+	CHECK_INT(pop3_parse_uidl_entry("7 abc", &e, NULL), POP3_OK);
+	CHECK(e.num == 7 && e.uidl_status == POP3_UIDL_OK);
+	CHECK_STR(e.uidl, "abc");
+	free(e.uidl);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&e, 0, sizeof e);
+		CHECK_INT(pop3_parse_uidl_entry(bad[i], &e, NULL), POP3_OK);
+		CHECK(e.num == 7 && e.uidl == NULL && e.uidl_status == POP3_UIDL_INVALID);
+	}
+	CHECK_INT(pop3_parse_uidl_entry("7", &e, &err), POP3_EPROTO);
+	CHECK_STR(err, "malformed UIDL line \"7\"");
+	clear(&err);
+	CHECK_INT(pop3_parse_uidl_entry("x 1", &e, NULL), POP3_EPROTO);
+}
+
 static struct pop3_entry *
 entries(size_t n, const unsigned long *nums, const char *const *uidls)
 {
@@ -552,6 +729,7 @@ entries(size_t n, const unsigned long *nums, const char *const *uidls)
 		e[i].num = nums[i];
 		e[i].size = 100 * nums[i];
 		e[i].uidl = uidls != NULL ? strdup(uidls[i]) : NULL;
+		e[i].uidl_status = uidls != NULL ? POP3_UIDL_OK : POP3_UIDL_NONE;
 	}
 	return e;
 }
@@ -587,14 +765,23 @@ test_merge(void)
 	    dup[] = { 1, 2, 2 }, zero[] = { 0, 1, 2 }, down[] = { 1, 3, 2 };
 	static const char *const u3[] = { "a", "b", "c" }, *const ud[] = { "a", "b", "a" };
 	char *err = NULL, *u = NULL;
-	struct pop3_entry *l;
+	struct pop3_entry *l, *x;
 
 	CHECK_INT(merge(n3, 3, n3, u3, 3, false, NULL, &u), POP3_OK);
 	CHECK_STR(u, "b");
 	free(u);
-	CHECK_INT(merge(n3, 3, n3, ud, 3, false, &err, NULL), POP3_EPROTO);
-	CHECK_STR(err, "duplicate UIDL \"a\" (messages 1 and 3)");
-	clear(&err);
+	/* A UIDL naming two messages identifies neither: both lose it (and
+	 * are identified by their fingerprint), the listing stands. */
+	l = entries(3, n3, NULL);
+	x = entries(3, n3, ud);
+	CHECK_INT(pop3_parse_listing(l, 3, x, 3, true, false, &err), POP3_OK);
+	CHECK(err == NULL);
+	CHECK(l[0].uidl == NULL && l[0].uidl_status == POP3_UIDL_DUPLICATE);
+	CHECK(l[2].uidl == NULL && l[2].uidl_status == POP3_UIDL_DUPLICATE);
+	CHECK_STR(l[1].uidl, "b");
+	CHECK_INT(l[1].uidl_status, POP3_UIDL_OK);
+	free_entries(l, 3);
+	free_entries(x, 3);
 	CHECK_INT(merge(gap, 3, gap, u3, 3, false, &err, NULL), POP3_EPROTO);
 	CHECK_STR(err, "LIST lacks message 2");
 	clear(&err);
@@ -629,6 +816,11 @@ test_misc(void)
 	CHECK(pop3_parse_temporary("[SYS/TEMP] try later"));
 	CHECK(!pop3_parse_temporary("[AUTH] Authentication failed."));
 	CHECK(!pop3_parse_temporary("[SYS/PERM] gone"));
+	CHECK_INT(pop3_parse_busy("[IN-USE] locked"), POP3_BUSY_IN_USE);
+	CHECK_INT(pop3_parse_busy("[LOGIN-DELAY] wait"), POP3_BUSY_LOGIN_DELAY);
+	CHECK_INT(pop3_parse_busy("[SYS/TEMP/DISK] full"), POP3_BUSY_SYS_TEMP);
+	CHECK_INT(pop3_parse_busy("[AUTH] no"), POP3_BUSY_NONE);
+	CHECK_INT(pop3_parse_busy("IN-USE"), POP3_BUSY_NONE);
 	s = pop3_parse_clean("bad\x1b[31m\ttext\x7f!");
 	CHECK_STR(s, "bad[31mtext!");
 	free(s);
@@ -638,9 +830,13 @@ int
 main(void)
 {
 	TEST(test_status);
+	TEST(test_uidl_entry);
 	TEST(test_status_limits);
 	TEST(test_deadline);
 	TEST(test_deadline_body);
+	TEST(test_response_deadline);
+	TEST(test_response_scope);
+	TEST(test_pass_limits);
 	TEST(test_mline);
 	TEST(test_body);
 	TEST(test_body_truncated);

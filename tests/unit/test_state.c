@@ -134,7 +134,7 @@ test_open_migrate_reopen(void)
 
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 3);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 4);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
 	    " AND name IN ('accounts', 'messages', 'poll_log', 'outbox', 'outbox_rcpt')"), 5);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('messages')"
@@ -145,7 +145,7 @@ test_open_migrate_reopen(void)
 	st = open_ok(path);
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 3);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 4);
 	free(path);
 }
 
@@ -193,6 +193,11 @@ test_accounts(void)
 	st = open_ok(path);
 	CHECK_INT(state_account(st, "home", &a2, &err), 0);
 	CHECK_INT(a2, b);
+	/* Looked up without creating it. */
+	CHECK_INT(state_account_id(st, "work", &a2, &err), 1);
+	CHECK_INT(a2, a);
+	CHECK_INT(state_account_id(st, "nobody", &a2, &err), 0);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM accounts"), 2);
 	state_close(st);
 	free(path);
 }
@@ -447,9 +452,9 @@ test_status(void)
 	char *path = db_path("status"), *err = NULL;
 	const char *u[] = { "a", "b", "c", "d" };
 	struct state *st = open_ok(path);
-	struct state_poll ok1 = { 100, 110, true, 3, 0, 3000, NULL };
-	struct state_poll bad = { 200, 210, false, 0, 0, 0, (char *)"connection refused" };
-	struct state_poll ok2 = { 300, 310, true, 1, 1, 100, NULL };
+	struct state_poll ok1 = { 100, 110, true, 3, 0, 3000, NULL, 0, 0 };
+	struct state_poll bad = { 200, 210, false, 0, 0, 0, (char *)"connection refused", 0, 0 };
+	struct state_poll ok2 = { 300, 310, true, 1, 1, 100, NULL, 20, 2 };
 	struct state_status s;
 	int64_t a, b;
 
@@ -480,6 +485,8 @@ test_status(void)
 	CHECK_INT(s.last.deleted, 1);
 	CHECK_INT(s.last.bytes, 100);
 	CHECK(s.last.error == NULL);
+	CHECK_INT(s.last.server_deleted, 20);
+	CHECK_INT(s.last.skipped, 2);
 	CHECK_INT(s.last_ok, 310);
 	CHECK_STR(s.last_error, "connection refused");
 	CHECK_INT(s.last_error_at, 210);
@@ -503,7 +510,7 @@ test_poll_log_pruned(void)
 {
 	char *path = db_path("prune"), *err = NULL;
 	struct state *st = open_ok(path);
-	struct state_poll p = { 0, 0, false, 0, 0, 0, (char *)"old failure" };
+	struct state_poll p = { 0, 0, false, 0, 0, 0, (char *)"old failure", 0, 0 };
 	struct state_status s;
 	int64_t a, b;
 	int i;
@@ -633,16 +640,16 @@ test_dedup(void)
 	body[64] = '\0';
 	/* Found for b (same store), not for a itself, c (another store), or
 	 * another body. */
-	CHECK_INT(state_dedup_find(st, b, "maildir:/x", "<id@example.com>", body, &got,
+	CHECK_INT(state_dedup_find(st, b, "maildir:/x", "INBOX", "<id@example.com>", body, &got,
 	    &owner, &err), 1);
 	CHECK_INT(owner, a);
 	CHECK_INT(got.uid, 42);
 	CHECK_STR(got.location, "new/K");
-	CHECK_INT(state_dedup_find(st, a, "maildir:/x", "<id@example.com>", body, &m,
+	CHECK_INT(state_dedup_find(st, a, "maildir:/x", "INBOX", "<id@example.com>", body, &m,
 	    &owner, &err), 0);
-	CHECK_INT(state_dedup_find(st, c, "maildir:/y", "<id@example.com>", body, &m,
+	CHECK_INT(state_dedup_find(st, c, "maildir:/y", "INBOX", "<id@example.com>", body, &m,
 	    &owner, &err), 0);
-	CHECK_INT(state_dedup_find(st, b, "maildir:/x", "<id@example.com>", "ff", &m,
+	CHECK_INT(state_dedup_find(st, b, "maildir:/x", "INBOX", "<id@example.com>", "ff", &m,
 	    &owner, &err), 0);
 	/* b records its UIDL at a's copy. */
 	m = msg("b1", "KEYB");
@@ -664,10 +671,14 @@ test_dedup(void)
 	CHECK_INT(ss.imported, 1);
 	state_status_free(&ss);
 	/* A third account finds the original, never a duplicate. */
-	CHECK_INT(state_dedup_find(st, d, "maildir:/x", "<id@example.com>", body, &got,
+	CHECK_INT(state_dedup_find(st, d, "maildir:/x", "INBOX", "<id@example.com>", body, &got,
 	    &owner, &err), 1);
 	CHECK_INT(owner, a);
 	state_msg_clear(&got);
+	/* The folder is part of the scope: a copy in INBOX is not where d's
+	 * mail for "Work" goes. */
+	CHECK_INT(state_dedup_find(st, d, "maildir:/x", "Work", "<id@example.com>", body, &got,
+	    &owner, &err), 0);
 	CHECK(err == NULL);
 	state_close(st);
 	free(path);
@@ -884,6 +895,181 @@ test_spool(void)
 	free(tmp);
 }
 
+/* A version 3 database (made by undoing migration 4 on a fresh one, rows
+ * kept) is migrated to 4 with its rows. */
+static void
+test_migrate_from_3(void)
+{
+	char *path = db_path("from3"), *err = NULL;
+	const char *u[] = { "u1", "u2" };
+	struct state *st = open_ok(path);
+	struct state_sched sc;
+	int64_t a;
+
+	state_account(st, "a", &a, &err);
+	import(st, a, u, 2, 1);
+	state_close(st);
+	raw_sql(path, "DROP TABLE skipped;"
+	    "ALTER TABLE accounts DROP COLUMN login_delay;"
+	    "ALTER TABLE accounts DROP COLUMN server_expire;"
+	    "ALTER TABLE accounts DROP COLUMN not_before;"
+	    "ALTER TABLE accounts DROP COLUMN failures;"
+	    "ALTER TABLE accounts DROP COLUMN failing_since;"
+	    "ALTER TABLE accounts DROP COLUMN next_poll_at;"
+	    "ALTER TABLE accounts DROP COLUMN last_auth;"
+	    "ALTER TABLE poll_log DROP COLUMN server_deleted;"
+	    "ALTER TABLE poll_log DROP COLUMN skipped;"
+	    "PRAGMA user_version = 3");
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('accounts')"
+	    " WHERE name = 'not_before'"), 0);
+	st = open_ok(path);
+	CHECK(st != NULL);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 4);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages WHERE state = 1"), 2);
+	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
+	CHECK(sc.not_before == 0 && sc.next_poll_at == 0 && sc.failures == 0);
+	CHECK_INT(sc.login_delay, -1);
+	CHECK_INT(sc.server_expire, STATE_EXPIRE_NONE);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
+/* Skipped messages: recorded, counted again, listed newest first,
+ * cleared once imported, pruned when the server no longer lists them;
+ * status counts them. */
+static void
+test_skipped(void)
+{
+	char *path = db_path("skipped"), *err = NULL;
+	const char *server[] = { "s1", "s3" };
+	struct state *st = open_ok(path);
+	struct state_skip *k = NULL;
+	struct state_status ss;
+	size_t n = 0;
+	int64_t a, b;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	CHECK_INT(state_skip(st, a, "s1", 5000, "RETR refused: -ERR no", &err), 0);
+	CHECK_INT(state_skip(st, a, "s2", 7000, "larger than max_message_size", &err), 0);
+	CHECK_INT(state_skip(st, b, "s1", 10, "other account", &err), 0);
+	CHECK_INT(state_skip(st, a, "s1", 5001, "RETR refused: -ERR again", &err), 0);
+	CHECK_INT(state_skipped(st, a, &k, &n, &err), 0);
+	CHECK_INT(n, 2);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(k[i].uidl, "s1") == 0) {
+			CHECK_INT(k[i].times, 2);
+			CHECK_INT(k[i].pop3_size, 5001);
+			CHECK_STR(k[i].reason, "RETR refused: -ERR again");
+			CHECK(k[i].first_at <= k[i].last_at && k[i].first_at > 0);
+		}
+	state_skips_free(k, n);
+	CHECK_INT(state_status(st, a, &ss, &err), 0);
+	CHECK_INT(ss.skipped, 2);
+	state_status_free(&ss);
+	/* s2 is gone from the server; s1 is imported at last. */
+	CHECK_INT(state_skip_prune(st, a, server, 2, &err), 0);
+	CHECK_INT(state_skipped(st, a, &k, &n, &err), 0);
+	CHECK(n == 1 && strcmp(k[0].uidl, "s1") == 0);
+	state_skips_free(k, n);
+	CHECK_INT(state_skip_clear(st, a, "s1", &err), 0);
+	CHECK_INT(state_skipped(st, a, &k, &n, &err), 0);
+	CHECK_INT(n, 0);
+	state_skips_free(k, n);
+	/* The other account's row is untouched. */
+	CHECK_INT(state_skipped(st, b, &k, &n, &err), 0);
+	CHECK_INT(n, 1);
+	state_skips_free(k, n);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
+/* The server's facts and the schedule: a login records LOGIN-DELAY,
+ * EXPIRE and not_before; a refusal's backoff never shortens a wait; the
+ * failure count goes up and back to 0. */
+static void
+test_schedule(void)
+{
+	char *path = db_path("schedule"), *err = NULL;
+	struct state *st = open_ok(path);
+	struct state_status ss;
+	struct state_sched sc;
+	int64_t a;
+
+	state_account(st, "a", &a, &err);
+	CHECK_INT(state_note_login(st, a, "USER", 600, 0, 5600, &err), 0);
+	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
+	CHECK_INT(sc.login_delay, 600);
+	CHECK_INT(sc.server_expire, 0);
+	CHECK_INT(sc.not_before, 5600);
+	CHECK_INT(state_set_not_before(st, a, 5000, &err), 0);
+	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
+	CHECK_INT(sc.not_before, 5600);
+	CHECK_INT(state_set_not_before(st, a, 9000, &err), 0);
+	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
+	CHECK_INT(sc.not_before, 9000);
+	CHECK_INT(state_pass_end(st, a, true, 9300, &err), 0);
+	CHECK_INT(state_pass_end(st, a, true, 9600, &err), 0);
+	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
+	CHECK_INT(sc.failures, 2);
+	CHECK(sc.failing_since > 0);
+	CHECK_INT(sc.next_poll_at, 9600);
+	CHECK_INT(state_pass_end(st, a, false, 9900, &err), 0);
+	/* EXPIRE NEVER, no LOGIN-DELAY: NULLs read back as "none". */
+	CHECK_INT(state_note_login(st, a, "APOP", -1, -1, 0, &err), 0);
+	CHECK_INT(state_status(st, a, &ss, &err), 0);
+	CHECK_INT(ss.sched.failures, 0);
+	CHECK_INT(ss.sched.failing_since, 0);
+	CHECK_INT(ss.sched.next_poll_at, 9900);
+	CHECK_INT(ss.sched.not_before, 0);
+	CHECK_INT(ss.sched.login_delay, -1);
+	CHECK_INT(ss.sched.server_expire, -1);
+	CHECK_STR(ss.last_auth, "APOP");
+	state_status_free(&ss);
+	CHECK_INT(state_note_login(st, a, "USER", -1, STATE_EXPIRE_NONE, 0, &err), 0);
+	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
+	CHECK_INT(sc.server_expire, STATE_EXPIRE_NONE);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
+/* What a session retrieved and the store does not hold: pending rows,
+ * no row at all; delivered and deleted rows are stored. Stored UIDLs
+ * other than derived ones. */
+static void
+test_not_stored(void)
+{
+	char *path = db_path("notstored"), *err = NULL;
+	const char *done[] = { "d1", "d2" }, *pend[] = { "p1" };
+	const char *got[] = { "d1", "p1", "x", "d2" };
+	struct state *st = open_ok(path);
+	size_t *idx = NULL, n = 0;
+	int64_t a, b;
+	bool yes = true;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	import(st, a, done, 2, 1);
+	import(st, a, pend, 1, 0);
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_deleted(st, a, done + 1, 1, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_not_stored(st, a, got, 4, &idx, &n, &err), 0);
+	CHECK(n == 2 && idx[0] == 1 && idx[1] == 2);
+	free(idx);
+	CHECK_INT(state_has_uidls(st, a, "nouidl-", &yes, &err), 0);
+	CHECK(yes);
+	import(st, b, (const char *[]){ "nouidl-5-abc" }, 1, 1);
+	CHECK_INT(state_has_uidls(st, b, "nouidl-", &yes, &err), 0);
+	CHECK(!yes);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
 int
 main(void)
 {
@@ -906,6 +1092,10 @@ main(void)
 	TEST(test_adopt_10k);
 	TEST(test_state_dir);
 	TEST(test_spool);
+	TEST(test_migrate_from_3);
+	TEST(test_skipped);
+	TEST(test_schedule);
+	TEST(test_not_stored);
 	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }
