@@ -8,7 +8,7 @@ relay's spool).
 Every call of each kind is counted first (the shim in counting mode, on
 one clean import or submission), then the faults run: all of them with
 P3B_FAULT_SCALE=full (make reliability); in make check the first and the
-last of each kind of the import, the middle one of the relay's.
+middle one of each kind of the import, the middle one of the relay's.
 
 After each fault: the pass either fails with one clear line naming the
 account, or succeeds exactly (a fault where it does not matter, e.g.
@@ -194,14 +194,21 @@ def test_import_io_faults(t):
     tally = fc.Tally('disk-import', 'disk fault (EIO/ENOSPC at the Nth call): import')
     failed_passes = 0
     for k in KINDS:
-        for i, n in enumerate(pick(count[k])):
+        for i, n in enumerate(pick(count[k], few=(1, 0))):
             err = ('EIO', 'ENOSPC')[i % 2]
             u, conf = imp.prepared()
             state, root = t.path('state', u), t.path('dest', u, 'Maildir')
             flog = t.path('fault-%s.log' % u)
             what = '%s %s #%d/%d %s' % (u, k, n, count[k], err)
             p = t.run_bridge(conf, '-q', 'sync', env=shim_env(k, n, err, t.tmp, log=flog))
-            fired = [c for c in read_log(flog) if c[4]]
+            calls = read_log(flog)
+            fired = [c for c in calls if c[4]]
+            if not fired and len(calls) < n:
+                # SQLite's checkpoint at close writes as many pages as are
+                # dirty: a pass may make a few calls fewer than the count
+                print('    %s: this pass made only %d such calls' % (what, len(calls)))
+                imp.clean_pass(what, u, conf, state, root)
+                continue
             t.check(fired, '%s: the fault never fired' % what)
             one_clear_line(t, p, what, err)
             failed_passes += p.returncode != 0
@@ -343,8 +350,9 @@ def test_relay_io_faults(t):
             env = shim_env(k, n, err, t.path('state', name), log=t.path(name + '.log'),
                            scope='accept')
             code = relay_case(t, dv, up, name, env, tally, what)
-            fired = [c for c in read_log(t.path(name + '.log')) if c[4]]
-            t.check(fired, '%s: the fault never fired' % what)
+            calls = read_log(t.path(name + '.log'))
+            fired = [c for c in calls if c[4]]
+            t.check(fired or len(calls) < n, '%s: the fault never fired' % what)
             codes[code] += 1
             print('    %s (%s): %d' % (what, fired[0][3].replace(t.tmp, '') if fired else '-',
                                         code))
