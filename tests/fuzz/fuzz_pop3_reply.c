@@ -5,7 +5,8 @@
  * returns (splitting lines and CRLFs anywhere).
  * Properties: no memory error, no undefined behaviour, lines handed out
  * are NUL-free and within POP3_LINE_MAX, a merged listing is strictly
- * increasing with unique UIDLs of 1..70 printable characters. */
+ * increasing, every entry has a UIDL status, and the usable UIDLs are
+ * unique, of 1..70 printable characters. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,6 +42,17 @@ check_line(const char *line)
 		FUZZ_CHECK(line[i] != '\n', "LF inside a line");
 }
 
+/* A UIDL handed out as usable: 1 to 70 bytes of 0x21..0x7E. */
+static void
+check_uidl(const char *u)
+{
+	size_t ul = strlen(u);
+
+	FUZZ_CHECK(ul >= 1 && ul <= POP3_UIDL_MAX, "UIDL of %zu chars", ul);
+	for (size_t i = 0; i < ul; i++)
+		FUZZ_CHECK(u[i] >= 0x21 && u[i] <= 0x7e, "UIDL byte 0x%02x", (unsigned char)u[i]);
+}
+
 /* Reads a listing; each line goes to parse. -1 on a reader error. */
 static int
 listing(struct pop3_reader *r, char *line, struct pop3_entry *e, size_t *n, bool uidl)
@@ -62,16 +74,15 @@ listing(struct pop3_reader *r, char *line, struct pop3_entry *e, size_t *n, bool
 			continue;
 		memset(&e[*n], 0, sizeof e[*n]);
 		if (uidl) {
-			if (pop3_parse_uidl(line, &e[*n].num, &e[*n].uidl, &err) != POP3_OK) {
+			if (pop3_parse_uidl_entry(line, &e[*n], &err) != POP3_OK) {
 				free(err);
 				err = NULL;
 				continue;
 			}
-			size_t ul = strlen(e[*n].uidl);
-			FUZZ_CHECK(ul >= 1 && ul <= POP3_UIDL_MAX, "UIDL of %zu chars", ul);
-			for (size_t i = 0; i < ul; i++)
-				FUZZ_CHECK(e[*n].uidl[i] >= 0x21 && e[*n].uidl[i] <= 0x7e,
-				    "UIDL byte 0x%02x", (unsigned char)e[*n].uidl[i]);
+			FUZZ_CHECK((e[*n].uidl != NULL) == (e[*n].uidl_status == POP3_UIDL_OK),
+			    "UIDL string iff OK");
+			if (e[*n].uidl != NULL)
+				check_uidl(e[*n].uidl);
 		} else if (pop3_parse_list(line, &e[*n].num, &e[*n].size, &err) != POP3_OK) {
 			free(err);
 			err = NULL;
@@ -147,9 +158,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(list[i].num >= 1, "message number 0");
 			FUZZ_CHECK(i == 0 || list[i].num > list[i - 1].num, "not increasing");
 			FUZZ_CHECK(gaps || list[i].num == i + 1, "gap without DELE");
-			FUZZ_CHECK(list[i].uidl != NULL, "entry without UIDL");
+			FUZZ_CHECK(list[i].uidl_status != POP3_UIDL_NONE, "entry without a UIDL "
+			    "status");
+			FUZZ_CHECK((list[i].uidl != NULL) == (list[i].uidl_status == POP3_UIDL_OK),
+			    "UIDL string iff OK");
+			if (list[i].uidl == NULL)
+				continue;
+			check_uidl(list[i].uidl);
 			for (size_t j = 0; j < i; j++)
-				FUZZ_CHECK(strcmp(list[i].uidl, list[j].uidl) != 0, "UIDL twice");
+				FUZZ_CHECK(list[j].uidl == NULL ||
+				    strcmp(list[i].uidl, list[j].uidl) != 0, "a usable UIDL twice");
 		}
 		for (size_t i = 0; i < nuidl; i++)
 			FUZZ_CHECK(uidls[i].uidl == NULL, "UIDL not moved");

@@ -32,7 +32,9 @@ nothing outside it), each from a clean session's Trace:
                           (the byte where one RETR response ends), dele, quit
     imap_phases(trace)    greeting, capability, login, list, create, append-cmd,
                           append-cont (the "+"), append-literal, append-ok
-                          (the tagged reply), logout
+                          (the tagged reply), logout; with MULTIAPPEND also
+                          multiappend-next (the next message's flags, date
+                          and size) and multiappend-literal
     smtp_phases(trace)    greeting, ehlo, auth, mail, rcpt, data-cmd, data
                           (the message), data-end (the final "."), data-reply
                           (the reply after it: the window SMTP leaves open),
@@ -335,16 +337,28 @@ def imap_phases(trace):
         parts = line.split(b' ', 2)
         tag = parts[0]
         verb = parts[1].strip().upper().decode('ascii', 'replace') if len(parts) > 1 else ''
-        m = re.search(rb'\{(\d+)\+?\}\r?\n$', line)
+        m = re.search(rb'\{(\d+)(\+?)\}\r?\n$', line)
         if verb == 'APPEND' and m:
+            # APPEND, or MULTIAPPEND (RFC 3502): after each literal the
+            # command goes on, up to the next literal or its CRLF
             phases.append(('append-cmd', 'c2s', cpos, nl + 1))
-            size = int(m.group(1))
-            cont = one_line()
-            phases.append(('append-cont', 's2c') + cont)
-            lit = (nl + 1, nl + 1 + size + 2)
-            phases.append(('append-literal', 'c2s') + lit)
+            k = 0
+            while m:
+                size = int(m.group(1))
+                if not m.group(2):     # a synchronizing literal waits for "+"
+                    phases.append(('append-cont', 's2c') + one_line())
+                lit = (nl + 1, nl + 1 + size)
+                phases.append(('append-literal' if k == 0 else 'multiappend-literal',
+                               'c2s') + lit)
+                nl = c2s.find(b'\n', lit[1])
+                if nl < 0:
+                    break
+                m = re.search(rb'\{(\d+)(\+?)\}\r?\n$', c2s[lit[1]:nl + 1])
+                if m:
+                    phases.append(('multiappend-next', 'c2s', lit[1], nl + 1))
+                k += 1
             phases.append(('append-ok', 's2c') + until_tagged(tag))
-            cpos = lit[1]
+            cpos = len(c2s) if nl < 0 else nl + 1
             continue
         name = {'CAPABILITY': 'capability', 'LOGIN': 'login', 'LIST': 'list',
                 'CREATE': 'create', 'SUBSCRIBE': 'create', 'LOGOUT': 'logout',
