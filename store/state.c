@@ -314,9 +314,13 @@ struct state {
 static int
 fail(struct state *st, const char *what, char **err)
 {
-	int code = sqlite3_errcode(st->db);
+	int code = sqlite3_errcode(st->db) & 0xff, sys = sqlite3_system_errno(st->db);
 
 	st->busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+	/* "unable to open database file", "disk I/O error": the errno says
+	 * which (a full disk, a failing one). */
+	if (sys != 0 && (code == SQLITE_CANTOPEN || code == SQLITE_IOERR || code == SQLITE_FULL))
+		return err_set(err, "%s: %s (%s)", what, sqlite3_errmsg(st->db), strerror(sys));
 	return err_set(err, "%s: %s", what, sqlite3_errmsg(st->db));
 }
 

@@ -14,9 +14,12 @@
  *   FAULT_ERRNO  EIO (default), ENOSPC, EDQUOT, EROFS, or a number
  *   FAULT_PATH   only calls whose path (or the path of whose fd, from
  *                /proc/self/fd) contains this substring match
- *   FAULT_SCOPE  "all" (default), or "accept": only processes that
+ *   FAULT_SCOPE  "all" (default); "accept": only processes that
  *                accepted a connection, and the processes they fork (the
- *                relay's sessions, not the daemon or the queue runner)
+ *                relay's sessions, not the daemon or the queue runner);
+ *                "first-session": only the process forked to serve the
+ *                first connection accepted (and what it forks), so that a
+ *                second session of the same server is never touched
  *   FAULT_LOG    a file that gets one line per matching call:
  *                "SEQ PID KIND FUNCTION PATH ok|failed ERRNO"
  *
@@ -56,6 +59,7 @@ static const char *const kind_names[K_N] = { "write", "pwrite", "fsync", "fdatas
 
 struct shared {
 	atomic_ulong seq;	/* matching calls so far, every process */
+	atomic_ulong accepts;	/* connections accepted so far */
 };
 
 static struct shared *shared;
@@ -64,7 +68,9 @@ static bool active;
 static unsigned long nth, times = 1;
 static int fail_errno = EIO;
 static char *path_filter;
-static bool scope_accept, accepted;
+static bool scope_accept, scope_first, accepted;
+static unsigned long accept_no;	/* the connection this process last accepted */
+static pid_t acceptor;		/* the process that accepted it */
 static int log_fd = -1;
 
 static ssize_t (*real_write)(int, const void *, size_t);
@@ -138,6 +144,8 @@ faultinject_init(void)
 		path_filter = strdup(s);
 	if ((s = getenv("FAULT_SCOPE")) != NULL && strcmp(s, "accept") == 0)
 		scope_accept = true;
+	if (s != NULL && strcmp(s, "first-session") == 0)
+		scope_first = true;
 	if ((s = getenv("FAULT_LOG")) != NULL && *s != '\0')
 		log_fd = (int)syscall(SYS_openat, AT_FDCWD, s,
 		    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -146,6 +154,7 @@ faultinject_init(void)
 	if (shared == MAP_FAILED)
 		return;
 	atomic_init(&shared->seq, 0);
+	atomic_init(&shared->accepts, 0);
 	active = true;
 }
 
@@ -171,6 +180,8 @@ decide(enum kind k, const char *fn, const char *path, int fd)
 	int saved = errno, n;
 
 	if (!active || !kinds[k] || (scope_accept && !accepted))
+		return false;
+	if (scope_first && (accept_no != 1 || getpid() == acceptor))
 		return false;
 	if (path == NULL) {
 		fd_path(fd, buf, sizeof buf);
@@ -415,14 +426,23 @@ creat(const char *p, mode_t m)
 }
 
 /* FAULT_SCOPE=accept: what this process does after it accepted a
- * connection, and its children, is in scope. */
+ * connection, and its children, is in scope; first-session: the children
+ * forked after the first accept (they inherit accept_no 1). */
+static void
+note_accept(void)
+{
+	accepted = true;
+	acceptor = getpid();
+	accept_no = shared != NULL ? atomic_fetch_add(&shared->accepts, 1) + 1 : 0;
+}
+
 int
 accept(int fd, struct sockaddr *a, socklen_t *l)
 {
 	int r = real_accept(fd, a, l);
 
 	if (r >= 0)
-		accepted = true;
+		note_accept();
 	return r;
 }
 
@@ -432,6 +452,6 @@ accept4(int fd, struct sockaddr *a, socklen_t *l, int flags)
 	int r = real_accept4(fd, a, l, flags);
 
 	if (r >= 0)
-		accepted = true;
+		note_accept();
 	return r;
 }
