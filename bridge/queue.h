@@ -6,9 +6,14 @@
  *
  * At most once per recipient, except for one window: the upstream
  * answered 250 to DATA and we were killed before committing that (the
- * commit follows the reply at once, before QUIT). SMTP cannot close that
- * window; after a crash there the message is sent again.
- * One pass at a time: passes take an exclusive lock (STATE_DIR/queue.lock). */
+ * commit follows the reply at once, before the next message and QUIT).
+ * SMTP cannot close that window; after a crash there the message is sent
+ * again. The records are synced every 32 messages of a connection (and at
+ * its last): a power loss, unlike a killed process, may also take back
+ * the records since the last synced one, and those messages are sent
+ * again too — repeated, never lost.
+ * One pass at a time: passes take an exclusive lock (STATE_DIR/queue.lock);
+ * a pass may run its upstream connections in worker processes. */
 #ifndef POP3BRIDGE_QUEUE_H
 #define POP3BRIDGE_QUEUE_H
 

@@ -1,6 +1,7 @@
 /* `pop3bridge queue list|flush|drop ID`: the outbound queue's control. */
 #include "bridge/queue_cmd.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,16 +20,28 @@ rcpt_state(enum outbox_rcpt_state s)
 	return s == RCPT_DELIVERED ? "delivered" : s == RCPT_FAILED ? "failed" : "pending";
 }
 
+/* Finished but not filed: which copy the message still waits for. */
+static bool
+unfiled(const struct outbox_msg *m)
+{
+	return (m->state == OUTBOX_SENT || m->state == OUTBOX_BOUNCED) &&
+	    (!m->sent_copy_done || !m->bounce_done);
+}
+
 static const char *
 msg_state(const struct outbox_msg *m)
 {
+	bool copy = !m->sent_copy_done, dsn = !m->bounce_done;
+
 	switch (m->state) {
 	case OUTBOX_QUEUED:
 		return "queued";
 	case OUTBOX_SENT:
-		return "sent, filing the Sent copy";
+		return copy ? "sent, Sent copy pending" : "sent";
 	case OUTBOX_BOUNCED:
-		return "bounced, filing";
+		return copy && dsn ? "bounced, bounce and Sent copy pending" :
+		    dsn ? "bounced, bounce pending" : copy ? "bounced, Sent copy pending" :
+		    "bounced";
 	case OUTBOX_DROPPED:
 		return "dropped";
 	}
@@ -42,7 +55,8 @@ print_msg(FILE *f, const struct outbox_msg *m)
 	time_t t = (time_t)m->next_attempt_at;
 	struct tm tm;
 
-	if (m->state == OUTBOX_QUEUED && localtime_r(&t, &tm) != NULL)
+	/* The next delivery attempt, or the next try at filing. */
+	if ((m->state == OUTBOX_QUEUED || unfiled(m)) && localtime_r(&t, &tm) != NULL)
 		strftime(next, sizeof next, "%Y-%m-%d %H:%M:%S", &tm);
 	fprintf(f, "%lld  %s  <%s>  %s  attempts %u  next %s\n", (long long)m->id,
 	    m->account, m->mail_from, msg_state(m), m->attempts, next);
@@ -94,8 +108,11 @@ queue_flush(const struct conf *c, struct state *st)
 		free(err);
 		return EX_TEMPFAIL;
 	}
-	if (r == 1)
+	if (r == 1) {
+		/* The daemon's runner: woken, it takes them at its next pass. */
+		outbox_notify(c->state_dir);
 		log_info("queue: a delivery pass is running; it takes the flushed messages");
+	}
 	return EX_OK;
 }
 

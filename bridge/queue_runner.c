@@ -18,7 +18,7 @@
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
 
-#define RUNNER_SLEEP	2	/* seconds between passes: `queue flush` waits this long */
+#define RUNNER_SLEEP	2	/* seconds between passes without new mail */
 #define RUNNER_RESTART	5	/* seconds between restarts after a crash */
 #define SPOOL_ORPHAN_AGE 86400	/* seconds before an unreferenced spool file goes */
 
@@ -42,6 +42,7 @@ runner_main(const struct conf *c)
 {
 	struct state *st;
 	char *err = NULL;
+	int watch;
 
 	if (state_open_dir(c->state_dir, true, &st, &err) == -1) {
 		log_warnx("queue: %s", err);
@@ -49,16 +50,22 @@ runner_main(const struct conf *c)
 		return EX_IOERR;
 	}
 	sweep_spool(c, st);
+	/* New mail wakes the runner at once (outbox_notify after each enqueue
+	 * commit); the pause is for retries that come due. */
+	watch = outbox_watch(c->state_dir);
 	while (!queue_stop) {
+		outbox_watch_drain(watch);
 		if (queue_pass(c, st, (int64_t)time(NULL), &err) == -1) {
 			log_warnx("queue: %s", err);
 			free(err);
 			err = NULL;
 		}
 		/* A stop ends the pause at once. */
-		if (!queue_stop && proc_pause(RUNNER_SLEEP))
+		if (!queue_stop && proc_pause_fd(RUNNER_SLEEP, watch))
 			queue_stop = 1;
 	}
+	if (watch != -1)
+		close(watch);
 	state_close(st);
 	return EX_OK;
 }

@@ -14,6 +14,7 @@
 
 #include <gnutls/gnutls.h>
 
+#include "bridge/relay_commit.h"
 #include "bridge/relay_session.h"
 #include "lib/log.h"
 #include "lib/proc.h"
@@ -22,6 +23,19 @@
 struct listener {
 	int fd;
 	bool tls;               /* implicit TLS (listen_tls) */
+};
+
+/* A live session child and the relay process's end of its group-commit
+ * channel (bridge/relay_commit.h; -1 when it has none). */
+struct session {
+	pid_t pid;
+	int fd;
+};
+
+/* The relay process's sessions: at most relay.max_connections. */
+struct sessions {
+	struct session *v;
+	size_t n, cap;
 };
 
 static volatile sig_atomic_t relay_stopping;
@@ -157,87 +171,173 @@ relay_signals(pid_t parent)
  * not yet answered 250 is the client's to send again). */
 static void
 session_child(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
-    int fd, const struct sockaddr *peer)
+    struct sessions *ss, int fd, int commit_fd, const struct sockaddr *peer)
 {
+	struct relay_session_ctx mine = *x;
 	bool tls = ls[i].tls;
 
 	for (size_t k = 0; k < n; k++)
 		close(ls[k].fd);
+	for (size_t k = 0; k < ss->n; k++)
+		if (ss->v[k].fd != -1)
+			close(ss->v[k].fd);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
-	relay_session_run(x, fd, tls, peer);
+	mine.commit_fd = commit_fd;
+	relay_session_run(&mine, fd, tls, peer);
 	_exit(0);
 }
 
 static void
-accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
-    unsigned *live)
+add_session(struct sessions *ss, pid_t pid, int fd)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof ss;
-	static const char busy[] = "421 4.7.0 Too many connections, try again later\r\n";
-	pid_t pid;
-	int fd;
+	if (ss->n == ss->cap) {
+		ss->cap = ss->cap ? 2 * ss->cap : 16;
+		ss->v = xreallocarray(ss->v, ss->cap, sizeof *ss->v);
+	}
+	ss->v[ss->n++] = (struct session){ pid, fd };
+}
 
-	if ((fd = accept4(ls[i].fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC)) == -1)
+static void
+accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
+    struct sessions *ss)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof sa;
+	static const char busy[] = "421 4.7.0 Too many connections, try again later\r\n";
+	int fd, sv[2] = { -1, -1 };
+	pid_t pid;
+
+	if ((fd = accept4(ls[i].fd, (struct sockaddr *)&sa, &len, SOCK_CLOEXEC)) == -1)
 		return;
-	if (*live >= x->c->relay.max_connections) {
+	if (ss->n >= x->c->relay.max_connections) {
 		log_warnx("relay: connection limit (%u) reached", x->c->relay.max_connections);
 		if (write(fd, busy, sizeof busy - 1) == -1)
 			log_debug("relay: refused connection went away");
-	} else if ((pid = fork()) == -1)
+		close(fd);
+		return;
+	}
+	/* Without a channel the session queues its messages itself. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+		log_warn("relay: socketpair");
+	if ((pid = fork()) == -1)
 		log_warn("relay: fork");
-	else if (pid == 0)
-		session_child(x, ls, n, i, fd, (struct sockaddr *)&ss);
-	else
-		(*live)++;
+	else if (pid == 0) {
+		if (sv[0] != -1)
+			close(sv[0]);
+		session_child(x, ls, n, i, ss, fd, sv[1], (struct sockaddr *)&sa);
+	} else {
+		add_session(ss, pid, sv[0]);
+		sv[0] = -1;
+	}
+	if (sv[0] != -1)
+		close(sv[0]);
+	if (sv[1] != -1)
+		close(sv[1]);
 	close(fd);
 }
 
 static void
-reap_sessions(unsigned *live)
+drop_session(struct sessions *ss, size_t k)
+{
+	if (ss->v[k].fd != -1)
+		close(ss->v[k].fd);
+	ss->v[k] = ss->v[--ss->n];
+}
+
+static void
+reap_sessions(struct sessions *ss)
 {
 	pid_t pid;
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (*live > 0)
-			(*live)--;
+		for (size_t k = 0; k < ss->n; k++)
+			if (ss->v[k].pid == pid) {
+				drop_session(ss, k);
+				break;
+			}
 		if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
 			log_warnx("relay: session %ld killed by signal %d", (long)pid,
 			    WTERMSIG(status));
 	}
 }
 
-/* The relay process: accepts until SIGTERM, then exits at once (sessions
- * under way carry on in their own processes). */
+/* The requests of the sessions whose channel poll() found readable (pfd
+ * follows the listeners' entries, in ss's order), served as one group. */
+static void
+serve_sessions(struct relay_commit *rc, struct sessions *ss, const struct pollfd *pfd)
+{
+	struct relay_commit_peer *ready = xcalloc(ss->n ? ss->n : 1, sizeof *ready);
+	size_t n = 0, k, j;
+
+	for (k = 0; k < ss->n; k++)
+		if (ss->v[k].fd != -1 && pfd[k].revents != 0)
+			ready[n++] = (struct relay_commit_peer){ .fd = ss->v[k].fd };
+	if (n > 0)
+		relay_commit_serve(rc, ready, n);
+	/* A channel the session closed is not polled again (its process is
+	 * reaped as usual). */
+	for (j = 0; j < n; j++)
+		for (k = 0; ready[j].hangup && k < ss->n; k++)
+			if (ss->v[k].fd == ready[j].fd) {
+				close(ss->v[k].fd);
+				ss->v[k].fd = -1;
+			}
+	free(ready);
+}
+
+/* Waits for connections and for the sessions' requests (1 s at most: a
+ * signal that came between the check and poll waits no longer). */
+static void
+relay_turn(const struct relay_session_ctx *x, struct listener *ls, size_t n,
+    struct sessions *ss, struct relay_commit *rc, int timeout)
+{
+	struct pollfd *pfd = xcalloc(n + ss->n, sizeof *pfd);
+	size_t i, k, m = 0;
+
+	for (i = 0; i < n; i++)
+		pfd[m++] = (struct pollfd){ .fd = ls[i].fd, .events = POLLIN };
+	for (k = 0; k < ss->n; k++)
+		pfd[m++] = (struct pollfd){ .fd = ss->v[k].fd, .events = POLLIN };
+	if (poll(pfd, m, timeout) > 0) {
+		/* Requests first: each is a client waiting for its 250. */
+		serve_sessions(rc, ss, pfd + n);
+		for (i = 0; i < n && !relay_stopping && timeout != 0; i++)
+			if (pfd[i].revents & POLLIN)
+				accept_one(x, ls, n, i, ss);
+	}
+	free(pfd);
+}
+
+/* The relay process: accepts and serves the sessions' requests until
+ * SIGTERM, answers what is waiting once more, then exits (sessions under
+ * way carry on in their own processes and queue their messages
+ * themselves). */
 static void __attribute__((noreturn))
 relay_main(const struct relay_session_ctx *x, struct listener *ls, size_t n)
 {
-	struct pollfd *pfd = xcalloc(n, sizeof *pfd);
-	unsigned live = 0;
+	struct relay_commit *rc = relay_commit_new(x->c);
+	struct sessions ss = { 0 };
 
-	for (size_t i = 0; i < n; i++)
-		pfd[i] = (struct pollfd){ .fd = ls[i].fd, .events = POLLIN };
 	while (!relay_stopping) {
-		reap_sessions(&live);
-		/* 1 s: a signal that came between the check and poll waits no longer. */
-		if (poll(pfd, n, 1000) <= 0)
-			continue;
-		for (size_t i = 0; i < n && !relay_stopping; i++)
-			if (pfd[i].revents & POLLIN)
-				accept_one(x, ls, n, i, &live);
+		reap_sessions(&ss);
+		relay_turn(x, ls, n, &ss, rc, 1000);
 	}
+	relay_turn(x, ls, n, &ss, rc, 0);
 	close_listeners(ls, n);
-	free(pfd);
+	while (ss.n > 0)
+		drop_session(&ss, ss.n - 1);
+	free(ss.v);
+	relay_commit_free(rc);
 	_exit(0);
 }
 
 int
 relay_start(struct relay_proc *rp, const struct conf *c)
 {
-	struct relay_session_ctx x = { .c = c };
+	struct relay_session_ctx x = { .c = c, .commit_fd = -1 };
 	struct listener *ls = NULL;
 	size_t n = 0, i;
 	pid_t parent = getpid(), pid;

@@ -1,8 +1,9 @@
 /* The relay's DATA command: the message streams into an anonymous spool
- * file (outbox_spool_file; CRLF, a Received: header on top; nothing in memory
- * grows with it), then outbox_enqueue() makes it durable and only then the
- * client gets its 250. A bare CR/LF or an oversized message is read to its
- * end and refused as a whole, so the client stays in sync. */
+ * file (outbox_spool_file; CRLF, a Received: header on top; nothing in
+ * memory grows with it), then the relay process's group commit (or
+ * outbox_enqueue()) makes it durable and only then the client gets its
+ * 250. A bare CR/LF or an oversized message is read to its end and
+ * refused as a whole, so the client stays in sync. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,13 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/relay_commit.h"
 #include "bridge/relay_data.h"
 #include "bridge/relay_priv.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 #include "store/outbox.h"
-#include "store/state.h"
 
 enum outcome { MSG_OK, MSG_BARE_EOL, MSG_TOO_BIG, MSG_IO_ERROR, MSG_LOST };
 
@@ -68,24 +69,19 @@ receive(struct relay_session *s, int fd, uint64_t *size)
 	return io_error ? MSG_IO_ERROR : MSG_OK;
 }
 
+/* Queues the message: through the relay process's group commit, or,
+ * when that cannot take it, here (relay_commit_submit decides). */
 static int
 enqueue(struct relay_session *s, int fd, int64_t *id)
 {
-	const struct conf *c = s->x->c;
-	struct state *st;
 	char *err = NULL;
-	int rc = -1;
 
-	if (state_open_dir(c->state_dir, true, &st, &err) == 0) {
-		rc = outbox_enqueue(st, c->state_dir, s->acct->name, s->user, s->from,
-		    s->rcpts, s->n_rcpts, fd, id, &err);
-		state_close(st);
-	}
-	if (rc == -1) {
-		log_warnx("relay: %s: cannot queue: %s", s->acct->name, err);
-		free(err);
-	}
-	return rc;
+	if (relay_commit_submit(s->x->c, s->x->commit_fd, fd, s->acct->name, s->user,
+	    s->from, s->rcpts, s->n_rcpts, id, &err) == 0)
+		return 0;
+	log_warnx("relay: %s: cannot queue: %s", s->acct->name, err);
+	free(err);
+	return -1;
 }
 
 static void

@@ -3,7 +3,8 @@
  * (doc/DESIGN.md, The relay protocol).
  * Only authenticated users (bridge/passwd.c) may submit, only as an address
  * of one of their accounts, and a message is answered 250 only after
- * outbox_enqueue() made it durable. */
+ * it is durable in the queue (through the relay process's group commit,
+ * else outbox_enqueue()). */
 #ifndef POP3BRIDGE_RELAY_SESSION_H
 #define POP3BRIDGE_RELAY_SESSION_H
 
@@ -19,6 +20,8 @@ struct relay_session_ctx {
 	const struct conf *c;
 	gnutls_certificate_credentials_t cred;  /* NULL: no TLS offered */
 	char hostname[256];                     /* for the greeting and Received: */
+	int commit_fd;                          /* the session's group-commit channel
+	                                           (bridge/relay_commit.h), -1 none */
 };
 
 /* Serves the client on fd until QUIT, EOF, a timeout or a fatal error,

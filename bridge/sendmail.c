@@ -2,6 +2,7 @@
  * arguments and (-t) from its header, into the outbound queue. */
 #include "bridge/sendmail.h"
 
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,10 +144,14 @@ first_mailbox(const char *value)
  * Reading the message.
  */
 
+enum header_read { HDR_OK, HDR_TOO_LONG, HDR_BARE_CR, HDR_NUL };
+
 /* Reads the header block from stdin (up to and including the empty line,
- * or all of a message without a body) as CRLF lines: 0, -1 when it is too
- * long, -2 when a line holds a bare CR. */
-static int
+ * or all of a message without a body) as CRLF lines. The block is kept as
+ * one C string that the field scans (To, Cc, Bcc, From) walk: a NUL in it
+ * is refused, not carried (RFC 5322 has none in a header; it would also
+ * cut every field scan short). */
+static enum header_read
 read_header(FILE *in, struct strbuf *h, bool *eof)
 {
 	char *line = NULL;
@@ -155,12 +160,16 @@ read_header(FILE *in, struct strbuf *h, bool *eof)
 
 	*eof = true;
 	while ((n = getline(&line, &cap, in)) > 0) {
+		if (memchr(line, '\0', (size_t)n) != NULL) {
+			free(line);
+			return HDR_NUL;
+		}
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 			n--;
 		if (memchr(line, '\r', (size_t)n) != NULL) {
 			/* A bare CR could end a line for some server upstream. */
 			free(line);
-			return -2;
+			return HDR_BARE_CR;
 		}
 		sb_add(h, line, (size_t)n);
 		sb_add(h, "\r\n", 2);
@@ -170,11 +179,11 @@ read_header(FILE *in, struct strbuf *h, bool *eof)
 		}
 		if (h->len > SENDMAIL_HEADER_MAX) {
 			free(line);
-			return -1;
+			return HDR_TOO_LONG;
 		}
 	}
 	free(line);
-	return 0;
+	return HDR_OK;
 }
 
 static void
@@ -192,7 +201,8 @@ from_field(void *out, const char *value)
 		*from = first_mailbox(value);
 }
 
-/* Drops every Bcc field (with its continuation lines). */
+/* Drops every Bcc field (with its continuation lines). Every line of h
+ * ends in CRLF (read_header). */
 static void
 remove_bcc(struct strbuf *h)
 {
@@ -200,7 +210,9 @@ remove_bcc(struct strbuf *h)
 	bool drop = false;
 
 	while (*p != '\0') {
-		next = strstr(p, "\r\n") + 2;
+		if ((next = strstr(p, "\r\n")) == NULL)
+			break;
+		next += 2;
 		if (*p != ' ' && *p != '\t')
 			drop = strncasecmp(p, "Bcc:", 4) == 0;
 		if (drop) {
@@ -282,6 +294,50 @@ spool_file(const struct conf *c)
  * Choosing the account and enqueueing.
  */
 
+/* The invoking user's login name, or NULL for root. */
+static const char *
+invoker(void)
+{
+	struct passwd *pw;
+
+	if (getuid() == 0)
+		return NULL;
+	pw = getpwuid(getuid());
+	return pw != NULL ? pw->pw_name : "";
+}
+
+/* Who may send as whom, as the relay decides it at MAIL: the sender must
+ * be an address of an account whose local_user is the invoking user
+ * (root, who holds every credential of the file anyway, may use any
+ * account's: system mail and cron jobs run as root), and that account
+ * must have an smtp {} block, or nothing could ever send the message
+ * (it would wait out queue_lifetime and bounce). */
+static int
+check_sender(const struct conf *c, const char *from, const struct conf_account **a)
+{
+	const char *user = invoker();
+	const struct conf_account *any;
+
+	if (!addr_ok(from) || (any = conf_account_by_address(c, from, NULL)) == NULL) {
+		log_warnx("sendmail: %s is not an address of any account", from);
+		return EX_NOPERM;
+	}
+	if (user != NULL && (*a = conf_account_by_address(c, from, user)) == NULL) {
+		log_warnx("sendmail: %s belongs to account %s, whose local_user is %s, not"
+		    " %s", from, any->name, any->local_user ? any->local_user : "unset",
+		    *user ? user : "you");
+		return EX_NOPERM;
+	}
+	if (user == NULL)
+		*a = any;
+	if (!(*a)->has_smtp) {
+		log_warnx("sendmail: account %s has no smtp {} block: no server to send"
+		    " %s's mail through", (*a)->name, from);
+		return EX_CONFIG;
+	}
+	return EX_OK;
+}
+
 static int
 check_envelope(const struct conf *c, const char *from, const struct sm_opts *o,
     const struct conf_account **a)
@@ -299,11 +355,7 @@ check_envelope(const struct conf *c, const char *from, const struct sm_opts *o,
 			log_warnx("sendmail: bad recipient address");
 			return EX_DATAERR;
 		}
-	if (!addr_ok(from) || (*a = conf_account_by_address(c, from, NULL)) == NULL) {
-		log_warnx("sendmail: %s is not an address of any account", from);
-		return EX_NOPERM;
-	}
-	return EX_OK;
+	return check_sender(c, from, a);
 }
 
 static int
@@ -321,8 +373,10 @@ enqueue(const struct conf *c, const struct conf_account *a, const char *from,
 		log_warnx("sendmail: %s", err);
 		free(err);
 		rc = EX_TEMPFAIL;
-	} else
+	} else {
+		outbox_notify(c->state_dir);
 		log_debug("%s: queued as %lld", a->name, (long long)id);
+	}
 	state_close(st);
 	return rc;
 }
@@ -359,8 +413,9 @@ sendmail_run(const struct conf *c, int argc, char **argv)
 		rc = EX_USAGE;
 		goto out;
 	}
-	if ((rc = read_header(stdin, &h, &eof)) != 0 || h.s == NULL) {
-		log_warnx("sendmail: %s", rc == -2 ? "bare CR in the header" :
+	if ((rc = read_header(stdin, &h, &eof)) != HDR_OK || h.s == NULL) {
+		log_warnx("sendmail: %s", rc == HDR_BARE_CR ? "bare CR in the header" :
+		    rc == HDR_NUL ? "NUL byte in the header (not sent)" :
 		    "no message, or its header is too long");
 		rc = EX_DATAERR;
 		goto out;

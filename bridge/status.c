@@ -9,6 +9,7 @@
 
 #include "lib/log.h"
 #include "lib/xmalloc.h"
+#include "store/outbox.h"
 #include "store/state.h"
 
 static const char *
@@ -78,7 +79,39 @@ struct acct_status {
 	struct state_status s;
 	struct state_skip *skips;
 	size_t n_skips;
+	struct outbox_summary q;        /* its outbound queue */
 };
+
+/* The account's outbound queue: what waits for delivery, and what was
+ * sent or bounced but not filed yet (a Sent copy or bounce the store
+ * refused is retried, never reported as done). */
+static void
+json_outbox(FILE *out, const struct outbox_summary *q)
+{
+	fprintf(out, ", \"outbox\": {\"queued\": %zu, \"next_attempt\": ", q->queued);
+	json_time(out, q->next_attempt);
+	fprintf(out, ", \"unfiled\": %zu, \"next_filing\": ", q->unfiled);
+	json_time(out, q->next_filing);
+	fputs(", \"filing_error\": ", out);
+	json_string(out, q->filing_error);
+	fputc('}', out);
+}
+
+static void
+text_outbox(FILE *out, const struct outbox_summary *q)
+{
+	if (q->queued > 0) {
+		fprintf(out, "  outbox: %zu queued, next attempt ", q->queued);
+		print_time(out, q->next_attempt);
+		fputc('\n', out);
+	}
+	if (q->unfiled > 0) {
+		fprintf(out, "  outbox: %zu sent or bounced, Sent copy or bounce pending, next"
+		    " try ", q->unfiled);
+		print_time(out, q->next_filing);
+		fprintf(out, ": %s\n", q->filing_error ? q->filing_error : "not tried yet");
+	}
+}
 
 /* The server's EXPIRE (RFC 2449) against the account's deletion policy:
  * a warning (allocated) when the server deletes retrieved mail sooner
@@ -190,6 +223,7 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
 	print_json_server(out, a, as);
+	json_outbox(out, &as->q);
 	fputc('}', out);
 	free(where);
 }
@@ -294,6 +328,7 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 		fprintf(out, ": %s\n", s->last_error);
 	}
 	print_text_server(out, a, as);
+	text_outbox(out, &as->q);
 }
 
 static int
@@ -310,6 +345,11 @@ account_status(struct state *st, const char *name, struct acct_status *as, char 
 		return -1;
 	if (state_skipped(st, id, &as->skips, &as->n_skips, err) == -1) {
 		state_status_free(&as->s);
+		return -1;
+	}
+	if (outbox_summary(st, name, &as->q, err) == -1) {
+		state_status_free(&as->s);
+		state_skips_free(as->skips, as->n_skips);
 		return -1;
 	}
 	return 0;
@@ -345,6 +385,7 @@ status_print(FILE *out, const struct conf *c, bool json)
 			print_text(out, c, &c->accounts[i], &s);
 		state_status_free(&s.s);
 		state_skips_free(s.skips, s.n_skips);
+		outbox_summary_free(&s.q);
 	}
 	if (json)
 		fputs("\n]}\n", out);

@@ -1,7 +1,8 @@
 /* The upstream SMTP client (an account's smtp {} block) over libetpan's
  * mailsmtp: libetpan connects, upgrades (STARTTLS) and authenticates
- * (SASL PLAIN/LOGIN, XOAUTH2); EHLO, MAIL, RCPT, DATA, RSET and QUIT are
- * ours, so that every reply code is kept, MAIL can carry BODY=8BITMIME,
+ * with a password (SASL PLAIN/LOGIN); EHLO, AUTH with a bearer token
+ * (XOAUTH2, OAUTHBEARER), MAIL, RCPT, DATA, RSET and QUIT are ours, so
+ * that every reply code is kept, MAIL can carry BODY=8BITMIME,
  * and DATA streams the spool file with our own dot-stuffing
  * (doc/DESIGN.md, libetpan traps 7, 8, 11). Not to be confused with the
  * relay's server side (bridge/relay_session.c).
@@ -15,6 +16,7 @@
 #define POP3BRIDGE_UPSTREAM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conf/conf.h"
@@ -43,29 +45,55 @@ struct upstream;
  * is never skipped: a server without it is UPSTREAM_ETLS), verifies the
  * certificate before any credential (tls_verify), sends EHLO with our
  * address literal, and authenticates per s->auth when s->user is set
- * (auto: PLAIN if offered, else LOGIN; xoauth2: secret is the token).
- * A password over tls=none is refused unless s->allow_plaintext. */
+ * (auto: PLAIN if offered, else LOGIN; xoauth2 and oauthbearer: secret is
+ * the access token, sent on the AUTH line when it fits in 512 octets, else
+ * in the two-step form; a refused token's error challenge is answered so
+ * that the final reply and the challenge's "status" make the error).
+ * A refused login is UPSTREAM_EAUTH, whose message never holds the
+ * secret. A secret over tls=none is refused unless s->allow_plaintext. */
 int upstream_open(struct upstream **out, const struct conf_server *s, const char *secret,
     char **err);
 
 /* Whether the server announced 8BITMIME. */
 bool upstream_has_8bitmime(const struct upstream *sm);
 
-/* MAIL FROM:<from> with SIZE=size (when announced) and BODY=8BITMIME when
- * eightbit and announced. An address (from may be "", the null sender)
- * that lib/addr.c refuses is UPSTREAM_ECONFIG (nothing sent). */
-int upstream_mail(struct upstream *sm, const char *from, uint64_t size, bool eightbit,
-    struct upstream_reply *r, char **err);
-int upstream_rcpt(struct upstream *sm, const char *to, struct upstream_reply *r, char **err);
+/* False after UPSTREAM_ENET or UPSTREAM_EPROTO: only upstream_close() is
+ * left. */
+bool upstream_usable(const struct upstream *sm);
 
-/* DATA, then the file at fd (CRLF line endings) from its start, dot-
- * stuffed, ending with CRLF "." CRLF (a final CRLF is not doubled), then
- * the final reply in r. A 354 missing: r holds the refusal when it is a
- * 4xx/5xx, any other reply is UPSTREAM_EPROTO. A file holding a bare CR or
- * bare LF is not sent (UPSTREAM_ELOCAL, after RSET). */
-int upstream_data(struct upstream *sm, int fd, struct upstream_reply *r, char **err);
+/* One message's transaction. The caller fills the first fields (borrowed)
+ * and reads the replies; upstream_tx_clear() frees rcpt. */
+struct upstream_tx {
+	const char *from;               /* "" for the null sender */
+	uint64_t size;                  /* for SIZE=, 0: not sent */
+	char *const *rcpts;
+	size_t n_rcpts;
+	int fd;                         /* the message, CRLF line endings */
+	bool eightbit;                  /* out: the file has 8-bit bytes (BODY=8BITMIME
+	                                   was asked for when the server offers it) */
+	struct upstream_reply mail;     /* out: code 0 when not sent */
+	struct upstream_reply *rcpt;    /* out: one per recipient, code 0 when not sent */
+	struct upstream_reply data;     /* out: DATA's refusal (4xx, 5xx), else the
+	                                   final reply after the body; code 0: none */
+	bool delivered;                 /* out: the final reply was 2xx: every
+	                                   recipient whose RCPT got 2xx has it */
+};
 
-int upstream_rset(struct upstream *sm, char **err);
+/* MAIL FROM (SIZE=, BODY=8BITMIME when the file has 8-bit bytes and the
+ * server offers it), RCPT TO per recipient, DATA, the file from its start
+ * dot-stuffed and ended by CRLF "." CRLF (a final CRLF is not doubled),
+ * and the final reply. With PIPELINING (RFC 2920) the commands go in one
+ * write (at most 64 at a time) and a DATA the server accepts although MAIL
+ * or every RCPT was refused gets a lone "."; without it they go one by
+ * one, with no RCPT after a refused MAIL and no DATA without a recipient.
+ * A transaction left open is RSET before the next one on this session, so
+ * one session carries many messages. A reply to DATA other than 354 or a
+ * refusal is UPSTREAM_EPROTO (no body is sent: a hostile server cannot
+ * have recipients marked delivered without the message). Refused before
+ * anything is sent: an address lib/addr.c refuses (UPSTREAM_ECONFIG), a
+ * file holding a bare CR or LF (UPSTREAM_ELOCAL). */
+int upstream_send(struct upstream *sm, struct upstream_tx *t, char **err);
+void upstream_tx_clear(struct upstream_tx *t);
 
 /* QUIT (when the session is usable) and closes; frees sm. */
 void upstream_close(struct upstream *sm);

@@ -11,7 +11,7 @@
 
 enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
 enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
-    CONF_AUTH_LOGIN /* smtp only */, CONF_AUTH_OAUTHBEARER /* pop3 */ };
+    CONF_AUTH_LOGIN /* smtp only */, CONF_AUTH_OAUTHBEARER /* RFC 7628 */ };
 enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
 
 /* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
@@ -23,7 +23,8 @@ struct conf_server {
 	char *password;             /* NULL unless set in the file */
 	char *password_command;     /* NULL unless set; run by conf_password() */
 	enum conf_auth auth;        /* pop3: auto, user, apop, plain, xoauth2,
-	                               oauthbearer; smtp: auto, plain, login, xoauth2 */
+	                               oauthbearer; smtp: auto, plain, login, xoauth2,
+	                               oauthbearer */
 	char *ca_file;              /* NULL: system trust store only */
 	unsigned timeout;           /* seconds per protocol step; default 60 */
 	bool allow_plaintext;       /* required for tls=none with a password */
@@ -71,6 +72,8 @@ struct conf_relay {
 	unsigned max_connections;   /* sessions at once, default 20 */
 	unsigned timeout;           /* seconds per client command, default 300 (DATA: twice) */
 	unsigned retry_initial;     /* seconds before the first retry, doubling to 1 h; default 60 */
+	unsigned upstream_connections; /* queue runner: connections to one account's
+	                               smtp server at once, 1..32; default 4 */
 };
 
 struct conf {

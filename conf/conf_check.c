@@ -153,6 +153,14 @@ check_account(struct conf_load *ld, const struct conf *c,
 	check_server(ld, &a->pop3, "pop3", a->line);
 	if (a->has_smtp)
 		check_server(ld, &a->smtp, "smtp", a->line);
+	/* Without a user the upstream is not authenticated at all: a token
+	 * configured for it would be silently unused. */
+	if (a->has_smtp && (a->smtp.auth == CONF_AUTH_XOAUTH2 ||
+	    a->smtp.auth == CONF_AUTH_OAUTHBEARER) &&
+	    (a->smtp.user == NULL || *a->smtp.user == '\0'))
+		conf_err(ld, line_or(ld, &a->smtp.auth, a->line), "smtp.auth = "
+		    "\"%s\" needs smtp.user (the account the token is for)",
+		    a->smtp.auth == CONF_AUTH_XOAUTH2 ? "xoauth2" : "oauthbearer");
 	for (i = 0; i < a->n_addresses; i++)
 		if (!addr_ok(a->addresses[i]))
 			conf_err(ld, line_or(ld, &a->addresses[i], a->line),

@@ -109,6 +109,7 @@ static cfg_opt_t relay_opts[] = {
 	CFG_INT("max_connections", 20, CFGF_NONE),
 	CFG_INT("timeout", 300, CFGF_NONE),
 	CFG_INT("retry_initial", 60, CFGF_NONE),
+	CFG_INT("upstream_connections", 4, CFGF_NONE),
 	CFG_END()
 };
 
@@ -144,10 +145,11 @@ static const enum conf_auth auth_values[] = {
 };
 /* smtp {} auth: the names, and the enum conf_auth value of each. */
 static const char *const smtp_auth_names[] = {
-	"auto", "plain", "login", "xoauth2", NULL
+	"auto", "plain", "login", "xoauth2", "oauthbearer", NULL
 };
 static const enum conf_auth smtp_auth_values[] = {
-	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2
+	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2,
+	CONF_AUTH_OAUTHBEARER
 };
 static const char *const store_names[] = { "maildir", "imap", NULL };
 
@@ -582,6 +584,8 @@ conv_relay(cfg_t *sec, struct conf_relay *r)
 	r->timeout = get_num(sec, "timeout", 1, 3600, &r->timeout);
 	r->retry_initial = get_num(sec, "retry_initial", 1, 3600,
 	    &r->retry_initial);
+	r->upstream_connections = get_num(sec, "upstream_connections", 1, 32,
+	    &r->upstream_connections);
 }
 
 static void

@@ -1,11 +1,13 @@
 #include "lib/proc.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <errno.h>
 #include <grp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -63,6 +65,34 @@ proc_pause(unsigned seconds)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
 	return sigtimedwait(&stop, NULL, &ts) > 0;
+}
+
+bool
+proc_pause_fd(unsigned seconds, int fd)
+{
+	struct pollfd p[2];
+	sigset_t stop;
+	int sfd, n;
+	bool stopped = false;
+
+	if (fd < 0)
+		return proc_pause(seconds);
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	/* The stop signals are held (blocked): a signalfd takes them. */
+	if ((sfd = signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK)) == -1)
+		return proc_pause(seconds);
+	p[0] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+	p[1] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	n = poll(p, 2, (int)seconds * 1000);
+	if (n > 0 && (p[0].revents & POLLIN)) {
+		struct signalfd_siginfo si;
+
+		stopped = read(sfd, &si, sizeof si) == (ssize_t)sizeof si;
+	}
+	close(sfd);
+	return stopped;
 }
 
 int

@@ -24,6 +24,10 @@ bool proc_stop_requested(void);
  * a SIGTERM or SIGINT ends the sleep. */
 bool proc_pause(unsigned seconds);
 
+/* proc_pause(), also ended early (returning false) when fd (>= 0) becomes
+ * readable: a wait for work or a stop, whichever comes first. */
+bool proc_pause_fd(unsigned seconds, int fd);
+
 /* Working on a user's files as root: the effective uid, gid and groups of
  * that user around each access (so that a symlink the user planted cannot
  * lead root anywhere), and root's own again in between. */

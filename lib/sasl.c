@@ -25,6 +25,24 @@ encode_wiped(char *s, size_t len)
 	return b64;
 }
 
+/* user as a gs2 authorization identity (RFC 5801 saslname): "," is "=2C"
+ * and "=" is "=3D", either would end the header's field early. */
+static char *
+saslname(const char *user)
+{
+	char *out = xmalloc(3 * strlen(user) + 1);
+	size_t o = 0;
+
+	for (; *user != '\0'; user++)
+		if (*user == ',' || *user == '=') {
+			memcpy(out + o, *user == ',' ? "=2C" : "=3D", 3);
+			o += 3;
+		} else
+			out[o++] = *user;
+	out[o] = '\0';
+	return out;
+}
+
 char *
 sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
     const char *secret, size_t *len)
@@ -39,7 +57,10 @@ sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
 		return raw;
 	}
 	if (mech == SASL_OAUTHBEARER) {
-		raw = xasprintf("n,a=%s,\001auth=Bearer %s\001\001", user, secret);
+		char *gs2 = saslname(user);
+
+		raw = xasprintf("n,a=%s,\001auth=Bearer %s\001\001", gs2, secret);
+		free(gs2);
 		*len = strlen(raw);
 		return raw;
 	}
@@ -68,10 +89,13 @@ sasl_oauthbearer64(const char *user, const char *host, unsigned port, const char
 {
 	char portkv[32] = "", *raw;
 
+	char *gs2 = saslname(user);
+
 	if (port != 0)
 		snprintf(portkv, sizeof portkv, "port=%u\001", port);
-	raw = xasprintf("n,a=%s,\001host=%s\001%sauth=Bearer %s\001\001", user, host,
+	raw = xasprintf("n,a=%s,\001host=%s\001%sauth=Bearer %s\001\001", gs2, host,
 	    portkv, token);
+	free(gs2);
 	return encode_wiped(raw, strlen(raw));
 }
 

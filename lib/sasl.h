@@ -20,7 +20,8 @@ const char *sasl_name(enum sasl_mech mech);
  *   XOAUTH2           "user=" user ^A "auth=Bearer " secret ^A ^A;
  *   OAUTHBEARER       (RFC 7628 section 3.1) "n,a=" user "," ^A
  *                     "auth=Bearer " secret ^A ^A, without the optional
- *                     host and port (sasl_oauthbearer() adds them).
+ *                     host and port (sasl_oauthbearer64() adds them);
+ *                     "," and "=" in user escaped as RFC 5801 wants.
  * For XOAUTH2 and OAUTHBEARER authzid must be NULL. */
 char *sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
     const char *secret, size_t *len);

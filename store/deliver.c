@@ -131,86 +131,192 @@ deliver_tmp_sweep(const char *dir, const char *key_tag, const char *account, cha
 	return r;
 }
 
-/* Copies path into fd converting line endings to the store's: LF, or CRLF
- * (a bare LF gains a CR; an existing CRLF is kept). */
+/* Copies in into fd converting line endings to the store's: LF, or CRLF
+ * (a bare LF gains a CR; a CRLF stays one; a bare CR is kept as it is).
+ * *size: the bytes written. */
 static int
 copy_converted(FILE *in, int fd, int crlf, uint64_t *size)
 {
-	char buf[65536];
-	size_t n, o = 0;
-	int c, prev = 0;
+	char ib[65536], ob[2 * sizeof ib + 2];
+	bool cr = false;	/* a CR was read and is held until the next byte */
+	size_t n, i, o;
 
 	*size = 0;
-	while ((c = getc(in)) != EOF) {
-		if (c == '\n' && crlf && prev != '\r')
-			buf[o++] = '\r';
-		else if (c == '\n' && !crlf && prev == '\r')
-			o--;		/* CRLF -> LF: drop the CR just written */
-		buf[o++] = (char)c;
-		prev = c;
-		if (o >= sizeof buf - 2) {
-			/* Keep a trailing CR back: the next byte may be its LF. */
-			n = (buf[o - 1] == '\r') ? o - 1 : o;
-			if (io_write_all(fd, buf, n) == -1)
-				return -1;
-			*size += n;
-			memmove(buf, buf + n, o - n);
-			o -= n;
+	while ((n = fread(ib, 1, sizeof ib, in)) > 0) {
+		for (i = 0, o = 0; i < n; i++) {
+			char c = ib[i];
+
+			if (c == '\n') {
+				if (crlf)
+					ob[o++] = '\r';
+				ob[o++] = '\n';
+				cr = false;
+				continue;
+			}
+			if (cr)
+				ob[o++] = '\r';
+			if (!(cr = c == '\r'))
+				ob[o++] = c;
+		}
+		if (io_write_all(fd, ob, o) == -1)
+			return -1;
+		*size += o;
+	}
+	if (ferror(in) || (cr && io_write_all(fd, "\r", 1) == -1))
+		return -1;
+	*size += cr;
+	return 0;
+}
+
+/* After a failed deliver_file(): its temp file goes now rather than at the
+ * next attempt (a failure here only leaves it for that one). */
+static void
+tmp_discard_quietly(const struct deliver_backend *be, void *ctx, const char *folder,
+    const char *key)
+{
+	char *err = NULL;
+
+	if (be->tmp_discard(ctx, folder, key, &err) == -1)
+		log_debug("%s", err);
+	free(err);
+}
+
+/* Readies item it for the batch: its temp file written into *m. 1 when it
+ * is to be delivered, 0 when it is settled already (found in the store,
+ * or failed: it->err), -1 on a backend error that ends the batch. */
+static int
+prepare_item(const struct deliver_backend *be, void *ctx, const char *folder,
+    struct deliver_file_item *it, struct deliver_msg *m)
+{
+	char *loc = NULL, *err = NULL;
+	FILE *in;
+	int found;
+
+	*m = (struct deliver_msg){ .key = it->key, .folder = folder, .fd = -1,
+	    .date = it->date, .flags = it->flags };
+	if (it->look_first) {
+		if ((found = be->find(ctx, folder, it->key, &loc, &err)) == 1) {
+			free(loc);
+			it->stored = true;
+			return 0;
+		}
+		if (found == -1) {
+			it->err = err;
+			return -1;
 		}
 	}
-	if (ferror(in) || io_write_all(fd, buf, o) == -1)
-		return -1;
-	*size += o;
-	return 0;
+	if ((in = fopen(it->path, "re")) == NULL) {
+		it->err = xasprintf("%s: %s", it->path, strerror(errno));
+		return 0;
+	}
+	/* A fixed key's temp file may be left by an attempt that died between
+	 * creating it and storing it (a crash, a failed rename, an APPEND cut
+	 * off): not in the store, so it is ours to replace. Without this,
+	 * every retry would fail on the exclusive create. */
+	if (be->tmp_discard(ctx, folder, it->key, &it->err) == -1 ||
+	    be->tmp_create(ctx, folder, it->key, &m->fd, &it->err) == -1) {
+		fclose(in);
+		return 0;
+	}
+	if (copy_converted(in, m->fd, be->crlf, &m->size) == -1) {
+		it->err = xasprintf("copying %s into the store: %s", it->path, strerror(errno));
+		close(m->fd);
+		m->fd = -1;
+		tmp_discard_quietly(be, ctx, folder, it->key);
+		fclose(in);
+		return 0;
+	}
+	fclose(in);
+	return 1;
+}
+
+/* The outcome of a deliver() of msgs[0..k) for the items they came from. */
+static void
+settle(const struct deliver_backend *be, void *ctx, const char *folder,
+    struct deliver_file_item **of, struct deliver_msg *msgs, size_t k, int rc,
+    const char *err)
+{
+	for (size_t i = 0; i < k; i++) {
+		struct deliver_file_item *it = of[i];
+
+		if (rc == 0 && msgs[i].refused == NULL)
+			it->stored = true;
+		else if (rc == 0)
+			/* The store said no to this message (quota, size,
+			 * content): not stored, a failure like any other. */
+			it->err = xasprintf("the store refused it: %s", msgs[i].refused);
+		else
+			it->err = xstrdup(err != NULL ? err : "the store failed");
+		if (!it->stored)
+			tmp_discard_quietly(be, ctx, folder, it->key);
+		free(msgs[i].location);
+		free(msgs[i].refused);
+	}
+}
+
+size_t
+deliver_files(const struct conf *c, const struct conf_account *a, const char *folder,
+    struct deliver_file_item *v, size_t n, char **err)
+{
+	const struct deliver_backend *be = deliver_backend_for(c->store.type);
+	struct deliver_msg *msgs = xcalloc(n ? n : 1, sizeof *msgs);
+	struct deliver_file_item **of = xcalloc(n ? n : 1, sizeof *of);
+	size_t i, k = 0, stored = 0;
+	char *derr = NULL;
+	void *ctx = NULL;
+	int rc = 0;
+
+	for (i = 0; i < n; i++) {
+		v[i].stored = false;
+		v[i].err = NULL;
+	}
+	if (be == NULL)
+		*err = xstrdup("this store type is not supported");
+	if (be == NULL || be->open(c, a, &ctx, err) == -1) {
+		free(msgs);
+		free(of);
+		return 0;
+	}
+	for (i = 0; i < n && rc != -1; i++) {
+		if ((rc = prepare_item(be, ctx, folder, &v[i], &msgs[k])) == 1)
+			of[k++] = &v[i];
+	}
+	if (rc == -1) {
+		/* A broken backend: the items not settled share its error. */
+		for (size_t j = 0; j < k; j++) {
+			close(msgs[j].fd);
+			tmp_discard_quietly(be, ctx, folder, of[j]->key);
+		}
+		for (size_t j = 0; j < n; j++)
+			if (!v[j].stored && v[j].err == NULL)
+				v[j].err = xstrdup(v[i - 1].err);
+		k = 0;
+	}
+	if (k > 0) {
+		rc = be->deliver(ctx, msgs, k, &derr);
+		settle(be, ctx, folder, of, msgs, k, rc, derr);
+	}
+	be->close(ctx);
+	for (i = 0; i < n; i++)
+		stored += v[i].stored;
+	free(derr);
+	free(msgs);
+	free(of);
+	return stored;
 }
 
 int
 deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
-    const char *key, const char *path, unsigned flags, time_t date, char **location,
-    char **err)
+    const char *key, const char *path, unsigned flags, time_t date, char **err)
 {
-	const struct deliver_backend *be = deliver_backend_for(c->store.type);
-	struct deliver_msg m = { .key = key, .folder = folder, .fd = -1, .date = date,
-	    .flags = flags };
-	void *ctx = NULL;
-	FILE *in = NULL;
-	int rc = -1, found;
+	struct deliver_file_item it = { .key = key, .path = path, .flags = flags,
+	    .date = date, .look_first = true };
 
-	if (location)
-		*location = NULL;
-	if (be == NULL) {
-		*err = xstrdup("this store type is not supported");
-		return -1;
+	if (deliver_files(c, a, folder, &it, 1, err) == 1)
+		return 0;
+	if (it.err != NULL) {
+		free(*err);
+		*err = it.err;
 	}
-	if (be->open(c, a, &ctx, err) == -1)
-		return -1;
-	if ((found = be->find(ctx, folder, key, &m.location, err)) != 0) {
-		rc = found == 1 ? 0 : -1;
-		goto out;
-	}
-	if ((in = fopen(path, "re")) == NULL) {
-		*err = xasprintf("%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (be->tmp_create(ctx, folder, key, &m.fd, err) == -1)
-		goto out;
-	if (copy_converted(in, m.fd, be->crlf, &m.size) == -1) {
-		*err = xasprintf("copying %s into the store: %s", path, strerror(errno));
-		char *derr = NULL;
-
-		close(m.fd);
-		be->tmp_discard(ctx, folder, key, &derr);
-		free(derr);
-		goto out;
-	}
-	rc = be->deliver(ctx, &m, 1, err);
-out:
-	if (in)
-		fclose(in);
-	if (rc == 0 && location)
-		*location = m.location;
-	else
-		free(m.location);
-	be->close(ctx);
-	return rc;
+	return -1;
 }

@@ -54,16 +54,34 @@ struct deliver_backend {
 	void (*close)(void *ctx);
 };
 
-/* Stores one message outside the POP3 import (a Sent copy, a bounce): the
- * content of the file at path (any line endings; converted to what the
- * store wants) into folder of account a's store, with flags and date, under
- * the delivery key key (deliver_key(), or a fixed key so that a retry after
- * a crash can find() it instead of storing it twice: when find() says the
- * key is there already, nothing is stored and 0 is returned). *location
- * (may be NULL) receives where it went. 0, or -1 with *err allocated. */
+/* Stores messages outside the POP3 import (Sent copies, bounces) into
+ * folder of account a's store: the content of each item's file at path
+ * (any line endings; converted to what the store wants), with its flags
+ * and date, under its delivery key (deliver_key(), or a fixed key, so that
+ * a retry after a crash can find() it instead of storing it twice: an
+ * item with look_first is looked up first and not stored again when it
+ * is there). A temp file an earlier attempt left under an item's key is
+ * replaced. One backend session and one deliver() batch for all: each
+ * item holds an open file until then, so n should stay modest (tens).
+ * Each item ends stored, or not with its err allocated (also when the
+ * store refused that message: deliver_msg.refused). Returns how many are
+ * stored; 0 with *err allocated when the store could not be opened. */
+struct deliver_file_item {
+	const char *key;
+	const char *path;
+	unsigned flags;         /* DELIVER_* */
+	time_t date;            /* the internal date */
+	bool look_first;        /* an earlier attempt may have stored it */
+	bool stored;            /* out */
+	char *err;              /* out, allocated when not stored */
+};
+size_t deliver_files(const struct conf *c, const struct conf_account *a, const char *folder,
+    struct deliver_file_item *v, size_t n, char **err);
+
+/* One item, always looked up first: 0 when stored (or found), else -1
+ * with *err allocated. */
 int deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
-    const char *key, const char *path, unsigned flags, time_t date, char **location,
-    char **err);
+    const char *key, const char *path, unsigned flags, time_t date, char **err);
 
 /* The backend for a store type; NULL when it is not built in. */
 const struct deliver_backend *deliver_backend_for(enum conf_store_type t);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/err.h"
 #include "lib/io.h"
 #include "lib/log.h"
 #include "lib/mutf7.h"
@@ -159,13 +161,15 @@ parent_dir(const char *path)
 }
 
 /* Whose Maildir this is when we run as root: the owner of its root, or,
- * while it does not exist, of its nearest existing ancestor. lstat: a
- * symlinked root is its owner's, whatever it points to. */
+ * while it does not exist, of its nearest existing ancestor, whose path
+ * and mode *anc and *anc_mode receive (*anc allocated; NULL when the root
+ * exists). lstat: a symlinked root is its owner's, whatever it points to. */
 static int
-find_owner(struct maildir *md, char **err)
+find_owner(struct maildir *md, char **anc, mode_t *anc_mode, char **err)
 {
 	char *p = xstrdup(md->root), *up;
 	struct stat sb;
+	bool missing = false;
 
 	while (lstat(p, &sb) == -1) {
 		if (errno != ENOENT) {
@@ -173,14 +177,79 @@ find_owner(struct maildir *md, char **err)
 			free(p);
 			return -1;
 		}
+		missing = true;
 		up = parent_dir(p);
 		free(p);
 		p = up;
 	}
 	md->uid = sb.st_uid;
 	md->gid = sb.st_gid;
-	free(p);
+	*anc_mode = sb.st_mode;
+	if (missing)
+		*anc = p;
+	else {
+		*anc = NULL;
+		free(p);
+	}
 	return 0;
+}
+
+/* The first directory of the missing chain from the existing ancestor anc
+ * down to the root: "anc/next". Allocated. */
+static char *
+first_missing(const char *root, const char *anc)
+{
+	/* anc is ".", "/" or a proper prefix of root (parent_dir()). */
+	const char *rest = strcmp(anc, ".") == 0 ? root : root + strlen(anc), *slash;
+
+	if (*rest == '/')
+		rest++;
+	slash = strchr(rest, '/');
+	return xstrndup(root, (size_t)((slash ? slash : rest + strlen(rest)) - root));
+}
+
+/* A new tree for local_user under a directory root owns: root makes its
+ * first directory (only root can write next to it: the ancestor is
+ * neither group- nor world-writable) and hands it to the user, who makes
+ * the rest with their own ids. So the Maildir of a new user under a
+ * root-owned /var/vmail is the user's, as Dovecot needs. 0 (md->uid/gid
+ * the user's), 1 not applicable (keep the ancestor's owner), -1 error. */
+static int
+adopt_new_tree(struct maildir *md, const char *anc, mode_t anc_mode, const char *user,
+    char **err)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096], *dir;
+	int fd, r = 0;
+
+	if (md->uid != 0 || (anc_mode & (S_IWGRP | S_IWOTH)) || user == NULL ||
+	    getpwnam_r(user, &pw, buf, sizeof buf, &res) != 0 || res == NULL ||
+	    pw.pw_uid == 0)
+		return 1;
+	dir = first_missing(md->root, anc);
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+		r = err_errno(err, "creating %s", dir);
+	else if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		r = err_errno(err, "opening %s", dir);
+	else {
+		/* Only a directory root owns is handed over: one that existed
+		 * already (a race) keeps its owner. */
+		struct stat sb;
+
+		if (fstat(fd, &sb) == -1)
+			r = err_errno(err, "%s", dir);
+		else if (sb.st_uid == 0 && fchown(fd, pw.pw_uid, pw.pw_gid) == -1)
+			r = err_errno(err, "giving %s to %s", dir, user);
+		else if (sb.st_uid == 0 || sb.st_uid == pw.pw_uid) {
+			md->uid = pw.pw_uid;
+			md->gid = pw.pw_gid;
+		}
+		close(fd);
+	}
+	if (r == 0)
+		r = io_fsync_dir(anc, err);
+	free(dir);
+	return r;
 }
 
 /* Syncs path and the directory holding it, so that a new directory (and
@@ -312,13 +381,21 @@ flocation(const struct folder *f, const char *sub, const char *name)
  */
 
 /* As root, plans to work on the tree with its owner's ids; a tree that
- * root owns is worked on as root. */
+ * root owns is worked on as root, except a new one for local_user. */
 static int
-plan_ids(struct maildir *md, char **err)
+plan_ids(struct maildir *md, const char *local_user, char **err)
 {
+	char *anc = NULL;
+	mode_t anc_mode = 0;
+	int r;
+
 	if (geteuid() != 0)
 		return 0;
-	if (find_owner(md, err) == -1)
+	if (find_owner(md, &anc, &anc_mode, err) == -1)
+		return -1;
+	r = anc != NULL ? adopt_new_tree(md, anc, anc_mode, local_user, err) : 0;
+	free(anc);
+	if (r == -1)
 		return -1;
 	return proc_ids_plan(&md->ids, md->uid, md->gid, err);
 }
@@ -332,7 +409,7 @@ md_open(const struct conf *c, const struct conf_account *a, void **ctx, char **e
 	md->root = conf_store_path(c, a);
 	if (md->root[0] == '\0')
 		*err = xasprintf("%s: the store path is empty", md->account);
-	if (md->root[0] == '\0' || plan_ids(md, err) == -1) {
+	if (md->root[0] == '\0' || plan_ids(md, a->local_user, err) == -1) {
 		proc_ids_free(&md->ids);
 		free(md->account);
 		free(md->root);

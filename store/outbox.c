@@ -7,6 +7,7 @@
 #include "store/outbox.h"
 #include "store/state_priv.h"
 
+#include <sys/inotify.h>
 #include <sys/stat.h>
 
 #include <dirent.h>
@@ -27,10 +28,16 @@
 
 #define MSG_COLUMNS "o.id, a.name, o.auth_user, o.mail_from, o.spool_file," \
 	" o.size, o.created_at, o.next_attempt_at, o.attempts, o.state," \
-	" o.sent_copy_done, o.bounce_done, o.last_error"
+	" o.sent_copy_done, o.bounce_done, o.last_error, o.finished_at"
 #define MSG_FROM " FROM outbox o JOIN accounts a ON a.id = o.account_id"
-/* Finished, but the Sent copy or the bounce is still to be stored. */
-#define UNFILED "(o.state IN (1, 2) AND (o.sent_copy_done = 0 OR o.bounce_done = 0))"
+/* Finished, but the Sent copy or the bounce is still to be stored. Such a
+ * message's next_attempt_at is when filing is tried next (the delivery
+ * attempts are over; the column is reused rather than a new one added). */
+#define UNFILED "(o.state IN (1, 2) AND (o.sent_copy_done <> 1 OR o.bounce_done <> 1))"
+/* sent_copy_done and bounce_done: 0 not tried yet, 1 stored (or not
+ * needed), 2 tried (maybe stored: look it up before storing again). */
+#define COPY_DONE 1
+#define COPY_TRIED 2
 
 static sqlite3_stmt *
 prep(struct state *st, const char *q, const char *what, char **err)
@@ -57,6 +64,114 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
 		r = state_error(st, what, err);
 	sqlite3_finalize(s);
 	return r;
+}
+
+/*
+ * Durable commits that do not hold the write lock while the disk syncs.
+ * SQLite's synchronous = FULL fsyncs the WAL inside the commit, so every
+ * other writer (the relay's group commit, the runner's workers, a pass)
+ * waits for the disk too. A durable commit here runs at NORMAL, which
+ * releases the lock at once, and fsyncs the WAL after: the same
+ * durability (NORMAL never corrupts a WAL database; its checkpoints sync
+ * the WAL first), the lock held only for the writes.
+ */
+
+/* The connection's synchronous setting (1 NORMAL, 2 FULL), -1 unknown. */
+static int
+sync_mode(struct state *st)
+{
+	sqlite3_stmt *s = prep(st, "PRAGMA synchronous", "reading synchronous", NULL);
+	int mode = -1;
+
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
+		mode = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return mode;
+}
+
+static void
+set_sync_mode(struct state *st, int mode)
+{
+	sqlite3_exec(state_sqlite(st), mode == 2 ? "PRAGMA synchronous = FULL" :
+	    "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+}
+
+static bool
+wal_mode(struct state *st)
+{
+	sqlite3_stmt *s = prep(st, "PRAGMA journal_mode", "reading journal_mode", NULL);
+	bool wal = false;
+
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
+		wal = strcmp((const char *)sqlite3_column_text(s, 0), "wal") == 0;
+	sqlite3_finalize(s);
+	return wal;
+}
+
+/* fdatasync of the connection's WAL file: every commit so far durable. */
+static int
+sync_wal(struct state *st, char **err)
+{
+	const char *db = sqlite3_db_filename(state_sqlite(st), "main");
+	char *path = xasprintf("%s-wal", db != NULL ? db : "");
+	int fd, r = -1;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		*err = xasprintf("%s: %s", path, strerror(errno));
+	else if (fdatasync(fd) == -1)
+		*err = xasprintf("fdatasync %s: %s", path, strerror(errno));
+	else
+		r = 0;
+	if (fd != -1)
+		close(fd);
+	free(path);
+	return r;
+}
+
+/* What durable_begin() found, for durable_commit(). */
+struct durable {
+	int mode;
+	bool wal;
+};
+
+static int
+durable_begin(struct state *st, struct durable *d, char **err)
+{
+	d->mode = sync_mode(st);
+	d->wal = wal_mode(st);
+	/* Outside WAL, NORMAL could corrupt on a power loss: FULL there. */
+	if (d->mode != (d->wal ? 1 : 2))
+		set_sync_mode(st, d->wal ? 1 : 2);
+	if (state_begin(st, err) == -1) {
+		set_sync_mode(st, d->mode);
+		return -1;
+	}
+	return 0;
+}
+
+/* Commits the transaction durably_begin() began (or rolls it back when
+ * ok is false): 0 once it is on disk. */
+static int
+durable_commit(struct state *st, const struct durable *d, bool ok, char **err)
+{
+	int r = -1;
+
+	if (ok && state_commit(st, err) == 0)
+		r = d->wal ? sync_wal(st, err) : 0;
+	else
+		state_rollback(st);
+	if (d->mode != (d->wal ? 1 : 2))
+		set_sync_mode(st, d->mode);
+	return r;
+}
+
+int
+outbox_set_synced(struct state *st, bool synced, char **err)
+{
+	if (sqlite3_exec(state_sqlite(st), synced ? "PRAGMA synchronous = FULL" :
+	    "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) != SQLITE_OK)
+		return state_error(st, "setting synchronous", err);
+	return 0;
 }
 
 /*
@@ -125,11 +240,12 @@ out:
 	return r;
 }
 
-/* Gives the durable file fd a unique name in the spool directory and
- * makes the name durable: a hard link when fd's file can be linked (an
- * O_TMPFILE or a file on the same file system), else a copy. */
+/* Gives the file fd a unique name in the spool directory (a hard link
+ * when fd's file can be linked: an O_TMPFILE or a file on the same file
+ * system; else a copy), and makes its data durable unless synced. The
+ * caller makes the name durable (one fsync of the directory for many). */
 static int
-spool_link(const char *state_dir, int fd, char **name, char **err)
+spool_link(const char *state_dir, int fd, bool synced, char **name, char **err)
 {
 	static atomic_ulong seq;
 	char *dir = spool_path(state_dir, ""), *path, proc[64], hex[33];
@@ -151,14 +267,18 @@ spool_link(const char *state_dir, int fd, char **name, char **err)
 	    (long)getpid(), atomic_fetch_add(&seq, 1));
 	path = spool_path(state_dir, *name);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	/* The name first, then the data's fsync: no row names the file before
+	 * both are durable (a crash in between leaves an orphan the sweep
+	 * removes), and on a journaling file system that fsync commits the
+	 * new name with the data, leaving the directory's fsync little to do. */
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
 		*err = xasprintf("creating %s: %s", dir, strerror(errno));
-	else if (fsync(fd) == -1)
-		*err = xasprintf("fsync of the message: %s", strerror(errno));
 	else if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == -1 &&
 	    copy_into(fd, path) == -1)
 		*err = xasprintf("spooling into %s: %s", dir, strerror(errno));
-	else if (io_fsync_dir(dir, err) == 0)
+	else if (!synced && fsync(fd) == -1)
+		*err = xasprintf("fsync of the message: %s", strerror(errno));
+	else
 		r = 0;
 	if (r == -1) {
 		unlink(path);
@@ -217,41 +337,221 @@ insert_rcpts(struct state *st, int64_t id, char *const *rcpts, size_t n, char **
 	return 0;
 }
 
+/* Removes the spool file name (one not committed) and frees it. */
+static void
+spool_forget(const char *state_dir, char **name)
+{
+	char *path;
+
+	if (*name == NULL)
+		return;
+	path = spool_path(state_dir, *name);
+	unlink(path);
+	free(path);
+	free(*name);
+	*name = NULL;
+}
+
+/* The rows of every linked submission (names[i] set), in the caller's
+ * transaction. */
+static int
+insert_all(struct state *st, struct outbox_submission *subs, char **names, size_t n,
+    char **err)
+{
+	struct stat sb;
+	int64_t acc;
+
+	for (size_t i = 0; i < n; i++) {
+		struct outbox_submission *u = &subs[i];
+
+		if (names[i] == NULL)
+			continue;
+		if (fstat(u->fd, &sb) == -1) {
+			*err = xasprintf("fstat of the message: %s", strerror(errno));
+			return -1;
+		}
+		if (state_account(st, u->account, &acc, err) == -1 ||
+		    insert_msg(st, acc, u->auth_user, u->mail_from, names[i],
+		    (uint64_t)sb.st_size, &u->id, err) == -1 ||
+		    insert_rcpts(st, u->id, u->rcpts, u->n_rcpts, err) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* A name from outbox_spool_link(), for fd: a plain spool name ("....msg",
+ * no "/"), of a regular file that is fd's. */
+static int
+check_name(const char *state_dir, const char *name, int fd, char **err)
+{
+	size_t len = strlen(name);
+	struct stat a, b;
+	char *path;
+	int r = -1;
+
+	if (len < 5 || strchr(name, '/') != NULL || name[0] == '.' ||
+	    strcmp(name + len - 4, ".msg") != 0) {
+		*err = xstrdup("not a spool file name");
+		return -1;
+	}
+	path = spool_path(state_dir, name);
+	if (lstat(path, &a) == -1 || fstat(fd, &b) == -1)
+		*err = xasprintf("%s: %s", path, strerror(errno));
+	else if (!S_ISREG(a.st_mode) || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		*err = xasprintf("%s is not the submitted file", path);
+	else
+		r = 0;
+	free(path);
+	return r;
+}
+
+/* Gives each submission its spool name: its own, checked, or a new link
+ * (fsync'd first); *fresh when any new link needs the directory synced.
+ * How many have one. */
+static size_t
+link_all(const char *state_dir, struct outbox_submission *subs, char **names, size_t n,
+    bool *fresh)
+{
+	size_t linked = 0;
+
+	*fresh = false;
+	for (size_t i = 0; i < n; i++) {
+		struct outbox_submission *u = &subs[i];
+
+		u->id = 0;
+		u->err = NULL;
+		if (u->name != NULL && check_name(state_dir, u->name, u->fd, &u->err) == -1)
+			continue;	/* not ours to remove either */
+		if (u->name != NULL)
+			names[i] = xstrdup(u->name);
+		if (u->n_rcpts == 0)
+			u->err = xstrdup("no recipients");
+		else if (u->name != NULL || spool_link(state_dir, u->fd, false, &names[i],
+		    &u->err) == 0) {
+			*fresh = *fresh || u->name == NULL;
+			linked++;
+			continue;
+		}
+		spool_forget(state_dir, &names[i]);
+	}
+	return linked;
+}
+
+int
+outbox_spool_link(const char *state_dir, int fd, char **name, char **err)
+{
+	char *dir = spool_path(state_dir, "");
+	int r = -1;
+
+	if (spool_link(state_dir, fd, false, name, err) == 0) {
+		if (io_fsync_dir(dir, err) == 0)
+			r = 0;
+		else
+			spool_forget(state_dir, name);
+	}
+	free(dir);
+	return r;
+}
+
+size_t
+outbox_enqueue_many(struct state *st, const char *state_dir,
+    struct outbox_submission *subs, size_t n)
+{
+	char **names = xcalloc(n ? n : 1, sizeof *names), *dir = spool_path(state_dir, "");
+	char *err = NULL;
+	struct durable d;
+	bool fresh;
+	size_t linked = link_all(state_dir, subs, names, n, &fresh), i;
+	bool ok = false;
+
+	/* Data and names durable before any row, so that a row never names a
+	 * file a crash could lose: one directory fsync for the names made
+	 * here (none when the submitters made theirs durable themselves, in
+	 * parallel), then one transaction (one WAL sync) for every row: what
+	 * several sessions submit together costs about what one costs (group
+	 * commit). (One syncfs for data and names, measured, was slower: it
+	 * also waits for every other process's dirty data on the file
+	 * system.) */
+	if (linked > 0 && (!fresh || io_fsync_dir(dir, &err) == 0) &&
+	    durable_begin(st, &d, &err) == 0)
+		ok = durable_commit(st, &d, insert_all(st, subs, names, n, &err) == 0,
+		    &err) == 0;
+	for (i = 0; i < n; i++) {
+		if (names[i] != NULL && ok) {
+			free(names[i]);
+			continue;
+		}
+		/* Not committed: nothing refers to the spool file. */
+		spool_forget(state_dir, &names[i]);
+		if (subs[i].err == NULL)
+			subs[i].err = xstrdup(err != NULL ? err : "not queued");
+		subs[i].id = 0;
+	}
+	free(err);
+	free(names);
+	free(dir);
+	return ok ? linked : 0;
+}
+
 int
 outbox_enqueue(struct state *st, const char *state_dir, const char *account,
     const char *auth_user, const char *mail_from, char *const *rcpts, size_t n_rcpts,
     int fd, int64_t *id, char **err)
 {
-	struct stat sb;
-	char *name = NULL, *path;
-	int64_t acc;
+	struct outbox_submission u = { .account = account, .auth_user = auth_user,
+	    .mail_from = mail_from, .rcpts = rcpts, .n_rcpts = n_rcpts, .fd = fd };
 
-	if (n_rcpts == 0) {
-		*err = xstrdup("no recipients");
-		return -1;
+	if (outbox_enqueue_many(st, state_dir, &u, 1) == 1) {
+		*id = u.id;
+		return 0;
 	}
-	if (fstat(fd, &sb) == -1) {
-		*err = xasprintf("fstat of the message: %s", strerror(errno));
-		return -1;
-	}
-	if (spool_link(state_dir, fd, &name, err) == -1)
-		return -1;
-	if (state_begin(st, err) == 0) {
-		if (state_account(st, account, &acc, err) == 0 &&
-		    insert_msg(st, acc, auth_user, mail_from, name, (uint64_t)sb.st_size,
-		    id, err) == 0 && insert_rcpts(st, *id, rcpts, n_rcpts, err) == 0 &&
-		    state_commit(st, err) == 0) {
-			free(name);
-			return 0;
-		}
-		state_rollback(st);
-	}
-	/* Not committed: nothing refers to the spool file. */
-	path = spool_path(state_dir, name);
-	unlink(path);
-	free(path);
-	free(name);
+	*err = u.err;
 	return -1;
+}
+
+/*
+ * Waking the queue runner: STATE_DIR/spool/.wake is touched after every
+ * commit of new rows; its name starts with "." so no sweep takes it.
+ */
+
+void
+outbox_notify(const char *state_dir)
+{
+	char *path = spool_path(state_dir, ".wake");
+	int fd;
+
+	if (utimensat(AT_FDCWD, path, NULL, 0) == -1 && errno == ENOENT &&
+	    (fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) != -1)
+		close(fd);
+	free(path);
+}
+
+int
+outbox_watch(const char *state_dir)
+{
+	char *dir = spool_path(state_dir, "");
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+
+	if (fd != -1 && (mkdir(dir, 0700) == -1 && errno != EEXIST)) {
+		close(fd);
+		fd = -1;
+	}
+	/* IN_ATTRIB: the touch; IN_CREATE: the first one makes the file. */
+	if (fd != -1 && inotify_add_watch(fd, dir, IN_ATTRIB | IN_CREATE) == -1) {
+		close(fd);
+		fd = -1;
+	}
+	free(dir);
+	return fd;
+}
+
+void
+outbox_watch_drain(int fd)
+{
+	char buf[4096];
+
+	while (fd != -1 && read(fd, buf, sizeof buf) > 0)
+		;
 }
 
 /*
@@ -274,9 +574,12 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 	m->next_attempt_at = sqlite3_column_int64(s, 7);
 	m->attempts = (unsigned)sqlite3_column_int(s, 8);
 	m->state = (enum outbox_state)sqlite3_column_int(s, 9);
-	m->sent_copy_done = sqlite3_column_int(s, 10) != 0;
-	m->bounce_done = sqlite3_column_int(s, 11) != 0;
+	m->sent_copy_done = sqlite3_column_int(s, 10) == COPY_DONE;
+	m->sent_copy_tried = sqlite3_column_int(s, 10) == COPY_TRIED;
+	m->bounce_done = sqlite3_column_int(s, 11) == COPY_DONE;
+	m->bounce_tried = sqlite3_column_int(s, 11) == COPY_TRIED;
 	m->last_error = state_col_str(s, 12);
+	m->finished_at = sqlite3_column_int64(s, 13);
 }
 
 static int
@@ -353,7 +656,7 @@ outbox_due(struct state *st, const char *state_dir, int64_t now,
     struct outbox_msg **msgs, size_t *n, char **err)
 {
 	return select_msgs(st, state_dir, "SELECT " MSG_COLUMNS MSG_FROM
-	    " WHERE (o.state = 0 AND o.next_attempt_at <= ?1) OR " UNFILED
+	    " WHERE (o.state = 0 OR " UNFILED ") AND o.next_attempt_at <= ?1"
 	    " ORDER BY o.id", now, msgs, n, err);
 }
 
@@ -363,6 +666,42 @@ outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
 {
 	return select_msgs(st, state_dir, "SELECT " MSG_COLUMNS MSG_FROM
 	    " WHERE o.state = 0 OR " UNFILED " ORDER BY o.id", 0, msgs, n, err);
+}
+
+int
+outbox_summary(struct state *st, const char *account, struct outbox_summary *out,
+    char **err)
+{
+	const char *what = "summing up the queue";
+	sqlite3_stmt *s;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	if ((s = prep(st, "SELECT count(*) FILTER (WHERE o.state = 0),"
+	    " min(o.next_attempt_at) FILTER (WHERE o.state = 0),"
+	    " count(*) FILTER (WHERE " UNFILED "),"
+	    " min(o.next_attempt_at) FILTER (WHERE " UNFILED "),"
+	    " (SELECT o.last_error" MSG_FROM " WHERE a.name = ?1 AND " UNFILED
+	    "  ORDER BY o.id LIMIT 1)" MSG_FROM " WHERE a.name = ?1", what, err)) == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		out->queued = (size_t)sqlite3_column_int64(s, 0);
+		out->next_attempt = sqlite3_column_int64(s, 1);
+		out->unfiled = (size_t)sqlite3_column_int64(s, 2);
+		out->next_filing = sqlite3_column_int64(s, 3);
+		out->filing_error = state_col_str(s, 4);
+	} else
+		state_error(st, what, err);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+void
+outbox_summary_free(struct outbox_summary *s)
+{
+	free(s->filing_error);
+	memset(s, 0, sizeof *s);
 }
 
 void
@@ -436,7 +775,8 @@ update_msg(struct state *st, const struct outbox_msg *m, enum outbox_state state
 	int b;
 
 	if ((s = prep(st, "UPDATE outbox SET attempts = attempts + 1, state = ?2,"
-	    " next_attempt_at = CASE WHEN ?2 = 0 THEN ?3 ELSE next_attempt_at END,"
+	    /* Finished: the Sent copy and bounce are due at once. */
+	    " next_attempt_at = CASE WHEN ?2 = 0 THEN ?3 ELSE ?5 END,"
 	    " last_error = ?4,"
 	    " finished_at = CASE WHEN ?2 = 0 THEN NULL ELSE ?5 END,"
 	    " sent_copy_done = CASE WHEN ?2 <> 0 AND NOT EXISTS (SELECT 1 FROM"
@@ -457,13 +797,56 @@ update_msg(struct state *st, const struct outbox_msg *m, enum outbox_state state
 
 int
 outbox_record_attempt(struct state *st, const struct outbox_msg *m,
-    enum outbox_state state, int64_t next_attempt_at, const char *error, char **err)
+    enum outbox_state state, int64_t next_attempt_at, const char *error, bool durable,
+    char **err)
 {
-	if (state_begin(st, err) == -1)
+	struct durable d;
+	bool ok;
+
+	if (durable ? durable_begin(st, &d, err) == -1 : state_begin(st, err) == -1)
 		return -1;
-	if (update_rcpts(st, m, err) == 0 &&
-	    update_msg(st, m, state, next_attempt_at, error, err) == 0 &&
-	    state_commit(st, err) == 0)
+	ok = update_rcpts(st, m, err) == 0 &&
+	    update_msg(st, m, state, next_attempt_at, error, err) == 0;
+	if (durable)
+		return durable_commit(st, &d, ok, err);
+	if (ok && state_commit(st, err) == 0)
+		return 0;
+	state_rollback(st);
+	return -1;
+}
+
+int
+outbox_mark_copies(struct state *st, const int64_t *ids, size_t n, bool sent_copy,
+    bool done, char **err)
+{
+	const char *what = "recording the Sent copies or bounces";
+	struct durable d;
+	sqlite3_stmt *s;
+	size_t i;
+	int b;
+
+	if (n == 0)
+		return 0;
+	/* "Tried" must be on disk before anything is stored: a copy stored
+	 * and a lost mark would be stored again without a look first. */
+	if (done ? state_begin(st, err) == -1 : durable_begin(st, &d, err) == -1)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if ((s = prep(st, sent_copy ?
+		    "UPDATE outbox SET sent_copy_done = CASE WHEN ?2 THEN 1"
+		    " WHEN sent_copy_done = 0 THEN 2 ELSE sent_copy_done END WHERE id = ?1" :
+		    "UPDATE outbox SET bounce_done = CASE WHEN ?2 THEN 1"
+		    " WHEN bounce_done = 0 THEN 2 ELSE bounce_done END WHERE id = ?1",
+		    what, err)) == NULL)
+			break;
+		b = sqlite3_bind_int64(s, 1, ids[i]);
+		b |= sqlite3_bind_int(s, 2, done);
+		if (run(st, s, b, what, err) == -1)
+			break;
+	}
+	if (!done)
+		return durable_commit(st, &d, i == n, err);
+	if (i == n && state_commit(st, err) == 0)
 		return 0;
 	state_rollback(st);
 	return -1;
@@ -472,14 +855,24 @@ outbox_record_attempt(struct state *st, const struct outbox_msg *m,
 int
 outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **err)
 {
-	const char *what = "recording the Sent copy or bounce";
-	sqlite3_stmt *s;
+	return outbox_mark_copies(st, &id, 1, sent_copy, true, err);
+}
 
-	s = prep(st, sent_copy ? "UPDATE outbox SET sent_copy_done = 1 WHERE id = ?1" :
-	    "UPDATE outbox SET bounce_done = 1 WHERE id = ?1", what, err);
-	if (s == NULL)
+int
+outbox_copy_failed(struct state *st, int64_t id, const char *error, int64_t next_at,
+    char **err)
+{
+	const char *what = "recording the Sent copy or bounce failure";
+	sqlite3_stmt *s;
+	int b;
+
+	if ((s = prep(st, "UPDATE outbox SET last_error = ?2, next_attempt_at = ?3"
+	    " WHERE id = ?1 AND state IN (1, 2)", what, err)) == NULL)
 		return -1;
-	return run(st, s, sqlite3_bind_int64(s, 1, id), what, err);
+	b = sqlite3_bind_int64(s, 1, id);
+	b |= sqlite3_bind_text(s, 2, error, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_int64(s, 3, next_at);
+	return run(st, s, b, what, err);
 }
 
 int
@@ -488,8 +881,8 @@ outbox_flush(struct state *st, char **err)
 	const char *what = "flushing the queue";
 	sqlite3_stmt *s;
 
-	if ((s = prep(st, "UPDATE outbox SET next_attempt_at = 0 WHERE state = 0",
-	    what, err)) == NULL)
+	if ((s = prep(st, "UPDATE outbox AS o SET next_attempt_at = 0 WHERE o.state = 0"
+	    " OR " UNFILED, what, err)) == NULL)
 		return -1;
 	return run(st, s, SQLITE_OK, what, err);
 }
@@ -498,8 +891,8 @@ outbox_flush(struct state *st, char **err)
  * Removing.
  */
 
-/* The spool file name of message id when it is still queued: 1 found,
- * 0 not, -1 error. */
+/* The spool file name of message id when it is still queued, or finished
+ * with its Sent copy or bounce not filed: 1 found, 0 not, -1 error. */
 static int
 spool_name(struct state *st, int64_t id, char **name, char **err)
 {
@@ -507,8 +900,8 @@ spool_name(struct state *st, int64_t id, char **name, char **err)
 	sqlite3_stmt *s;
 	int rc;
 
-	if ((s = prep(st, "SELECT spool_file FROM outbox WHERE id = ?1 AND state = 0",
-	    what, err)) == NULL)
+	if ((s = prep(st, "SELECT spool_file FROM outbox AS o WHERE o.id = ?1 AND"
+	    " (o.state = 0 OR " UNFILED ")", what, err)) == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, id);
 	rc = sqlite3_step(s);
@@ -533,10 +926,11 @@ outbox_drop(struct state *st, int64_t id, char **err)
 	if ((r = spool_name(st, id, &name, err)) != 1)
 		goto out;
 	r = -1;
-	/* outbox_cleanup() removes the spool file. */
-	if ((s = prep(st, "UPDATE outbox SET state = 3,"
-	    " finished_at = ?2, sent_copy_done = 1, bounce_done = 1 WHERE id = ?1",
-	    what, err)) == NULL)
+	/* outbox_cleanup() removes the spool file. A finished message keeps
+	 * its state (it was sent, or bounced): only the filing is given up. */
+	if ((s = prep(st, "UPDATE outbox SET state = CASE WHEN state = 0 THEN 3"
+	    " ELSE state END, finished_at = COALESCE(finished_at, ?2),"
+	    " sent_copy_done = 1, bounce_done = 1 WHERE id = ?1", what, err)) == NULL)
 		goto out;
 	if (run(st, s, sqlite3_bind_int64(s, 1, id) |
 	    sqlite3_bind_int64(s, 2, (int64_t)time(NULL)), what, err) == 0 &&
@@ -564,31 +958,81 @@ spool_unlink(const char *state_dir, const char *name)
 	return r;
 }
 
-int
-outbox_cleanup(struct state *st, const char *state_dir, char **err)
+/* The spool file names of finished messages whose copies are done. */
+static int
+cleanable(struct state *st, char ***names, int64_t **ids, size_t *n, char **err)
 {
 	const char *what = "cleaning the spool";
-	sqlite3_stmt *s, *u;
+	sqlite3_stmt *s;
+	size_t cap = 0;
 	int rc;
 
+	*n = 0;
+	*names = NULL;
+	*ids = NULL;
 	if ((s = prep(st, "SELECT id, spool_file FROM outbox WHERE spool_file <> ''"
 	    " AND state <> 0 AND sent_copy_done = 1 AND bounce_done = 1", what,
 	    err)) == NULL)
 		return -1;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(s, 1);
-
-		if (name == NULL || spool_unlink(state_dir, name) == -1)
-			continue;
-		if ((u = prep(st, "UPDATE outbox SET spool_file = '' WHERE id = ?1",
-		    what, NULL)) != NULL)
-			run(st, u, sqlite3_bind_int64(u, 1, sqlite3_column_int64(s, 0)),
-			    what, NULL);
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 16;
+			*names = xreallocarray(*names, cap, sizeof **names);
+			*ids = xreallocarray(*ids, cap, sizeof **ids);
+		}
+		(*ids)[*n] = sqlite3_column_int64(s, 0);
+		(*names)[(*n)++] = state_col_str(s, 1);
 	}
 	if (rc != SQLITE_DONE)
 		state_error(st, what, err);
 	sqlite3_finalize(s);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Forgets the files' names in one transaction, synced whatever
+ * outbox_set_synced() says: it also makes every earlier commit durable
+ * (they come before it in the WAL), so no row that a power loss could
+ * take back still needs a file removed after it. */
+static int
+forget_names(struct state *st, const int64_t *ids, size_t n, char **err)
+{
+	const char *what = "cleaning the spool";
+	struct durable d;
+	sqlite3_stmt *u;
+	size_t i;
+
+	if (durable_begin(st, &d, err) == -1)
+		return -1;
+	for (i = 0; i < n; i++)
+		if ((u = prep(st, "UPDATE outbox SET spool_file = '' WHERE id = ?1",
+		    what, err)) == NULL ||
+		    run(st, u, sqlite3_bind_int64(u, 1, ids[i]), what, err) == -1)
+			break;
+	return durable_commit(st, &d, i == n, err);
+}
+
+int
+outbox_cleanup(struct state *st, const char *state_dir, char **err)
+{
+	char **names;
+	int64_t *ids;
+	size_t n, i;
+	int r;
+
+	if (cleanable(st, &names, &ids, &n, err) == -1)
+		return -1;
+	/* Rows first, files after: a crash between them, or a file that
+	 * cannot be removed now, leaves a file no row names, which
+	 * outbox_sweep_orphans() removes later. */
+	if ((r = n > 0 ? forget_names(st, ids, n, err) : 0) == 0)
+		for (i = 0; i < n; i++)
+			if (names[i] != NULL)
+				spool_unlink(state_dir, names[i]);
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(ids);
+	return r;
 }
 
 /* True when some outbox row names the spool file name. */

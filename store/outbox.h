@@ -40,11 +40,17 @@ struct outbox_msg {
 	char *mail_from;
 	char *spool_path;       /* absolute path of the message file */
 	uint64_t size;
-	int64_t created_at, next_attempt_at;
+	int64_t created_at;
+	int64_t next_attempt_at;        /* queued: the next delivery attempt;
+	                                   finished, not filed: the next try
+	                                   at the Sent copy or bounce */
+	int64_t finished_at;            /* 0 while queued */
 	unsigned attempts;
 	enum outbox_state state;
 	bool sent_copy_done, bounce_done;
-	char *last_error;
+	bool sent_copy_tried, bounce_tried;     /* tried before, maybe stored */
+	char *last_error;               /* the last attempt's error, or the
+	                                   last filing error once finished */
 	struct outbox_rcpt *rcpts;
 	size_t n_rcpts;
 };
@@ -75,9 +81,49 @@ int outbox_enqueue(struct state *st, const char *state_dir, const char *account,
     const char *auth_user, const char *mail_from, char *const *rcpts, size_t n_rcpts,
     int fd, int64_t *id, char **err);
 
+/* Makes the message in fd durable under a new name in the spool (fsync
+ * of the file, a link, fsync of the directory) before its rows exist:
+ * what a submitting process does for itself, in parallel with others,
+ * so that a group commit of many (outbox_enqueue_many) costs one sync.
+ * *name (allocated) is for outbox_submission.name. A name whose rows are
+ * never committed is an orphan outbox_sweep_orphans() removes. */
+int outbox_spool_link(const char *state_dir, int fd, char **name, char **err);
+
+/* One message of outbox_enqueue_many(): the arguments of outbox_enqueue
+ * (borrowed), and its result. */
+struct outbox_submission {
+	const char *account, *auth_user, *mail_from;
+	char *const *rcpts;
+	size_t n_rcpts;
+	int fd;
+	const char *name;       /* NULL, or fd's durable name from
+	                           outbox_spool_link() (checked to be fd's file) */
+	int64_t id;             /* out: the queue id, 0 when not queued */
+	char *err;              /* out, allocated: why not, NULL when queued */
+};
+
+/* outbox_enqueue() for n messages at once: each file without a name is
+ * fsync'd and linked, the spool directory fsync'd once (when any was),
+ * and every row goes in one transaction (one sync): when it fails, none is
+ * queued, and every file is unlinked. Returns how many were queued; each
+ * submission's id or err says which. */
+size_t outbox_enqueue_many(struct state *st, const char *state_dir,
+    struct outbox_submission *subs, size_t n);
+
+/* Wakes whoever waits on outbox_watch(): call after committing new queue
+ * rows (the relay, `sendmail`). Best effort: the runner also polls. */
+void outbox_notify(const char *state_dir);
+
+/* A descriptor for poll() that becomes readable after an outbox_notify()
+ * (an inotify watch on the spool directory), or -1 when there is none to
+ * be had: then only time tells. outbox_watch_drain() empties it. */
+int outbox_watch(const char *state_dir);
+void outbox_watch_drain(int fd);
+
 /* Messages in state OUTBOX_QUEUED with next_attempt_at <= now (all queued
- * ones when now is INT64_MAX), oldest first, with their recipients. Also
- * messages sent or bounced whose Sent copy or bounce is not done yet. */
+ * ones when now is INT64_MAX), oldest first, with their recipients; also
+ * the messages sent or bounced whose Sent copy or bounce is not stored
+ * yet and whose next filing try (next_attempt_at) is due. */
 int outbox_due(struct state *st, const char *state_dir, int64_t now,
     struct outbox_msg **msgs, size_t *n, char **err);
 
@@ -85,24 +131,68 @@ int outbox_due(struct state *st, const char *state_dir, int64_t now,
 int outbox_list(struct state *st, const char *state_dir, struct outbox_msg **msgs,
     size_t *n, char **err);
 
+/* One account's queue at a glance (`status`). */
+struct outbox_summary {
+	size_t queued;          /* messages with recipients still to try */
+	int64_t next_attempt;   /* the earliest next delivery attempt, 0 none */
+	size_t unfiled;         /* sent or bounced, the Sent copy or bounce not stored */
+	int64_t next_filing;    /* the earliest next try at filing, 0 none */
+	char *filing_error;     /* why the oldest unfiled one is not filed, NULL none */
+};
+
+/* Fills *out for the account of that name (zeros when it has nothing
+ * queued, or no row yet). Free with outbox_summary_free(). */
+int outbox_summary(struct state *st, const char *account, struct outbox_summary *out,
+    char **err);
+void outbox_summary_free(struct outbox_summary *s);
+
 void outbox_msg_clear(struct outbox_msg *m);
 void outbox_msgs_free(struct outbox_msg *msgs, size_t n);
 
 /* Records one delivery attempt's results for m (the rcpts' state, code and
  * response as the caller set them), attempts + 1, and either the next
  * attempt time (next_attempt_at > 0: still queued) or the final state.
- * One transaction. */
+ * One transaction; durable: on disk when this returns (and with it every
+ * earlier commit of the connection), else as outbox_set_synced() says. */
 int outbox_record_attempt(struct state *st, const struct outbox_msg *m,
-    enum outbox_state state, int64_t next_attempt_at, const char *error, char **err);
+    enum outbox_state state, int64_t next_attempt_at, const char *error, bool durable,
+    char **err);
 
 /* The Sent copy / the bounce of m is stored (so it is never stored twice). */
 int outbox_mark_copy_done(struct state *st, int64_t id, bool sent_copy, char **err);
 
-/* Makes every queued message due now (`queue flush`). */
+/* For the messages ids[0..n), in one transaction: their Sent copies
+ * (sent_copy) or bounces are stored (done), or about to be tried (!done:
+ * synced to disk whatever outbox_set_synced() says, so that a later try
+ * looks the copy up before storing it again: *_tried). */
+int outbox_mark_copies(struct state *st, const int64_t *ids, size_t n, bool sent_copy,
+    bool done, char **err);
+
+/* Whether this connection's commits are synced one by one (true: the
+ * default, PRAGMA synchronous = FULL) or left to the next synced one
+ * (NORMAL: a killed process loses none of them, a power loss the last
+ * ones). For the queue runner's records of delivery attempts, whose loss
+ * repeats a delivery and never loses one, and for the relay's group
+ * commit. Whatever it says, the commits that must be on disk are (the
+ * enqueue, "tried" marks, outbox_cleanup() before it removes a spool
+ * file, a durable record): made durable after the commit, by an fsync of
+ * the WAL that does not hold the write lock. */
+int outbox_set_synced(struct state *st, bool synced, char **err);
+
+/* Storing the Sent copy or the bounce of finished message id failed: error
+ * (why, never NULL) becomes its last_error, and filing is tried again at
+ * next_at. Nothing is marked done: the spool file stays. */
+int outbox_copy_failed(struct state *st, int64_t id, const char *error, int64_t next_at,
+    char **err);
+
+/* Makes every queued message, and every unfiled Sent copy or bounce, due
+ * now (`queue flush`). */
 int outbox_flush(struct state *st, char **err);
 
-/* Removes a queued message (`queue drop ID`): 1 dropped, 0 no such queued
- * message. Its spool file goes with the next outbox_cleanup(). */
+/* Removes a queued message (`queue drop ID`), or gives up filing the Sent
+ * copy or bounce of a finished one (its state stays sent or bounced): 1
+ * done, 0 no such message to drop. Its spool file goes with the next
+ * outbox_cleanup(). */
 int outbox_drop(struct state *st, int64_t id, char **err);
 
 /* Removes spool files no outbox row names and older than min_age seconds:

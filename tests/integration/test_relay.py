@@ -281,7 +281,9 @@ def test_device_to_upstream_exactly_once_across_sigkill(t):
     one \\Seen copy lands in Sent."""
     from smtpd import Upstream
     up_port = h.free_port()
-    conf, port, _, p = setup(t, upstream_port=up_port)
+    # The runner wakes at each enqueue: it may try the still absent
+    # upstream before the kill, and that deferral must not outlast the test.
+    conf, port, _, p = setup(t, upstream_port=up_port, limits='retry_initial = 1')
     s = client(port)
     s.login('alice', 'secret')
     s.mail('alice@example.com')

@@ -286,6 +286,7 @@ test_defaults(void)
 	CHECK(c->relay.tls_cert == NULL && c->relay.tls_key == NULL);
 	CHECK_STR(c->relay.passwd_file, "/etc/pop3bridge/users");
 	CHECK_INT(c->relay.queue_lifetime, 432000);
+	CHECK_INT(c->relay.upstream_connections, 4);
 	conf_free(c);
 }
 
@@ -639,6 +640,43 @@ test_password_keys(void)
 	free(path);
 }
 
+/* smtp {} takes the bearer-token mechanisms, and they need a user. */
+static void
+test_smtp_token_auth(void)
+{
+	static const char text[] =
+	    "account \"a\" {\n"
+	    "  pop3 { host = \"p\" }\n"
+	    "  smtp { host = \"s\"  user = \"a@example.com\"  auth = \"oauthbearer\" }\n"
+	    "}\n"
+	    "account \"b\" {\n"
+	    "  pop3 { host = \"p\" }\n"
+	    "  smtp { host = \"s\"  auth = \"xoauth2\" }\n"
+	    "}\n";
+	char *path = write_file("token.conf", text, 0600), *out, *want;
+	struct conf *c = NULL;
+	int rc;
+
+	want = xasprintf("%s:7: smtp.auth = \"xoauth2\" needs smtp.user (the account"
+	    " the token is for)\n", path);
+	out = load(path, &rc, NULL);
+	CHECK_INT(rc, EX_CONFIG);
+	CHECK_STR(out, want);
+	free(out);
+	free(want);
+	unlink(path);
+	free(path);
+	path = write_file("token.conf", "account \"a\" {\n  pop3 { host = \"p\" }\n"
+	    "  smtp { host = \"s\"  user = \"u\"  auth = \"oauthbearer\" }\n}\n", 0600);
+	free(load(path, &rc, &c));
+	CHECK_INT(rc, 0);
+	if (c != NULL)
+		CHECK_INT(c->accounts[0].smtp.auth, CONF_AUTH_OAUTHBEARER);
+	conf_free(c);
+	unlink(path);
+	free(path);
+}
+
 /* Runs cmd as a password_command; returns the password or the error. */
 static char *
 run_pw(const char *cmd, int *rc)
@@ -928,6 +966,7 @@ main(void)
 	TEST(test_permissions);
 	TEST(test_writable_and_foreign_files);
 	TEST(test_password_keys);
+	TEST(test_smtp_token_auth);
 	TEST(test_password_command);
 	TEST(test_password_command_timeout);
 	TEST(test_password_from_file);

@@ -218,6 +218,12 @@ test_sasl(void)
 	free(b64);
 	CHECK_STR(sasl_name(SASL_PLAIN), "PLAIN");
 	CHECK_STR(sasl_name(SASL_XOAUTH2), "XOAUTH2");
+	/* RFC 5801 saslname: "," and "=" escaped in the authorization id. */
+	b64 = sasl_oauthbearer64("a,b=c", "h", 1, "t");
+	raw = base64_decode(b64, &len);
+	CHECK_STR(raw, "n,a=a=2Cb=3Dc,\001host=h\001port=1\001auth=Bearer t\001\001");
+	free(raw);
+	free(b64);
 
 	/* Refusals that echo the credential, in each form. */
 	CHECK(sasl_repeats_secret("535 bad password hunter2 for you", "u", "hunter2"));

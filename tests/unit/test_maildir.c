@@ -43,7 +43,7 @@ now_ms(void)
 
 /* A backend session on the maildir tmpdir/name. */
 static void *
-md_open(const char *name, char **root)
+md_open_as(const char *name, const char *local_user, char **root)
 {
 	struct conf c = { 0 };
 	struct conf_account a = { 0 };
@@ -54,12 +54,18 @@ md_open(const char *name, char **root)
 	c.store.type = CONF_STORE_MAILDIR;
 	c.store.path = *root;
 	a.name = (char *)"work";
-	a.local_user = (char *)"alice";
+	a.local_user = (char *)local_user;
 	if (maildir_backend.open(&c, &a, &ctx, &err) == -1) {
 		printf("  open: %s\n", err);
 		free(err);
 	}
 	return ctx;
+}
+
+static void *
+md_open(const char *name, char **root)
+{
+	return md_open_as(name, "alice", root);
 }
 
 static char *
@@ -620,6 +626,62 @@ test_owner_as_root(void)
 	free(base);
 }
 
+/* As root, a new Maildir under a directory root owns (/var/vmail/%u)
+ * belongs to its local_user, from the first directory made; the
+ * root-owned parent stays root's. A group-writable parent is not trusted
+ * with that: the tree keeps the parent's owner. */
+static void
+test_new_tree_for_local_user(void)
+{
+	struct deliver_msg m = { 0 };
+	char *base, *user_dir, *root, *err = NULL;
+	struct stat sb;
+	void *ctx;
+
+	if (geteuid() != 0) {
+		printf("  skipped: not root\n");
+		return;
+	}
+	want_uid = 8;   /* Debian's "mail" user */
+	want_gid = 8;
+	chmod(tmpdir, 0711);
+	base = xasprintf("%s/vmail", tmpdir);
+	CHECK_INT(mkdir(base, 0755), 0);
+	CHECK_INT(chown(base, 0, 0), 0);
+	ctx = md_open_as("vmail/mail/Maildir", "mail", &root);
+	CHECK(ctx != NULL);
+	m.key = deliver_key("X1");
+	m.folder = "Work";
+	m.fd = stage(ctx, m.folder, m.key, "for mail\n");
+	CHECK_INT(maildir_backend.deliver(ctx, &m, 1, &err), 0);
+	free(m.location);
+	free((char *)m.key);
+	maildir_backend.close(ctx);
+	user_dir = xasprintf("%s/mail", base);
+	wrong_owner = 0;
+	nftw(user_dir, owner_entry, 16, FTW_PHYS);
+	CHECK_INT(wrong_owner, 0);
+	CHECK_INT(stat(base, &sb), 0);
+	CHECK_INT((int)sb.st_uid, 0);
+	free(root);
+	free(user_dir);
+
+	/* Group-writable: someone else could have planted the directory. */
+	CHECK_INT(chmod(base, 0775), 0);
+	ctx = md_open_as("vmail/other/Maildir", "mail", &root);
+	m.key = deliver_key("X1");
+	m.folder = "INBOX";
+	m.fd = stage(ctx, m.folder, m.key, "kept as root\n");
+	CHECK_INT(maildir_backend.deliver(ctx, &m, 1, &err), 0);
+	free(m.location);
+	free((char *)m.key);
+	maildir_backend.close(ctx);
+	CHECK_INT(stat(root, &sb), 0);
+	CHECK_INT((int)sb.st_uid, 0);
+	free(root);
+	free(base);
+}
+
 /* The owner of a Maildir plants a symlink where a folder will be created,
  * pointing into a directory only root may write: delivering as root must
  * not follow it (every access is made with the owner's ids). */
@@ -726,6 +788,7 @@ main(void)
 	TEST(test_cleanup);
 	TEST(test_deliver_failure);
 	TEST(test_owner_as_root);
+	TEST(test_new_tree_for_local_user);
 	TEST(test_symlink_planted_by_owner);
 	TEST(test_batch_timing);
 	check_rm_tree(tmpdir);

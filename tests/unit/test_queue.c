@@ -18,6 +18,19 @@ test_backoff(void)
 	CHECK_INT(queue_backoff(1, 3), 4);
 }
 
+/* Filing retries wait as long as filing has been failing: doubling
+ * without a counter, from retry_initial up to an hour. */
+static void
+test_file_backoff(void)
+{
+	CHECK_INT(queue_file_backoff(60, 0), 60);
+	CHECK_INT(queue_file_backoff(60, 59), 60);
+	CHECK_INT(queue_file_backoff(60, 120), 120);
+	CHECK_INT(queue_file_backoff(60, 1000), 1000);
+	CHECK_INT(queue_file_backoff(60, 100000), 3600);
+	CHECK_INT(queue_file_backoff(0, -5), 1);
+}
+
 static void
 test_status(void)
 {
@@ -99,6 +112,7 @@ int
 main(void)
 {
 	TEST(test_backoff);
+	TEST(test_file_backoff);
 	TEST(test_status);
 	TEST(test_dsn);
 	TEST(test_copy_key);
