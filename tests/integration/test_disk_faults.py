@@ -304,24 +304,34 @@ def orphans(state_dir, queued):
     return max(0, len(msgs) - queued)
 
 
-def relay_case(t, dv, up, name, env, tally, what):
-    """One daemon: a submission under the fault, a clean one, the queue
-    runner delivering both. Returns the first reply code."""
-    conf, port = relay_setup(t, dv, up, name)
+def relay_daemon(t, conf, port, env=None):
     d = t.start_bridge(conf, 'run', env=env)
     h.wait_for(lambda: listening(port) or d.poll() is not None, 20, what='relay port')
     t.require(d.poll() is None, 'pop3bridge run exited %s' % d.returncode)
+    return d
+
+
+def relay_case(t, dv, up, name, env, tally, what):
+    """A submission under the fault (the session and the relay process
+    that commits for it: FAULT_SCOPE=accept), then the daemon again
+    without the shim: a clean submission, the queue runner delivering.
+    Returns the first reply code."""
+    conf, port = relay_setup(t, dv, up, name)
+    d = relay_daemon(t, conf, port, env)
     code1 = submit(port, name + '-1')
-    code2 = submit(port, name + '-2')
+    h.stop_process(d)
+    crash = fc.crashed(d)
     t.check(code1 == 250 or 400 <= code1 < 500, '%s: answered %d (a 5xx for a disk fault '
             'refuses mail for good)' % (what, code1))
+    d = relay_daemon(t, conf, port)
+    code2 = submit(port, name + '-2')
     t.check(code2 == 250, '%s: the next submission got %d' % (what, code2))
     want = {name + '-2': 1}
     if code1 == 250:
         want[name + '-1'] = 1
     h.poll(lambda: all(upstream_copies(up, s) >= n for s, n in want.items()), 20)
     h.stop_process(d)
-    crash = fc.crashed(d)
+    crash = crash or fc.crashed(d)
     got = {s: upstream_copies(up, s) for s in (name + '-1', name + '-2')}
     lost = sum(1 for s in want if got[s] == 0)
     dup = sum(max(0, v - 1) for v in got.values()) + (got[name + '-1'] if code1 != 250 else 0)
@@ -338,12 +348,12 @@ def test_relay_io_faults(t):
     need_shim(t)
     dv = t.dovecot('dv', users={'alice': 'secret'})
     up = Upstream(t).start()
-    # count the calls of one submission, in the relay's session only
+    # count the calls of one submission: its session and the relay process
+    # that commits for it (not the daemon, not the queue runner)
     conf, port = relay_setup(t, dv, up, 'count')
     log = t.path('count-relay.log')
-    d = t.start_bridge(conf, 'run', env=shim_env('all', 0, 'EIO', t.path('state', 'count'),
-                                                 log=log, scope='first-session'))
-    h.wait_for(lambda: listening(port), 20, what='relay port')
+    d = relay_daemon(t, conf, port, shim_env('all', 0, 'EIO', t.path('state', 'count'),
+                                             log=log, scope='accept'))
     t.require(submit(port, 'count-1') == 250, 'counting submission')
     h.stop_process(d)
     count = collections.Counter(c[1] for c in read_log(log))
@@ -361,7 +371,7 @@ def test_relay_io_faults(t):
             i += 1
             what = '%s %s #%d/%d %s' % (name, k, n, count[k], err)
             env = shim_env(k, n, err, t.path('state', name), log=t.path(name + '.log'),
-                           scope='first-session')
+                           scope='accept')
             code = relay_case(t, dv, up, name, env, tally, what)
             calls = read_log(t.path(name + '.log'))
             fired = [c for c in calls if c[4]]
