@@ -123,6 +123,12 @@ def test_refusals(t):
     case(t, 'dot451', lambda srv: srv.fault('DOT', reply='451 4.3.0 not now', times=1))
 
 
+def test_endless_reply_line(t):
+    """One reply line without end: libetpan would read it into memory for
+    as long as it comes (doc/DESIGN.md, libetpan trap 9)."""
+    case(t, 'endless', lambda srv: srv.fault('MAIL', action='endless', times=1), within=30)
+
+
 def test_endless_reply_lines(t):
     """Reply lines without end: a 200-line reply bound exists already."""
     case(t, 'lines', lambda srv: srv.fault('EHLO', action='endless-lines', times=1),
