@@ -2,8 +2,11 @@
 and then, before and after AUTH: the session deadlines hold), 1,000
 connections at once against max_connections, pipelining abuse (thousands
 of commands never read, a pipelined transaction over the recipient
-limit, pipelined garbage). After each, the relay still serves a normal
-client, and nothing was queued that should not be."""
+limit, pipelined garbage), AUTH guessing (failures counted per address
+across sessions: a burst is logged once, then AUTH from that address is
+refused for a while without looking at the password; other addresses are
+served). After each, the relay still serves a normal client, and nothing
+was queued that should not be."""
 
 import atexit
 import base64
@@ -272,6 +275,78 @@ def test_pipelining_abuse(t):
     subjects = queued(t)
     t.check(len(subjects) == 3, 'queued: the burst and two normal messages, got %d'
             % len(subjects))
+    tally().case(crash=False)
+
+
+def auth_session(port, user, password, source='127.0.0.1'):
+    """One session: up to three AUTH PLAIN tries with password (the relay
+    hangs up after the third failure); the reply codes of the AUTHs."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=30,
+                                 source_address=(source, 0))
+    f = s.makefile('rb')
+    codes = []
+    try:
+        f.readline()
+        s.sendall(b'EHLO guesser.example\r\n')
+        while f.readline()[3:4] == b'-':
+            pass
+        cred = base64.b64encode(b'\0' + user.encode() + b'\0' + password.encode())
+        for _ in range(3):
+            s.sendall(b'AUTH PLAIN ' + cred + b'\r\n')
+            line = f.readline()
+            if not line:
+                break
+            codes.append(int(line[:3]))
+            if codes[-1] != 535:
+                break
+        s.sendall(b'QUIT\r\n')
+    except OSError:
+        pass
+    finally:
+        s.close()
+    return codes
+
+
+def log_count(d, text):
+    with open(d.log_path, 'rb') as f:
+        return f.read().decode('utf-8', 'replace').count(text)
+
+
+def test_auth_guessing(t):
+    conf, port, d = setup(t)
+    # four sessions of three wrong guesses each (the relay hangs up on
+    # the third): twelve failures, over the limit of ten
+    for i in range(4):
+        codes = auth_session(port, 'alice', 'guess%d' % i)
+        t.check(codes == [535, 535, 535], 'guessing session %d: %s' % (i, codes))
+    # the relay counts a session's failures when it has ended (within 1 s)
+    codes = []
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        codes = auth_session(port, 'alice', 'secret')
+        if codes != [235]:
+            break
+        time.sleep(0.2)
+    print('    after 12 failed AUTHs: the right password gets %s' % codes)
+    t.check(codes == [454], 'AUTH from a guessing address refused (454) even with the '
+            'right password: %s' % codes)
+    # still refused, and not logged again
+    for i in range(3):
+        codes = auth_session(port, 'alice', 'more%d' % i)
+        t.check(codes == [454], 'blocked guess %d: %s' % (i, codes))
+    # another address is not held for the guesser's failures
+    codes = auth_session(port, 'alice', 'secret', source='127.0.0.2')
+    t.check(codes == [235], 'AUTH from another address: %s' % codes)
+    time.sleep(1.5)
+    burst = log_count(d, 'relay: 127.0.0.1: authentication failed')
+    blocked = log_count(d, 'relay: 127.0.0.1: 12 failed authentications')
+    print('    log: %d line for the burst, %d for the block' % (burst, blocked))
+    t.check(burst == 1, 'the burst logged once, not per guess: %d lines' % burst)
+    t.check(blocked == 1, 'the block logged once: %d lines' % blocked)
+    t.check(log_count(d, 'guess') == 0,
+            'no password in the log')
+    t.check(d.poll() is None, 'the daemon is still running')
+    t.check(queued(t) == [], 'nothing queued: %r' % queued(t))
     tally().case(crash=False)
 
 
