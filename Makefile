@@ -4,13 +4,17 @@
 #   make fuzz       build the libFuzzer harnesses, run each FUZZ_SECONDS (60)
 #   make reliability  the whole fault matrix, written to RELIABILITY.md
 #   make demo       install missing deps (as root), build, run a real sync on loopback
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= SENDMAIL_LINK=   (1: SBINDIR/sendmail -> pop3bridge)
 #   make clean
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 DATADIR ?= $(PREFIX)/share
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(DATADIR)/man
+UNITDIR ?= $(PREFIX)/lib/systemd
+SENDMAIL_LINK ?=
 
 CC      ?= cc
 PKGS    := sqlite3 libconfuse gnutls
@@ -53,7 +57,7 @@ FUZZERS      := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_OBJS    := $(NOMAIN_SRCS:%.c=build/fuzz/obj/%.o)
 
 .PHONY: all check demo bench install uninstall clean deps asan unit-tests layers \
-	fuzzers fuzz reliability
+	fuzzers fuzz reliability man-lint
 all: layers pop3bridge
 
 # lib/ < conf/ < store/ < bridge/: no folder includes one above it, no store
@@ -130,19 +134,51 @@ bench: all
 	./scripts/install-deps --bench
 	./bench/run
 
+# The system unit runs as the user pop3bridge: made here when missing (as
+# root, installing for real); with DESTDIR, or not root, the command is
+# printed for whoever installs the tree.
+ADD_USER = useradd --system --user-group --home-dir /var/lib/pop3bridge --no-create-home \
+	--shell /usr/sbin/nologin pop3bridge
+
 install: pop3bridge
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/doc/pop3bridge
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/doc/pop3bridge \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(UNITDIR)/system $(DESTDIR)$(UNITDIR)/user
 	install -m 755 pop3bridge $(DESTDIR)$(BINDIR)/pop3bridge
+	install -m 644 doc/pop3bridge.1 $(DESTDIR)$(MANDIR)/man1/pop3bridge.1
+	install -m 644 doc/pop3bridge.conf.5 $(DESTDIR)$(MANDIR)/man5/pop3bridge.conf.5
 	install -m 644 conf/pop3bridge.conf.example $(DESTDIR)$(DATADIR)/doc/pop3bridge/
 	install -m 644 README.md $(DESTDIR)$(DATADIR)/doc/pop3bridge/
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	sed 's|/usr/local|$(PREFIX)|g' conf/pop3bridge.service \
-	    >$(DESTDIR)$(PREFIX)/lib/systemd/system/pop3bridge.service
+	    >$(DESTDIR)$(UNITDIR)/system/pop3bridge.service
+	sed 's|/usr/local|$(PREFIX)|g' conf/pop3bridge-user.service \
+	    >$(DESTDIR)$(UNITDIR)/user/pop3bridge.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/system/pop3bridge.service \
+	    $(DESTDIR)$(UNITDIR)/user/pop3bridge.service
+	if [ -n "$(SENDMAIL_LINK)" ]; then \
+		install -d $(DESTDIR)$(SBINDIR) && \
+		ln -sf $(BINDIR)/pop3bridge $(DESTDIR)$(SBINDIR)/sendmail; \
+	fi
+	@if id -u pop3bridge >/dev/null 2>&1; then :; \
+	elif [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+		echo "$(ADD_USER)"; $(ADD_USER); \
+	else \
+		echo "make install: create the system user the unit runs as:"; \
+		echo "  $(ADD_USER)"; \
+	fi
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/pop3bridge
+	rm -f $(DESTDIR)$(BINDIR)/pop3bridge $(DESTDIR)$(MANDIR)/man1/pop3bridge.1 \
+	    $(DESTDIR)$(MANDIR)/man5/pop3bridge.conf.5
 	rm -rf $(DESTDIR)$(DATADIR)/doc/pop3bridge
-	rm -f $(DESTDIR)$(PREFIX)/lib/systemd/system/pop3bridge.service
+	rm -f $(DESTDIR)$(UNITDIR)/system/pop3bridge.service \
+	    $(DESTDIR)$(UNITDIR)/user/pop3bridge.service
+	if [ -L $(DESTDIR)$(SBINDIR)/sendmail ]; then rm -f $(DESTDIR)$(SBINDIR)/sendmail; fi
+
+# The man pages: clean under mandoc's lint (warnings and above; its style
+# notes about manuals not installed here depend on the machine).
+man-lint:
+	mandoc -T lint -W warning doc/pop3bridge.1 doc/pop3bridge.conf.5
 
 clean:
 	rm -rf build pop3bridge

@@ -10,9 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/metrics.h"
+#include "bridge/notify.h"
 #include "bridge/queue.h"
 #include "bridge/relay.h"
 #include "bridge/sync_pool.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 #include "store/state.h"
@@ -33,28 +36,32 @@ struct sched {
 	struct queue_runner queue;	/* the outbound queue (queue.h) */
 	struct relay_proc relay;	/* SMTP submission (relay.h) */
 	bool stopping;          /* SIGTERM/SIGINT seen: waiting for the passes */
+	bool metrics_due;       /* a pass ended since metrics_file was written */
+	time_t metrics_at;      /* when it was last written */
+	time_t summary_at;      /* when the last summary line was logged */
+	time_t watchdog;        /* seconds between WATCHDOG=1 pings, 0 none */
 };
 
-/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
-static void
-notify_systemd(const char *msg)
-{
-	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	socklen_t len;
-	int fd;
+/* The metrics file after passes ended: at most every METRICS_SPACING
+ * seconds while passes run (each write reads every account's status), at
+ * once when the pool is idle. */
+#define METRICS_SPACING 10
 
-	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
-	    strlen(path) >= sizeof sun.sun_path)
+static void
+write_metrics(struct sched *s)
+{
+	time_t now = time(NULL);
+	char *err = NULL;
+
+	if (!s->metrics_due || (sync_pool_running(&s->pool) > 0 &&
+	    now - s->metrics_at < METRICS_SPACING))
 		return;
-	strcpy(sun.sun_path, path);
-	if (path[0] == '@')
-		sun.sun_path[0] = '\0';
-	len = offsetof(struct sockaddr_un, sun_path) + strlen(path);
-	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
-		return;
-	sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun, len);
-	close(fd);
+	s->metrics_due = false;
+	s->metrics_at = now;
+	if (metrics_write(s->c, &err) == -1) {
+		log_warnx("metrics_file: %s", err);
+		free(err);
+	}
 }
 
 static unsigned
@@ -103,26 +110,43 @@ not_before(const struct conf *c, const char *name, time_t at, bool after_pass)
 	return at;
 }
 
-/* Builds the schedule for c, keeping the due time of accounts that were
- * in old (all due now at start, unless the server allows no login yet). */
+/* When account name may be polled at the earliest, planned for at: never
+ * before the server allows a login (LOGIN-DELAY, a busy refusal's wait),
+ * and, while it fails, never before its backoff (the next poll its last
+ * pass planned: a restart or a reload does not hammer a wrong password). */
+static time_t
+earliest(const struct conf *c, const char *name, time_t at)
+{
+	struct state_sched sc;
+
+	if (!read_schedule(c, name, &sc))
+		return at;
+	if (sc.failures > 0 && sc.next_poll_at > (int64_t)at)
+		at = (time_t)sc.next_poll_at;
+	if (sc.not_before > (int64_t)at)
+		at = (time_t)sc.not_before;
+	return at;
+}
+
+/* Builds the schedule for c: accounts that were in old keep their due
+ * time, but no later than their (new) interval from now, so that a
+ * shorter poll_interval takes effect at once; the others are due now.
+ * Both as earliest() allows. */
 static struct due *
 schedule(const struct conf *c, const struct due *old, size_t n_old)
 {
 	struct due *d = xcalloc(c->n_accounts, sizeof *d);
 	time_t now = time(NULL);
-	bool kept;
 
 	for (size_t i = 0; i < c->n_accounts; i++) {
+		time_t soonest = now + interval(c, &c->accounts[i]);
+
 		d[i].name = xstrdup(c->accounts[i].name);
 		d[i].at = now;
-		kept = false;
 		for (size_t j = 0; j < n_old; j++)
-			if (strcmp(old[j].name, d[i].name) == 0) {
-				d[i].at = old[j].at;
-				kept = true;
-			}
-		if (!kept)
-			d[i].at = not_before(c, d[i].name, now, false);
+			if (strcmp(old[j].name, d[i].name) == 0)
+				d[i].at = old[j].at < soonest ? old[j].at : soonest;
+		d[i].at = earliest(c, d[i].name, d[i].at);
 	}
 	return d;
 }
@@ -145,6 +169,8 @@ reload(struct sched *s, const char *path)
 		log_warnx("reload: %s has errors, keeping the running configuration", path);
 		return;
 	}
+	if (s->c->shard_n > 0)
+		conf_shard(nc, s->c->shard_k, s->c->shard_n);
 	nd = schedule(nc, s->due, s->c->n_accounts);
 	due_free(s->due, s->c->n_accounts);
 	conf_free(s->c);
@@ -152,6 +178,8 @@ reload(struct sched *s, const char *path)
 	s->due = nd;
 	log_info("reloaded %s: %zu accounts", path, nc->n_accounts);
 }
+
+static void log_summary(struct sched *s);
 
 static void
 reap_finished(struct sched *s)
@@ -165,30 +193,94 @@ reap_finished(struct sched *s)
 				s->due[i].at = not_before(s->c, name, time(NULL) +
 				    interval(s->c, &s->c->accounts[i]), true);
 		free(name);
+		s->metrics_due = true;
 	}
+	write_metrics(s);
+	log_summary(s);
 }
 
-/* Starts every due account there is room for; returns the seconds until
- * the next account is due (at most 60). */
+/* One line per pass of the daemon over its accounts: when the passes it
+ * started have all ended (or, when passes never stop overlapping, every
+ * poll_interval): how many ran, failed, what they imported. */
+static void
+log_summary(struct sched *s)
+{
+	time_t now = time(NULL);
+	struct sync_pool_stats st;
+
+	if (s->pool.stats.passes == 0 || (sync_pool_running(&s->pool) > 0 &&
+	    now - s->summary_at < (time_t)s->c->poll_interval))
+		return;
+	st = sync_pool_take_stats(&s->pool);
+	log_info("pass: %lu account%s polled in %lds, %lu failed, %lu messages imported"
+	    " (%llu bytes), %lu deleted", st.passes, st.passes == 1 ? "" : "s",
+	    (long)(now - s->summary_at), st.failed, st.imported,
+	    (unsigned long long)st.bytes, st.deleted);
+	s->summary_at = now;
+}
+
+/* STATUS= for systemctl status: what the cycle is doing. */
+static void
+report_status(struct sched *s, time_t wait)
+{
+	size_t due = 0, n = s->c->n_accounts;
+	time_t now = time(NULL);
+
+	for (size_t i = 0; i < n; i++)
+		due += s->due[i].at <= now && !sync_pool_has(&s->pool, s->due[i].name);
+	if (s->stopping)
+		notify_status("stopping: %zu passes still running", sync_pool_running(&s->pool));
+	else if (sync_pool_running(&s->pool) > 0 || due > 0)
+		notify_status("polling: %zu running, %zu waiting for a slot, %zu accounts",
+		    sync_pool_running(&s->pool), due, n);
+	else
+		notify_status("idle: %zu accounts, next poll in %lds", n, (long)wait);
+}
+
+static const struct due *sort_due;
+
+/* Due first the one due longest: an account with a short interval never
+ * keeps the others of its server waiting. */
+static int
+by_due(const void *x, const void *y)
+{
+	size_t i = *(const size_t *)x, j = *(const size_t *)y;
+
+	if (sort_due[i].at != sort_due[j].at)
+		return sort_due[i].at < sort_due[j].at ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+/* Starts every due account there is room for, those due longest first;
+ * returns the seconds until the next account is due (at most 60). */
 static time_t
 start_due(struct sched *s)
 {
 	time_t now = time(NULL), wait = 60;
+	size_t *due = xcalloc(s->c->n_accounts ? s->c->n_accounts : 1, sizeof *due), n = 0;
 
 	for (size_t i = 0; i < s->c->n_accounts; i++) {
-		const struct conf_account *a = &s->c->accounts[i];
-
-		if (sync_pool_has(&s->pool, a->name))
+		if (sync_pool_has(&s->pool, s->c->accounts[i].name))
 			continue;
-		if (s->due[i].at <= now) {
-			if (sync_pool_running(&s->pool) >= s->pool.max ||
-			    sync_pool_start(&s->pool, s->c, a) == -1)
-				continue;
-			/* Not rescheduled until it finishes (reap_finished). */
-			s->due[i].at = now + interval(s->c, a);
-		} else if (s->due[i].at - now < wait)
+		if (s->due[i].at <= now)
+			due[n++] = i;
+		else if (s->due[i].at - now < wait)
 			wait = s->due[i].at - now;
 	}
+	sort_due = s->due;
+	qsort(due, n, sizeof *due, by_due);
+	for (size_t k = 0; k < n && sync_pool_running(&s->pool) < s->pool.limit; k++) {
+		const struct conf_account *a = &s->c->accounts[due[k]];
+
+		/* No room on its server (max_per_host): it stays due, and
+		 * starts when a pass there ends. */
+		if (sync_pool_on_host(&s->pool, a->pop3.host) >= s->c->max_per_host ||
+		    sync_pool_start(&s->pool, s->c, a) == -1)
+			continue;
+		/* Not rescheduled until it finishes (reap_finished). */
+		s->due[due[k]].at = now + interval(s->c, a);
+	}
+	free(due);
 	return wait;
 }
 
@@ -219,7 +311,7 @@ handle_signal(struct sched *s, int sig)
 			log_info("stopping: waiting for %zu passes to stop",
 			    sync_pool_running(&s->pool));
 		s->stopping = true;
-		notify_systemd("STOPPING=1");
+		notify_send("STOPPING=1");
 		sync_pool_signal(&s->pool, SIGTERM);
 		queue_runner_signal(&s->queue, SIGTERM);
 		relay_stop(&s->relay);
@@ -228,6 +320,7 @@ handle_signal(struct sched *s, int sig)
 		if (s->stopping)
 			break;
 		reload(s, s->conf_path);
+		sync_pool_resize(&s->pool, s->c->max_parallel);
 		/* It restarts with the new configuration. */
 		queue_runner_signal(&s->queue, SIGTERM);
 		relay_stop(&s->relay);
@@ -257,7 +350,34 @@ tick(struct sched *s)
 	wait = s->stopping ? 60 : start_due(s);
 	if (s->queue.pid == 0 && !s->stopping && wait > 5)
 		wait = 5;
+	notify_watchdog(s->watchdog);
+	if (s->watchdog > 0 && wait > s->watchdog)
+		wait = s->watchdog;
+	report_status(s, wait);
 	return wait > 0 ? wait : 1;
+}
+
+/* One `run` per STATE_DIR: a second one would poll every account twice
+ * (the per-account locks only make it wait) and fight over the relay's
+ * ports. The lock lives as long as the daemon (its children die with
+ * it). Returns the lock's fd, or -1 (said why). */
+static int
+lock_state_dir(const struct conf *c)
+{
+	char *path = xasprintf("%s/run.lock", c->state_dir), *err = NULL;
+	pid_t holder;
+	int fd = io_lock_pid(path, &holder, &err);
+
+	if (fd == -2 && holder > 0)
+		log_warnx("another pop3bridge run (pid %ld) holds %s", (long)holder, path);
+	else if (fd == -2)
+		log_warnx("another pop3bridge run holds %s", path);
+	else if (fd == -1) {
+		log_warnx("%s", err);
+		free(err);
+	}
+	free(path);
+	return fd < 0 ? -1 : fd;
 }
 
 int
@@ -267,22 +387,32 @@ daemon_run(const char *conf_path, struct conf *c)
 	struct timespec ts = { 0 };
 	sigset_t set;
 	siginfo_t si;
+	int lockfd;
 
+	if ((lockfd = lock_state_dir(c)) == -1) {
+		conf_free(c);
+		return EX_TEMPFAIL;
+	}
 	block_signals(&set);
 	/* The relay binds its ports now: one in use is an error at start. */
 	if (relay_start(&s.relay, c) == -1) {
 		conf_free(c);
+		close(lockfd);
 		return EX_UNAVAILABLE;
 	}
 	s.due = schedule(c, NULL, 0);
 	sync_pool_init(&s.pool, c->max_parallel, true);
-	log_info("running: %zu accounts, up to %u at once", c->n_accounts, c->max_parallel);
-	notify_systemd("READY=1");
+	s.summary_at = time(NULL);
+	s.watchdog = notify_watchdog_interval();
+	log_info("running: %zu accounts, up to %u at once, %u per server", c->n_accounts,
+	    c->max_parallel, c->max_per_host);
+	notify_send("READY=1");
 	while ((ts.tv_sec = tick(&s)) != -1)
 		handle_signal(&s, sigtimedwait(&set, &si, &ts));
 	sync_pool_free(&s.pool);
 	due_free(s.due, s.c->n_accounts);
 	conf_free(s.c);
 	log_info("stopped");
+	close(lockfd);
 	return EX_OK;
 }

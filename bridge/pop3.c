@@ -608,7 +608,7 @@ auth_plan(const struct pop3 *p, const struct conf_server *s, enum auth_kind *pla
 		plan[n++] = AUTH_OAUTHBEARER;
 		return n;
 	case CONF_AUTH_AUTO:
-	case CONF_AUTH_LOGIN:	/* smtp {} only: never parsed for pop3 */
+	case CONF_AUTH_LOGIN:	/* smtp {} and store {} only: never parsed for pop3 */
 		break;
 	}
 	/* Without TLS, APOP at least keeps the password itself off the wire. */

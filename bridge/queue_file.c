@@ -206,7 +206,7 @@ store_items(const struct conf *c, const struct conf_account *a, struct copies *c
 			ok[k++] = *it;
 		}
 	}
-	stored = k > 0 ? deliver_files(c, a, cp->sent ? a->sent_folder : "INBOX", ok, k,
+	stored = k > 0 ? deliver_files(c, a, cp->sent ? deliver_sent_folder(a) : "INBOX", ok, k,
 	    &err) : 0;
 	for (i = 0; i < k; i++) {
 		cp->it[of[i]].stored = ok[i].stored;

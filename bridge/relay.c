@@ -1,5 +1,6 @@
 #include "bridge/relay.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -8,19 +9,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
+#include <sysexits.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
 
+#include "bridge/relay_child.h"
 #include "bridge/relay_commit.h"
 #include "bridge/relay_penalty.h"
 #include "bridge/relay_session.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "lib/xmalloc.h"
+#include "store/outbox.h"
+#include "store/state.h"
 
 struct listener {
 	int fd;
@@ -363,6 +368,64 @@ relay_main(const struct relay_session_ctx *x, struct listener *ls, size_t n)
 	_exit(0);
 }
 
+/* The relay process parses what anyone who can connect sends: once its
+ * ports are bound and the certificate loaded, it forgets every POP3,
+ * SMTP and store secret (it needs the accounts' addresses, the
+ * passwd-file path and STATE_DIR, nothing else) and, when it runs as
+ * root, takes the ids of STATE_DIR's owner, the user that must write the
+ * queue. STATE_DIR owned by root leaves it root, with a warning. Every
+ * capability is dropped either way. false: it must not serve. */
+static bool
+relay_privsep(const struct conf *c)
+{
+	struct stat sb;
+	char *err = NULL;
+
+	/* The child's own copy of the daemon's configuration. */
+	conf_forget_secrets((struct conf *)c);
+	if (stat(c->state_dir, &sb) == -1) {
+		log_warn("relay: %s", c->state_dir);
+		return false;
+	}
+	if (geteuid() == 0 && sb.st_uid == 0)
+		log_warnx("relay: %s belongs to root, so the relay runs as root: chown it"
+		    " to the user pop3bridge runs as", c->state_dir);
+	/* What the relay writes (the queue) must be that owner's too. */
+	if (geteuid() == 0 && sb.st_uid != 0 &&
+	    (state_dir_give(c->state_dir, sb.st_uid, sb.st_gid, &err) == -1 ||
+	    outbox_spool_give(c->state_dir, sb.st_uid, sb.st_gid, &err) == -1)) {
+		log_warnx("relay: %s", err);
+		free(err);
+		return false;
+	}
+	if (proc_drop(geteuid() == 0 ? sb.st_uid : geteuid(),
+	    geteuid() == 0 ? sb.st_gid : getegid(), &err) == -1) {
+		log_warnx("relay: %s", err);
+		free(err);
+		return false;
+	}
+	return true;
+}
+
+int
+relay_serve(const struct conf *c, pid_t parent, const int *fds, const bool *tls, size_t n)
+{
+	struct relay_session_ctx x = { .c = c };
+	struct listener *ls = xcalloc(n ? n : 1, sizeof *ls);
+
+	relay_signals(parent);
+	for (size_t i = 0; i < n; i++)
+		ls[i] = (struct listener){ fds[i], tls[i] };
+	/* The key may be readable by root only: loaded before the drop. */
+	if (load_cred(c, &x.cred) == -1 || !relay_privsep(c)) {
+		close_listeners(ls, n);
+		return EX_OSERR;
+	}
+	if (gethostname(x.hostname, sizeof x.hostname - 1) == -1 || !*x.hostname)
+		strcpy(x.hostname, "localhost");
+	relay_main(&x, ls, n);
+}
+
 int
 relay_start(struct relay_proc *rp, const struct conf *c)
 {
@@ -391,8 +454,15 @@ relay_start(struct relay_proc *rp, const struct conf *c)
 		log_warn("relay: fork");
 		rc = -1;
 	} else if (rc == 0 && pid == 0) {
-		relay_signals(parent);
-		relay_main(&x, ls, n);
+		int *fds = xcalloc(n, sizeof *fds);
+		bool *tls = xcalloc(n, sizeof *tls);
+
+		for (i = 0; i < n; i++) {
+			fds[i] = ls[i].fd;
+			tls[i] = ls[i].tls;
+		}
+		relay_child_exec(c, parent, fds, tls, n);
+		_exit(EX_OSERR);
 	} else if (rc == 0) {
 		rp->pid = pid;
 		log_info("relay: listening on %zu addresses", n);

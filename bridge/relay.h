@@ -31,6 +31,15 @@ bool relay_wanted(const struct conf *c);
  * Returns 0, or -1 when a listener or the certificate failed (logged). */
 int relay_start(struct relay_proc *rp, const struct conf *c);
 
+/* The relay process's work, in the fresh image bridge/relay_child.c
+ * starts: takes parent's death as its own end, loads the certificate,
+ * forgets every secret and drops its privileges (to STATE_DIR's owner when
+ * root; no capability either way), then accepts on fds[0..n) (implicit TLS
+ * where tls[i]) until SIGTERM. Returns only when it cannot start (an exit
+ * code). c holds what the image carried. */
+int relay_serve(const struct conf *c, pid_t parent, const int *fds, const bool *tls,
+    size_t n);
+
 /* Notices a relay process that died (also when someone else's waitpid(-1)
  * reaped it) and starts it again, at most every 10 seconds. */
 void relay_check(struct relay_proc *rp, const struct conf *c);

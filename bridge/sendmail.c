@@ -59,6 +59,33 @@ add_rcpt(struct sm_opts *o, const char *addr)
 	o->rcpts[o->n_rcpts++] = xstrdup(addr);
 }
 
+/* The flags mail programs pass to sendmail(8) that change nothing here:
+ * -bm (deliver: the only mode), -oe* (how errors are reported), -od*
+ * (delivery mode: the queue runner always delivers), -om, -v, -U.
+ * Flags with an argument that is ignored: -F NAME (full name; the From:
+ * header is the message's own), -N DSN, -R RET, -V ENVID, -B BODY. */
+static bool
+harmless_flag(const char *a)
+{
+	return strcmp(a, "-bm") == 0 || strncmp(a, "-oe", 3) == 0 ||
+	    strncmp(a, "-od", 3) == 0 || strcmp(a, "-om") == 0 || strcmp(a, "-v") == 0 ||
+	    strcmp(a, "-U") == 0;
+}
+
+static bool
+ignored_with_arg(char c)
+{
+	return c != '\0' && strchr("FNRVB", c) != NULL;
+}
+
+static void
+sendmail_usage(const char *bad)
+{
+	log_warnx("sendmail: unsupported option %s", bad);
+	fputs("usage: sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-C CONFIG] [-bm] [-od*]"
+	    " [-oe*] [--] [RCPT...]\n", stderr);
+}
+
 static int
 parse_opts(int argc, char **argv, struct sm_opts *o)
 {
@@ -74,12 +101,18 @@ parse_opts(int argc, char **argv, struct sm_opts *o)
 			o->t = true;
 		else if (strcmp(a, "-i") == 0 || strcmp(a, "-oi") == 0)
 			o->ignore_dots = true;
-		else if (strcmp(a, "-f") == 0 && i + 1 < argc)
+		else if ((strcmp(a, "-f") == 0 || strcmp(a, "-r") == 0) && i + 1 < argc)
 			o->from = argv[++i];
-		else if (strncmp(a, "-f", 2) == 0 && a[2] != '\0')
+		else if ((a[1] == 'f' || a[1] == 'r') && a[2] != '\0')
 			o->from = (char *)a + 2;
+		else if (harmless_flag(a))
+			continue;
+		else if (ignored_with_arg(a[1]) && a[2] == '\0' && i + 1 < argc)
+			i++;
+		else if (ignored_with_arg(a[1]) && a[2] != '\0')
+			continue;
 		else {
-			log_warnx("sendmail: unsupported option %s", a);
+			sendmail_usage(a);
 			return -1;
 		}
 	}

@@ -77,6 +77,7 @@ json_time(FILE *out, int64_t t)
 /* What status knows of one account. */
 struct acct_status {
 	struct state_status s;
+	struct outbox_counts counts;    /* its outbound mail, all time */
 	struct state_skip *skips;
 	size_t n_skips;
 	struct outbox_summary q;        /* its outbound queue */
@@ -223,6 +224,16 @@ print_json(FILE *out, const struct conf *c, const struct conf_account *a,
 	fputs(", \"warning_at\": ", out);
 	json_time(out, s->warning_at);
 	print_json_server(out, a, as);
+	fprintf(out, ", \"backoff\": ");
+	if (s->sched.failures > 0 && s->has_poll && s->sched.next_poll_at > s->last.finished)
+		fprintf(out, "%lld", (long long)(s->sched.next_poll_at - s->last.finished));
+	else
+		fputs("null", out);
+	fprintf(out, ", \"seen_elsewhere\": %lu, \"imported_bytes\": %" PRIu64
+	    ", \"deleted\": %lu, \"queued\": %lu, \"relay_accepted\": %lu"
+	    ", \"relay_delivered\": %lu, \"relay_bounced\": %lu", s->seen_elsewhere,
+	    s->imported_bytes, s->deleted, as->counts.queued, as->counts.accepted,
+	    as->counts.sent, as->counts.bounced);
 	json_outbox(out, &as->q);
 	fputc('}', out);
 	free(where);
@@ -314,6 +325,16 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	if (s->duplicates > 0)
 		fprintf(out, "  of which %lu already stored for another account (dedup)\n",
 		    s->duplicates);
+	if (s->seen_elsewhere > 0)
+		fprintf(out, "  and %lu fetched by another tool before the switch (import-state)\n",
+		    s->seen_elsewhere);
+	if (as->counts.accepted > 0)
+		fprintf(out, "  sent: %lu accepted, %lu delivered, %lu bounced, %lu queued\n",
+		    as->counts.accepted, as->counts.sent, as->counts.bounced, as->counts.queued);
+	if (s->sched.failures > 0 && s->has_poll && s->sched.next_poll_at > s->last.finished)
+		fprintf(out, "  backoff: %lld s after failure %lu (retried later than every %u s)\n",
+		    (long long)(s->sched.next_poll_at - s->last.finished), s->sched.failures,
+		    a->poll_interval);
 	if (s->no_uidl)
 		fputs("  note: the server has no UIDL; messages are identified by size and header hash\n",
 		    out);
@@ -331,17 +352,34 @@ print_text(FILE *out, const struct conf *c, const struct conf_account *a,
 	text_outbox(out, &as->q);
 }
 
+int
+status_account(struct state *st, const char *name, struct state_status *s,
+    struct outbox_counts *q, char **err)
+{
+	int64_t id;
+
+	memset(s, 0, sizeof *s);
+	memset(q, 0, sizeof *q);
+	s->sched.login_delay = -1;
+	s->sched.server_expire = STATE_EXPIRE_NONE;
+	if (st == NULL)
+		return 0;
+	if (state_account(st, name, &id, err) == -1 || outbox_counts(st, id, q, err) == -1)
+		return -1;
+	return state_status(st, id, s, err);
+}
+
 static int
 account_status(struct state *st, const char *name, struct acct_status *as, char **err)
 {
 	int64_t id;
 
 	memset(as, 0, sizeof *as);
-	as->s.sched.login_delay = -1;
-	as->s.sched.server_expire = STATE_EXPIRE_NONE;
+	if (status_account(st, name, &as->s, &as->counts, err) == -1)
+		return -1;
 	if (st == NULL)
 		return 0;
-	if (state_account(st, name, &id, err) == -1 || state_status(st, id, &as->s, err) == -1)
+	if (state_account(st, name, &id, err) == -1)
 		return -1;
 	if (state_skipped(st, id, &as->skips, &as->n_skips, err) == -1) {
 		state_status_free(&as->s);
@@ -395,8 +433,14 @@ status_print(FILE *out, const struct conf *c, bool json)
 }
 
 static const char *
-state_name(enum state_msg_state s)
+state_name(const struct state_msg *m)
 {
+	enum state_msg_state s = m->state;
+
+	if (state_msg_seen_elsewhere(m))
+		return s == STATE_DELIVERED ?
+		    "fetched by another tool before the switch (import-state), not in this store" :
+		    "fetched by another tool (import-state), since deleted from the server";
 	return s == STATE_PENDING ? "pending (being delivered, or a pass was interrupted)" :
 	    s == STATE_DELIVERED ? "delivered" : "delivered, since deleted from the server";
 }
@@ -408,7 +452,7 @@ print_where(FILE *out, const struct conf *c, const struct conf_account *a,
 	char *where = conf_store_location(c, a);
 
 	fprintf(out, "%s %s\n  state:      %s\n  store:      %s\n", a->name, m->uidl,
-	    state_name(m->state), where);
+	    state_name(m), where);
 	fprintf(out, "  folder:     %s\n  location:   %s\n", m->folder,
 	    m->location ? m->location : "(not yet known)");
 	if (m->uid != 0)
@@ -494,8 +538,11 @@ status_where(FILE *out, const struct conf *c, const char *account, const char *u
 void
 status_print_config(FILE *out, const struct conf *c)
 {
-	fprintf(out, "%s: ok, %zu account%s, state in %s, up to %u in parallel\n", c->path,
-	    c->n_accounts, c->n_accounts == 1 ? "" : "s", c->state_dir, c->max_parallel);
+	fprintf(out, "%s: ok, %zu account%s", c->path, c->n_accounts,
+	    c->n_accounts == 1 ? "" : "s");
+	if (c->shard_n > 1)
+		fprintf(out, " in shard %u/%u", c->shard_k, c->shard_n);
+	fprintf(out, ", state in %s, up to %u in parallel\n", c->state_dir, c->max_parallel);
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		const struct conf_account *a = &c->accounts[i];
 		char *where = conf_store_location(c, a);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/backoff.h"
 #include "bridge/pop3.h"
 #include "lib/deadline.h"
 #include "lib/header.h"
@@ -24,6 +25,7 @@
 #include "store/deliver.h"
 
 volatile sig_atomic_t sync_stop;
+void (*sync_progress_hook)(const struct sync_progress *);
 
 /* A stop (SIGTERM/SIGINT) or the pass deadline ends the pass between two
  * steps; inside one, the POP3 reader notices them (lib/deadline.h). The
@@ -109,6 +111,20 @@ sync_pop3_code(int e)
 	}
 }
 
+/* A store failure (enum deliver_err) as an exit code. */
+static int
+store_code(int r)
+{
+	switch (r) {
+	case DELIVER_ETEMP:
+		return EX_TEMPFAIL;
+	case DELIVER_EAUTH:
+		return EX_UNAVAILABLE;
+	default:
+		return EX_IOERR;
+	}
+}
+
 int
 sync_pop3_fail(struct pass *ps, int e, char *err)
 {
@@ -160,6 +176,22 @@ lock_account(struct pass *ps, int *fd)
 	return rc;
 }
 
+/* Tells the backend which keys the find() calls of reconcile() ask for. */
+static void
+recovering(struct pass *ps, const struct state_msg *rows, size_t n)
+{
+	const char **folders = xcalloc(n, sizeof *folders);
+	const char **keys = xcalloc(n, sizeof *keys);
+
+	for (size_t i = 0; i < n; i++) {
+		folders[i] = rows[i].folder;
+		keys[i] = rows[i].delivery_key;
+	}
+	ps->be->recovering(ps->bctx, folders, keys, n);
+	free(folders);
+	free(keys);
+}
+
 /* Settles the rows a killed run left pending: the store is asked whether
  * the message with that delivery key is there. Found: it is delivered.
  * Not found: its temp file is removed and the row forgotten, so the
@@ -171,6 +203,10 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 	size_t found = 0;
 	int r;
 
+	/* Before the transaction: the store may take a while (network, a
+	 * wait for a quiet folder), and other passes want to write. */
+	if (n > 0 && ps->be->recovering != NULL)
+		recovering(ps, rows, n);
 	if (state_begin(ps->st, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	for (size_t i = 0; i < n; i++) {
@@ -187,9 +223,9 @@ reconcile(struct pass *ps, struct state_msg *rows, size_t n)
 				r = state_drop_pending(ps->st, ps->acct, m->uidl, &err);
 		}
 		free(loc);
-		if (r == -1) {
+		if (r < 0) {
 			state_rollback(ps->st);
-			return sync_fail(ps, EX_IOERR, err);
+			return sync_fail(ps, store_code(r), err);
 		}
 	}
 	if (state_commit(ps->st, &err) == -1)
@@ -390,7 +426,7 @@ fetch_one(struct pass *ps, const struct pop3_entry *e, const char *uidl,
 	int r;
 
 	f->key = deliver_key(ps->tag);
-	if (ps->be->tmp_create(ps->bctx, folder, f->key, fd, &err) == -1)
+	if (ps->be->tmp_create(ps->bctx, folder, f->key, e->size, fd, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	r = pop3_retr(ps->p, e->num, *fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
 	    retr_limit(e->size), &rr, &err);
@@ -554,7 +590,7 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 	struct deliver_msg *dm = xcalloc(n, sizeof *dm);
 	size_t *map = xcalloc(n, sizeof *map), k = 0;
 	char *err = NULL;
-	int rc = 0;
+	int rc = 0, r;
 
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].fate != F_STORE)
@@ -568,10 +604,10 @@ store_rows(struct pass *ps, struct fetched *f, int *fds, size_t n)
 		fds[i] = -1;
 		map[k++] = i;
 	}
-	if (k > 0 && ps->be->deliver(ps->bctx, dm, k, &err) == -1) {
+	if (k > 0 && (r = ps->be->deliver(ps->bctx, dm, k, &err)) < 0) {
 		/* Some files may be in the store already: settle each row now
 		 * exactly as a restart would. */
-		rc = sync_fail(ps, EX_IOERR, err);
+		rc = sync_fail(ps, store_code(r), err);
 		recover(ps);
 	} else if (k > 0 && mark_rows(ps, f, map, dm, k, &err) == -1) {
 		/* The files are durable and the rows pending: the next run's
@@ -644,6 +680,8 @@ fetched_free(struct fetched *f, size_t n)
 	free(f);
 }
 
+static void show_progress(struct pass *ps, bool done);
+
 /* One batch: RETRs (pipelined when the server allows), then durable
  * delivery of what was fetched, even when a later RETR failed. */
 static int
@@ -668,6 +706,9 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 			break;
 		}
 		r = fetch_one(ps, &ps->ent[idx[j]], ps->uidls[idx[j]], &f[got], &fds[got]);
+		ps->prog.msgs_done++;
+		ps->prog.bytes_done += ps->ent[idx[j]].size;
+		show_progress(ps, false);
 		if (r > 0)
 			rc = r;
 		else if (r == 0)
@@ -688,12 +729,12 @@ import_batch(struct pass *ps, const size_t *idx, size_t k)
 }
 
 static void
-show_progress(const struct pass *ps, bool done)
+show_progress(struct pass *ps, bool done)
 {
 	if (!ps->progress)
 		return;
-	fprintf(stderr, "\r%s: %lu/%lu new messages imported%s", ps->a->name,
-	    ps->res->imported, ps->res->fresh, done ? "\n" : "");
+	ps->prog.finished = done;
+	sync_progress_hook(&ps->prog);
 }
 
 /* The messages over max_message_size (by LIST size) are skipped without
@@ -767,11 +808,13 @@ import_new(struct pass *ps)
 	}
 	skip_oversized(ps, idx, &n);
 	ps->res->fresh = n;
+	ps->prog.msgs_total = n;
+	for (size_t j = 0; j < n; j++)
+		ps->prog.bytes_total += ps->ent[idx[j]].size;
 	while (rc == 0 && i < n && !sync_stopping()) {
 		k = batch_len(ps, idx + i, n - i);
 		rc = import_batch(ps, idx + i, k);
 		i += k;
-		show_progress(ps, false);
 	}
 	if (n > 0)
 		show_progress(ps, true);
@@ -846,6 +889,8 @@ log_pass(struct pass *ps, time_t started, int rc)
 		.server_deleted = ps->res->server_deleted, .skipped = ps->res->skipped,
 		.bytes = ps->res->bytes, .error = ps->res->error,
 	};
+	/* Stopped (TERM/INT taken or still pending): no failure, no backoff. */
+	bool stopped = sync_stop || proc_stop_requested() || deadline_check(NULL) == DEADLINE_STOP;
 	struct state_sched sc;
 	int64_t next;
 	char *err = NULL;
@@ -854,11 +899,17 @@ log_pass(struct pass *ps, time_t started, int rc)
 		pl.error = "interrupted";
 	if (state_poll_log(ps->st, ps->acct, &pl, &err) == 0 &&
 	    state_schedule(ps->st, ps->acct, &sc, &err) == 0) {
-		next = (int64_t)time(NULL) + ps->a->poll_interval;
+		/* A failing account backs off (bridge/backoff.h); a pass that
+		 * worked, or was stopped, plans the next poll after its
+		 * interval again. */
+		next = (int64_t)time(NULL) + (pass_failed(rc) && !stopped ?
+		    backoff_delay(ps->a->poll_interval, sc.failures + 1, rc == EX_UNAVAILABLE,
+		    backoff_random()) : (int64_t)ps->a->poll_interval);
 		if (sc.not_before > next)
 			next = sc.not_before;
 		ps->res->next_poll = next;
-		state_pass_end(ps->st, ps->acct, pass_failed(rc), next, &err);
+		/* A stop request is no failure: the next pass goes on at once. */
+		state_pass_end(ps->st, ps->acct, pass_failed(rc) && !stopped, next, &err);
 	}
 	if (err != NULL) {
 		/* A failed pass says why in its one line; the poll log then
@@ -936,7 +987,7 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	memset(res, 0, sizeof *res);
 	res->login_delay = -1;
 	ps.login.login_delay = -1;
-	ps.progress = isatty(STDERR_FILENO) && !getenv("POP3BRIDGE_NO_PROGRESS");
+	ps.progress = sync_progress_hook != NULL;
 	if ((rc = lock_account(&ps, &lockfd)) != 0)
 		return rc;
 	if (state_account(st, a->name, &ps.acct, &err) == -1 ||
@@ -950,9 +1001,9 @@ sync_account(const struct conf *c, const struct conf_account *a,
 	ps.be = deliver_backend_for(c->store.type);
 	if (ps.be == NULL)
 		rc = sync_fail(&ps, EX_CONFIG, xstrdup("this store type is not supported"));
-	else if (ps.be->open(c, a, &ps.bctx, &err) == -1) {
+	else if ((rc = ps.be->open(c, a, &ps.bctx, &err)) < 0) {
 		ps.bctx = NULL;
-		rc = sync_fail(&ps, EX_IOERR, err);
+		rc = sync_fail(&ps, store_code(rc), err);
 	} else if ((rc = note_store(&ps)) == 0)
 		rc = run_pass(&ps);
 	log_pass(&ps, started, rc);

@@ -10,6 +10,7 @@
 #define POP3BRIDGE_SYNC_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "conf/conf.h"
@@ -34,6 +35,18 @@ struct sync_result {
 	char *error;              /* allocated, NULL on success */
 };
 
+/* The import's progress, for whoever shows it: the new messages taken so
+ * far (fetched, or skipped when the server refused them) of those to
+ * take, and their LIST sizes; finished at the end of the import. When the
+ * hook is set (bridge/sync_pool.c does, in a pass child, for `sync` on a
+ * terminal), the pass calls it after every message. */
+struct sync_progress {
+	unsigned long msgs_done, msgs_total;
+	uint64_t bytes_done, bytes_total;
+	bool finished;
+};
+extern void (*sync_progress_hook)(const struct sync_progress *);
+
 /* Set once the pass has seen a stop request (TERM/INT, held pending:
  * lib/proc.h): it abandons the message being fetched, delivers what it
  * fetched, and closes without committing deletions. */
@@ -54,5 +67,15 @@ int sync_account(const struct conf *c, const struct conf_account *a,
     struct state *st, struct sync_result *res);
 
 void sync_result_free(struct sync_result *res);
+
+/* `sync --dry-run` (bridge/sync_dry.c): when set, the pool runs
+ * sync_dry_account instead of sync_account. It logs in, lists and prints
+ * on stdout one line of what a pass would import, skip and delete,
+ * writing nothing: st (may be NULL: no database yet) is only read, the
+ * store is not opened, and the session ends without QUIT. Returns 0 or
+ * an exit code as sync_account does (res->error says why). */
+extern bool sync_dry_run;
+int sync_dry_account(const struct conf *c, const struct conf_account *a,
+    struct state *st, struct sync_result *res);
 
 #endif

@@ -1,12 +1,19 @@
-/* Account passes run in child processes, at most max_parallel at once:
- * a pass that crashes or hangs cannot take the others (or the daemon)
- * with it, each child has its own SQLite connection and libetpan state,
- * and SIGTERM reaches every pass. Used by `sync` and by `run`. */
+/* Account passes run in child processes, at most max_parallel at once and
+ * at most max_per_host on one POP3 host: a pass that crashes or hangs
+ * cannot take the others (or the daemon) with it, each child has its own
+ * SQLite connection and libetpan state, and SIGTERM reaches every pass.
+ * Used by `sync` and by `run`.
+ *
+ * Each child reports to the pool over one pipe: its result when it ends
+ * (the pool adds them up: sync_pool_stats) and, for `sync` on a terminal,
+ * its progress (drawn by bridge/progress.c, the children's stderr then
+ * printed above it). */
 #ifndef POP3BRIDGE_SYNC_POOL_H
 #define POP3BRIDGE_SYNC_POOL_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "conf/conf.h"
@@ -14,21 +21,41 @@
 struct sync_pool_job {
 	pid_t pid;
 	char *account;          /* owned */
+	char *host;             /* owned, the account's POP3 host */
+	bool reported;          /* its result came (else it died without one) */
 };
 
+/* What the passes that ended since the last sync_pool_take_stats did. */
+struct sync_pool_stats {
+	unsigned long passes, failed;
+	unsigned long imported, deleted;
+	uint64_t bytes;
+};
+
+struct progress;
+
 struct sync_pool {
-	unsigned max;
+	unsigned max;           /* slots */
+	unsigned limit;         /* passes at once (max_parallel; <= max) */
 	struct sync_pool_job *jobs;  /* max slots; pid 0 = free */
 	bool daemon;            /* quieter reports: only passes that did something */
+	int report[2];          /* the children's reports: read, write end */
+	struct sync_pool_stats stats;
+	struct progress *progress;   /* `sync` on a terminal: drawn; else NULL */
+	int err_fd, err_w;      /* with progress: the children's stderr, both ends */
 };
 
 void sync_pool_init(struct sync_pool *p, unsigned max, bool daemon);
 void sync_pool_free(struct sync_pool *p);
 
+/* A new max_parallel (SIGHUP): more slots at once, or fewer new passes
+ * until the running ones are below it. */
+void sync_pool_resize(struct sync_pool *p, unsigned max);
+
 /* Starts a pass of account a in a child process. The child opens the state
  * database in c->state_dir, runs sync_account(), logs one line naming the
- * account and exits with its code. Returns 0, or -1 when no slot is free or
- * fork failed (logged). */
+ * account, reports its result and exits with its code. Returns 0, or -1
+ * when no slot is free or fork failed (logged). */
 int sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a);
 
 /* Reaps a finished child: returns 1 with *account (owned by the caller now)
@@ -40,10 +67,16 @@ int sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code);
 
 size_t sync_pool_running(const struct sync_pool *p);
 bool sync_pool_has(const struct sync_pool *p, const char *account);
+/* Passes running on host (compared in any case). */
+size_t sync_pool_on_host(const struct sync_pool *p, const char *host);
 void sync_pool_signal(struct sync_pool *p, int sig);
 
-/* `sync`: one pass over the named accounts (all when n is 0), in parallel.
- * Returns EX_OK, or the exit code of the first pass that failed. */
+/* The figures of the passes reaped since the last call, then zeroed. */
+struct sync_pool_stats sync_pool_take_stats(struct sync_pool *p);
+
+/* `sync`: one pass over the named accounts (all when n is 0), in parallel
+ * within max_parallel and max_per_host. Returns EX_OK, or the exit code of
+ * the first pass that failed. */
 int sync_pool_run(const struct conf *c, char *const *names, size_t n);
 
 #endif

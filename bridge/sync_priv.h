@@ -37,7 +37,8 @@ struct pass {
 	char (*top)[65];                /* per entry: TOP n 0 hash (hex) of derived ones */
 	bool no_uidl;                   /* the server has no UIDL at all */
 	struct sync_result *res;
-	bool progress;                  /* show a progress line on the terminal */
+	bool progress;                  /* report progress (sync_progress_hook) */
+	struct sync_progress prog;
 	char *store_id;                 /* the resolved store: the dedup scope */
 	char *refused_first;            /* the first message the store refused */
 	char *skipped_first;            /* the first message skipped */

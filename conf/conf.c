@@ -5,6 +5,7 @@
  * (conf_parse.c), check them (conf_check.c). Every step adds its errors to
  * one list, printed sorted by line at the end, so that the user sees every
  * problem of the file at once. */
+#include <dirent.h>
 #include <errno.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -134,24 +135,33 @@ load_free(struct conf_load *ld)
 	free(ld->blocks);
 }
 
-/* Reads all of fp into *buf (NUL-terminated); -1 with errno on failure. */
+/* Reads all of fp (of size bytes by fstat) into *buf (NUL-terminated);
+ * -1 with errno on failure. Unbuffered and allocated once at its size:
+ * the text holds passwords, and a stdio buffer or a reallocation would
+ * leave a copy in freed memory (which the relay process inherits); the
+ * caller wipes *buf. */
 static int
-read_all(FILE *fp, char **buf, size_t *len)
+read_all(FILE *fp, off_t size, char **buf, size_t *len)
 {
-	size_t cap = 8192, n;
+	size_t cap, n;
 
+	if (size > CONF_MAX_FILE) {
+		errno = EFBIG;
+		return -1;
+	}
+	setvbuf(fp, NULL, _IONBF, 0);
+	cap = (size_t)size + 2;
 	*buf = xmalloc(cap);
 	*len = 0;
-	while ((n = fread(*buf + *len, 1, cap - *len - 1, fp)) > 0) {
+	/* A file that grew since fstat is read up to its old size + 1: then
+	 * it is refused as changing under us. */
+	while (*len < cap - 1 && (n = fread(*buf + *len, 1, cap - 1 - *len, fp)) > 0)
 		*len += n;
-		if (*len > CONF_MAX_FILE) {
-			errno = EFBIG;
-			return -1;
-		}
-		if (cap - *len - 1 == 0)
-			*buf = xreallocarray(*buf, cap *= 2, 1);
-	}
 	(*buf)[*len] = '\0';
+	if (*len > (size_t)size) {
+		errno = EAGAIN;
+		return -1;
+	}
 	return ferror(fp) ? -1 : 0;
 }
 
@@ -168,7 +178,8 @@ load_text(struct conf_load *ld, const char *buf, size_t len, const struct stat *
 		conf_err(ld, 0, "cannot parse: %s", strerror(errno));
 		return;
 	}
-	if (conf_parse(ld, mem, c) == 0) {
+	setvbuf(mem, NULL, _IONBF, 0);
+	if (conf_parse(ld, mem, c, NULL) == 0) {
 		/* libconfuse takes the end of file as the missing "}". */
 		if (ld->unclosed > 0)
 			conf_err(ld, ld->unclosed, "\"{\" is never closed "
@@ -177,6 +188,144 @@ load_text(struct conf_load *ld, const char *buf, size_t len, const struct stat *
 		conf_check_mode(ld, c, sb);
 	}
 	fclose(mem);
+}
+
+/* include_dir as given: "~" is expanded already; a relative one is
+ * relative to the main file's directory. Allocated. */
+static char *
+include_dir_path(const struct conf *c)
+{
+	const char *slash = strrchr(c->path, '/');
+
+	if (c->include_dir[0] == '/' || slash == NULL)
+		return xstrdup(c->include_dir);
+	return xasprintf("%.*s/%s", (int)(slash - c->path), c->path, c->include_dir);
+}
+
+static int
+conf_file(const struct dirent *d)
+{
+	size_t n = strlen(d->d_name);
+
+	return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".conf") == 0;
+}
+
+/* An account of an include file whose name the configuration has
+ * already: refused at its own line, naming where the first one is. */
+static void
+check_repeats(struct conf_load *ld, const struct conf *c, const struct conf *inc,
+    const char *const *files)
+{
+	for (size_t i = 0; i < inc->n_accounts; i++)
+		for (size_t j = 0; j < c->n_accounts; j++)
+			if (strcmp(inc->accounts[i].name, c->accounts[j].name) == 0)
+				conf_err(ld, inc->accounts[i].line, "account \"%s\" is defined"
+				    " twice (first at %s:%d)", inc->accounts[i].name,
+				    files[j] ? files[j] : c->path, c->accounts[j].line);
+}
+
+/* Moves the accounts of inc to the end of c's. */
+static void
+append_accounts(struct conf *c, struct conf *inc)
+{
+	if (inc->n_accounts == 0)
+		return;
+	c->accounts = xreallocarray(c->accounts, c->n_accounts + inc->n_accounts,
+	    sizeof *c->accounts);
+	memcpy(c->accounts + c->n_accounts, inc->accounts,
+	    inc->n_accounts * sizeof *inc->accounts);
+	c->n_accounts += inc->n_accounts;
+	free(inc->accounts);
+	inc->accounts = NULL;
+	inc->n_accounts = 0;
+}
+
+/* One include_dir file: its accounts are parsed and checked with its own
+ * lines and mode (a password in a file others can read is refused as in
+ * the main file), then appended to c. Returns the errors found. */
+static size_t
+load_include(struct conf *c, const char *path, const char ***files, FILE *errf)
+{
+	struct conf_load ld = { .file = path };
+	struct conf inc = { 0 };
+	struct stat sb;
+	FILE *fp, *mem;
+	char *buf = NULL;
+	size_t len, n;
+
+	if ((fp = fopen(path, "r")) == NULL || fstat(fileno(fp), &sb) == -1 ||
+	    read_all(fp, sb.st_size, &buf, &len) == -1) {
+		fprintf(errf, "%s: cannot read: %s\n", path, strerror(errno));
+		if (fp != NULL)
+			fclose(fp);
+		free(buf);
+		return 1;
+	}
+	fclose(fp);
+	conf_lines_scan(&ld, buf, len);
+	if ((mem = fmemopen(buf, len, "r")) != NULL)
+		setvbuf(mem, NULL, _IONBF, 0);
+	if (mem == NULL)
+		conf_err(&ld, 0, "cannot parse: %s", strerror(errno));
+	else if (conf_parse(&ld, mem, &inc, c) == 0) {
+		if (ld.unclosed > 0)
+			conf_err(&ld, ld.unclosed, "\"{\" is never closed (missing \"}\")");
+		conf_check_accounts(&ld, c, &inc);
+		conf_check_mode(&ld, &inc, &sb);
+		check_repeats(&ld, c, &inc, *files);
+	}
+	if (mem != NULL)
+		fclose(mem);
+	explicit_bzero(buf, len);
+	free(buf);
+	if ((n = ld.n_msgs) > 0)
+		print_msgs(&ld, errf);
+	/* Which file each account came from, for later repeats. */
+	*files = xreallocarray(*files, c->n_accounts + inc.n_accounts, sizeof **files);
+	for (size_t i = 0; i < inc.n_accounts; i++)
+		(*files)[c->n_accounts + i] = path;
+	append_accounts(c, &inc);
+	conf_free_accounts(&inc);
+	load_free(&ld);
+	return n;
+}
+
+/* The accounts of include_dir/ *.conf, in name order. Returns the number
+ * of errors printed. */
+static size_t
+load_includes(struct conf *c, FILE *errf)
+{
+	char *dir = include_dir_path(c);
+	struct dirent **ents = NULL;
+	const char **files = xcalloc(c->n_accounts ? c->n_accounts : 1, sizeof *files);
+	char **paths;
+	size_t errs = 0;
+	int n;
+
+	if ((n = scandir(dir, &ents, conf_file, alphasort)) == -1) {
+		fprintf(errf, "%s: include_dir %s: %s\n", c->path, dir, strerror(errno));
+		free(dir);
+		free(files);
+		return 1;
+	}
+	/* The paths live until the end: messages about repeats name them. */
+	paths = xcalloc((size_t)n + 1, sizeof *paths);
+	for (int i = 0; i < n; i++) {
+		paths[i] = xasprintf("%s/%s", dir, ents[i]->d_name);
+		free(ents[i]);
+		errs += load_include(c, paths[i], &files, errf);
+	}
+	free(ents);
+	for (int i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(files);
+	if (errs == 0 && c->n_accounts == 0) {
+		fprintf(errf, "%s: no account defined (nor in %s/*.conf)\n", c->path, dir);
+		errs = 1;
+	}
+	free(dir);
+	return errs;
 }
 
 int
@@ -189,10 +338,11 @@ conf_load(const char *path, struct conf **out, FILE *errf)
 	char *buf = NULL;
 	size_t len;
 	int rc = 0, saved;
+	bool failed = false;
 
 	*out = NULL;
 	if ((fp = fopen(path, "r")) == NULL || fstat(fileno(fp), &st) == -1 ||
-	    read_all(fp, &buf, &len) == -1) {
+	    read_all(fp, st.st_size, &buf, &len) == -1) {
 		saved = errno;
 		fprintf(errf, "%s: cannot read: %s\n", path, strerror(saved));
 		if (fp != NULL)
@@ -204,9 +354,14 @@ conf_load(const char *path, struct conf **out, FILE *errf)
 	c = xcalloc(1, sizeof *c);
 	c->path = xstrdup(path);
 	load_text(&ld, buf, len, &st, c);
+	/* The text held the passwords: wiped, not only freed. */
+	explicit_bzero(buf, len);
 	free(buf);
-	if (ld.n_msgs > 0) {
+	if (ld.n_msgs > 0)
 		print_msgs(&ld, errf);
+	else if (c->include_dir != NULL && load_includes(c, errf) > 0)
+		failed = true;
+	if (ld.n_msgs > 0 || failed) {
 		conf_free(c);
 		rc = EX_CONFIG;
 	} else
@@ -242,8 +397,8 @@ free_list(char **v, size_t n)
 	free(v);
 }
 
-static void
-free_account(struct conf_account *a)
+void
+conf_free_account(struct conf_account *a)
 {
 	free(a->name);
 	free(a->local_user);
@@ -254,22 +409,49 @@ free_account(struct conf_account *a)
 	free(a->sent_folder);
 }
 
+static void
+forget_server(struct conf_server *s)
+{
+	free_secret(s->password);
+	s->password = NULL;
+	free(s->password_command);
+	s->password_command = NULL;
+}
+
+void
+conf_forget_secrets(struct conf *c)
+{
+	forget_server(&c->store.imap);
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		forget_server(&c->accounts[i].pop3);
+		forget_server(&c->accounts[i].smtp);
+	}
+}
+
+void
+conf_free_accounts(struct conf *c)
+{
+	for (size_t i = 0; i < c->n_accounts; i++)
+		conf_free_account(&c->accounts[i]);
+	free(c->accounts);
+	c->accounts = NULL;
+	c->n_accounts = 0;
+}
+
 void
 conf_free(struct conf *c)
 {
-	size_t i;
-
 	if (c == NULL)
 		return;
 	free(c->path);
+	free(c->metrics_file);
+	free(c->include_dir);
 	free(c->state_dir);
 	free(c->store.path);
 	free_server(&c->store.imap);
 	free(c->store.master_user);
 	free(c->store.dedup);
-	for (i = 0; i < c->n_accounts; i++)
-		free_account(&c->accounts[i]);
-	free(c->accounts);
+	conf_free_accounts(c);
 	free_list(c->relay.listen, c->relay.n_listen);
 	free_list(c->relay.listen_tls, c->relay.n_listen_tls);
 	free(c->relay.tls_cert);

@@ -11,7 +11,7 @@
 
 enum conf_tls { CONF_TLS_IMPLICIT, CONF_TLS_STARTTLS, CONF_TLS_NONE };
 enum conf_auth { CONF_AUTH_AUTO, CONF_AUTH_USER, CONF_AUTH_APOP, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
-    CONF_AUTH_LOGIN /* smtp only */, CONF_AUTH_OAUTHBEARER /* RFC 7628 */ };
+    CONF_AUTH_LOGIN /* smtp, imap store */, CONF_AUTH_OAUTHBEARER /* RFC 7628 */ };
 enum conf_store_type { CONF_STORE_MAILDIR, CONF_STORE_IMAP };
 
 /* A remote server: an account's pop3 {} and smtp {} blocks, the imap store. */
@@ -24,7 +24,8 @@ struct conf_server {
 	char *password_command;     /* NULL unless set; run by conf_password() */
 	enum conf_auth auth;        /* pop3: auto, user, apop, plain, xoauth2,
 	                               oauthbearer; smtp: auto, plain, login, xoauth2,
-	                               oauthbearer */
+	                               oauthbearer; imap store: auto, login, plain,
+	                               xoauth2, oauthbearer */
 	char *ca_file;              /* NULL: system trust store only */
 	unsigned timeout;           /* seconds per protocol step; default 60 */
 	bool allow_plaintext;       /* required for tls=none with a password */
@@ -56,6 +57,9 @@ struct conf_account {
 	char **addresses;
 	size_t n_addresses;
 	char *sent_folder;          /* default "Sent" */
+	bool sent_folder_set;       /* sent_folder is in the file; when not, the
+	                               store's \Sent folder is used if it has
+	                               one (store/deliver.h) */
 	int line;                   /* line of the account block, for messages */
 };
 
@@ -81,14 +85,18 @@ struct conf {
 	char *state_dir;            /* "~" expanded; default ~/.local/state/pop3bridge */
 	unsigned poll_interval;     /* default 300 */
 	unsigned max_parallel;      /* default 4 */
+	unsigned max_per_host;      /* passes at once on one POP3 host, default 2 */
 	unsigned batch_messages;    /* default 500 */
 	uint64_t batch_bytes;       /* default 64 MiB */
+	char *metrics_file;         /* Prometheus textfile, NULL when unset */
+	char *include_dir;          /* more account blocks: the *.conf files of DIR; NULL unset */
 	uint64_t max_message_size;  /* import: octets, default 100 MiB */
 	unsigned pass_timeout;      /* seconds a whole account pass may take, default 3600 */
 	struct conf_store store;
 	struct conf_account *accounts;
 	size_t n_accounts;
 	struct conf_relay relay;
+	unsigned shard_k, shard_n;  /* conf_shard(): this instance's K of N; 0 0 all */
 };
 
 /* The default path: $XDG_CONFIG_HOME/pop3bridge/pop3bridge.conf if
@@ -102,6 +110,21 @@ char *conf_default_path(void);
  * and returns EX_CONFIG (78); EX_NOINPUT (66) when the file cannot be read. */
 int conf_load(const char *path, struct conf **out, FILE *errf);
 void conf_free(struct conf *c);
+
+/* Wipes and forgets every password and password_command of c (store and
+ * accounts), for a process that must not hold them (the relay). */
+void conf_forget_secrets(struct conf *c);
+
+/* Scale-out (--shard K/N): account NAME belongs to shard K of N when
+ * conf_shard_hash(NAME) mod N == K - 1; the hash is FNV-1a 64 of the
+ * name's bytes, stable by contract. conf_shard_of gives that K (1 when
+ * n is 0). conf_shard_parse reads "K/N" (1 <= K <= N <= 100000): 0, or
+ * -1 when s is not one. conf_shard keeps only the accounts of shard k of
+ * n in c (n <= 1: all) and records k and n in c (for a reload). */
+uint64_t conf_shard_hash(const char *name);
+unsigned conf_shard_of(const char *name, unsigned n);
+int conf_shard_parse(const char *s, unsigned *k, unsigned *n);
+void conf_shard(struct conf *c, unsigned k, unsigned n);
 
 /* Finds an account by name; NULL if none. */
 const struct conf_account *conf_account(const struct conf *c, const char *name);

@@ -94,6 +94,9 @@ folder_problem(const char *f, bool maildir)
 			return "holds a control character";
 	if (f[0] == '/' || f[strlen(f) - 1] == '/')
 		return "starts or ends with \"/\"";
+	/* store/deliver.h: "\\Sent" and the like name special-use folders. */
+	if (f[0] == '\\')
+		return "starts with \"\\\"";
 	if (strstr(f, "//") != NULL)
 		return "holds an empty level (\"//\")";
 	for (level = f; ; level += len + 1) {
@@ -197,6 +200,12 @@ check_store(struct conf_load *ld, const struct conf *c)
 	if (st->imap.password == NULL && st->imap.password_command == NULL)
 		conf_err(ld, bline, "store: password or password_command is "
 		    "required with type = \"imap\"");
+	if (st->master_user != NULL && (st->imap.auth == CONF_AUTH_XOAUTH2 ||
+	    st->imap.auth == CONF_AUTH_OAUTHBEARER))
+		conf_err(ld, line_or(ld, &st->master_user, bline), "store."
+		    "master_user cannot be used with auth = \"%s\": a token logs "
+		    "in as the user it was issued to",
+		    st->imap.auth == CONF_AUTH_XOAUTH2 ? "xoauth2" : "oauthbearer");
 	if (st->master_user != NULL && strchr(st->master_user, '*') != NULL)
 		conf_err(ld, line_or(ld, &st->master_user, bline), "store."
 		    "master_user must not hold \"*\", the master login separator");
@@ -257,13 +266,21 @@ conf_check(struct conf_load *ld, const struct conf *c)
 	size_t i;
 
 	check_store(ld, c);
-	if (c->n_accounts == 0)
+	/* With include_dir, conf.c counts the accounts once every file is in. */
+	if (c->n_accounts == 0 && c->include_dir == NULL)
 		conf_err(ld, 0, "no account defined");
 	/* Account names are unique already: conf_parse.c refuses a repeat
 	 * while libconfuse still shows it (it keeps only the last one). */
 	for (i = 0; i < c->n_accounts; i++)
 		check_account(ld, c, &c->accounts[i]);
 	check_relay(ld, &c->relay);
+}
+
+void
+conf_check_accounts(struct conf_load *ld, const struct conf *main, const struct conf *c)
+{
+	for (size_t i = 0; i < c->n_accounts; i++)
+		check_account(ld, main, &c->accounts[i]);
 }
 
 static bool

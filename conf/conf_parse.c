@@ -71,6 +71,7 @@ static cfg_opt_t store_opts[] = {
 	CFG_STR("type", "maildir", CFGF_NONE),
 	CFG_STR("path", "~/Maildir", CFGF_NONE),
 	SERVER_OPTS,
+	CFG_STR("auth", "auto", CFGF_NONE),
 	CFG_STR("master_user", NULL, CFGF_NONE),
 	CFG_STR("dedup", NULL, CFGF_NONE),
 	CFG_END()
@@ -120,8 +121,11 @@ static cfg_opt_t root_opts[] = {
 	CFG_STR("state_dir", "~/.local/state/pop3bridge", CFGF_NONE),
 	CFG_INT("poll_interval", 300, CFGF_NONE),
 	CFG_INT("max_parallel", 4, CFGF_NONE),
+	CFG_INT("max_per_host", 2, CFGF_NONE),
 	CFG_INT("batch_messages", 500, CFGF_NONE),
 	CFG_INT("batch_bytes", 67108864, CFGF_NONE),
+	CFG_STR("metrics_file", "", CFGF_NONE),
+	CFG_STR("include_dir", "", CFGF_NONE),
 	/* Import: a message whose LIST size is larger is skipped (left on
 	 * the server, reported). 100 MiB is above what mail providers accept
 	 * (Gmail, Outlook.com, Yahoo: 25-50 MB; Microsoft 365 at most 150 MB,
@@ -149,6 +153,14 @@ static const char *const smtp_auth_names[] = {
 };
 static const enum conf_auth smtp_auth_values[] = {
 	CONF_AUTH_AUTO, CONF_AUTH_PLAIN, CONF_AUTH_LOGIN, CONF_AUTH_XOAUTH2,
+	CONF_AUTH_OAUTHBEARER
+};
+/* store {} auth (type = "imap"), likewise. */
+static const char *const imap_auth_names[] = {
+	"auto", "login", "plain", "xoauth2", "oauthbearer", NULL
+};
+static const enum conf_auth imap_auth_values[] = {
+	CONF_AUTH_AUTO, CONF_AUTH_LOGIN, CONF_AUTH_PLAIN, CONF_AUTH_XOAUTH2,
 	CONF_AUTH_OAUTHBEARER
 };
 static const char *const store_names[] = { "maildir", "imap", NULL };
@@ -493,6 +505,9 @@ conv_server(cfg_t *sec, struct conf_server *s, enum server_kind kind)
 	else if (kind == KIND_SMTP)
 		s->auth = smtp_auth_values[get_enum(sec, "auth", smtp_auth_names,
 		    &s->auth)];
+	else
+		s->auth = imap_auth_values[get_enum(sec, "auth", imap_auth_names,
+		    &s->auth)];
 	s->ca_file = get_path(sec, "ca_file", true, &s->ca_file);
 	s->timeout = get_num(sec, "timeout", 1, MAX_TIMEOUT, &s->timeout);
 	s->allow_plaintext = get_bool(sec, "allow_plaintext",
@@ -554,6 +569,9 @@ conv_account(cfg_t *sec, struct conf_account *a, const struct conf *c)
 	if ((a->has_smtp = cfg_size(sec, "smtp") > 0))
 		conv_server(one_section(sec, "smtp"), &a->smtp, KIND_SMTP);
 	a->addresses = get_list(sec, "addresses", &a->n_addresses);
+	/* Not set is not "Sent": the store's \Sent folder is looked for
+	 * first (store/deliver.h, DELIVER_FOLDER_SENT). */
+	a->sent_folder_set = is_set(sec, "sent_folder");
 	a->sent_folder = get_str(sec, "sent_folder", &a->sent_folder);
 }
 
@@ -588,37 +606,91 @@ conv_relay(cfg_t *sec, struct conf_relay *r)
 	    &r->upstream_connections);
 }
 
+static void conv_accounts(cfg_t *, struct conf *, const struct conf *);
+
 static void
 conv_root(cfg_t *cfg, struct conf *c)
 {
-	size_t i;
-
 	c->state_dir = get_path(cfg, "state_dir", false, &c->state_dir);
 	c->poll_interval = get_num(cfg, "poll_interval", 1, MAX_INTERVAL,
 	    &c->poll_interval);
 	c->max_parallel = get_num(cfg, "max_parallel", 1, 256,
 	    &c->max_parallel);
+	c->max_per_host = get_num(cfg, "max_per_host", 1, 256,
+	    &c->max_per_host);
 	c->batch_messages = get_num(cfg, "batch_messages", 1, MAX_BATCH,
 	    &c->batch_messages);
 	c->batch_bytes = get_num(cfg, "batch_bytes", 1024 * 1024, LONG_MAX,
 	    &c->batch_bytes);
+	c->metrics_file = get_path(cfg, "metrics_file", true, &c->metrics_file);
+	c->include_dir = get_path(cfg, "include_dir", true, &c->include_dir);
 	c->max_message_size = get_num(cfg, "max_message_size", MIN_MESSAGE, MAX_MESSAGE,
 	    &c->max_message_size);
 	c->pass_timeout = get_num(cfg, "pass_timeout", 1, MAX_PASS,
 	    &c->pass_timeout);
 	conv_store(one_section(cfg, "store"), &c->store);
-	/* Sized once: the line notes hold addresses into this array. */
-	c->n_accounts = cfg_size(cfg, "account");
-	if (c->n_accounts > 0)
-		c->accounts = xcalloc(c->n_accounts, sizeof *c->accounts);
-	for (i = 0; i < c->n_accounts; i++)
-		conv_account(cfg_getnsec(cfg, "account", i), &c->accounts[i],
-		    c);
+	conv_accounts(cfg, c, c);
 	conv_relay(one_section(cfg, "relay"), &c->relay);
 }
 
+/* The account blocks of cfg into out->accounts, with main's defaults. */
+static void
+conv_accounts(cfg_t *cfg, struct conf *out, const struct conf *main)
+{
+	/* Sized once: the line notes hold addresses into this array. */
+	out->n_accounts = cfg_size(cfg, "account");
+	if (out->n_accounts > 0)
+		out->accounts = xcalloc(out->n_accounts, sizeof *out->accounts);
+	for (size_t i = 0; i < out->n_accounts; i++)
+		conv_account(cfg_getnsec(cfg, "account", i), &out->accounts[i], main);
+}
+
+/* An include_dir file holds account blocks and nothing else: a top-level
+ * key or block there would silently lose to (or fight with) the main
+ * file's. */
+static void
+only_accounts(cfg_t *cfg)
+{
+	for (cfg_opt_t *o = cfg->opts; o->name != NULL; o++) {
+		int line;
+
+		if (strcmp(o->name, "account") == 0)
+			continue;
+		if (o->type == CFGT_SEC && cfg_size(cfg, o->name) > 0)
+			line = sec_line(cfg_getnsec(cfg, o->name, 0));
+		else if (o->type != CFGT_SEC && (o->flags & CFGF_MODIFIED))
+			line = opt_line(cfg, o->name, 0);
+		else
+			continue;
+		conf_err(P->ld, line, "%s: only account blocks belong in an include_dir"
+		    " file (set it in the main file)", o->name);
+	}
+}
+
+/* Every string libconfuse holds is wiped before cfg_free() releases it:
+ * the passwords must not linger in freed memory that a forked child (the
+ * relay, bridge/relay.c) inherits. */
+static void
+wipe_cfg(cfg_t *sec)
+{
+	for (cfg_opt_t *o = sec->opts; o->name != NULL; o++) {
+		unsigned n = cfg_opt_size(o);
+
+		for (unsigned i = 0; i < n; i++) {
+			if (o->type == CFGT_SEC)
+				wipe_cfg(cfg_opt_getnsec(o, i));
+			else if (o->type == CFGT_STR) {
+				char *v = cfg_opt_getnstr(o, i);
+
+				if (v != NULL)
+					explicit_bzero(v, strlen(v));
+			}
+		}
+	}
+}
+
 int
-conf_parse(struct conf_load *ld, FILE *fp, struct conf *c)
+conf_parse(struct conf_load *ld, FILE *fp, struct conf *c, const struct conf *main)
 {
 	struct parse p = { .ld = ld };
 	cfg_t *cfg;
@@ -651,8 +723,13 @@ conf_parse(struct conf_load *ld, FILE *fp, struct conf *c)
 		 * values inside that string or comment and abort() (found by
 		 * tests/fuzz/fuzz_conf.c). The file is refused anyway. */
 		rc = -1;
-	else
+	else if (main == NULL)
 		conv_root(cfg, c);
+	else {
+		only_accounts(cfg);
+		conv_accounts(cfg, c, main);
+	}
+	wipe_cfg(cfg);
 	cfg_free(cfg);
 	for (i = 0; i < p.n_titles; i++)
 		free(p.titles[i].name);

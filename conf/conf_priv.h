@@ -48,6 +48,10 @@ struct conf_load {
 	size_t			 n_blocks;
 };
 
+/* conf.c; conf_free_accounts frees c's accounts (and empties the array),
+ * conf_free_account the strings of one. */
+void	conf_free_accounts(struct conf *);
+void	conf_free_account(struct conf_account *);
 /* conf.c */
 void	conf_err(struct conf_load *, int, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
@@ -71,11 +75,16 @@ int	conf_lines_real(const struct conf_load *, int);
 
 /* conf_parse.c: parses fp into c; -1 when libconfuse stopped on a syntax
  * error (already reported through ld), else 0 (other errors may have been
- * reported: the caller counts ld->n_msgs). */
-int	conf_parse(struct conf_load *, FILE *, struct conf *);
+ * reported: the caller counts ld->n_msgs). With main (an include_dir
+ * file), only c->accounts is filled, with main's defaults, and any other
+ * top-level key or block is an error. */
+int	conf_parse(struct conf_load *, FILE *, struct conf *, const struct conf *main);
 
-/* conf_check.c: the semantic checks on the converted structs. */
+/* conf_check.c: the semantic checks on the converted structs.
+ * conf_check_accounts checks the accounts of c (an include_dir file's)
+ * against the main configuration main. */
 void	conf_check(struct conf_load *, const struct conf *);
+void	conf_check_accounts(struct conf_load *, const struct conf *main, const struct conf *c);
 void	conf_check_mode(struct conf_load *, const struct conf *, const struct stat *);
 
 #endif

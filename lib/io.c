@@ -1,9 +1,12 @@
 #include "lib/io.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -115,5 +118,126 @@ io_tmpfile(const char *dir, char **err)
 	else
 		unlink(path);
 	free(path);
+	return fd;
+}
+
+int
+io_read_file(const char *path, size_t max, char **buf, size_t *len, char **err)
+{
+	struct stat sb;
+	size_t cap, n = 0;
+	ssize_t r;
+	char *b;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
+		return err_errno(err, "%s", path);
+	if (fstat(fd, &sb) == -1) {
+		err_errno(err, "%s", path);
+		close(fd);
+		return -1;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return err_set(err, "%s: not a regular file", path);
+	}
+	if ((uint64_t)sb.st_size > max) {
+		close(fd);
+		return err_set(err, "%s: larger than %zu bytes", path, max);
+	}
+	cap = (size_t)sb.st_size + 1;
+	b = xmalloc(cap);
+	for (;;) {
+		if (n + 1 == cap) {
+			if (cap > max) {
+				free(b);
+				close(fd);
+				return err_set(err, "%s: larger than %zu bytes", path, max);
+			}
+			cap *= 2;
+			b = xreallocarray(b, cap, 1);
+		}
+		if ((r = read(fd, b + n, cap - 1 - n)) == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			err_errno(err, "reading %s", path);
+			free(b);
+			close(fd);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	b[n] = '\0';
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+int
+io_write_atomic(const char *path, const void *buf, size_t n, mode_t mode, char **err)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) :
+	    xstrdup(".");
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int fd, r = -1;
+
+	/* The same directory, so that rename(2) is atomic; O_EXCL so that a
+	 * planted file or symlink of that name is not followed. */
+	unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)) == -1) {
+		err_errno(err, "creating %s", tmp);
+		goto out;
+	}
+	if (fchmod(fd, mode) == -1 || io_write_all(fd, buf, n) == -1 || fsync(fd) == -1) {
+		err_errno(err, "writing %s", tmp);
+		close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	if (close(fd) == -1 || rename(tmp, path) == -1) {
+		err_errno(err, "renaming %s to %s", tmp, path);
+		unlink(tmp);
+		goto out;
+	}
+	r = io_fsync_dir(dir, err);
+out:
+	free(dir);
+	free(tmp);
+	return r;
+}
+
+int
+io_lock_pid(const char *path, pid_t *holder, char **err)
+{
+	char buf[32];
+	ssize_t n;
+	int fd;
+
+	*holder = 0;
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+		return err_errno(err, "%s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno != EWOULDBLOCK) {
+			err_errno(err, "locking %s", path);
+			close(fd);
+			return -1;
+		}
+		if ((n = pread(fd, buf, sizeof buf - 1, 0)) > 0) {
+			buf[n] = '\0';
+			*holder = (pid_t)strtol(buf, NULL, 10);
+		}
+		close(fd);
+		return -2;
+	}
+	n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, buf, (size_t)n, 0) != n) {
+		err_errno(err, "writing %s", path);
+		close(fd);
+		return -1;
+	}
 	return fd;
 }

@@ -31,4 +31,23 @@ int io_mkdir_p(const char *path, mode_t mode, bool durable, char **err);
  * linked). Returns the fd, or -1 with *err set. */
 int io_tmpfile(const char *dir, char **err);
 
+/* Reads the whole regular file path into *buf (allocated, NUL-terminated
+ * beyond *len bytes, which may hold NULs). A file larger than max bytes
+ * is refused. 0, or -1 with *err set ("PATH: why"). */
+int io_read_file(const char *path, size_t max, char **buf, size_t *len, char **err);
+
+/* Replaces path atomically with buf[0..n) and mode (exactly: the umask
+ * does not narrow it): a
+ * temp file in path's directory, written and fsynced, renamed over path,
+ * the directory fsynced. A reader sees the old file or the new one, never
+ * a part. 0, or -1 with *err set (the temp file removed). */
+int io_write_atomic(const char *path, const void *buf, size_t n, mode_t mode, char **err);
+
+/* An exclusive flock(2) on path (made 0600 when missing), with this
+ * process's pid written in it: returns the fd (close-on-exec; the lock
+ * lasts while it, or a copy a child inherited, is open), -2 when another
+ * process holds it (*holder its pid as the file says, 0 when unknown), or
+ * -1 with *err set. */
+int io_lock_pid(const char *path, pid_t *holder, char **err);
+
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/dlstream.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 
@@ -190,6 +191,9 @@ linecap_refused(mailstream *s)
 {
 	mailstream_low *low = s != NULL ? mailstream_get_low(s) : NULL;
 
+	/* Under a deadline guard (store/imap_conn.c stacks them so). */
+	if (dlstream_inner(low) != NULL)
+		low = dlstream_inner(low);
 	if (low == NULL || low->driver != &linecap_driver || !lc_of(low)->failed)
 		return NULL;
 	return lc_of(low)->why;

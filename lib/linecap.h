@@ -45,7 +45,9 @@ typedef const char *linecap_check_fn(void *ctx, const char *line, size_t len,
 void linecap_install(mailstream *s, size_t max, linecap_check_fn *check, void *ctx);
 
 /* Why the filter of s failed a read ("a reply line longer than N bytes",
- * or the check's reason), or NULL when it did not (or is not installed). */
+ * or the check's reason), or NULL when it did not (or is not installed).
+ * The filter may be s's low-level stream or the one under a deadline
+ * guard (lib/dlstream.h) that is. */
 const char *linecap_refused(mailstream *s);
 
 #endif

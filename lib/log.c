@@ -28,6 +28,13 @@ log_init(enum log_verbosity v, int use_syslog)
 	mailstream_logger_id = NULL;
 }
 
+void
+log_settings(enum log_verbosity *v, int *use_syslog)
+{
+	*v = verbosity;
+	*use_syslog = to_syslog;
+}
+
 static void
 vlog(int prio, const char *fmt, va_list ap, int with_errno)
 {

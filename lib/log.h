@@ -12,6 +12,10 @@ enum log_verbosity { LOG_QUIET = -1, LOG_NORMAL = 0, LOG_VERBOSE = 1 };
  * once, early. */
 void log_init(enum log_verbosity v, int use_syslog);
 
+/* What log_init set, for a process that starts a fresh image of itself
+ * (the relay) and must log the same way. */
+void log_settings(enum log_verbosity *v, int *use_syslog);
+
 /* log_warn appends ": strerror(errno)"; the x variants do not. */
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+
+#include <linux/capability.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -149,4 +152,42 @@ proc_ids_free(struct proc_ids *ids)
 {
 	free(ids->groups);
 	memset(ids, 0, sizeof *ids);
+}
+
+/* capset(2) without libcap: every set empty. */
+static int
+drop_caps(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof d);
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	return (int)syscall(SYS_capset, &h, d);
+}
+
+int
+proc_drop(uid_t uid, gid_t gid, char **err)
+{
+	if (geteuid() == 0 && uid != 0) {
+		if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1 ||
+		    setresuid(uid, uid, uid) == -1) {
+			*err = xasprintf("dropping to uid %ld: %s", (long)uid, strerror(errno));
+			return -1;
+		}
+		if (setuid(0) == 0 || seteuid(0) == 0) {
+			*err = xasprintf("dropping to uid %ld: root could be regained", (long)uid);
+			return -1;
+		}
+	}
+	if (drop_caps() == -1) {
+		*err = xasprintf("dropping capabilities: %s", strerror(errno));
+		return -1;
+	}
+	if (death_signal != 0) {
+		prctl(PR_SET_PDEATHSIG, death_signal);
+		if (getppid() != death_parent)
+			raise(death_signal);
+	}
+	return 0;
 }

@@ -51,4 +51,13 @@ int proc_ids_enter(struct proc_ids *ids, char **err);
 void proc_ids_leave(struct proc_ids *ids);
 void proc_ids_free(struct proc_ids *ids);
 
+/* For good (a child that parses untrusted input, the relay): takes uid and
+ * gid as real, effective and saved ids with no supplementary group but
+ * gid, checks that root cannot be regained, and arms the parent-death
+ * signal again (a credential change clears it). Then, for any uid, drops
+ * every capability (permitted, effective, inheritable, ambient): a daemon
+ * given CAP_NET_BIND_SERVICE to bind port 587 passes none on. 0, or -1
+ * with *err (the process must then not go on). */
+int proc_drop(uid_t uid, gid_t gid, char **err);
+
 #endif

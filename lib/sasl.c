@@ -76,6 +76,19 @@ sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
 }
 
 char *
+sasl_oauthbearer(const char *user, const char *host, unsigned port, const char *token)
+{
+	char portkv[32] = "", *gs2 = saslname(user), *raw;
+
+	if (port != 0)
+		snprintf(portkv, sizeof portkv, "port=%u\001", port);
+	raw = xasprintf("n,a=%s,\001host=%s\001%sauth=Bearer %s\001\001", gs2, host,
+	    portkv, token);
+	free(gs2);
+	return raw;
+}
+
+char *
 sasl_response64(enum sasl_mech mech, const char *user, const char *secret)
 {
 	size_t len;
@@ -87,15 +100,8 @@ sasl_response64(enum sasl_mech mech, const char *user, const char *secret)
 char *
 sasl_oauthbearer64(const char *user, const char *host, unsigned port, const char *token)
 {
-	char portkv[32] = "", *raw;
+	char *raw = sasl_oauthbearer(user, host, port, token);
 
-	char *gs2 = saslname(user);
-
-	if (port != 0)
-		snprintf(portkv, sizeof portkv, "port=%u\001", port);
-	raw = xasprintf("n,a=%s,\001host=%s\001%sauth=Bearer %s\001\001", gs2, host,
-	    portkv, token);
-	free(gs2);
 	return encode_wiped(raw, strlen(raw));
 }
 

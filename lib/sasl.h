@@ -26,14 +26,21 @@ const char *sasl_name(enum sasl_mech mech);
 char *sasl_response(enum sasl_mech mech, const char *authzid, const char *user,
     const char *secret, size_t *len);
 
+/* The OAUTHBEARER initial response (RFC 7628 section 3.1) for user and
+ * the OAuth 2.0 access token, allocated and NUL-terminated (it holds no
+ * NUL of its own):
+ *   "n,a=" user "," ^A "host=" host ^A "port=" port ^A "auth=Bearer " token ^A ^A
+ * with "," and "=" in user escaped as "=2C" and "=3D" (RFC 5801); the
+ * authorization identity a= is what Dovecot requires. port 0 leaves
+ * port= out. */
+char *sasl_oauthbearer(const char *user, const char *host, unsigned port,
+    const char *token);
+
 /* The same, base64-encoded and NUL-terminated, as it goes on the wire.
  * The raw form is wiped. Allocated. */
 char *sasl_response64(enum sasl_mech mech, const char *user, const char *secret);
 
-/* The OAUTHBEARER response with the server's host and port key/value
- * pairs (RFC 7628 section 3.1: "n,a=USER," ^A "host=" HOST ^A "port=" PORT
- * ^A "auth=Bearer " TOKEN ^A ^A; the authzid a= is what Dovecot needs to
- * know the user), base64-encoded, allocated. port 0 leaves port= out. */
+/* sasl_oauthbearer() base64-encoded, the raw form wiped. Allocated. */
 char *sasl_oauthbearer64(const char *user, const char *host, unsigned port,
     const char *token);
 

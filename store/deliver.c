@@ -1,5 +1,7 @@
 #include "store/deliver.h"
 
+#include <sys/stat.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdatomic.h>
@@ -16,6 +18,12 @@
 #include "lib/xmalloc.h"
 #include "store/imap.h"
 #include "store/maildir.h"
+
+const char *
+deliver_sent_folder(const struct conf_account *a)
+{
+	return a->sent_folder_set ? a->sent_folder : DELIVER_FOLDER_SENT;
+}
 
 const struct deliver_backend *
 deliver_backend_for(enum conf_store_type t)
@@ -189,6 +197,7 @@ prepare_item(const struct deliver_backend *be, void *ctx, const char *folder,
     struct deliver_file_item *it, struct deliver_msg *m)
 {
 	char *loc = NULL, *err = NULL;
+	struct stat sb;
 	FILE *in;
 	int found;
 
@@ -200,7 +209,7 @@ prepare_item(const struct deliver_backend *be, void *ctx, const char *folder,
 			it->stored = true;
 			return 0;
 		}
-		if (found == -1) {
+		if (found < 0) {
 			it->err = err;
 			return -1;
 		}
@@ -214,7 +223,8 @@ prepare_item(const struct deliver_backend *be, void *ctx, const char *folder,
 	 * off): not in the store, so it is ours to replace. Without this,
 	 * every retry would fail on the exclusive create. */
 	if (be->tmp_discard(ctx, folder, it->key, &it->err) == -1 ||
-	    be->tmp_create(ctx, folder, it->key, &m->fd, &it->err) == -1) {
+	    be->tmp_create(ctx, folder, it->key, fstat(fileno(in), &sb) == 0 ?
+	    (uint64_t)sb.st_size : 0, &m->fd, &it->err) == -1) {
 		fclose(in);
 		return 0;
 	}
@@ -254,6 +264,32 @@ settle(const struct deliver_backend *be, void *ctx, const char *folder,
 	}
 }
 
+/* The items an earlier attempt may have stored are looked up after a
+ * failure or a crash: the backend is told them all first (recovering),
+ * so that it looks them up at once and waits for a store still taking a
+ * dead attempt's message. */
+static void
+looked_up_first(const struct deliver_backend *be, void *ctx, const char *folder,
+    const struct deliver_file_item *v, size_t n)
+{
+	const char **folders, **keys;
+	size_t i, k = 0;
+
+	if (be->recovering == NULL)
+		return;
+	folders = xcalloc(n ? n : 1, sizeof *folders);
+	keys = xcalloc(n ? n : 1, sizeof *keys);
+	for (i = 0; i < n; i++)
+		if (v[i].look_first) {
+			folders[k] = folder;
+			keys[k++] = v[i].key;
+		}
+	if (k > 0)
+		be->recovering(ctx, folders, keys, k);
+	free(folders);
+	free(keys);
+}
+
 size_t
 deliver_files(const struct conf *c, const struct conf_account *a, const char *folder,
     struct deliver_file_item *v, size_t n, char **err)
@@ -272,11 +308,15 @@ deliver_files(const struct conf *c, const struct conf_account *a, const char *fo
 	}
 	if (be == NULL)
 		*err = xstrdup("this store type is not supported");
-	if (be == NULL || be->open(c, a, &ctx, err) == -1) {
+	/* A store without special-use flags files "\Sent" copies in "Sent". */
+	if (be != NULL && strcmp(folder, DELIVER_FOLDER_SENT) == 0 && !be->special_use)
+		folder = DELIVER_SENT_DEFAULT;
+	if (be == NULL || be->open(c, a, &ctx, err) < 0) {
 		free(msgs);
 		free(of);
 		return 0;
 	}
+	looked_up_first(be, ctx, folder, v, n);
 	for (i = 0; i < n && rc != -1; i++) {
 		if ((rc = prepare_item(be, ctx, folder, &v[i], &msgs[k])) == 1)
 			of[k++] = &v[i];

@@ -2,8 +2,9 @@
  * of these backends and never knows which store it is.
  *
  * Protocol, per batch (doc/DESIGN.md, The import protocol):
- *   tmp_create()  for each message: a temp file named by its delivery key;
- *                 the caller writes the message to it and keeps the fd;
+ *   tmp_create()  for each message: a temp file for its delivery key;
+ *                 the caller writes the message to it (about size bytes:
+ *                 a hint, 0 when unknown) and keeps the fd;
  *   deliver()     makes the whole batch durable in the store (after it
  *                 returns 0 every message is there and survives a crash,
  *                 except those it marked refused: the store said no to
@@ -11,7 +12,9 @@
  *   find()        after a crash: is the message with this key in the store?
  *   tmp_discard() removes the temp file of a key that was not delivered;
  *   tmp_cleanup() removes every temp file a killed run left for an account.
- * Functions return 0 on success or -1 with *err allocated. */
+ * Functions return 0 on success or -1 with *err allocated; open(),
+ * deliver() and find() may also return another enum deliver_err saying
+ * what kind of failure it was (the pass's exit code follows from it). */
 #ifndef POP3BRIDGE_DELIVER_H
 #define POP3BRIDGE_DELIVER_H
 
@@ -23,6 +26,23 @@
 #include "conf/conf.h"
 
 #define DELIVER_SEEN 0x1
+
+/* Failures of open(), deliver() and find(). */
+enum deliver_err {
+	DELIVER_EIO = -1,	/* the store's files, or anything else */
+	DELIVER_ETEMP = -2,	/* try again later: connection lost or timed out,
+				   the store is full ([OVERQUOTA]) */
+	DELIVER_EAUTH = -3,	/* TLS or login refused (a wrong password, a
+				   refused token, PREAUTH, no usable mechanism) */
+};
+
+/* A folder name no configuration can hold (conf/ refuses a folder that
+ * begins with a backslash): the store's folder for sent mail, the one
+ * flagged \Sent (RFC 6154) where the store knows special-use flags, else
+ * "Sent" (DELIVER_SENT_DEFAULT). What an account without sent_folder
+ * files its Sent copies into. */
+#define DELIVER_FOLDER_SENT "\\Sent"
+#define DELIVER_SENT_DEFAULT "Sent"
 
 struct deliver_msg {
 	const char *key;        /* from deliver_key(); also the temp file name */
@@ -43,14 +63,27 @@ struct deliver_backend {
 	const char *name;
 	/* Line endings the store wants in message files: 0 LF, 1 CRLF. */
 	int crlf;
+	/* Whether folder DELIVER_FOLDER_SENT may be passed (else deliver_file
+	 * maps it to DELIVER_SENT_DEFAULT). */
+	bool special_use;
 	/* A session for one account's pass; user is the account's local_user. */
 	int (*open)(const struct conf *c, const struct conf_account *a, void **ctx, char **err);
-	int (*tmp_create)(void *ctx, const char *folder, const char *key, int *fd, char **err);
+	int (*tmp_create)(void *ctx, const char *folder, const char *key, uint64_t size, int *fd,
+	    char **err);
 	int (*tmp_discard)(void *ctx, const char *folder, const char *key, char **err);
 	int (*tmp_cleanup)(void *ctx, const char *folder, const char *key_tag, char **err);
 	int (*deliver)(void *ctx, struct deliver_msg *msgs, size_t n, char **err);
-	/* 1 found (*location allocated), 0 not found, -1 error. */
+	/* 1 found (*location allocated), 0 not found, < 0 error. */
 	int (*find)(void *ctx, const char *folder, const char *key, char **location, char **err);
+	/* Optional (NULL: nothing to do). Says that the find() calls that
+	 * follow settle rows a killed pass left, for keys[i] in folders[i]
+	 * (i < n): a store may look them all up at once, and one that takes
+	 * messages on its own time (an IMAP server still working through the
+	 * commands of a dead connection) must be done with them before find()
+	 * may answer "not found", or the message would be fetched and stored
+	 * a second time. */
+	void (*recovering)(void *ctx, const char *const *folders, const char *const *keys,
+	    size_t n);
 	void (*close)(void *ctx);
 };
 
@@ -64,8 +97,9 @@ struct deliver_backend {
  * replaced. One backend session and one deliver() batch for all: each
  * item holds an open file until then, so n should stay modest (tens).
  * Each item ends stored, or not with its err allocated (also when the
- * store refused that message: deliver_msg.refused). Returns how many are
- * stored; 0 with *err allocated when the store could not be opened. */
+ * store refused that message: deliver_msg.refused). folder may be
+ * DELIVER_FOLDER_SENT. Returns how many are stored; 0 with *err allocated
+ * when the store could not be opened. */
 struct deliver_file_item {
 	const char *key;
 	const char *path;
@@ -82,6 +116,10 @@ size_t deliver_files(const struct conf *c, const struct conf_account *a, const c
  * with *err allocated. */
 int deliver_file(const struct conf *c, const struct conf_account *a, const char *folder,
     const char *key, const char *path, unsigned flags, time_t date, char **err);
+
+/* The folder account a's Sent copies go to: its sent_folder when the
+ * configuration sets one, else DELIVER_FOLDER_SENT. */
+const char *deliver_sent_folder(const struct conf_account *a);
 
 /* The backend for a store type; NULL when it is not built in. */
 const struct deliver_backend *deliver_backend_for(enum conf_store_type t);

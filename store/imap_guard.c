@@ -239,19 +239,17 @@ cond_rest(struct cur *c)
 	return resp_text(c);
 }
 
-/* A LIST mailbox name: atom (with "]"), quoted, or a literal; at a
- * literal the check stops and announces it, or, when its bytes are
- * there, skips them. */
+/* A literal ("{N}" CRLF and N bytes, N at most IMAP_GUARD_LITERAL_MAX):
+ * the check stops and announces it, or, when its bytes are there, skips
+ * them. name: a mailbox name, which holds no NUL, CR or LF. */
 static bool
-mailbox(struct cur *c)
+literal(struct cur *c, bool name)
 {
 	uint64_t n = 0;
 	const char *s;
 
-	if (peek(c, '"'))
-		return quoted(c);
 	if (!eat(c, '{'))
-		return atom(c, true);
+		return false;
 	if (!number_of(c, IMAP_GUARD_LITERAL_MAX, false, &n) || !eat(c, '}'))
 		return false;
 	eat(c, '\r');
@@ -265,11 +263,33 @@ mailbox(struct cur *c)
 	}
 	if ((uint64_t)(c->end - c->p) < n)
 		return false;
-	for (s = c->p; s < c->p + n; s++)
+	for (s = c->p; name && s < c->p + n; s++)
 		if (*s == '\0' || *s == '\r' || *s == '\n')
 			return false;
 	c->p += n;
 	return true;
+}
+
+/* A mailbox name (LIST, STATUS): atom (with "]"), quoted, or a literal. */
+static bool
+mailbox(struct cur *c)
+{
+	if (peek(c, '"'))
+		return quoted(c);
+	if (peek(c, '{'))
+		return literal(c, true);
+	return atom(c, true);
+}
+
+/* string: quoted or literal (RFC 3501); nstring: NIL too. */
+static bool
+nstring(struct cur *c, bool nil)
+{
+	if (nil && word(c, "NIL"))
+		return true;
+	if (peek(c, '"'))
+		return quoted(c);
+	return literal(c, false);
 }
 
 static bool
@@ -307,9 +327,72 @@ fetch_rest(struct cur *c)
 		} else if (word(c, "UID")) {
 			if (!sp(c) || !number(c, U32, true))
 				return false;
+		} else if (word(c, "MODSEQ")) {
+			if (!sp(c) || !eat(c, '(') || !number(c, UINT64_MAX / 2, false) ||
+			    !eat(c, ')'))
+				return false;
+		} else if (c->end - c->p >= 5 && strncasecmp(c->p, "BODY[", 5) == 0) {
+			/* find()'s UID FETCH of the key header (store/imap_find.c):
+			 * BODY[HEADER.FIELDS (NAME ...)] SP nstring. */
+			c->p += 5;
+			while (c->p < c->end && (atom_char((unsigned char)*c->p) ||
+			    *c->p == ' ' || *c->p == '(' || *c->p == ')' || *c->p == '"'))
+				c->p++;
+			if (!eat(c, ']'))
+				return false;
+			if (eat(c, '<') && (!number(c, U32, false) || !eat(c, '>')))
+				return false;
+			if (!sp(c) || !nstring(c, true))
+				return false;
+			if (c->more)
+				return true;	/* the literal comes; checked again after */
 		} else
 			return false;
 	} while (sp(c));
+	return eat(c, ')');
+}
+
+/* RFC 2342: NIL, or "(" 1*("(" string SP (quoted delimiter / NIL)
+ * *(SP string SP "(" string *(SP string) ")") ")") ")". */
+static bool
+namespace_one(struct cur *c)
+{
+	if (word(c, "NIL"))
+		return true;
+	if (!eat(c, '('))
+		return false;
+	do {
+		if (!eat(c, '(') || !quoted(c) || !sp(c) || (!word(c, "NIL") && !quoted(c)))
+			return false;
+		while (sp(c)) {
+			if (!quoted(c) || !sp(c) || !eat(c, '('))
+				return false;
+			do
+				if (!quoted(c))
+					return false;
+			while (sp(c));
+			if (!eat(c, ')'))
+				return false;
+		}
+		if (!eat(c, ')'))
+			return false;
+	} while (peek(c, '('));
+	return eat(c, ')');
+}
+
+/* "* STATUS" mailbox SP "(" [status-att SP number *(SP ...)] ")": find()
+ * asks UIDNEXT while it waits for a quiet folder. */
+static bool
+status_rest(struct cur *c)
+{
+	if (!sp(c) || !mailbox(c) || c->more || !sp(c) || !eat(c, '('))
+		return false;
+	if (eat(c, ')'))
+		return true;
+	do
+		if (!atom(c, false) || !sp(c) || !number(c, UINT64_MAX / 2, false))
+			return false;
+	while (sp(c));
 	return eat(c, ')');
 }
 
@@ -331,6 +414,11 @@ untagged(struct cur *c)
 		return list_rest(c);
 	if (word(c, "FLAGS"))
 		return sp(c) && flag_list(c, false);
+	if (word(c, "NAMESPACE"))
+		return sp(c) && namespace_one(c) && sp(c) && namespace_one(c) && sp(c) &&
+		    namespace_one(c);
+	if (word(c, "STATUS"))
+		return status_rest(c);
 	if (word(c, "SEARCH")) {
 		while (sp(c))
 			if (!number(c, U32, true))
@@ -356,8 +444,10 @@ imap_guard_line(void *ctx, const char *line, size_t len, struct linecap_more *m)
 	if (!g->greeted) {
 		/* Before anything, the greeting: OK or PREAUTH (libetpan 1.9.4
 		 * never frees a BYE one; the server has refused us then). */
-		if (len >= 5 && strncasecmp(line, "* BYE", 5) == 0)
+		if (len >= 5 && strncasecmp(line, "* BYE", 5) == 0) {
+			g->bye = true;
 			return "the server refused the connection (BYE greeting)";
+		}
 		if ((len < 4 || strncasecmp(line, "* OK", 4) != 0) &&
 		    (len < 9 || strncasecmp(line, "* PREAUTH", 9) != 0))
 			return "a greeting that is neither OK nor PREAUTH";

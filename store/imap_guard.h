@@ -27,6 +27,7 @@
  * be "* OK" or "* PREAUTH": libetpan leaks a "* BYE" greeting). */
 struct imap_guard {
 	bool greeted;
+	bool bye;		/* the greeting was a BYE (refused) */
 };
 
 /* A linecap_check_fn, ctx a struct imap_guard: line[0..len) is a reply

@@ -695,8 +695,10 @@ find_owned(void *ctx, const char *folder, const char *key, char **location, char
 } while (0)
 
 static int
-md_tmp_create(void *ctx, const char *folder, const char *key, int *fd, char **err)
+md_tmp_create(void *ctx, const char *folder, const char *key, uint64_t size, int *fd,
+    char **err)
 {
+	(void)size;
 	AS_OWNER(tmp_create_owned(ctx, folder, key, fd, err));
 }
 

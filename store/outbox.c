@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/err.h"
 #include "lib/hex.h"
 #include "lib/io.h"
 #include "lib/xmalloc.h"
@@ -1116,4 +1117,42 @@ outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
 	closedir(d);
 	free(dir);
 	return r;
+}
+
+int
+outbox_counts(struct state *st, int64_t account, struct outbox_counts *out, char **err)
+{
+	const char *what = "counting the account's outbound mail";
+	sqlite3_stmt *s;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	if ((s = prep(st, "SELECT count(*), total(state = 0), total(state = 1),"
+	    " total(state = 2) FROM outbox WHERE account_id = ?1", what, err)) == NULL)
+		return -1;
+	if (sqlite3_bind_int64(s, 1, account) != SQLITE_OK ||
+	    (rc = sqlite3_step(s)) != SQLITE_ROW) {
+		state_error(st, what, err);
+		sqlite3_finalize(s);
+		return -1;
+	}
+	out->accepted = (unsigned long)sqlite3_column_int64(s, 0);
+	out->queued = (unsigned long)sqlite3_column_double(s, 1);
+	out->sent = (unsigned long)sqlite3_column_double(s, 2);
+	out->bounced = (unsigned long)sqlite3_column_double(s, 3);
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int
+outbox_spool_give(const char *state_dir, uid_t uid, gid_t gid, char **err)
+{
+	char *tmp = spool_path(state_dir, "tmp"), *dir = spool_path(state_dir, "");
+	int r = io_mkdir_p(tmp, 0700, true, err);
+
+	if (r != -1 && (chown(dir, uid, gid) == -1 || chown(tmp, uid, gid) == -1))
+		r = err_errno(err, "giving %s to uid %ld", dir, (long)uid);
+	free(tmp);
+	free(dir);
+	return r == -1 ? -1 : 0;
 }

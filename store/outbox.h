@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "store/state.h"
@@ -206,5 +207,20 @@ int outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age
 
 /* Removes the spool files of finished messages whose copy/bounce is done. */
 int outbox_cleanup(struct state *st, const char *state_dir, char **err);
+
+/* One account's outbound mail, all time (rows are kept when finished):
+ * accepted (every message submitted, by the relay or `sendmail`), still
+ * queued, sent (every recipient accepted upstream), bounced. Dropped
+ * ones count only in accepted. For status and the metrics file. */
+struct outbox_counts {
+	unsigned long accepted, queued, sent, bounced;
+};
+int outbox_counts(struct state *st, int64_t account, struct outbox_counts *out, char **err);
+
+/* For a STATE_DIR that belongs to another user than root, run as root:
+ * STATE_DIR/spool and spool/tmp (made when missing) are given to uid:gid,
+ * so that a process running as that user (the relay) can submit. 0, or
+ * -1 with *err. */
+int outbox_spool_give(const char *state_dir, uid_t uid, gid_t gid, char **err);
 
 #endif

@@ -227,8 +227,11 @@ static const char *const sql[S_COUNT] = {
 	    " uidvalidity, uid, duplicate_of_account)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, NULL,"
 	    " ?11, ?12, ?13, ?14, ?15, ?16)",
+	/* Rows another tool delivered (import-state) have no fingerprint
+	 * the guard could compare: they do not count. */
 	[S_HAS_IMPORTED] = "SELECT 1 FROM messages"
-	    " WHERE account_id = ?1 AND state IN (1, 2) LIMIT 1",
+	    " WHERE account_id = ?1 AND state IN (1, 2)"
+	    " AND substr(delivery_key, 1, 7) <> '" STATE_SEEN_ELSEWHERE "' LIMIT 1",
 	/* The oldest imported row with this fingerprint whose UIDL is no
 	 * longer on the server takes the new UIDL; once renamed it is on
 	 * the server, so identical messages each take their own row. The
@@ -266,7 +269,8 @@ static const char *const sql[S_COUNT] = {
 	    "SELECT error, finished_at FROM poll_log"
 	    " WHERE account_id = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
 	[S_ST_COUNTS] =
-	    "SELECT state, count(*), count(uid), count(duplicate_of_account)"
+	    "SELECT state, count(*), count(uid), count(duplicate_of_account),"
+	    " sum(substr(delivery_key, 1, 7) = '" STATE_SEEN_ELSEWHERE "'), sum(size)"
 	    " FROM messages WHERE account_id = ?1 GROUP BY state",
 	[S_ST_ACCOUNT] = "SELECT no_uidl, uidl_resets, warning, warning_at,"
 	    " last_auth, (SELECT count(*) FROM skipped k WHERE k.account_id = ?1)"
@@ -1550,7 +1554,7 @@ static int
 status_counts(struct state *st, int64_t account, struct state_status *t, char **err)
 {
 	sqlite3_stmt *s;
-	unsigned long c;
+	unsigned long c, elsewhere;
 	int r, rc;
 
 	if ((r = first_row(st, S_ST_ACCOUNT, account, &s, err)) == -1)
@@ -1570,16 +1574,21 @@ status_counts(struct state *st, int64_t account, struct state_status *t, char **
 		c = (unsigned long)sqlite3_column_int64(s, 1);
 		t->imap_locations += (unsigned long)sqlite3_column_int64(s, 2);
 		t->duplicates += (unsigned long)sqlite3_column_int64(s, 3);
+		elsewhere = (unsigned long)sqlite3_column_int64(s, 4);
+		t->seen_elsewhere += elsewhere;
 		switch (sqlite3_column_int(s, 0)) {
 		case STATE_PENDING:
 			t->pending = c;
 			break;
 		case STATE_DELIVERED:
 			t->on_server = c;
-			t->imported += c;
+			t->imported += c - elsewhere;
+			t->imported_bytes += (uint64_t)sqlite3_column_int64(s, 5);
 			break;
 		case STATE_DELETED:
-			t->imported += c;
+			t->imported += c - elsewhere;
+			t->imported_bytes += (uint64_t)sqlite3_column_int64(s, 5);
+			t->deleted = c;
 			break;
 		}
 	}
@@ -1631,4 +1640,76 @@ int
 state_error(struct state *st, const char *what, char **err)
 {
 	return fail(st, what, err);
+}
+
+/*
+ * Another tool's state (import-state).
+ */
+
+int
+state_mark_seen_elsewhere(struct state *st, int64_t account, const char *tool,
+    const char *const *uidls, size_t n, size_t *added, char **err)
+{
+	const char *what = "recording another tool's UIDLs";
+	char *key = xasprintf(STATE_SEEN_ELSEWHERE "%s", tool);
+	int64_t now = (int64_t)time(NULL);
+	sqlite3_stmt *s = NULL;
+	bool outer;
+	int b, r = -1;
+
+	*added = 0;
+	if (sp_begin(st, &outer, what, err) == -1) {
+		free(key);
+		return -1;
+	}
+	/* Used once per import: not one of the connection's cached statements. */
+	if (sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO messages(account_id, uidl,"
+	    " size, sha256, message_id, delivery_key, folder, location, state,"
+	    " fetched_at, delivered_at) VALUES (?1, ?2, 0, '', NULL, ?3, '', NULL, 1,"
+	    " ?4, ?4)", -1, &s, NULL) != SQLITE_OK) {
+		fail(st, what, err);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		b = sqlite3_bind_int64(s, 1, account);
+		b |= sqlite3_bind_text(s, 2, uidls[i], -1, SQLITE_STATIC);
+		b |= sqlite3_bind_text(s, 3, key, -1, SQLITE_STATIC);
+		b |= sqlite3_bind_int64(s, 4, now);
+		if (run(st, s, b, what, err) == -1)
+			goto out;
+		*added += (size_t)sqlite3_changes(st->db);
+	}
+	r = 0;
+out:
+	sqlite3_finalize(s);
+	free(key);
+	return sp_end(st, outer, r, what, err);
+}
+
+bool
+state_msg_seen_elsewhere(const struct state_msg *m)
+{
+	return m->delivery_key != NULL && strncmp(m->delivery_key, STATE_SEEN_ELSEWHERE,
+	    strlen(STATE_SEEN_ELSEWHERE)) == 0;
+}
+
+int
+state_dir_give(const char *state_dir, uid_t uid, gid_t gid, char **err)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm" };
+	struct state *st;
+	int r = 0;
+
+	/* Made now if missing, with its schema, so that it is root's to give. */
+	if (state_open_dir(state_dir, true, &st, err) == -1)
+		return -1;
+	state_close(st);
+	for (size_t i = 0; i < sizeof suffix / sizeof *suffix && r == 0; i++) {
+		char *p = xasprintf("%s/state.db%s", state_dir, suffix[i]);
+
+		if (chown(p, uid, gid) == -1 && errno != ENOENT)
+			r = err_errno(err, "giving %s to uid %ld", p, (long)uid);
+		free(p);
+	}
+	return r;
 }

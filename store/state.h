@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 enum state_msg_state { STATE_PENDING = 0, STATE_DELIVERED = 1, STATE_DELETED = 2 };
@@ -245,11 +246,40 @@ struct state_status {
 	unsigned long uidl_resets;    /* UIDL resets survived */
 	char *warning;                /* the last warning (UIDL reset), NULL none */
 	int64_t warning_at;
+	unsigned long seen_elsewhere; /* UIDLs another tool delivered (import-state);
+	                               * not in imported, in on_server until deleted */
+	uint64_t imported_bytes;      /* bytes of the imported messages, as stored */
+	unsigned long deleted;        /* rows deleted from the server (all time) */
 	unsigned long skipped;        /* messages skipped now (state_skipped lists them) */
 	char *last_auth;              /* the mechanism of the last login, NULL none */
 	struct state_sched sched;
 };
 int state_status(struct state *st, int64_t account, struct state_status *s, char **err);
 void state_status_free(struct state_status *s);
+
+/* Another tool's state (`import-state`): uidls[0..n) were fetched and
+ * delivered elsewhere by tool ("fetchmail", ...), before the switch. Each
+ * becomes a delivered row without a location: delivery key
+ * STATE_SEEN_ELSEWHERE followed by tool, size 0, no hashes, no Message-ID,
+ * folder "". So no later pass fetches it again; dedup never matches it
+ * (no Message-ID, no body hash) and the UIDL-reset guard never adopts it
+ * (no fingerprint) nor counts it as mail imported before; status counts
+ * it apart (seen_elsewhere), not as imported; the deletion policy treats
+ * it as delivered at the time of the import. A UIDL that already has a
+ * row is left as it is. One transaction (or part of the caller's);
+ * *added counts the new rows. */
+#define STATE_SEEN_ELSEWHERE "import:"
+int state_mark_seen_elsewhere(struct state *st, int64_t account, const char *tool,
+    const char *const *uidls, size_t n, size_t *added, char **err);
+
+/* True if m is such a row. */
+bool state_msg_seen_elsewhere(const struct state_msg *m);
+
+/* For a STATE_DIR that belongs to another user than root, run as root:
+ * state.db (made with its schema when missing) and its -wal and -shm are
+ * given to uid:gid, so that a process running as that user (the relay)
+ * can write it; SQLite, as root, gives the files it makes later the
+ * database file's owner. 0, or -1 with *err. */
+int state_dir_give(const char *state_dir, uid_t uid, gid_t gid, char **err);
 
 #endif

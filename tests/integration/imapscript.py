@@ -1,7 +1,9 @@
 """A scripted IMAP server (RFC 3501, 4315 UIDPLUS) for the IMAP store's
 hostile-peer tests: the part of IMAP pop3bridge's store speaks (greeting,
-CAPABILITY, LOGIN, LIST, CREATE, SUBSCRIBE, EXAMINE/SELECT, UID SEARCH
-HEADER, APPEND, NOOP, LOGOUT), with faults no packaged server produces.
+CAPABILITY, LOGIN, AUTHENTICATE PLAIN (with SASL-IR or after "+"), LIST,
+CREATE, SUBSCRIBE, EXAMINE/SELECT, STATUS (UIDNEXT), UID SEARCH of HEADER
+keys joined by OR, UID FETCH of UID and a HEADER.FIELDS section, APPEND,
+NOOP, LOGOUT), with faults no packaged server produces.
 Threads of the test process serve it on a free 127.0.0.1 port, in the style
 of pop3script.py.
 
@@ -44,6 +46,7 @@ to (None: all). The first matching fault replaces the command's handling:
     action='no-appenduid'     (APPEND) store it, answer OK without one
 """
 
+import base64
 import copy
 import email
 import re
@@ -203,6 +206,65 @@ def _shutdown(sock):
         pass
 
 
+def _tokens(arg):
+    """IMAP atoms, quoted strings and parentheses of arg, as strings."""
+    out, i = [], 0
+    while i < len(arg):
+        c = arg[i]
+        if c == ' ':
+            i += 1
+        elif c in '()':
+            out.append(c)
+            i += 1
+        elif c == '"':
+            v, rest = _unquote(arg[i:])
+            out.append(v)
+            i = len(arg) - len(rest)
+        else:
+            m = re.match(r'[^ ()]+', arg[i:])
+            out.append(m.group(0))
+            i += len(m.group(0))
+    return out
+
+
+def _search_matcher(toks):
+    """A predicate over message bytes from search keys (HEADER name value,
+    OR a b, several ANDed), consuming toks; ValueError for anything else."""
+    def one():
+        if not toks:
+            raise ValueError('search key missing')
+        k = toks.pop(0).upper()
+        if k == 'OR':
+            a, b = one(), one()
+            return lambda m: a(m) or b(m)
+        if k == 'HEADER' and len(toks) >= 2:
+            name, value = toks.pop(0), toks.pop(0).lower()
+            return lambda m: any(value in (v or '').lower()
+                                 for v in email.message_from_bytes(m).get_all(name, []))
+        if k == '(':
+            keys = []
+            while toks and toks[0] != ')':
+                keys.append(one())
+            if not toks:
+                raise ValueError('unbalanced')
+            toks.pop(0)
+            return lambda m: all(f(m) for f in keys)
+        raise ValueError('search key %s' % k)
+    keys = [one()]
+    while toks:
+        keys.append(one())
+    return lambda m: all(f(m) for f in keys)
+
+
+def _uid_set(text):
+    out = set()
+    for part in text.split(','):
+        a, _, b = part.partition(':')
+        lo, hi = int(a), int(b or a)
+        out.update(range(min(lo, hi), max(lo, hi) + 1))
+    return out
+
+
 def _unquote(arg):
     """The first IMAP astring of arg and the rest: (value, rest)."""
     arg = arg.lstrip(' ')
@@ -315,6 +377,23 @@ class _Conn:
             self.send('* BYE Logging out')
             self.send('%s OK Logout completed.' % tag)
             self.close()
+        if verb == 'AUTHENTICATE':
+            mech, _, ir = arg.partition(' ')
+            if mech.upper() != 'PLAIN':
+                return self.send('%s NO Unsupported mechanism.' % tag)
+            if not ir:
+                self.send('+ ')
+                ir = self.readline()
+            try:
+                authz, authc, pw = base64.b64decode(ir, validate=True).decode().split('\0')
+            except (ValueError, UnicodeDecodeError):
+                return self.send('%s BAD Invalid base64.' % tag)
+            if srv.users.get(authc) != pw:
+                return self.send('%s NO [AUTHENTICATIONFAILED] Authentication failed.' % tag)
+            self.user = authz or authc
+            with srv._lock:
+                self.s.login = time.time()
+            return self.send('%s OK [CAPABILITY %s] Logged in' % (tag, self.caps()))
         if verb == 'LOGIN':
             user, rest = _unquote(arg)
             pw, _ = _unquote(rest)
@@ -364,19 +443,49 @@ class _Conn:
             self.send('* OK [UIDNEXT %d] Predicted next UID' % nxt)
             return self.send('%s OK [READ-ONLY] Examine completed.' % tag)
         if verb == 'UID SEARCH':
-            m = re.match(r'HEADER\s+("(?:[^"\\]|\\.)*"|\S+)\s+("(?:[^"\\]|\\.)*"|\S+)', arg,
-                         re.I)
-            if not m or self.selected is None:
+            try:
+                match = _search_matcher(_tokens(arg))
+            except ValueError:
+                match = None
+            if match is None or self.selected is None:
                 return self.send('%s BAD Error in IMAP command.' % tag)
-            name, _ = _unquote(m.group(1))
-            value, _ = _unquote(m.group(2))
             with srv._lock:
                 box = list(srv._boxes.get(self.selected, []))
-            hits = [uid for uid, b in box if any(
-                value.lower() in (v or '').lower() for v in
-                email.message_from_bytes(b).get_all(name, []))]
+            hits = [uid for uid, b in box if match(b)]
             self.send('* SEARCH' + ''.join(' %d' % u for u in hits))
             return self.send('%s OK Search completed.' % tag)
+        if verb == 'UID FETCH':
+            m = re.match(r'([0-9:,]+) \((.*)\)$', arg)
+            f = re.search(r'BODY\.PEEK\[HEADER\.FIELDS \(([^)]*)\)\]', arg, re.I)
+            if not m or self.selected is None:
+                return self.send('%s BAD Error in IMAP command.' % tag)
+            uids = _uid_set(m.group(1))
+            with srv._lock:
+                box = list(srv._boxes.get(self.selected, []))
+            for seq, (uid, b) in enumerate(box, 1):
+                if uid not in uids:
+                    continue
+                items = 'UID %d' % uid
+                if f:
+                    names = [n.lower() for n in _tokens(f.group(1))]
+                    head = b.split(b'\r\n\r\n', 1)[0].split(b'\r\n')
+                    hdr = b''.join(l + b'\r\n' for l in head
+                                   if l.split(b':', 1)[0].decode('latin-1').lower() in names)
+                    hdr += b'\r\n'
+                    self.sock.sendall(('* %d FETCH (%s BODY[HEADER.FIELDS (%s)] {%d}\r\n'
+                                       % (seq, items, f.group(1).upper(), len(hdr))).encode() +
+                                      hdr + b')\r\n')
+                else:
+                    self.send('* %d FETCH (%s)' % (seq, items))
+            return self.send('%s OK Fetch completed.' % tag)
+        if verb == 'STATUS':
+            name, _ = _unquote(arg)
+            with srv._lock:
+                if name not in srv._boxes:
+                    return self.send('%s NO [NONEXISTENT] Mailbox doesn\'t exist.' % tag)
+                nxt = srv._next_uid.get(name, 1)
+            return self.send('* STATUS "%s" (UIDNEXT %d)\r\n%s OK Status completed.'
+                             % (name, nxt, tag))
         if verb == 'APPEND':
             return self.append(tag, arg, f)
         return self.send('%s BAD Unknown command.' % tag)

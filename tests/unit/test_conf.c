@@ -175,6 +175,7 @@ test_good_accounts(void)
 		CHECK_STR(a->addresses[1], "a.smith@example.com");
 	}
 	CHECK_STR(a->sent_folder, "Work/Sent");
+	CHECK(a->sent_folder_set);
 	CHECK(conf_account(c, "nope") == NULL);
 	conf_free(c);
 }
@@ -281,6 +282,7 @@ test_defaults(void)
 	CHECK(!a->has_smtp);
 	CHECK(a->addresses == NULL && a->n_addresses == 0);
 	CHECK_STR(a->sent_folder, "Sent");
+	CHECK(!a->sent_folder_set);
 	CHECK_INT(c->relay.n_listen, 1);
 	CHECK_STR(c->relay.listen[0], "127.0.0.1:1587");
 	CHECK(c->relay.tls_cert == NULL && c->relay.tls_key == NULL);
@@ -428,6 +430,7 @@ test_imap_keys(void)
 	CHECK_STR(c->store.master_user, "pop3bridge-master");
 	CHECK_STR(c->store.dedup, "message-id");
 	CHECK_INT(c->store.imap.timeout, 30);
+	CHECK_INT(c->store.imap.auth, CONF_AUTH_PLAIN);
 	CHECK_STR(c->accounts[0].folder, "Lists.2024");
 	conf_free(c);
 }
@@ -445,6 +448,26 @@ test_bad_imap(void)
 	};
 
 	expect_errors(FIX "bad_imap.conf", want);
+}
+
+static void
+test_bad_store_auth(void)
+{
+	static const char *const want[] = {
+		":9: store.master_user cannot be used with auth = \"oauthbearer\": a "
+		    "token logs in as the user it was issued to",
+		":11: folder starts with \"\\\"",
+		":12: sent_folder starts with \"\\\"",
+		NULL
+	};
+	static const char *const name[] = {
+		":7: store.auth must be \"auto\", \"login\", \"plain\", \"xoauth2\" or "
+		    "\"oauthbearer\"",
+		NULL
+	};
+
+	expect_errors(FIX "bad_store_auth.conf", want);
+	expect_errors(FIX "bad_store_auth_name.conf", name);
 }
 
 static void
@@ -941,6 +964,37 @@ test_plaintext_policy(void)
 	CHECK(strstr(CONF_PLAINTEXT_REFUSED, "allow_plaintext = true") != NULL);
 }
 
+/* --shard: the hash is the contract (FNV-1a 64: published test vectors),
+ * and K/N is read strictly. */
+static void
+test_shard(void)
+{
+	unsigned k = 9, n = 9, per[3] = { 0 };
+	char name[32];
+
+	CHECK(conf_shard_hash("") == 0xcbf29ce484222325ULL);
+	CHECK(conf_shard_hash("a") == 0xaf63dc4c8601ec8cULL);
+	CHECK(conf_shard_hash("foobar") == 0x85944171f73967e8ULL);
+	CHECK_INT(conf_shard_of("anything", 1), 1);
+	CHECK_INT(conf_shard_of("a", 3), (unsigned)(0xaf63dc4c8601ec8cULL % 3) + 1);
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "user%d", i);
+		per[conf_shard_of(name, 3) - 1]++;
+	}
+	CHECK(per[0] > 60 && per[1] > 60 && per[2] > 60);
+	CHECK_INT(conf_shard_parse("2/3", &k, &n), 0);
+	CHECK_INT(k, 2);
+	CHECK_INT(n, 3);
+	CHECK_INT(conf_shard_parse("1/1", &k, &n), 0);
+	CHECK_INT(conf_shard_parse("0/3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("4/3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("1/0", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("1/3x", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("+1/3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("1/-3", &k, &n), -1);
+	CHECK_INT(conf_shard_parse("3", &k, &n), -1);
+}
+
 int
 main(void)
 {
@@ -961,6 +1015,7 @@ main(void)
 	TEST(test_bad_folders);
 	TEST(test_imap_keys);
 	TEST(test_bad_imap);
+	TEST(test_bad_store_auth);
 	TEST(test_bad_syntax);
 	TEST(test_unreadable);
 	TEST(test_permissions);
@@ -974,6 +1029,7 @@ main(void)
 	TEST(test_plaintext_policy);
 	TEST(test_default_path);
 	TEST(test_default_path_home);
+	TEST(test_shard);
 	check_rm_tree(tmpdir);
 	CHECK_DONE();
 }

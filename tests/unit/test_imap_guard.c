@@ -58,6 +58,15 @@ test_accepts_real_replies(void)
 		"* PREAUTH [CAPABILITY IMAP4rev1] Logged in as alice\r\n",
 		"* OK [ALERT] Disk quota at 95% \xc3\xa9t\xc3\xa9\r\n",
 		"1 OK\n",
+		/* NAMESPACE (Dovecot, Courier), STATUS, the key header's FETCH */
+		"* NAMESPACE ((\"\" \".\")) NIL NIL\r\n",
+		"* NAMESPACE ((\"INBOX.\" \".\")) NIL ((\"#shared.\" \".\")(\"shared.\" \".\"))\r\n",
+		"* NAMESPACE ((\"\" \"/\" \"X-PARAM\" (\"a\" \"b\"))) NIL NIL\r\n",
+		"* STATUS INBOX (UIDNEXT 12)\r\n",
+		"* STATUS \"Work/Sub\" (MESSAGES 3 UIDNEXT 4)\r\n",
+		"* 2 FETCH (UID 7 BODY[HEADER.FIELDS (X-POP3BRIDGE-KEY)] {4}\r\n\r\n\r\n)\r\n",
+		"* 2 FETCH (UID 7 BODY[HEADER.FIELDS (X-POP3BRIDGE-KEY)] NIL)\r\n",
+		"* 2 FETCH (UID 7 MODSEQ (5) FLAGS (\\Seen))\r\n",
 	};
 
 	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
@@ -84,8 +93,14 @@ test_refuses_what_libetpan_gets_wrong(void)
 		"* OK [UIDVALIDITY 99999999999] x\r\n",
 		"* OK [UIDNEXT 0] x\r\n",
 		"* OK hello\0world\r\n",
-		"* STATUS INBOX (MESSAGES 1)\r\n",
-		"* 1 FETCH (BODY[] {5}\r\n",
+		/* STATUS and FETCH of a body section are the store's since
+		 * imap_find.c asks them; malformed, they are still refused */
+		"* STATUS INBOX (MESSAGES)\r\n",
+		"* STATUS INBOX MESSAGES 1\r\n",
+		"* 1 FETCH (BODY[] {99999999}\r\n",
+		"* 1 FETCH (BODY[HEADER.FIELDS (X-POP3BRIDGE-KEY)]\r\n",
+		"* NAMESPACE ((\"\" \".\")) NIL\r\n",
+		"* NAMESPACE ((\"\")) NIL NIL\r\n",
 		"* SEARCH 7 (MODSEQ 9)\r\n",
 		"*OK x\r\n",
 		"\r\n",

@@ -113,7 +113,7 @@ stage(void *ctx, const char *folder, const char *key, const char *body)
 	char *err = NULL;
 	int fd = -1;
 
-	if (maildir_backend.tmp_create(ctx, folder, key, &fd, &err) == -1) {
+	if (maildir_backend.tmp_create(ctx, folder, key, strlen(body), &fd, &err) == -1) {
 		printf("  tmp_create: %s\n", err);
 		free(err);
 		return -1;
@@ -711,7 +711,7 @@ test_symlink_planted_by_owner(void)
 	CHECK_INT(lchown(link, 8, 8), 0);
 	m.key = deliver_key("X1");
 	m.folder = "Evil";
-	CHECK_INT(maildir_backend.tmp_create(ctx, m.folder, m.key, &fd, &err), -1);
+	CHECK_INT(maildir_backend.tmp_create(ctx, m.folder, m.key, 0, &fd, &err), -1);
 	CHECK(err != NULL && strstr(err, "Permission denied") != NULL);
 	free(err);
 	probe = xasprintf("%s/tmp", target);

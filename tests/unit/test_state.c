@@ -895,6 +895,87 @@ test_spool(void)
 	free(tmp);
 }
 
+/* import-state's rows: seen and delivered by another tool, no location,
+ * no hashes. They keep UIDLs from being fetched, never match dedup, are
+ * never adopted by the UIDL-reset guard nor make it run, count apart in
+ * status, and are due for deletion like delivered rows. */
+static void
+test_seen_elsewhere(void)
+{
+	char *path = db_path("elsewhere"), *err = NULL, body[65];
+	const char *seen[] = { "s1", "s2", "a1" };
+	const char *server[] = { "a1", "s1", "s2", "n1" };
+	const char *fresh_server[] = { "z1" };
+	struct state *st = open_ok(path);
+	struct state_fp fp;
+	struct state_status ss;
+	struct state_msg got;
+	size_t added = 9, *idx = NULL, n = 0;
+	int64_t a, b, owner;
+	bool yes, adopted;
+
+	state_account(st, "a", &a, &err);
+	state_account(st, "b", &b, &err);
+	CHECK_INT(state_set_store(st, a, "maildir:/x", &err), 0);
+	CHECK_INT(state_set_store(st, b, "maildir:/x", &err), 0);
+	CHECK_INT(state_mark_seen_elsewhere(st, b, "mpop", seen, 2, &added, &err), 0);
+	CHECK_INT(added, 2);
+	CHECK_INT(state_has_imported(st, b, &yes, &err), 0);
+	CHECK(!yes);
+	/* An own delivered row is left as it is. */
+	put_delivered(st, a, "a1", 100, 'h', 'b', 0);
+	CHECK_INT(state_mark_seen_elsewhere(st, a, "fetchmail", seen, 3, &added, &err), 0);
+	CHECK_INT(added, 2);
+	CHECK_INT(state_find(st, a, "a1", &got, &err), 1);
+	CHECK_STR(got.delivery_key, "a1");
+	CHECK(!state_msg_seen_elsewhere(&got));
+	state_msg_clear(&got);
+	CHECK_INT(state_find(st, a, "s1", &got, &err), 1);
+	CHECK(state_msg_seen_elsewhere(&got));
+	CHECK_STR(got.delivery_key, "import:fetchmail");
+	CHECK_INT(got.state, STATE_DELIVERED);
+	CHECK(got.location == NULL && got.message_id == NULL);
+	state_msg_clear(&got);
+	/* Only n1 is new. */
+	CHECK_INT(state_filter_new(st, a, server, 4, &idx, &n, &err), 0);
+	CHECK_INT(n, 1);
+	CHECK_INT(n > 0 ? idx[0] : 99, 3);
+	free(idx);
+	/* Due for deletion with the account's own. */
+	CHECK_INT(state_due_for_delete(st, a, server, 4, INT64_MAX, &idx, &n, &err), 0);
+	CHECK_INT(n, 3);
+	free(idx);
+	/* Dedup never finds them: no Message-ID, no body hash. */
+	memset(body, 'b', 64);
+	body[64] = '\0';
+	CHECK_INT(state_dedup_find(st, a, "maildir:/x", "", "<id@example.com>", body, &got,
+	    &owner, &err), 0);
+	/* The guard never adopts them: no fingerprint (empty or not). */
+	fp = (struct state_fp){ "z1", 0, "" };
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_adopt_uidls(st, b, fresh_server, 1, &fp, 1, &adopted, &n, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(n, 0);
+	CHECK(!adopted);
+	CHECK_INT(state_status(st, a, &ss, &err), 0);
+	CHECK_INT(ss.imported, 1);
+	CHECK_INT(ss.seen_elsewhere, 2);
+	CHECK_INT(ss.on_server, 3);
+	state_status_free(&ss);
+	/* Deleted from the server: still apart from imported. */
+	CHECK_INT(state_begin(st, &err), 0);
+	CHECK_INT(state_mark_deleted(st, a, server, 3, &err), 0);
+	CHECK_INT(state_commit(st, &err), 0);
+	CHECK_INT(state_status(st, a, &ss, &err), 0);
+	CHECK_INT(ss.imported, 1);
+	CHECK_INT(ss.seen_elsewhere, 2);
+	CHECK_INT(ss.on_server, 0);
+	state_status_free(&ss);
+	CHECK(err == NULL);
+	state_close(st);
+	free(path);
+}
+
 /* A version 3 database (made by undoing migration 4 on a fresh one, rows
  * kept) is migrated to 4 with its rows. */
 static void
@@ -1092,6 +1173,7 @@ main(void)
 	TEST(test_adopt_10k);
 	TEST(test_state_dir);
 	TEST(test_spool);
+	TEST(test_seen_elsewhere);
 	TEST(test_migrate_from_3);
 	TEST(test_skipped);
 	TEST(test_schedule);
