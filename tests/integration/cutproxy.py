@@ -360,7 +360,8 @@ def imap_phases(trace):
             phases.append(('append-ok', 's2c') + until_tagged(tag))
             cpos = len(c2s) if nl < 0 else nl + 1
             continue
-        name = {'CAPABILITY': 'capability', 'LOGIN': 'login', 'LIST': 'list',
+        name = {'CAPABILITY': 'capability', 'LOGIN': 'login', 'AUTHENTICATE': 'login',
+                'LIST': 'list',
                 'CREATE': 'create', 'SUBSCRIBE': 'create', 'LOGOUT': 'logout',
                 'EXAMINE': 'examine', 'SELECT': 'examine', 'UID': 'search'}.get(verb,
                                                                                verb.lower())

@@ -317,7 +317,7 @@ def test_auth_guessing(t):
     # four sessions of three wrong guesses each (the relay hangs up on
     # the third): twelve failures, over the limit of ten
     for i in range(4):
-        codes = auth_session(port, 'alice', 'guess%d' % i)
+        codes = auth_session(port, 'alice', 'Pw-guess-%d' % i)
         t.check(codes == [535, 535, 535], 'guessing session %d: %s' % (i, codes))
     # the relay counts a session's failures when it has ended (within 1 s)
     codes = []
@@ -332,7 +332,7 @@ def test_auth_guessing(t):
             'right password: %s' % codes)
     # still refused, and not logged again
     for i in range(3):
-        codes = auth_session(port, 'alice', 'more%d' % i)
+        codes = auth_session(port, 'alice', 'Pw-guess-more%d' % i)
         t.check(codes == [454], 'blocked guess %d: %s' % (i, codes))
     # another address is not held for the guesser's failures
     codes = auth_session(port, 'alice', 'secret', source='127.0.0.2')
@@ -343,7 +343,7 @@ def test_auth_guessing(t):
     print('    log: %d line for the burst, %d for the block' % (burst, blocked))
     t.check(burst == 1, 'the burst logged once, not per guess: %d lines' % burst)
     t.check(blocked == 1, 'the block logged once: %d lines' % blocked)
-    t.check(log_count(d, 'guess') == 0,
+    t.check(log_count(d, 'Pw-guess') == 0,
             'no password in the log')
     t.check(d.poll() is None, 'the daemon is still running')
     t.check(queued(t) == [], 'nothing queued: %r' % queued(t))
