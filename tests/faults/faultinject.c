@@ -26,8 +26,12 @@
  * The count is shared by every process forked from the one that loaded
  * the shim (an anonymous shared mapping made at load time), so that "the
  * Nth fsync of an import" means the same across pop3bridge's worker
- * processes. LD_PRELOAD is removed from the environment at load time:
- * programs the shimmed one executes (a password_command) run unshimmed.
+ * processes. Programs the shimmed one executes (a password_command) run
+ * unshimmed: the first process notes its executable in FAULT_SELF_EXE, and
+ * a process of another executable removes LD_PRELOAD and does nothing.
+ * The same executable run again (the relay's fresh image, /proc/self/exe
+ * --relay-child) is shimmed with a count of its own: FAULT_SCOPE=accept
+ * and first-session count from its accept() on, as before the exec.
  * Only calls that go through the dynamic linker are seen: glibc's stdio
  * writes from inside libc and are not (pop3bridge's import and its relay
  * spool use write/pwrite/fsync directly; SQLite uses pwrite64, fdatasync,
@@ -114,6 +118,23 @@ errno_named(const char *s)
 
 #define REAL(name) real_##name = dlsym(RTLD_NEXT, #name)
 
+/* Whether this process runs the executable the shim was first loaded
+ * into (noted in FAULT_SELF_EXE by that first process). */
+static bool
+same_program(void)
+{
+	char self[4096];
+	const char *first = getenv("FAULT_SELF_EXE");
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (n <= 0)
+		return false;
+	self[n] = '\0';
+	if (first == NULL || *first == '\0')
+		return setenv("FAULT_SELF_EXE", self, 1) == 0;
+	return strcmp(first, self) == 0;
+}
+
 __attribute__((constructor)) static void
 faultinject_init(void)
 {
@@ -124,7 +145,10 @@ faultinject_init(void)
 	REAL(renameat2); REAL(link); REAL(linkat); REAL(mkdir); REAL(mkdirat);
 	REAL(open); REAL(open64); REAL(openat); REAL(openat64); REAL(creat);
 	REAL(ftruncate); REAL(ftruncate64); REAL(accept); REAL(accept4);
-	unsetenv("LD_PRELOAD");
+	if (!same_program()) {
+		unsetenv("LD_PRELOAD");
+		return;
+	}
 	if ((s = getenv("FAULT_CALL")) == NULL || *s == '\0')
 		return;
 	char *list = strdup(s), *cur = list, *tok;
