@@ -548,6 +548,31 @@ migrate(struct state *st, char **err)
  * several accounts open a new database at once, and the switch to WAL
  * answers SQLITE_BUSY without calling the busy handler when they race:
  * retry for as long as the busy timeout would have waited. */
+/* SQLite could not create the -wal or -shm file: it retried the open
+ * read-only, and what it keeps is that retry's ENOENT, not why creating
+ * failed (a full disk said "No such file or directory"; found by
+ * tests/integration/test_disk_faults.py). Asked again with a file of
+ * our own in the same directory, unnamed (O_TMPFILE: nothing to remove,
+ * nothing another process could open). */
+static void
+wal_cause(struct state *st, char **err)
+{
+	const char *slash = strrchr(st->path, '/');
+	char *dir = slash == NULL ? xstrdup(".") : slash == st->path ? xstrdup("/") :
+	    xstrndup(st->path, (size_t)(slash - st->path));
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), e = fd == -1 ? errno : 0;
+
+	if (fd != -1)
+		close(fd);
+	if (e != 0 && e != EOPNOTSUPP && e != EISDIR)
+		err_set(err, "setting WAL mode: creating the write-ahead log in %s: %s", dir,
+		    strerror(e));
+	else
+		err_set(err, "setting WAL mode: creating the write-ahead log failed (%s; SQLite "
+		    "kept no error of the attempt)", sqlite3_errmsg(st->db));
+	free(dir);
+}
+
 static int
 set_wal(struct state *st, char **err)
 {
@@ -564,6 +589,8 @@ set_wal(struct state *st, char **err)
 	}
 	if (rc == SQLITE_ROW)
 		mode = (const char *)sqlite3_column_text(s, 0);
+	else if ((sqlite3_errcode(st->db) & 0xff) == SQLITE_CANTOPEN)
+		wal_cause(st, err);
 	else
 		fail(st, "setting WAL mode", err);
 	if (mode != NULL && strcmp(mode, "wal") != 0)

@@ -100,10 +100,13 @@ SAYS = {'EIO': ('Input/output error', 'disk I/O error'),
 # SQLite retries a failed open read-only and keeps no errno: store/state.c
 # then says the database cannot be opened for writing
 OPEN_RO = 'opening for writing'
+# Likewise when it cannot create the write-ahead log: store/state.c asks
+# the directory again (a fault of one call has passed by then)
+WAL_RO = 'creating the write-ahead log'
 
 
 def names_error(line, err):
-    return any(w in line for w in SAYS[err] + (OPEN_RO,))
+    return any(w in line for w in SAYS[err] + (OPEN_RO, WAL_RO))
 
 
 def one_clear_line(t, p, what, err=None):
