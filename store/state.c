@@ -581,8 +581,13 @@ set_wal(struct state *st, char **err)
 	const char *mode = NULL;
 	int rc, tries = 0;
 
-	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK)
-		return fail(st, "setting WAL mode", err);
+	/* A database in WAL mode already opens its -wal and -shm here. */
+	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK) {
+		if ((sqlite3_errcode(st->db) & 0xff) != SQLITE_CANTOPEN)
+			return fail(st, "setting WAL mode", err);
+		wal_cause(st, err);
+		return -1;
+	}
 	while ((rc = sqlite3_step(s)) == SQLITE_BUSY && tries++ < 3000) {
 		sqlite3_reset(s);
 		nanosleep(&pause, NULL);
