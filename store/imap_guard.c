@@ -12,6 +12,7 @@ struct cur {
 	const char *p, *end;
 	bool more;		/* the line stops at "{N}" CRLF ... */
 	size_t literal;		/* ... and goes on after N bytes */
+	bool greeting;		/* the first line: few response codes */
 };
 
 static bool
@@ -177,7 +178,12 @@ uid_set(struct cur *c)
 static bool
 resp_code(struct cur *c)
 {
-	if (word(c, "CAPABILITY")) {
+	/* In the greeting only CAPABILITY, or a code without arguments:
+	 * libetpan 1.9.4's greeting parser crashes on "[PERMANENTFLAGS ()]"
+	 * (found by tests/fuzz/fuzz_imap_store.c). */
+	if (c->greeting && !word(c, "CAPABILITY"))
+		return atom(c, false) && peek(c, ']');
+	if (c->greeting || word(c, "CAPABILITY")) {
 		if (!sp(c) || !atom(c, false))
 			return false;
 		while (sp(c))
@@ -438,7 +444,7 @@ const char *
 imap_guard_line(void *ctx, const char *line, size_t len, struct linecap_more *m)
 {
 	struct imap_guard *g = ctx;
-	struct cur c = { line, line + len, false, 0 };
+	struct cur c = { line, line + len, false, 0, !g->greeted };
 	bool ok;
 
 	if (!g->greeted) {

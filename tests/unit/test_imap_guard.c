@@ -143,8 +143,10 @@ static void
 test_greeting(void)
 {
 	static const char *const bad[] = { "* BYE [CAPABILITY IMAP4rev1] go away\r\n",
-	    "1 OK hello\r\n", "* CAPABILITY IMAP4rev1\r\n", "+ OK\r\n" };
-	static const char *const ok[] = { "* OK ready\r\n", "* PREAUTH hi\r\n" };
+	    "1 OK hello\r\n", "* CAPABILITY IMAP4rev1\r\n", "+ OK\r\n",
+	    "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n", "* OK [UIDNEXT 4] x\r\n" };
+	static const char *const ok[] = { "* OK ready\r\n", "* PREAUTH hi\r\n",
+	    "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] Dovecot ready.\r\n", "* OK [ALERT] hi\r\n" };
 
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		struct imap_guard g = { false };
