@@ -1,6 +1,8 @@
 # pop3bridge — one non-recursive Makefile.
 #   make            build ./pop3bridge (after `make layers`, the include rule)
 #   make check      install missing deps (as root), build, run every test
+#   make fuzz       build the libFuzzer harnesses, run each FUZZ_SECONDS (60)
+#   make reliability  the whole fault matrix, written to RELIABILITY.md
 #   make demo       install missing deps (as root), build, run a real sync on loopback
 #   make install    PREFIX=/usr/local DESTDIR= SENDMAIL_LINK=   (1: SBINDIR/sendmail -> pop3bridge)
 #   make clean
@@ -39,7 +41,23 @@ SAN_NOMAIN_OBJS := $(NOMAIN_SRCS:%.c=build/asan/%.o)
 TESTS           := $(TEST_SRCS:tests/unit/%.c=build/rel/tests/%)
 SAN_TESTS       := $(TEST_SRCS:tests/unit/%.c=build/asan/tests/%)
 
-.PHONY: all check demo bench install uninstall clean deps asan unit-tests layers fuzz man-lint
+# The fault tests' LD_PRELOAD shim (tests/faults/faultinject.c).
+FAULT_SHIM := build/faultinject.so
+
+# libFuzzer harnesses (tests/fuzz/fuzz_NAME.c): every object but main.c,
+# built again by clang with coverage, ASan and UBSan.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fPIE -I. $(PKG_CFLAGS) \
+                -O1 -g $(FUZZ_SAN)
+FUZZ_SRCS    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZERS      := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_OBJS    := $(NOMAIN_SRCS:%.c=build/fuzz/obj/%.o)
+
+.PHONY: all check demo bench install uninstall clean deps asan unit-tests layers \
+	fuzzers fuzz reliability man-lint
 all: layers pop3bridge
 
 # lib/ < conf/ < store/ < bridge/: no folder includes one above it, no store
@@ -72,30 +90,44 @@ build/asan/tests/%: tests/unit/%.c $(SAN_NOMAIN_OBJS)
 asan: build/asan/pop3bridge $(SAN_TESTS)
 unit-tests: $(TESTS) $(SAN_TESTS)
 
+$(FAULT_SHIM): tests/faults/faultinject.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -g -fPIC -shared -o $@ $< -ldl
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -pie -o $@ $< $(FUZZ_OBJS) $(LIBS) -lpthread
+
+fuzzers: $(FUZZERS)
+
+# Each harness FUZZ_SECONDS, two at a time, after its regression inputs
+# (tests/fuzz/run; make check runs them for 20 s).
+fuzz: fuzzers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./tests/fuzz/run
+
 # Dependencies are installed only when we can (root); otherwise the build
 # says what is missing.
 deps:
 	@if [ "$$(id -u)" = 0 ]; then ./scripts/install-deps; else ./scripts/install-deps || true; fi
 
 check: deps
-	$(MAKE) all asan unit-tests
+	$(MAKE) all asan unit-tests $(FAULT_SHIM) fuzzers
 	./tests/run
+
+# The full fault matrix (network cuts, disk faults, restarts, hostile
+# peers, longer fuzzing) at full counts; RELIABILITY.md is written from its
+# results by scripts/reliability.
+reliability: deps
+	$(MAKE) all asan $(FAULT_SHIM) fuzzers
+	./scripts/reliability
 
 demo: deps
 	$(MAKE) all
 	./scripts/demo
-
-# Not part of check: libFuzzer over the parsers of bytes from disk
-# (tests/fuzz/fuzz_*.c), with clang, FUZZ_SECONDS each.
-FUZZ_SECONDS ?= 60
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-build/fuzz/fuzz_import_parse: tests/fuzz/fuzz_import_parse.c bridge/import_parse.c lib/err.c lib/xmalloc.c
-	@mkdir -p $(dir $@)
-	clang -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(FUZZ_FLAGS) -o $@ $^
-
-fuzz: build/fuzz/fuzz_import_parse
-	mkdir -p build/fuzz/corpus-import
-	build/fuzz/fuzz_import_parse -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-import
 
 # Not a test: pop3bridge against mpop, fetchmail and getmail6, as ratios.
 bench: all
@@ -151,4 +183,4 @@ man-lint:
 clean:
 	rm -rf build pop3bridge
 
--include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d)

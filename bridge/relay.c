@@ -1,5 +1,6 @@
 #include "bridge/relay.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -18,6 +19,7 @@
 
 #include "bridge/relay_child.h"
 #include "bridge/relay_commit.h"
+#include "bridge/relay_penalty.h"
 #include "bridge/relay_session.h"
 #include "lib/log.h"
 #include "lib/proc.h"
@@ -35,6 +37,7 @@ struct listener {
 struct session {
 	pid_t pid;
 	int fd;
+	char addr[INET6_ADDRSTRLEN];	/* the client's, for its failed AUTHs */
 };
 
 /* The relay process's sessions: at most relay.max_connections. */
@@ -176,10 +179,11 @@ relay_signals(pid_t parent)
  * not yet answered 250 is the client's to send again). */
 static void
 session_child(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
-    struct sessions *ss, int fd, int commit_fd, const struct sockaddr *peer)
+    struct sessions *ss, int fd, int commit_fd, const struct sockaddr *peer, bool blocked)
 {
 	struct relay_session_ctx mine = *x;
 	bool tls = ls[i].tls;
+	unsigned fails;
 
 	for (size_t k = 0; k < n; k++)
 		close(ls[k].fd);
@@ -190,26 +194,44 @@ session_child(const struct relay_session_ctx *x, struct listener *ls, size_t n, 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
 	mine.commit_fd = commit_fd;
-	relay_session_run(&mine, fd, tls, peer);
-	_exit(0);
+	mine.auth_blocked = blocked;
+	/* The exit status tells the relay process how many AUTHs failed. */
+	fails = relay_session_run(&mine, fd, tls, peer);
+	_exit(fails < 100 ? (int)fails : 100);
 }
 
 static void
-add_session(struct sessions *ss, pid_t pid, int fd)
+add_session(struct sessions *ss, pid_t pid, int fd, const char *addr)
 {
 	if (ss->n == ss->cap) {
 		ss->cap = ss->cap ? 2 * ss->cap : 16;
 		ss->v = xreallocarray(ss->v, ss->cap, sizeof *ss->v);
 	}
-	ss->v[ss->n++] = (struct session){ pid, fd };
+	ss->v[ss->n] = (struct session){ pid, fd, "" };
+	snprintf(ss->v[ss->n].addr, sizeof ss->v[ss->n].addr, "%s", addr);
+	ss->n++;
+}
+
+/* The numeric address of a peer, "" if not IP. */
+static void
+peer_addr(const struct sockaddr_storage *sa, char *out, size_t cap)
+{
+	const void *a = sa->ss_family == AF_INET6 ?
+	    (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr :
+	    (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+
+	if ((sa->ss_family != AF_INET && sa->ss_family != AF_INET6) ||
+	    inet_ntop(sa->ss_family, a, out, cap) == NULL)
+		out[0] = '\0';
 }
 
 static void
 accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, size_t i,
-    struct sessions *ss)
+    struct sessions *ss, struct relay_penalty *pen)
 {
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
+	char addr[INET6_ADDRSTRLEN];
 	static const char busy[] = "421 4.7.0 Too many connections, try again later\r\n";
 	int fd, sv[2] = { -1, -1 };
 	pid_t pid;
@@ -223,6 +245,7 @@ accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, siz
 		close(fd);
 		return;
 	}
+	peer_addr(&sa, addr, sizeof addr);
 	/* Without a channel the session queues its messages itself. */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
 		log_warn("relay: socketpair");
@@ -231,9 +254,10 @@ accept_one(const struct relay_session_ctx *x, struct listener *ls, size_t n, siz
 	else if (pid == 0) {
 		if (sv[0] != -1)
 			close(sv[0]);
-		session_child(x, ls, n, i, ss, fd, sv[1], (struct sockaddr *)&sa);
+		session_child(x, ls, n, i, ss, fd, sv[1], (struct sockaddr *)&sa,
+		    addr[0] != '\0' && relay_penalty_blocked(pen, addr, time(NULL)));
 	} else {
-		add_session(ss, pid, sv[0]);
+		add_session(ss, pid, sv[0], addr);
 		sv[0] = -1;
 	}
 	if (sv[0] != -1)
@@ -252,7 +276,7 @@ drop_session(struct sessions *ss, size_t k)
 }
 
 static void
-reap_sessions(struct sessions *ss)
+reap_sessions(struct sessions *ss, struct relay_penalty *pen)
 {
 	pid_t pid;
 	int status;
@@ -260,6 +284,9 @@ reap_sessions(struct sessions *ss)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		for (size_t k = 0; k < ss->n; k++)
 			if (ss->v[k].pid == pid) {
+				if (WIFEXITED(status) && ss->v[k].addr[0] != '\0')
+					relay_penalty_add(pen, ss->v[k].addr,
+					    (unsigned)WEXITSTATUS(status), time(NULL));
 				drop_session(ss, k);
 				break;
 			}
@@ -297,7 +324,7 @@ serve_sessions(struct relay_commit *rc, struct sessions *ss, const struct pollfd
  * signal that came between the check and poll waits no longer). */
 static void
 relay_turn(const struct relay_session_ctx *x, struct listener *ls, size_t n,
-    struct sessions *ss, struct relay_commit *rc, int timeout)
+    struct sessions *ss, struct relay_commit *rc, struct relay_penalty *pen, int timeout)
 {
 	struct pollfd *pfd = xcalloc(n + ss->n, sizeof *pfd);
 	size_t i, k, m = 0;
@@ -311,7 +338,7 @@ relay_turn(const struct relay_session_ctx *x, struct listener *ls, size_t n,
 		serve_sessions(rc, ss, pfd + n);
 		for (i = 0; i < n && !relay_stopping && timeout != 0; i++)
 			if (pfd[i].revents & POLLIN)
-				accept_one(x, ls, n, i, ss);
+				accept_one(x, ls, n, i, ss, pen);
 	}
 	free(pfd);
 }
@@ -324,18 +351,20 @@ static void __attribute__((noreturn))
 relay_main(const struct relay_session_ctx *x, struct listener *ls, size_t n)
 {
 	struct relay_commit *rc = relay_commit_new(x->c);
+	struct relay_penalty *pen = relay_penalty_new();
 	struct sessions ss = { 0 };
 
 	while (!relay_stopping) {
-		reap_sessions(&ss);
-		relay_turn(x, ls, n, &ss, rc, 1000);
+		reap_sessions(&ss, pen);
+		relay_turn(x, ls, n, &ss, rc, pen, 1000);
 	}
-	relay_turn(x, ls, n, &ss, rc, 0);
+	relay_turn(x, ls, n, &ss, rc, pen, 0);
 	close_listeners(ls, n);
 	while (ss.n > 0)
 		drop_session(&ss, ss.n - 1);
 	free(ss.v);
 	relay_commit_free(rc);
+	relay_penalty_free(pen);
 	_exit(0);
 }
 

@@ -111,7 +111,8 @@ verify(struct relay_session *s, const char *user, size_t ulen, const char *pass,
 		relay_io_reply(&s->io, "454 4.7.0 Temporary authentication failure");
 		return;
 	}
-	log_info("relay: %s: authentication failed", s->peer);
+	/* The relay process logs a burst of failures once (relay_penalty.c). */
+	log_debug("relay: %s: authentication failed", s->peer);
 	relay_io_reply(&s->io, "535 5.7.8 Authentication credentials invalid");
 	if (++s->auth_fails >= RELAY_MAX_AUTH_FAILS) {
 		relay_io_reply(&s->io, "421 4.7.0 Too many failed authentications");
@@ -168,6 +169,13 @@ relay_auth_cmd(struct relay_session *s, char *arg)
 	if (s->io.tls == NULL && !s->loopback) {
 		relay_session_error(s,
 		    "538 5.7.11 Encryption required for requested authentication mechanism");
+		return;
+	}
+	/* Too many failures from this address lately: the password is not
+	 * even looked at (relay_penalty.h). */
+	if (s->x->auth_blocked) {
+		relay_session_error(s, "454 4.7.0 Too many failed authentications from your "
+		    "address, try again later");
 		return;
 	}
 	if (strcasecmp(mech, "PLAIN") == 0)

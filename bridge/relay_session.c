@@ -341,10 +341,11 @@ peer_name(struct relay_session *s, const struct sockaddr *peer)
 		strcpy(s->peer, "unknown");
 }
 
-void
+unsigned
 relay_session_run(const struct relay_session_ctx *x, int fd, bool implicit_tls,
     const struct sockaddr *peer)
 {
+	unsigned fails;
 	struct relay_session *s = xcalloc(1, sizeof *s);
 	unsigned t = x->c->relay.timeout;
 	time_t start = time(NULL);
@@ -387,5 +388,7 @@ relay_session_run(const struct relay_session_ctx *x, int fd, bool implicit_tls,
 	relay_session_reset_tx(s);
 	passwd_free(s->pw);
 	free(s->user);
+	fails = s->auth_fails;
 	free(s);
+	return fails;
 }

@@ -22,11 +22,14 @@ struct relay_session_ctx {
 	char hostname[256];                     /* for the greeting and Received: */
 	int commit_fd;                          /* the session's group-commit channel
 	                                           (bridge/relay_commit.h), -1 none */
+	bool auth_blocked;                      /* AUTH from this peer refused for now
+	                                           (bridge/relay_penalty.h) */
 };
 
 /* Serves the client on fd until QUIT, EOF, a timeout or a fatal error,
- * then closes fd. implicit_tls: handshake before the greeting. */
-void relay_session_run(const struct relay_session_ctx *x, int fd, bool implicit_tls,
+ * then closes fd. implicit_tls: handshake before the greeting. Returns
+ * the number of failed AUTHs (the relay process counts them per address). */
+unsigned relay_session_run(const struct relay_session_ctx *x, int fd, bool implicit_tls,
     const struct sockaddr *peer);
 
 /* The account user may send as addr, or NULL (never an open relay). */

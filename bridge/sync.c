@@ -56,6 +56,10 @@ sync_halted_why(void)
 int
 sync_fail(struct pass *ps, int code, char *err)
 {
+	/* A state database locked by another process past the busy timeout
+	 * is temporary, as a busy account is (test_restarts.py). */
+	if (code == EX_IOERR && state_busy(ps->st))
+		code = EX_TEMPFAIL;
 	if (ps->res->error == NULL)
 		ps->res->error = err;
 	else
@@ -564,7 +568,11 @@ log_pass(struct pass *ps, time_t started, int rc)
 			state_rollback(ps->st);
 	}
 	if (err != NULL) {
-		log_warnx("%s: poll log: %s", ps->a->name, err);
+		/* A failed pass says why in its one line; the poll log then
+		 * fails for the same reason (a full disk), a second line would
+		 * only bury it (tests/integration/test_disk_faults.py). */
+		if (rc == 0)
+			log_warnx("%s: poll log: %s", ps->a->name, err);
 		free(err);
 	}
 }

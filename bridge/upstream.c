@@ -20,6 +20,7 @@
 #include "lib/addr.h"
 #include "lib/base64.h"
 #include "lib/err.h"
+#include "lib/linecap.h"
 #include "lib/log.h"
 #include "lib/net.h"
 #include "lib/sasl.h"
@@ -103,6 +104,8 @@ reply(struct upstream *sm, struct upstream_reply *r, char **err)
 	mmap_string_assign(m->response_buffer, "");
 	for (n = 0; n < UPSTREAM_LINES_MAX; n++) {
 		line = mailstream_read_line_remove_eol(m->stream, m->line_buffer);
+		if (line == NULL && linecap_refused(m->stream) != NULL)
+			return failf(sm, UPSTREAM_EPROTO, err, "%s", linecap_refused(m->stream));
 		if (line == NULL)
 			return failf(sm, UPSTREAM_ENET, err, "connection lost or timed out");
 		if (strlen(line) > UPSTREAM_LINE_MAX || strlen(line) < 3 ||
@@ -201,6 +204,9 @@ connect_stream(struct upstream *sm, const struct conf_server *s, unsigned timeou
 	    timeout, UPSTREAM_CHUNK);
 	if (sm->m->stream == NULL)
 		return failf(sm, UPSTREAM_ENET, err, "TLS handshake failed");
+	/* libetpan reads a reply line whole before reply() can look at it:
+	 * bounded while it is read (doc/DESIGN.md, libetpan trap 9). */
+	linecap_install(sm->m->stream, UPSTREAM_LINE_MAX + 2, NULL, NULL);
 	if (s->tls == CONF_TLS_IMPLICIT && (rv = verify(sm, s, err)) != UPSTREAM_OK)
 		return rv;
 	if ((rv = reply(sm, &r, err)) != UPSTREAM_OK)
@@ -245,6 +251,8 @@ starttls(struct upstream *sm, const struct conf_server *s, unsigned timeout, cha
 		return failf(sm, UPSTREAM_ETLS, err, "unexpected data after the STARTTLS reply");
 	if (tls_stream_starttls(stream, s->host, timeout) == -1)
 		return failf(sm, UPSTREAM_ENET, err, "TLS handshake failed");
+	/* The TLS layer replaced the bounded one. */
+	linecap_install(stream, UPSTREAM_LINE_MAX + 2, NULL, NULL);
 	if ((rv = verify(sm, s, err)) != UPSTREAM_OK)
 		return rv;
 	/* What was announced in plaintext may have been forged. */

@@ -12,7 +12,8 @@
  *
  * The same walk finds what libconfuse lets pass silently: NUL bytes (raw,
  * or the escapes \0 and \x00, which cut a string short without a word)
- * and a block left open at end of file (which it takes as closed); and it
+ * a block left open at end of file (which it takes as closed), and a block
+ * comment left open (which it takes as the rest of the file); and it
  * names the line where an unterminated string starts, where libconfuse
  * only says "premature end of file".
  *
@@ -99,6 +100,8 @@ line_comment(struct scan *s)
 static void
 block_comment(struct scan *s)
 {
+	int start = s->real;
+
 	for (s->p += 2; s->p < s->end; s->p++) {
 		if (*s->p == '\n')
 			advance(s, 1, 1);
@@ -108,6 +111,9 @@ block_comment(struct scan *s)
 			return;
 		}
 	}
+	/* libconfuse takes the rest of the file as comment, silently. */
+	conf_err(s->ld, start, "a comment is never closed (missing \"*/\")");
+	s->ld->open_at_eof = start;
 }
 
 /* "${NAME}": the lexer's rule spans newlines without counting them. */
@@ -173,6 +179,7 @@ static void
 unterminated(struct scan *s, int line)
 {
 	conf_err(s->ld, line, "a string is never closed (missing quote)");
+	s->ld->open_at_eof = line;
 }
 
 static void

@@ -694,10 +694,11 @@ conf_parse(struct conf_load *ld, FILE *fp, struct conf *c, const struct conf *ma
 {
 	struct parse p = { .ld = ld };
 	cfg_t *cfg;
-	size_t i;
+	size_t i, msgs_before;
 	int rc = 0;
 
 	P = &p;
+	msgs_before = ld->n_msgs;
 	if ((cfg = cfg_init(root_opts, CFGF_NONE)) == NULL)
 		fatalx("libconfuse: cannot initialise");
 	cfg_set_error_function(cfg, error_cb);
@@ -705,7 +706,22 @@ conf_parse(struct conf_load *ld, FILE *fp, struct conf *c, const struct conf *ma
 	/* libconfuse tests errno for ERANGE after strtol() without
 	 * clearing it first. */
 	errno = 0;
-	if (cfg_parse_fp(cfg, fp) != CFG_SUCCESS)
+	if (cfg_parse_fp(cfg, fp) != CFG_SUCCESS) {
+		rc = -1;
+		/* libconfuse 3.3 stops on some input without a word (a value
+		 * followed by a string, x""), and the file would pass as an
+		 * empty one (found by tests/fuzz/fuzz_conf.c). The root's line
+		 * is where it stopped, or where the block it stopped in
+		 * begins. */
+		if (ld->n_msgs == msgs_before)
+			conf_err(ld, conf_lines_real(ld, cfg->line),
+			    "syntax error here or in the block that starts here");
+	} else if (ld->open_at_eof > 0)
+		/* The file ends inside a string or a comment (reported by
+		 * conf_lines_scan) and libconfuse's lexer is still in there:
+		 * making a default block now would have it parse the default
+		 * values inside that string or comment and abort() (found by
+		 * tests/fuzz/fuzz_conf.c). The file is refused anyway. */
 		rc = -1;
 	else if (main == NULL)
 		conv_root(cfg, c);

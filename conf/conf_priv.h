@@ -40,6 +40,8 @@ struct conf_load {
 	size_t			 n_real;
 	int			 n_lines;	/* lines in the file */
 	int			 unclosed;	/* line of a "{" never closed */
+	int			 open_at_eof;	/* line of a string or block comment
+						   still open at end of file */
 	struct conf_where	*fields;	/* lines of fields */
 	size_t			 n_fields;
 	struct conf_where	*blocks;	/* lines of blocks ({ lines) */
@@ -65,8 +67,9 @@ bool	conf_name_ok(const char *);
 
 /* conf_lines.c: libconfuse 3.3 miscounts lines after comments; this scans
  * the text as its lexer does and maps its line numbers back to real ones.
- * It also reports NUL bytes and unterminated strings, and sets
- * ld->unclosed, which libconfuse would all let pass. */
+ * It also reports NUL bytes, unterminated strings and comments, and sets
+ * ld->unclosed and ld->open_at_eof, which libconfuse would all let
+ * pass. */
 void	conf_lines_scan(struct conf_load *, const char *, size_t);
 int	conf_lines_real(const struct conf_load *, int);
 

@@ -215,6 +215,14 @@ dlstream_set_deadline(mailstream *s, const struct deadline *dl)
 		deadline_none(&d->deadline);
 }
 
+mailstream_low *
+dlstream_inner(mailstream_low *low)
+{
+	if (low == NULL || low->driver != &dl_driver)
+		return NULL;
+	return ((struct dl_data *)low->data)->inner;
+}
+
 enum deadline_end
 dlstream_end(mailstream *s)
 {

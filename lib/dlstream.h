@@ -37,4 +37,8 @@ void dlstream_set_deadline(mailstream *s, const struct deadline *d);
  * limits, DEADLINE_NONE for any other failure (the connection's). */
 enum deadline_end dlstream_end(mailstream *s);
 
+/* The low-level stream low wraps when it is this guard, else NULL: how a
+ * filter installed under the guard (lib/linecap.h) finds itself. */
+mailstream_low *dlstream_inner(mailstream_low *low);
+
 #endif

@@ -154,17 +154,23 @@ header_parse_date(const char *s, size_t len)
 	for (char *c = copy; *c; c++)
 		if (*c == '\r' || *c == '\n' || *c == '\t')
 			*c = ' ';
+	/* libetpan takes any run of digits as a number: a year, hour or
+	 * zone far out of range is unparsable, checked before any
+	 * arithmetic on it. */
 	if (mailimf_date_time_parse(copy, strlen(copy), &idx, &dt) == MAILIMF_NO_ERROR) {
-		tm.tm_year = dt->dt_year - 1900;
-		tm.tm_mon = dt->dt_month - 1;
-		tm.tm_mday = dt->dt_day;
-		tm.tm_hour = dt->dt_hour;
-		tm.tm_min = dt->dt_min;
-		tm.tm_sec = dt->dt_sec;
 		zone = dt->dt_zone;
-		off = (abs(zone) / 100) * 3600 + (abs(zone) % 100) * 60;
-		if (dt->dt_year >= 1970 && dt->dt_month >= 1 && dt->dt_month <= 12 &&
-		    dt->dt_day >= 1 && dt->dt_day <= 31) {
+		if (dt->dt_year >= 1970 && dt->dt_year <= 9999 && dt->dt_month >= 1 &&
+		    dt->dt_month <= 12 && dt->dt_day >= 1 && dt->dt_day <= 31 &&
+		    dt->dt_hour >= 0 && dt->dt_hour <= 23 && dt->dt_min >= 0 &&
+		    dt->dt_min <= 59 && dt->dt_sec >= 0 && dt->dt_sec <= 60 &&
+		    zone >= -9959 && zone <= 9959 && abs(zone) % 100 <= 59) {
+			tm.tm_year = dt->dt_year - 1900;
+			tm.tm_mon = dt->dt_month - 1;
+			tm.tm_mday = dt->dt_day;
+			tm.tm_hour = dt->dt_hour;
+			tm.tm_min = dt->dt_min;
+			tm.tm_sec = dt->dt_sec;
+			off = (abs(zone) / 100) * 3600 + (abs(zone) % 100) * 60;
 			t = timegm(&tm);
 			t -= zone < 0 ? -off : off;
 		}

@@ -76,7 +76,7 @@ int
 io_mkdir_p(const char *path, mode_t mode, bool durable, char **err)
 {
 	char *p = xstrdup(path), *s = p, c;
-	int made = 0, r = 0;
+	int made = 0, r = 0, saved;
 
 	for (;;) {
 		s += strspn(s, "/");
@@ -84,10 +84,14 @@ io_mkdir_p(const char *path, mode_t mode, bool durable, char **err)
 		c = *s;
 		*s = '\0';
 		made = mkdir(p, mode) == 0;
+		saved = errno;
 		/* EEXIST, or a refusal (EACCES...) for a directory that is
-		 * there all the same: only what is missing is made. */
-		if (!made && errno != EEXIST && !is_dir(p))
+		 * there all the same: only what is missing is made. The error
+		 * is mkdir's, not the stat's that looked (ENOENT). */
+		if (!made && saved != EEXIST && !is_dir(p)) {
+			errno = saved;
 			r = err_errno(err, "creating %s", p);
+		}
 		else if (made && durable)
 			r = fsync_parent(p, err);
 		*s = c;

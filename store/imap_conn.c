@@ -16,6 +16,7 @@
 #include "lib/deadline.h"
 #include "lib/dlstream.h"
 #include "lib/err.h"
+#include "lib/linecap.h"
 #include "lib/log.h"
 #include "lib/net.h"
 #include "lib/tls.h"
@@ -66,6 +67,13 @@ imap_fail(struct imap *im, char **err, const char *what, int r)
 		/* A lost connection is worth another try later; a reply we
 		 * cannot parse will be the same next time. */
 		im->why = r == MAILIMAP_ERROR_PARSE ? DELIVER_EIO : DELIVER_ETEMP;
+		/* A reply the line bound or the grammar refused (store/imap_guard.h):
+		 * it would be the same next time. */
+		if ((text = (char *)linecap_refused(im->m != NULL ?
+		    im->m->imap_stream : NULL)) != NULL) {
+			im->why = DELIVER_EIO;
+			return err_at(err, im->where, "%s: refused: %s", what, text);
+		}
 		return err_at(err, im->where, "%s: %s", what,
 		    r == MAILIMAP_ERROR_PARSE ? "unparsable reply" :
 		    r == MAILIMAP_ERROR_CONNECTION_REFUSED ? "connection refused" :
@@ -138,13 +146,28 @@ cap_note(struct imap_caps *c, const struct mailimap_capability *cap)
 		c->appendlimit = cap_number(s, "APPENDLIMIT");
 }
 
+/* libetpan's mailimap_capability() returns a copy of its cache and
+ * dereferences it unchecked: a server answering OK without a CAPABILITY
+ * line crashed it when nothing was cached (found by
+ * tests/fuzz/fuzz_imap_store.c), and returned an older set (the
+ * greeting's, LOGIN's) otherwise. The cache is emptied first: the answer
+ * is what the server says now, or nothing. */
 int
 imap_read_caps(struct imap *im, char **err)
 {
+	struct mailimap_connection_info *ci = im->m->imap_connection_info;
 	struct mailimap_capability_data *cd = NULL;
 	clistiter *it;
+	clist *none;
 	int r;
 
+	if (ci == NULL)
+		return imap_fail(im, err, "CAPABILITY", MAILIMAP_ERROR_FATAL);
+	if (ci->imap_capability != NULL)
+		mailimap_capability_data_free(ci->imap_capability);
+	if ((none = clist_new()) == NULL ||
+	    (ci->imap_capability = mailimap_capability_data_new(none)) == NULL)
+		fatalx("imap: out of memory");
 	if ((r = mailimap_capability(im->m, &cd)) != MAILIMAP_NO_ERROR)
 		return imap_fail(im, err, "CAPABILITY", r);
 	memset(&im->caps, 0, sizeof im->caps);
@@ -194,7 +217,9 @@ starttls(struct imap *im, char **err)
 		im->broken = true;
 		return -1;
 	}
-	/* The TLS layer is a new low-level stream: guard it too. */
+	/* The TLS layer is a new low-level stream: bound its lines and guard
+	 * it too (linecap under dlstream, as at the connection). */
+	linecap_install(im->m->imap_stream, IMAP_LINE_MAX, imap_guard_line, &im->guard);
 	dlstream_guard(im->m->imap_stream);
 	mailstream_low_set_timeout(mailstream_get_low(im->m->imap_stream), im->timeout);
 	return verify(im, err);
@@ -229,8 +254,14 @@ imap_connect(struct imap *im, char **err)
 		im->why = DELIVER_ETEMP;
 		return err_at(err, im->where, "TLS handshake failed");
 	}
-	/* Every read and write honours the pass's deadline, a stop request
-	 * and the deadline of the command in flight (lib/dlstream.h). */
+	/* Every reply line bounded and checked before libetpan parses it
+	 * (lib/linecap.h, store/imap_guard.h), and, on top of that, every
+	 * read and write honours the pass's deadline, a stop request and the
+	 * deadline of the command in flight (lib/dlstream.h): dlstream's
+	 * slices reach the socket through linecap, which keeps its line
+	 * across them; linecap_refused looks through dlstream. */
+	im->guard = (struct imap_guard){ 0 };
+	linecap_install(st, IMAP_LINE_MAX, imap_guard_line, &im->guard);
 	dlstream_guard(st);
 	mailstream_low_set_timeout(mailstream_get_low(st), im->timeout);
 	r = mailimap_connect(im->m, st);
@@ -241,7 +272,8 @@ imap_connect(struct imap *im, char **err)
 		 * next time (imap_fail: DELIVER_EIO). */
 		imap_fail(im, err, "connect", r);
 		im->broken = true;
-		if (r != MAILIMAP_ERROR_PARSE)
+		if (im->guard.bye || (r != MAILIMAP_ERROR_PARSE &&
+		    linecap_refused(im->m->imap_stream) == NULL))
 			im->why = DELIVER_ETEMP;
 		return -1;
 	}

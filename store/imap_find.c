@@ -71,8 +71,12 @@ search(struct imap *im, struct mailimap_search_key *sk, uint32_t **uids, size_t 
 
 	r = mailimap_uid_search(im->m, NULL, sk, &res);
 	mailimap_search_key_free(sk);
-	if (r != MAILIMAP_NO_ERROR)
+	/* libetpan hands the result over also when the search failed. */
+	if (r != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_search_result_free(res);
 		return imap_fail(im, err, "UID SEARCH", r);
+	}
 	*n = 0;
 	*uids = xcalloc(res != NULL ? (size_t)clist_count(res) + 1 : 1, sizeof **uids);
 	for (it = res != NULL ? clist_begin(res) : NULL; it != NULL; it = clist_next(it))
@@ -210,8 +214,11 @@ fetch_keys(struct imap *im, const char *folder, const uint32_t *uids, size_t n, 
 	r = mailimap_uid_fetch(im->m, set, ft, &res);
 	mailimap_set_free(set);
 	mailimap_fetch_type_free(ft);
-	if (r != MAILIMAP_NO_ERROR)
+	if (r != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_fetch_list_free(res);
 		return imap_fail(im, err, "UID FETCH", r);
+	}
 	for (it = res != NULL ? clist_begin(res) : NULL; it != NULL; it = clist_next(it)) {
 		ma = clist_content(it);
 		uid = 0;

@@ -138,8 +138,12 @@ read_delim(struct imap *im, char **err)
 	clist *res = NULL;
 	int r;
 
-	if ((r = mailimap_list(im->m, "", "", &res)) != MAILIMAP_NO_ERROR)
+	/* libetpan hands over the listing also when LIST failed: ours to free. */
+	if ((r = mailimap_list(im->m, "", "", &res)) != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_list_result_free(res);
 		return imap_fail(im, err, "LIST \"\" \"\"", r);
+	}
 	ns_set(im, "", '/');
 	if (res != NULL && clist_begin(res) != NULL) {
 		mb = clist_content(clist_begin(res));
@@ -247,8 +251,11 @@ imap_mbox_exists(struct imap *im, const char *mbox, char **err)
 	clistiter *it;
 	int r, found = 0;
 
-	if ((r = mailimap_list(im->m, "", mbox, &res)) != MAILIMAP_NO_ERROR)
+	if ((r = mailimap_list(im->m, "", mbox, &res)) != MAILIMAP_NO_ERROR) {
+		if (res != NULL)
+			mailimap_list_result_free(res);
 		return imap_fail(im, err, "LIST", r);
+	}
 	for (it = res ? clist_begin(res) : NULL; it != NULL && !found; it = clist_next(it)) {
 		mb = clist_content(it);
 		found = strcmp(mb->mb_name, mbox) == 0 && !is_noselect(mb);

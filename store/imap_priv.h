@@ -19,6 +19,7 @@
 
 #include "conf/conf.h"
 #include "store/deliver.h"
+#include "store/imap_guard.h"
 
 #define IMAP_NAME_MAX	255	/* user names, delivery keys */
 #define IMAP_PASS_MAX	8192	/* passwords; OAuth access tokens are long */
@@ -26,6 +27,7 @@
 #define IMAP_CHUNK	65536	/* bytes of a literal per read and write */
 #define IMAP_TEXT_MAX	200	/* server text quoted in an error */
 #define IMAP_CODE_MAX	32	/* a response code's name */
+#define IMAP_LINE_MAX	(2 * IMAP_GUARD_LITERAL_MAX)	/* a reply line, literals included */
 
 /* What the server announced in its last CAPABILITY. */
 struct imap_caps {
@@ -78,6 +80,7 @@ struct imap {
 	struct imap_folder *folders;
 	size_t n_folders;
 	char *buf;		/* IMAP_CHUNK bytes for streaming literals */
+	struct imap_guard guard;	/* what of the replies libetpan may see */
 };
 
 /*

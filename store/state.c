@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,19 +313,34 @@ struct state {
 	char *path;
 	sqlite3_stmt *stmt[S_COUNT];
 	bool light;             /* the open transaction is bookkeeping */
+	bool busy;		/* the last call failed on another process's lock */
 };
 
 /* "what: SQLite's last message". */
 static int
 fail(struct state *st, const char *what, char **err)
 {
+	int code = sqlite3_errcode(st->db) & 0xff, sys = sqlite3_system_errno(st->db);
+
+	st->busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+	/* "unable to open database file", "disk I/O error": the errno says
+	 * which (a full disk, a failing one). */
+	if (sys != 0 && (code == SQLITE_CANTOPEN || code == SQLITE_IOERR || code == SQLITE_FULL))
+		return err_set(err, "%s: %s (%s)", what, sqlite3_errmsg(st->db), strerror(sys));
 	return err_set(err, "%s: %s", what, sqlite3_errmsg(st->db));
+}
+
+bool
+state_busy(const struct state *st)
+{
+	return st != NULL && st->busy;
 }
 
 /* The cached statement id, prepared on first use; NULL with *err set. */
 static sqlite3_stmt *
 stmt(struct state *st, enum stmt_id id, const char *what, char **err)
 {
+	st->busy = false;
 	if (st->stmt[id] == NULL && sqlite3_prepare_v3(st->db, sql[id], -1,
 	    SQLITE_PREPARE_PERSISTENT, &st->stmt[id], NULL) != SQLITE_OK) {
 		fail(st, what, err);
@@ -425,6 +441,7 @@ run_account_text(struct state *st, enum stmt_id id, int64_t account, const char 
 static int
 exec(struct state *st, const char *q, const char *what, char **err)
 {
+	st->busy = false;
 	if (sqlite3_exec(st->db, q, NULL, NULL, NULL) != SQLITE_OK)
 		return fail(st, what, err);
 	return 0;
@@ -567,6 +584,31 @@ migrate(struct state *st, char **err)
  * several accounts open a new database at once, and the switch to WAL
  * answers SQLITE_BUSY without calling the busy handler when they race:
  * retry for as long as the busy timeout would have waited. */
+/* SQLite could not create the -wal or -shm file: it retried the open
+ * read-only, and what it keeps is that retry's ENOENT, not why creating
+ * failed (a full disk said "No such file or directory"; found by
+ * tests/integration/test_disk_faults.py). Asked again with a file of
+ * our own in the same directory, unnamed (O_TMPFILE: nothing to remove,
+ * nothing another process could open). */
+static void
+wal_cause(struct state *st, char **err)
+{
+	const char *slash = strrchr(st->path, '/');
+	char *dir = slash == NULL ? xstrdup(".") : slash == st->path ? xstrdup("/") :
+	    xstrndup(st->path, (size_t)(slash - st->path));
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), e = fd == -1 ? errno : 0;
+
+	if (fd != -1)
+		close(fd);
+	if (e != 0 && e != EOPNOTSUPP && e != EISDIR)
+		err_set(err, "setting WAL mode: creating the write-ahead log in %s: %s", dir,
+		    strerror(e));
+	else
+		err_set(err, "setting WAL mode: creating the write-ahead log failed (%s; SQLite "
+		    "kept no error of the attempt)", sqlite3_errmsg(st->db));
+	free(dir);
+}
+
 static int
 set_wal(struct state *st, char **err)
 {
@@ -575,14 +617,21 @@ set_wal(struct state *st, char **err)
 	const char *mode = NULL;
 	int rc, tries = 0;
 
-	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK)
-		return fail(st, "setting WAL mode", err);
+	/* A database in WAL mode already opens its -wal and -shm here. */
+	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK) {
+		if ((sqlite3_errcode(st->db) & 0xff) != SQLITE_CANTOPEN)
+			return fail(st, "setting WAL mode", err);
+		wal_cause(st, err);
+		return -1;
+	}
 	while ((rc = sqlite3_step(s)) == SQLITE_BUSY && tries++ < 3000) {
 		sqlite3_reset(s);
 		nanosleep(&pause, NULL);
 	}
 	if (rc == SQLITE_ROW)
 		mode = (const char *)sqlite3_column_text(s, 0);
+	else if ((sqlite3_errcode(st->db) & 0xff) == SQLITE_CANTOPEN)
+		wal_cause(st, err);
 	else
 		fail(st, "setting WAL mode", err);
 	if (mode != NULL && strcmp(mode, "wal") != 0)
@@ -644,6 +693,20 @@ state_open(const char *path, struct state **out, char **err)
 	st->path = xstrdup(path);
 	if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
 		*err = xasprintf("opening: %s", st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		goto fail;
+	}
+	/* SQLite opens read-only when opening for writing fails (an I/O
+	 * error, a permission): every write would then fail much later as
+	 * "attempt to write a readonly database" (found by
+	 * tests/integration/test_disk_faults.py). */
+	if (sqlite3_db_readonly(st->db, "main") == 1) {
+		/* SQLite keeps no errno of the failed attempt: ask again. */
+		int fd = open(path, O_RDWR | O_CLOEXEC), e = fd == -1 ? errno : 0;
+
+		if (fd != -1)
+			close(fd);
+		*err = xasprintf("opening for writing: %s", e ? strerror(e) :
+		    "refused (the error was not kept)");
 		goto fail;
 	}
 	if (configure(st, err) == -1 || migrate(st, err) == -1)

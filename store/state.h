@@ -47,6 +47,11 @@ struct state_msg {
 int state_open(const char *path, struct state **out, char **err);
 void state_close(struct state *st);
 
+/* True when the last state call failed because another process held the
+ * database for longer than the busy timeout (SQLITE_BUSY, SQLITE_LOCKED):
+ * a temporary failure, not an I/O error. */
+bool state_busy(const struct state *st);
+
 /* The database of a state directory (STATE_DIR/state.db, a name no other
  * module knows): state_open() on it. Without create, a database that does
  * not exist yet is not made (`status` and `where` only look): 0 with *out

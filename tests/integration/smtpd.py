@@ -145,7 +145,7 @@ def serve(args):
             if args.data_delay:
                 # A slow upstream: the message is taken, the reply is late.
                 await asyncio.sleep(args.data_delay)
-            return '250 2.0.0 queued as %d' % counter[0]
+            return '250 2.0.0 queued as %06d' % counter[0]   # one length: cut offsets stay true
 
     def record(mechanism, user, ok):
         print('AUTH %s %s' % (mechanism, 'ok' if ok else 'refused'), flush=True)

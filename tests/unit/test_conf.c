@@ -498,6 +498,25 @@ test_bad_syntax(void)
 		":5: pass_timeout must be between 1 and 604800",
 		NULL
 	};
+	/* libconfuse alone would take it silently as the rest of the file,
+	 * then abort() making the default store block (found by
+	 * tests/fuzz/fuzz_conf.c). */
+	static const char *const comment[] = {
+		":5: a comment is never closed (missing \"*/\")", NULL
+	};
+	/* The same abort() after a string opened on the last value of a
+	 * block that has no pop3 {} (made with its defaults). */
+	static const char *const string_eof[] = {
+		":3: a string is never closed (missing quote)", NULL
+	};
+	/* libconfuse stops there without a message: the file would have
+	 * passed as an empty one (found by tests/fuzz/fuzz_conf.c). It
+	 * does not say where either; the block is named. */
+	static const char *const silent[] = {
+		":2: syntax error here or in the block that starts here", NULL
+	};
+	struct conf *c = NULL;
+	int rc;
 
 	expect_errors(FIX "bad_syntax.conf", want);
 	expect_errors(FIX "bad_unclosed.conf", unclosed);
@@ -506,6 +525,13 @@ test_bad_syntax(void)
 	expect_errors(FIX "empty.conf", empty);
 	expect_errors(FIX "bad_deadlines.conf", deadlines);
 	expect_errors(FIX "bad_nopop3.conf", nopop3);
+	expect_errors(FIX "bad_comment.conf", comment);
+	expect_errors(FIX "bad_string_eof.conf", string_eof);
+	expect_errors(FIX "bad_silent.conf", silent);
+	/* and the next file of the same process (a reload) reads as usual */
+	free(load(FIX "defaults.conf", &rc, &c));
+	CHECK_INT(rc, 0);
+	conf_free(c);
 }
 
 static void

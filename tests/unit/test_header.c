@@ -56,6 +56,28 @@ test_date_only_and_fallback(void)
 	header_info_free(&h);
 }
 
+/* Numbers libetpan's grammar accepts but no clock has (found by
+ * tests/fuzz/fuzz_header.c: a zone of 1468588xx overflowed the offset
+ * arithmetic): unparsable, not wrapped around. */
+static void
+test_absurd_dates(void)
+{
+	static const char *const bad[] = {
+		"Tue, 1 Nov 2022 10:00:00 +146858800",
+		"Tue, 1 Nov 2022 10:00:00 -9960",
+		"Tue, 1 Nov 2022 10:00:00 +0075",
+		"Tue, 1 Nov 2147483648 10:00:00 +0000",
+		"Tue, 1 Nov 4294967295 10:00:00 +0000",
+		"Tue, 1 Nov 2022 99:00:00 +0000",
+		"Tue, 1 Nov 2022 10:99:00 +0000",
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		CHECK_INT(header_parse_date(bad[i], strlen(bad[i])), 0);
+	CHECK_INT(header_parse_date("Tue, 1 Nov 2022 10:00:00 -9959", 30), 1667656740);
+	CHECK_INT(header_parse_date("Fri, 31 Dec 9999 23:59:60 +0000", 31), 253402300800);
+}
+
 static void
 test_body_is_not_header(void)
 {
@@ -142,6 +164,7 @@ main(void)
 	TEST(test_received_wins_over_date);
 	TEST(test_folded_received);
 	TEST(test_date_only_and_fallback);
+	TEST(test_absurd_dates);
 	TEST(test_body_is_not_header);
 	TEST(test_bad_message_ids);
 	TEST(test_truncated_and_empty);
