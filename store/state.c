@@ -316,6 +316,19 @@ struct state {
 	bool busy;		/* the last call failed on another process's lock */
 };
 
+/* Why path cannot be opened for writing, asked again: SQLite opens a
+ * database read-only when opening it for writing fails (an I/O error, a
+ * permission) and keeps no errno of that attempt. */
+static const char *
+open_rw_why(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC), e = fd == -1 ? errno : 0;
+
+	if (fd != -1)
+		close(fd);
+	return e ? strerror(e) : "refused (the error was not kept)";
+}
+
 /* "what: SQLite's last message". */
 static int
 fail(struct state *st, const char *what, char **err)
@@ -323,6 +336,10 @@ fail(struct state *st, const char *what, char **err)
 	int code = sqlite3_errcode(st->db) & 0xff, sys = sqlite3_system_errno(st->db);
 
 	st->busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+	/* A write on a handle SQLite fell back to read-only: say why. */
+	if (code == SQLITE_READONLY)
+		return err_set(err, "%s: %s (opening for writing: %s)", what,
+		    sqlite3_errmsg(st->db), open_rw_why(st->path));
 	/* "unable to open database file", "disk I/O error": the errno says
 	 * which (a full disk, a failing one). */
 	if (sys != 0 && (code == SQLITE_CANTOPEN || code == SQLITE_IOERR || code == SQLITE_FULL))
@@ -700,13 +717,7 @@ state_open(const char *path, struct state **out, char **err)
 	 * "attempt to write a readonly database" (found by
 	 * tests/integration/test_disk_faults.py). */
 	if (sqlite3_db_readonly(st->db, "main") == 1) {
-		/* SQLite keeps no errno of the failed attempt: ask again. */
-		int fd = open(path, O_RDWR | O_CLOEXEC), e = fd == -1 ? errno : 0;
-
-		if (fd != -1)
-			close(fd);
-		*err = xasprintf("opening for writing: %s", e ? strerror(e) :
-		    "refused (the error was not kept)");
+		*err = xasprintf("opening for writing: %s", open_rw_why(path));
 		goto fail;
 	}
 	if (configure(st, err) == -1 || migrate(st, err) == -1)
