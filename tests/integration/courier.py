@@ -38,7 +38,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import time
 
 import harness
 import isolated
@@ -80,11 +79,14 @@ def lf_lines(message):
     return message.replace(b'\r\n', b'\n')
 
 
-class Courier:
+class Courier(isolated.IsolatedServer):
     """Courier pop3d (pop3 with STLS, pop3s) and imapd (imap with STARTTLS,
     imaps) on free ports of 127.0.0.1. env: more or other environment for
     the daemons, as in Courier's /etc/courier/pop3d and imapd (e.g.
     {'POP3AUTH': 'PLAIN LOGIN'}, {'IMAP_CAPABILITY': ...})."""
+
+    KIND = 'courier'
+    PORTS = ('pop3', 'pop3s', 'imap', 'imaps')
 
     def __init__(self, workdir, users=None, cert=None, key=None, ca_file=None,
                  starttls=True, env=None, name=None):
@@ -229,49 +231,14 @@ class Courier:
         lines.append('wait')
         return '\n'.join(lines) + '\n'
 
-    # -- process
+    # -- process (isolated.IsolatedServer: start, running, members, stop, log)
 
-    @property
-    def running(self):
-        return self._iso is not None and self._iso.running
-
-    def members(self):
-        """pids of every process of this Courier (authdaemond, couriertcpd,
-        sessions); [] when stopped."""
-        return self._iso.members() if self._iso else []
-
-    def start(self, timeout=20.0):
-        """Writes the config, starts every daemon, returns self when all four
-        ports listen. Picks new ports if one was taken meanwhile."""
-        if self.running:
-            return self
-        t0 = time.monotonic()
-        for attempt in range(4):
-            if not self.ports or attempt:
-                self.ports = {k: harness.free_port() for k in ('pop3', 'pop3s', 'imap', 'imaps')}
-            ov = os.path.join(self.dir, 'overlay')
-            shutil.rmtree(ov, ignore_errors=True)  # overlayfs wants an empty workdir
-            os.makedirs(os.path.join(ov, 'upper'))
-            os.makedirs(os.path.join(ov, 'work'))
-            self._write_config()
-            self._iso = isolated.Isolated(self.script, self.log_path, 'courier ' + self.name)
-            try:
-                self._iso.start(self.ports, timeout)
-            except isolated.IsolatedError as e:
-                if 'Address already in use' in str(e) and attempt < 3:
-                    continue
-                raise
-            self.start_seconds = time.monotonic() - t0
-            return self
-        raise isolated.IsolatedError('courier %s did not start' % self.name)
-
-    def stop(self):
-        """Kills every process of this Courier (see isolated.py); idempotent."""
-        if self._iso:
-            self._iso.stop()
-
-    def log(self):
-        return harness.tail(self.log_path, 1000000)
+    def _prepare(self):
+        ov = os.path.join(self.dir, 'overlay')
+        shutil.rmtree(ov, ignore_errors=True)  # overlayfs wants an empty workdir
+        os.makedirs(os.path.join(ov, 'upper'))
+        os.makedirs(os.path.join(ov, 'work'))
+        self._write_config()
 
 
 def for_test(t, name='courier', start=True, **kw):

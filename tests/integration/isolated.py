@@ -31,6 +31,8 @@ import signal
 import subprocess
 import time
 
+from processes import free_port, tail
+
 # where scripts/test-servers unpacked the servers' Debian packages
 SERVERS_DIR = os.environ.get('P3B_TEST_SERVERS') or '/var/cache/pop3bridge-test-servers'
 
@@ -206,3 +208,55 @@ class Isolated:
         if left:
             raise IsolatedError('%s: processes left after stop: %s' % (self.name, left))
 
+
+class IsolatedServer:
+    """What the servers run in their own namespace share (courier.py,
+    mailutils.py): start on free ports, again on new ones when one was
+    taken meanwhile, and running, members, stop, log. A subclass sets
+    KIND and PORTS (the names of its ports), self.name, self.script,
+    self.log_path, self.ports (empty) and self._iso = None, and writes its
+    configuration for self.ports in _prepare(), called before each try."""
+
+    KIND = 'server'
+    PORTS = ()
+
+    def _prepare(self):
+        raise NotImplementedError
+
+    @property
+    def running(self):
+        return self._iso is not None and self._iso.running
+
+    def members(self):
+        """pids of every process of this server (daemons and sessions); []
+        when stopped."""
+        return self._iso.members() if self._iso else []
+
+    def start(self, timeout=20.0):
+        """Writes the config, starts the server, returns self when every
+        port listens. Picks new ports if one was taken meanwhile."""
+        if self.running:
+            return self
+        t0 = time.monotonic()
+        for attempt in range(4):
+            if not self.ports or attempt:
+                self.ports = {k: free_port() for k in self.PORTS}
+            self._prepare()
+            self._iso = Isolated(self.script, self.log_path, '%s %s' % (self.KIND, self.name))
+            try:
+                self._iso.start(self.ports, timeout)
+            except IsolatedError as e:
+                if 'Address already in use' in str(e) and attempt < 3:
+                    continue
+                raise
+            self.start_seconds = time.monotonic() - t0
+            return self
+        raise IsolatedError('%s %s did not start' % (self.KIND, self.name))
+
+    def stop(self):
+        """Kills every process of this server (see Isolated); idempotent."""
+        if self._iso:
+            self._iso.stop()
+
+    def log(self):
+        return tail(self.log_path, 1000000)

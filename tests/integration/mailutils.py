@@ -44,7 +44,6 @@ logs a connection closed without QUIT as a protocol error."""
 
 import os
 import shlex
-import time
 
 import harness
 import isolated
@@ -62,10 +61,13 @@ def available():
     return None
 
 
-class Mailutils:
+class Mailutils(isolated.IsolatedServer):
     """pop3d on a free port of 127.0.0.1 (ports['pop3']). expire: days
     (0: EXPIRE 0) or None; delete_expired: delete expired messages at QUIT;
     login_delay: seconds or None; extra_conf: more pop3d config text."""
+
+    KIND = 'mailutils'
+    PORTS = ('pop3',)
 
     def __init__(self, workdir, users=None, expire=0, delete_expired=True, login_delay=None,
                  extra_conf='', name=None):
@@ -166,44 +168,10 @@ class Mailutils:
                     'env -i PATH=/usr/bin:/bin %s --config-file=%s --daemon --foreground &\n'
                     'wait\n' % (q(os.path.join(self.root, 'usr/sbin/pop3d')), q(self.conf_path)))
 
-    # -- process
+    # -- process (isolated.IsolatedServer: start, running, members, stop, log)
 
-    @property
-    def running(self):
-        return self._iso is not None and self._iso.running
-
-    def members(self):
-        """pids of every process of this pop3d (daemon and sessions)."""
-        return self._iso.members() if self._iso else []
-
-    def start(self, timeout=20.0):
-        """Writes the config, starts pop3d, returns self when its port
-        listens. Picks a new port if it was taken meanwhile."""
-        if self.running:
-            return self
-        t0 = time.monotonic()
-        for attempt in range(4):
-            if not self.ports or attempt:
-                self.ports = {'pop3': harness.free_port()}
-            self._write_config()
-            self._iso = isolated.Isolated(self.script, self.log_path, 'mailutils ' + self.name)
-            try:
-                self._iso.start(self.ports, timeout)
-            except isolated.IsolatedError as e:
-                if 'Address already in use' in str(e) and attempt < 3:
-                    continue
-                raise
-            self.start_seconds = time.monotonic() - t0
-            return self
-        raise isolated.IsolatedError('mailutils %s did not start' % self.name)
-
-    def stop(self):
-        """Kills every process of this pop3d (see isolated.py); idempotent."""
-        if self._iso:
-            self._iso.stop()
-
-    def log(self):
-        return harness.tail(self.log_path, 1000000)
+    def _prepare(self):
+        self._write_config()
 
 
 def _cq(s):
