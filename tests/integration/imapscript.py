@@ -56,6 +56,8 @@ import struct
 import threading
 import time
 
+from scriptserver import Closed, ScriptServer, shutdown
+
 ACTIONS = ('close', 'reset', 'silence', 'endless', 'huge-literal', 'bye-mid-literal',
            'bad-appenduid', 'no-appenduid')
 
@@ -73,122 +75,27 @@ class Session:
         return [c.split(' ', 2)[1].upper() if ' ' in c else '' for c in self.commands]
 
 
-class _Closed(Exception):
-    pass
+class Server(ScriptServer):
+    FAULT_KEY = 'command'
+    ACTIONS = ACTIONS
 
-
-class Server:
     def __init__(self, t, users=None, uidplus=True, delim='.', capabilities=None):
         self.users = dict(users or {'alice': 'secret'})
         self.uidplus = uidplus
         self.delim = delim
         self.capabilities = capabilities or ['IMAP4rev1', 'LITERAL+', 'AUTH=PLAIN']
-        self._lock = threading.Lock()
         self._boxes = {'INBOX': []}     # name -> [(uid, bytes)]
         self._uidvalidity = 1700000000
         self._next_uid = {'INBOX': 1}
-        self._faults = []
-        self._sessions = []
-        self._conns = set()
-        self._stopping = threading.Event()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(('127.0.0.1', 0))
-        self._listener.listen(16)
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._threads = []
-        self._spawn(self._accept_loop)
-        if t is not None:
-            t.cleanup(self.stop)
+        ScriptServer.__init__(self, t)
 
     # ------------------------------------------------------------ test API
-
-    def fault(self, command, reply=None, action=None, session=None, times=None):
-        if (reply is None) == (action is None):
-            raise ValueError('fault: give exactly one of reply= and action=')
-        if action is not None and action not in ACTIONS:
-            raise ValueError('fault: unknown action %r' % action)
-        if isinstance(session, int):
-            session = (session,)
-        with self._lock:
-            self._faults.append({'command': command.upper(), 'reply': reply,
-                                 'action': action, 'left': times,
-                                 'sessions': None if session is None else set(session)})
-
-    def clear_faults(self):
-        with self._lock:
-            self._faults = []
 
     def mailbox(self, name='INBOX'):
         with self._lock:
             return [b for _, b in self._boxes.get(name, [])]
 
-    def sessions(self, wait=5.0):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with self._lock:
-                if all(s.closed is not None for s in self._sessions):
-                    break
-            time.sleep(0.02)
-        with self._lock:
-            return copy.deepcopy(self._sessions)
-
-    def stop(self):
-        self._stopping.set()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            _shutdown(c)
-        for th in list(self._threads):
-            th.join(10)
-        self._listener.close()
-
     # ------------------------------------------------------------ plumbing
-
-    def _spawn(self, fn, *args):
-        th = threading.Thread(target=fn, args=args, daemon=True)
-        self._threads.append(th)
-        th.start()
-
-    def _accept_loop(self):
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                s = Session(len(self._sessions) + 1)
-                self._sessions.append(s)
-                self._conns.add(conn)
-            self._spawn(self._serve, conn, s)
-
-    def _serve(self, conn, s):
-        c = _Conn(self, conn, s)
-        try:
-            c.run()
-        except (_Closed, OSError):
-            pass
-        finally:
-            with self._lock:
-                s.closed = time.time()
-                self._conns.discard(conn)
-            _shutdown(conn)
-            conn.close()
-
-    def _fault_for(self, s, verb):
-        with self._lock:
-            for f in self._faults:
-                if f['sessions'] is not None and s.n not in f['sessions']:
-                    continue
-                if f['command'] != verb or f['left'] == 0:
-                    continue
-                if f['left'] is not None:
-                    f['left'] -= 1
-                return f
-        return None
 
     def _store(self, s, box, data):
         with self._lock:
@@ -197,13 +104,6 @@ class Server:
             self._boxes[box].append((uid, data))
             s.appended.append((box, data))
             return uid
-
-
-def _shutdown(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _tokens(arg):
@@ -293,7 +193,7 @@ class _Conn:
     def readline(self):
         line = self.rfile.readline(1 << 20)
         if not line:
-            raise _Closed()
+            raise Closed()
         return line.rstrip(b'\r\n').decode('utf-8', 'surrogateescape')
 
     def close(self, reset=False):
@@ -301,7 +201,7 @@ class _Conn:
             self.rfile.close()
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
             self.sock.close()
-        raise _Closed()
+        raise Closed()
 
     def caps(self):
         return ' '.join(self.srv.capabilities + (['UIDPLUS'] if self.srv.uidplus and
@@ -511,7 +411,7 @@ class _Conn:
             self.close()
         data = self.rfile.read(size)
         if len(data) < size:
-            raise _Closed()
+            raise Closed()
         self.rfile.readline()       # the CRLF after the literal
         if f and f['reply'] is not None:
             return self.reply(tag, f['reply'])
@@ -527,3 +427,7 @@ class _Conn:
             return self.send('%s OK [APPENDUID %d %d] Append completed.'
                              % (tag, srv._uidvalidity, uid))
         return self.send('%s OK Append completed.' % tag)
+
+
+Server.SESSION = Session
+Server.CONN = _Conn

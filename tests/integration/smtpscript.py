@@ -37,6 +37,8 @@ import struct
 import threading
 import time
 
+from scriptserver import Closed, ScriptServer, shutdown
+
 ACTIONS = ('close', 'reset', 'silence', 'endless', 'endless-lines', '421-mid-data')
 
 
@@ -48,120 +50,18 @@ class Session:
         self.commands = []
 
 
-class _Closed(Exception):
-    pass
+class Server(ScriptServer):
+    FAULT_KEY = 'step'
+    ACTIONS = ACTIONS
 
-
-class Server:
     def __init__(self, t, user='relay', password='relaypw', multiline=False):
         self.user, self.password, self.multiline = user, password, multiline
-        self._lock = threading.Lock()
-        self._faults = []
-        self._sessions = []
         self._messages = []
-        self._conns = set()
-        self._stopping = threading.Event()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(('127.0.0.1', 0))
-        self._listener.listen(16)
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._threads = []
-        self._spawn(self._accept_loop)
-        if t is not None:
-            t.cleanup(self.stop)
-
-    def fault(self, step, reply=None, action=None, session=None, times=None):
-        if (reply is None) == (action is None):
-            raise ValueError('fault: give exactly one of reply= and action=')
-        if action is not None and action not in ACTIONS:
-            raise ValueError('fault: unknown action %r' % action)
-        if isinstance(session, int):
-            session = (session,)
-        with self._lock:
-            self._faults.append({'step': step.upper(), 'reply': reply, 'action': action,
-                                 'left': times,
-                                 'sessions': None if session is None else set(session)})
-
-    def clear_faults(self):
-        with self._lock:
-            self._faults = []
+        ScriptServer.__init__(self, t)
 
     def messages(self):
         with self._lock:
             return list(self._messages)
-
-    def sessions(self, wait=5.0):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with self._lock:
-                if all(s.closed is not None for s in self._sessions):
-                    break
-            time.sleep(0.02)
-        with self._lock:
-            return copy.deepcopy(self._sessions)
-
-    def stop(self):
-        self._stopping.set()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            _shutdown(c)
-        for th in list(self._threads):
-            th.join(10)
-        self._listener.close()
-
-    def _spawn(self, fn, *args):
-        th = threading.Thread(target=fn, args=args, daemon=True)
-        self._threads.append(th)
-        th.start()
-
-    def _accept_loop(self):
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                s = Session(len(self._sessions) + 1)
-                self._sessions.append(s)
-                self._conns.add(conn)
-            self._spawn(self._serve, conn, s)
-
-    def _serve(self, conn, s):
-        c = _Conn(self, conn, s)
-        try:
-            c.run()
-        except (_Closed, OSError):
-            pass
-        finally:
-            with self._lock:
-                s.closed = time.time()
-                self._conns.discard(conn)
-            _shutdown(conn)
-            conn.close()
-
-    def _fault_for(self, s, step):
-        with self._lock:
-            for f in self._faults:
-                if f['sessions'] is not None and s.n not in f['sessions']:
-                    continue
-                if f['step'] != step or f['left'] == 0:
-                    continue
-                if f['left'] is not None:
-                    f['left'] -= 1
-                return f
-        return None
-
-
-def _shutdown(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class _Conn:
@@ -187,7 +87,7 @@ class _Conn:
     def readline(self):
         line = self.rfile.readline(1 << 20)
         if not line:
-            raise _Closed()
+            raise Closed()
         return line.rstrip(b'\r\n').decode('utf-8', 'surrogateescape')
 
     def close(self, reset=False):
@@ -195,7 +95,7 @@ class _Conn:
             self.rfile.close()
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
             self.sock.close()
-        raise _Closed()
+        raise Closed()
 
     def faulted(self, step):
         """Applies the fault for step, if any: True when it answered."""
@@ -282,7 +182,7 @@ class _Conn:
             while True:
                 l = self.rfile.readline(1 << 20)
                 if not l:
-                    raise _Closed()
+                    raise Closed()
                 if l == b'.\r\n':
                     break
                 data += l[1:] if l.startswith(b'.') else l
@@ -300,3 +200,7 @@ class _Conn:
             self.send(221, '2.0.0 Bye')
             self.close()
         return self.send(502, '5.5.2 Command not recognized')
+
+
+Server.SESSION = Session
+Server.CONN = _Conn

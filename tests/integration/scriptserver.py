@@ -1,0 +1,138 @@
+"""What the scripted servers (imapscript.py, smtpscript.py) share: a
+listener on a free port of 127.0.0.1, one thread per connection, the
+sessions recorded, faults picked per session, stop() that ends every
+connection and thread.
+
+A subclass sets SESSION (its Session class, made with the session's number)
+and CONN (its connection class: CONN(server, sock, session).run(), which
+raises Closed or OSError when the peer goes), FAULT_KEY (the fault field
+naming the command or step) and ACTIONS (the fault actions it knows), and
+calls ScriptServer.__init__(self, t) once its own fields are set: the
+listener starts accepting at once."""
+
+import copy
+import socket
+import threading
+import time
+
+
+class Closed(Exception):
+    """The connection ended (either side); the session is over."""
+
+
+def shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class ScriptServer:
+    SESSION = None
+    CONN = None
+    FAULT_KEY = 'command'
+    ACTIONS = ()
+
+    def __init__(self, t):
+        self._lock = threading.Lock()
+        self._faults = []
+        self._sessions = []
+        self._conns = set()
+        self._stopping = threading.Event()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(('127.0.0.1', 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._threads = []
+        self._spawn(self._accept_loop)
+        if t is not None:
+            t.cleanup(self.stop)
+
+    def fault(self, name, reply=None, action=None, session=None, times=None):
+        """When command or step name comes (in the sessions numbered in
+        session, an int or several; every session if None), answer with
+        reply, or do action (one of ACTIONS); times: how often (None:
+        always)."""
+        if (reply is None) == (action is None):
+            raise ValueError('fault: give exactly one of reply= and action=')
+        if action is not None and action not in self.ACTIONS:
+            raise ValueError('fault: unknown action %r' % action)
+        if isinstance(session, int):
+            session = (session,)
+        with self._lock:
+            self._faults.append({self.FAULT_KEY: name.upper(), 'reply': reply,
+                                 'action': action, 'left': times,
+                                 'sessions': None if session is None else set(session)})
+
+    def clear_faults(self):
+        with self._lock:
+            self._faults = []
+
+    def sessions(self, wait=5.0):
+        """Copies of the sessions so far, once all have ended (or wait s)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(s.closed is not None for s in self._sessions):
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            return copy.deepcopy(self._sessions)
+
+    def stop(self):
+        self._stopping.set()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            shutdown(c)
+        for th in list(self._threads):
+            th.join(10)
+        self._listener.close()
+
+    def _spawn(self, fn, *args):
+        th = threading.Thread(target=fn, args=args, daemon=True)
+        self._threads.append(th)
+        th.start()
+
+    def _accept_loop(self):
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                s = self.SESSION(len(self._sessions) + 1)
+                self._sessions.append(s)
+                self._conns.add(conn)
+            self._spawn(self._serve, conn, s)
+
+    def _serve(self, conn, s):
+        c = self.CONN(self, conn, s)
+        try:
+            c.run()
+        except (Closed, OSError):
+            pass
+        finally:
+            with self._lock:
+                s.closed = time.time()
+                self._conns.discard(conn)
+            shutdown(conn)
+            conn.close()
+
+    def _fault_for(self, s, name):
+        """The first fault for command or step name in session s (its
+        count taken), or None."""
+        with self._lock:
+            for f in self._faults:
+                if f['sessions'] is not None and s.n not in f['sessions']:
+                    continue
+                if f[self.FAULT_KEY] != name or f['left'] == 0:
+                    continue
+                if f['left'] is not None:
+                    f['left'] -= 1
+                return f
+        return None
