@@ -120,7 +120,8 @@ check: deps
 
 # The full fault matrix (network cuts, disk faults, restarts, hostile
 # peers, longer fuzzing) at full counts; RELIABILITY.md is written from its
-# results by scripts/reliability.
+# results by scripts/reliability. Each harness fuzzes for 600 CPU seconds
+# (FUZZ_CPU_SECONDS=N to change; FUZZ_SECONDS=N for wall time instead).
 reliability: deps
 	$(MAKE) all asan $(FAULT_SHIM) fuzzers
 	./scripts/reliability

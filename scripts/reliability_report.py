@@ -50,23 +50,17 @@ def results(out):
 
 
 def fuzz(out):
-    """[(harness, runs, seconds, result line)] from the fuzzing logs."""
+    """[(harness, runs, seconds, CPU seconds, regression inputs, result line)]
+    from the result lines tests/fuzz/run wrote."""
     rows = []
     for res in sorted(glob.glob(os.path.join(out, 'fuzz', '*.result'))):
         name = os.path.basename(res)[:-len('.result')]
         with open(res) as f:
             line = f.read().strip()
-        runs = secs = None
-        try:
-            with open(os.path.join(out, 'fuzz', name + '.log'), errors='replace') as f:
-                for l in f:
-                    m = re.match(r'Done (\d+) runs in (\d+) second', l)
-                    if m:
-                        runs, secs = int(m.group(1)), int(m.group(2))
-        except OSError:
-            pass
+        m = re.search(r': (\d+) runs in (\d+) s, (\d+) CPU s', line)
+        runs, secs, cpu = (int(g) for g in m.groups()) if m else (None, None, None)
         reg = len(glob.glob(os.path.join('tests', 'fuzz', 'regress', name, '*')))
-        rows.append((name, runs, secs, reg, line))
+        rows.append((name, runs, secs, cpu, reg, line))
     return rows
 
 
@@ -132,13 +126,14 @@ def main():
       'seeds in tests/fuzz/corpus/NAME/ after its regression inputs '
       '(tests/fuzz/regress/NAME/: crashes found and fixed), under nice.')
     p()
-    p('| harness | runs | seconds | runs/s | regression inputs | result |')
-    p('| --- | ---: | ---: | ---: | ---: | --- |')
-    for name, runs, s, reg, line in fuzz(out):
+    p('| harness | runs | wall seconds | CPU seconds | runs per CPU second | regression inputs | result |')
+    p('| --- | ---: | ---: | ---: | ---: | ---: | --- |')
+    q = lambda v: v if v is not None else '?'
+    for name, runs, s, cpu, reg, line in fuzz(out):
         ok = line.startswith('PASS')
-        p('| %s | %s | %s | %s | %d | %s |' % (
-            name, runs if runs is not None else '?', s if s is not None else '?',
-            runs // s if runs and s else '?', reg, 'no crash' if ok else line))
+        p('| %s | %s | %s | %s | %s | %d | %s |' % (
+            name, q(runs), q(s), q(cpu), runs // cpu if runs and cpu else '?', reg,
+            'no crash' if ok else line))
     p()
     summ, fails = summary(out)
     p('## The test programs')
