@@ -51,12 +51,10 @@ import copy
 import email
 import re
 import select
-import socket
-import struct
 import threading
 import time
 
-from scriptserver import Closed, ScriptServer, shutdown
+from scriptserver import Closed, Conn, ScriptServer
 
 ACTIONS = ('close', 'reset', 'silence', 'endless', 'huge-literal', 'bye-mid-literal',
            'bad-appenduid', 'no-appenduid')
@@ -180,28 +178,14 @@ def _unquote(arg):
     return (m.group(1), m.group(2)) if m else ('', '')
 
 
-class _Conn:
+class _Conn(Conn):
     def __init__(self, srv, sock, s):
-        self.srv, self.sock, self.s = srv, sock, s
-        self.rfile = sock.makefile('rb')
+        Conn.__init__(self, srv, sock, s)
         self.user = None
         self.selected = None
 
     def send(self, line):
         self.sock.sendall((line if isinstance(line, bytes) else line.encode()) + b'\r\n')
-
-    def readline(self):
-        line = self.rfile.readline(1 << 20)
-        if not line:
-            raise Closed()
-        return line.rstrip(b'\r\n').decode('utf-8', 'surrogateescape')
-
-    def close(self, reset=False):
-        if reset:
-            self.rfile.close()
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-            self.sock.close()
-        raise Closed()
 
     def caps(self):
         return ' '.join(self.srv.capabilities + (['UIDPLUS'] if self.srv.uidplus and

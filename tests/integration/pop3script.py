@@ -1,8 +1,9 @@
 """A scripted POP3 server (RFC 1939, RFC 2449, RFC 5034 AUTH PLAIN) for the
 behaviour no packaged server produces: faults on a given command of a given
 session, bad UIDLs, LOGIN-DELAY and EXPIRE advertised, a dribbling RETR.
-Threads of the test process serve it on a free 127.0.0.1 port; it is
-deterministic (no timers but the ones a fault asks for).
+Threads of the test process serve it on a free 127.0.0.1 port (the plumbing
+of scriptserver.py); it is deterministic (no timers but the ones a fault
+asks for).
 
     srv = Server(t, [(uidl, body), ...], user='alice', password='secret',
                  capa=DEFAULT_CAPA + ('LOGIN-DELAY 600',), apop=False,
@@ -63,17 +64,14 @@ t.path(name, 'pop3script.log'), shown when the test fails.
 """
 
 import base64
-import copy
 import hashlib
 import os
 import select
-import socket
 import ssl
-import struct
-import threading
 import time
 
 import harness as h
+from scriptserver import Closed, Conn, ScriptServer
 
 DEFAULT_CAPA = ('TOP', 'UIDL', 'USER', 'SASL PLAIN', 'RESP-CODES', 'AUTH-RESP-CODE')
 LOGIN_VERBS = ('PASS', 'APOP', 'AUTH')
@@ -108,11 +106,10 @@ class _Message:
             self.body += b'\r\n'
 
 
-class _Closed(Exception):
-    """The connection is over (client gone, or a fault closed it)."""
+class Server(ScriptServer):
+    FAULT_KEY = 'command'
+    ACTIONS = ACTIONS
 
-
-class Server:
     def __init__(self, t, mailbox=(), user='alice', password='secret', capa=DEFAULT_CAPA,
                  apop=False, tls=False, stls=False, expire_retrieved=None, name='pop3script'):
         self.user, self.password = user, password
@@ -121,13 +118,7 @@ class Server:
         if expire_retrieved is None:
             expire_retrieved = any(c.split()[:2] == ['EXPIRE', '0'] for c in self.capa)
         self.expire_retrieved = expire_retrieved
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._box = [_Message(u, b) for u, b in mailbox]
-        self._faults = []
-        self._sessions = []
-        self._conns = set()
-        self._threads = []
         self._locked_by = None      # the Session in TRANSACTION state
         os.makedirs(t.path(name), exist_ok=True)
         self.log_path = t.path(name, 'pop3script.log')
@@ -138,25 +129,13 @@ class Server:
             self._ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ctx.load_cert_chain(c.cert, c.key)
             self.ca_file = c.ca_file
-        self._listener = socket.create_server(('127.0.0.1', 0))
-        self._listener.settimeout(0.1)
-        self.host, self.port = self._listener.getsockname()
-        self._spawn(self._accept_loop, 'pop3script-accept')
-        t.cleanup(self.stop)
+        ScriptServer.__init__(self, t)
 
     # ------------------------------------------------------------ test API
 
     def fault(self, command, reply=None, action=None, session=None, arg=None, interval=1.0):
-        if (reply is None) == (action is None):
-            raise ValueError('fault: give exactly one of reply= and action=')
-        if action is not None and action not in ACTIONS:
-            raise ValueError('fault: unknown action %r' % action)
-        if isinstance(session, int):
-            session = (session,)
-        with self._lock:
-            self._faults.append({'command': command.upper(), 'reply': reply, 'action': action,
-                                 'sessions': None if session is None else set(session),
-                                 'arg': arg, 'interval': interval})
+        ScriptServer.fault(self, command, reply=reply, action=action, session=session,
+                           arg=arg, interval=interval)
 
     def add(self, uidl, body):
         with self._lock:
@@ -166,104 +145,44 @@ class Server:
         with self._lock:
             return [(m.uidl.decode('utf-8', 'surrogateescape'), m.body) for m in self._box]
 
-    def sessions(self, wait=5.0):
-        """Copies of the session records; first waits up to `wait` seconds
-        for open connections to end (a client that just exited may not have
-        been seen closing yet)."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with self._lock:
-                if all(s.closed is not None for s in self._sessions):
-                    break
-            time.sleep(0.02)
-        with self._lock:
-            return copy.deepcopy(self._sessions)
-
     def stop(self):
         """Closes the listener and every connection, joins the threads."""
-        self._stopping.set()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            _shutdown(c)
-        for th in list(self._threads):
-            th.join(10)
-        self._listener.close()
+        ScriptServer.stop(self)
         with self._lock:        # a thread that outlived its join may still log
             self._log.close()
 
     # ------------------------------------------------------------ plumbing
 
-    def _spawn(self, fn, name, *args):
-        th = threading.Thread(target=fn, args=args, name=name, daemon=True)
-        self._threads.append(th)
-        th.start()
-
-    def _accept_loop(self):
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                s = Session(len(self._sessions) + 1, self.tls)
-                self._sessions.append(s)
-                self._conns.add(conn)
-            self._spawn(self._serve, 'pop3script-%d' % s.n, conn, s)
+    def _new_session(self, n):
+        return Session(n, self.tls)
 
     def _note(self, s, text):
         with self._lock:
             if not self._log.closed:
                 self._log.write('%.3f [%d] %s\n' % (time.time(), s.n, text))
 
-    def _serve(self, conn, s):
-        c = _Conn(self, conn, s)
-        try:
-            if self.tls:
-                c.start_tls()
-            c.run()
-        except (_Closed, OSError, ssl.SSLError) as e:
-            if not isinstance(e, _Closed):
-                self._note(s, 'connection error: %s' % e)
-        finally:
-            with self._lock:
-                if self._locked_by is s:
-                    self._locked_by = None
-                s.closed = time.time()
-                self._conns.discard(conn)
-                self._conns.discard(c.sock)
-            _shutdown(c.sock)
-            c.rfile.close()
-            c.sock.close()
-            self._note(s, 'closed')
+    def _conn_error(self, s, e):
+        if not isinstance(e, Closed):
+            self._note(s, 'connection error: %s' % e)
 
-    def _fault_for(self, s, verb, arg):
-        with self._lock:
-            for f in self._faults:
-                if f['sessions'] is not None and s.n not in f['sessions']:
-                    continue
-                if f['arg'] is not None and f['arg'] != arg:
-                    continue
-                if f['command'] == verb or (f['command'] == 'LOGIN' and verb in LOGIN_VERBS):
-                    return f
-        return None
+    def _ended(self, s, c):
+        if self._locked_by is s:
+            self._locked_by = None
+        if not self._log.closed:
+            self._log.write('%.3f [%d] closed\n' % (time.time(), s.n))
+
+    def _fault_matches(self, f, verb, arg):
+        if f['arg'] is not None and f['arg'] != arg:
+            return False
+        return f['command'] == verb or (f['command'] == 'LOGIN' and verb in LOGIN_VERBS)
 
 
-def _shutdown(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _Conn:
+class _Conn(Conn):
     """One POP3 session: the protocol state machine."""
+    LINE_MAX = 1 << 16
 
     def __init__(self, srv, sock, s):
-        self.srv, self.sock, self.s = srv, sock, s
-        self.rfile = sock.makefile('rb')
+        Conn.__init__(self, srv, sock, s)
         self.msgs = None            # the maildrop snapshot in TRANSACTION state
         self.deleted = set()        # indexes into msgs
         self.retrieved = set()
@@ -288,23 +207,12 @@ class _Conn:
                                         .replace('\r\n', '\n    ')))
         self.sock.sendall(data)
 
-    def readline(self):
-        line = self.rfile.readline(1 << 16)
-        if not line:
-            raise _Closed()
-        return line.rstrip(b'\r\n').decode('utf-8', 'surrogateescape')
-
-    def close(self, reset=False):
-        if reset:   # the fd must really close now, before any shutdown (a FIN)
-            self.rfile.close()
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-            self.sock.close()
-        raise _Closed()
-
     # -- the session
 
     def run(self):
         srv, s = self.srv, self.s
+        if srv.tls:
+            self.start_tls()
         greeting = '+OK pop3script ready' + (' ' + self.timestamp if srv.apop else '')
         f = srv._fault_for(s, 'GREETING', None)
         if f and f['reply'] is not None:
@@ -526,3 +434,6 @@ class _Conn:
                     srv._locked_by = None   # client that read "+OK" may log in again
         self.send('+OK bye')
         self.close()
+
+
+Server.CONN = _Conn

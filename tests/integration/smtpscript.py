@@ -32,12 +32,10 @@ fault replaces that answer:
 import base64
 import copy
 import select
-import socket
-import struct
 import threading
 import time
 
-from scriptserver import Closed, ScriptServer, shutdown
+from scriptserver import Closed, Conn, ScriptServer
 
 ACTIONS = ('close', 'reset', 'silence', 'endless', 'endless-lines', '421-mid-data')
 
@@ -64,10 +62,9 @@ class Server(ScriptServer):
             return list(self._messages)
 
 
-class _Conn:
+class _Conn(Conn):
     def __init__(self, srv, sock, s):
-        self.srv, self.sock, self.s = srv, sock, s
-        self.rfile = sock.makefile('rb')
+        Conn.__init__(self, srv, sock, s)
         self.authed = False
         self.mail_from = None
         self.rcpts = []
@@ -83,19 +80,6 @@ class _Conn:
             lines = ['(multi-line reply)', 'really', text]
         out = ['%d-%s' % (code, l) for l in lines[:-1]] + ['%d %s' % (code, lines[-1])]
         self.raw(out)
-
-    def readline(self):
-        line = self.rfile.readline(1 << 20)
-        if not line:
-            raise Closed()
-        return line.rstrip(b'\r\n').decode('utf-8', 'surrogateescape')
-
-    def close(self, reset=False):
-        if reset:
-            self.rfile.close()
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-            self.sock.close()
-        raise Closed()
 
     def faulted(self, step):
         """Applies the fault for step, if any: True when it answered."""
