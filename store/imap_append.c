@@ -218,23 +218,30 @@ classify(struct imap *im, struct job *j, struct outcome *o, char **err)
 	return 0;
 }
 
+/* The end of one APPEND: stored, with its APPENDUID when the reply has
+ * one, or the refusal classified. */
+static int
+append_end(struct imap *im, struct job *j, bool ok, struct outcome *o, char **err)
+{
+	uint32_t uidvalidity = 0, uid = 0;
+
+	if (!ok)
+		return classify(im, j, o, err);
+	if (!append_uids(im, &uidvalidity, &uid, 1))
+		uid = 0;
+	stored(j, uidvalidity, uid);
+	return 0;
+}
+
 /* One APPEND, waiting for its reply. */
 static int
 append_one(struct imap *im, const char *mbox, struct job *j, struct outcome *o, char **err)
 {
-	uint32_t uidvalidity = 0, uid = 0;
-
 	imap_deadline(im, j->size);
 	im->state = -1;
-	if (send_message(im, mbox, j, true, err) == 0 &&
+	return append_end(im, j, send_message(im, mbox, j, true, err) == 0 &&
 	    imap_send(im, "APPEND", "\r\n", 2, err) == 0 && imap_flush(im, "APPEND", err) == 0 &&
-	    imap_tagged(im, "APPEND", false, err) == 0) {
-		if (!append_uids(im, &uidvalidity, &uid, 1))
-			uid = 0;
-		stored(j, uidvalidity, uid);
-		return 0;
-	}
-	return classify(im, j, o, err);
+	    imap_tagged(im, "APPEND", false, err) == 0, o, err);
 }
 
 /* A tagged reply to the APPEND sent with tag, the others still in flight
@@ -243,18 +250,11 @@ static int
 reap(struct imap *im, struct job *j, int tag, struct outcome *o, char **err)
 {
 	int last = im->m->imap_tag, r;
-	uint32_t uidvalidity = 0, uid = 0;
 
 	im->m->imap_tag = tag;
 	r = imap_tagged(im, "APPEND", false, err);
 	im->m->imap_tag = last;
-	if (r == 0) {
-		if (!append_uids(im, &uidvalidity, &uid, 1))
-			uid = 0;
-		stored(j, uidvalidity, uid);
-		return 0;
-	}
-	return classify(im, j, o, err);
+	return append_end(im, j, r == 0, o, err);
 }
 
 /* One APPEND per message, pipelined: at most IMAP_PIPE_WINDOW in flight;

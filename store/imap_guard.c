@@ -75,6 +75,19 @@ atom(struct cur *c, bool astring)
 	return c->p > s;
 }
 
+/* " atom" one or more times: a capability list (RFC 3501 capability-data,
+ * in a CAPABILITY response or code). */
+static bool
+capabilities(struct cur *c)
+{
+	if (!sp(c) || !atom(c, false))
+		return false;
+	while (sp(c))
+		if (!atom(c, false))
+			return false;
+	return true;
+}
+
 /* A number of at most max into *out (may be NULL). nz: not 0. */
 static bool
 number_of(struct cur *c, uint64_t max, bool nz, uint64_t *out)
@@ -183,14 +196,8 @@ resp_code(struct cur *c)
 	 * (found by tests/fuzz/fuzz_imap_store.c). */
 	if (c->greeting && !word(c, "CAPABILITY"))
 		return atom(c, false) && peek(c, ']');
-	if (c->greeting || word(c, "CAPABILITY")) {
-		if (!sp(c) || !atom(c, false))
-			return false;
-		while (sp(c))
-			if (!atom(c, false))
-				return false;
-		return true;
-	}
+	if (c->greeting || word(c, "CAPABILITY"))
+		return capabilities(c);
 	if (word(c, "PERMANENTFLAGS"))
 		return sp(c) && flag_list(c, true);
 	if (word(c, "UIDNEXT") || word(c, "UIDVALIDITY") || word(c, "UNSEEN"))
@@ -408,14 +415,8 @@ untagged(struct cur *c)
 	if (word(c, "OK") || word(c, "NO") || word(c, "BAD") || word(c, "BYE") ||
 	    word(c, "PREAUTH"))
 		return cond_rest(c);
-	if (word(c, "CAPABILITY")) {
-		if (!sp(c) || !atom(c, false))
-			return false;
-		while (sp(c))
-			if (!atom(c, false))
-				return false;
-		return true;
-	}
+	if (word(c, "CAPABILITY"))
+		return capabilities(c);
 	if (word(c, "LIST") || word(c, "LSUB"))
 		return list_rest(c);
 	if (word(c, "FLAGS"))
