@@ -275,7 +275,7 @@ check_numbers(const struct pop3_listing *ls, const char *what, bool allow_gaps, 
  * fetched). Every message sharing one loses it (POP3_UIDL_DUPLICATE) and
  * is identified by its fingerprint like a message without UIDL. The index
  * sort puts the entries without an id (NULL) first; 4 bytes a message
- * while it runs. */
+ * while it runs, none when the UIDLs come in increasing order. */
 static void
 mark_duplicates(struct pop3_listing *ls)
 {
@@ -285,13 +285,14 @@ mark_duplicates(struct pop3_listing *ls)
 
 	strsort_init(&so, ls->id, sizeof *ls->id, 0, n);
 	for (i = 0; i < n; i = j) {
-		u = ls->id[so.order[i]];
-		for (j = i + 1; j < n && u != NULL && strcmp(u, ls->id[so.order[j]]) == 0; j++)
+		u = ls->id[strsort_at(&so, i)];
+		for (j = i + 1; j < n && u != NULL && strcmp(u, ls->id[strsort_at(&so, j)]) == 0;
+		    j++)
 			;
 		if (j - i < 2)
 			continue;
 		for (size_t d = i; d < j; d++)
-			ls->status[so.order[d]] = POP3_UIDL_DUPLICATE;
+			ls->status[strsort_at(&so, d)] = POP3_UIDL_DUPLICATE;
 	}
 	strsort_free(&so);
 	for (i = 0; i < n; i++)

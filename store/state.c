@@ -977,8 +977,8 @@ mark_rows(struct state *st, sqlite3_stmt *s, const char *const *uidls, size_t n,
 		if ((u = (const char *)sqlite3_column_text(s, 0)) == NULL)
 			continue;
 		for (p = strsort_cursor_find(&cur, u); p < n &&
-		    strcmp(uidls[so.order[p]], u) == 0; p++)
-			mark[so.order[p]] = 1;
+		    strcmp(uidls[strsort_at(&so, p)], u) == 0; p++)
+			mark[strsort_at(&so, p)] = 1;
 	}
 	strsort_free(&so);
 	if (rc != SQLITE_DONE)
@@ -1020,7 +1020,12 @@ uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
 	}
 	done(s);
 	if (r == 0) {
-		v = xreallocarray(NULL, n ? n : 1, sizeof *v);
+		/* Exactly as many as picked: a poll that finds nothing new
+		 * holds no array the size of the listing. */
+		for (size_t i = 0; i < n; i++)
+			k += mark[i] == (pick == PICK_LISTED);
+		v = xreallocarray(NULL, k ? k : 1, sizeof *v);
+		k = 0;
 		for (size_t i = 0; i < n; i++)
 			if (mark[i] == (pick == PICK_LISTED))
 				v[k++] = i;
@@ -1530,7 +1535,7 @@ state_skip_prune(struct state *st, int64_t account, const char *const *uidls, si
 	strsort_init(&so, uidls, sizeof *uidls, 0, n);
 	for (size_t i = 0; r == 0 && i < nsk; i++) {
 		p = strsort_lower(&so, sk[i].uidl);
-		if (p == n || strcmp(uidls[so.order[p]], sk[i].uidl) != 0)
+		if (p == n || strcmp(uidls[strsort_at(&so, p)], sk[i].uidl) != 0)
 			r = state_skip_clear(st, account, sk[i].uidl, err);
 	}
 	strsort_free(&so);
