@@ -959,7 +959,11 @@ enum uidl_pick {
 	PICK_LISTED,            /* entries with such a row */
 };
 
-/* Marks (mark[i] = 1) every entry of uidls whose UIDL is a row that
+/* One bit an entry: 125 KB for a listing of 10^6. */
+#define MARK_SET(m, i)	((m)[(i) / 8] |= (unsigned char)(1u << ((i) % 8)))
+#define MARK_GET(m, i)	(((m)[(i) / 8] >> ((i) % 8)) & 1u)
+
+/* Marks (bit i of mark) every entry of uidls whose UIDL is a row that
  * statement s (?1 bound by the caller) returns in column 0. */
 static int
 mark_rows(struct state *st, sqlite3_stmt *s, const char *const *uidls, size_t n,
@@ -978,7 +982,7 @@ mark_rows(struct state *st, sqlite3_stmt *s, const char *const *uidls, size_t n,
 			continue;
 		for (p = strsort_cursor_find(&cur, u); p < n &&
 		    strcmp(uidls[strsort_at(&so, p)], u) == 0; p++)
-			mark[strsort_at(&so, p)] = 1;
+			MARK_SET(mark, strsort_at(&so, p));
 	}
 	strsort_free(&so);
 	if (rc != SQLITE_DONE)
@@ -1003,7 +1007,7 @@ uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
 	*n_idx = 0;
 	if ((s = stmt(st, q, what, err)) == NULL)
 		return -1;
-	mark = xcalloc(n ? n : 1, 1);
+	mark = xcalloc(n / 8 + 1, 1);
 	b = sqlite3_bind_int64(s, 1, account);
 	if (sqlite3_bind_parameter_count(s) >= 2)
 		b |= sqlite3_bind_int64(s, 2, cutoff);
@@ -1023,11 +1027,11 @@ uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
 		/* Exactly as many as picked: a poll that finds nothing new
 		 * holds no array the size of the listing. */
 		for (size_t i = 0; i < n; i++)
-			k += mark[i] == (pick == PICK_LISTED);
+			k += MARK_GET(mark, i) == (pick == PICK_LISTED);
 		v = xreallocarray(NULL, k ? k : 1, sizeof *v);
 		k = 0;
 		for (size_t i = 0; i < n; i++)
-			if (mark[i] == (pick == PICK_LISTED))
+			if (MARK_GET(mark, i) == (pick == PICK_LISTED))
 				v[k++] = i;
 		*idx = v;
 		*n_idx = k;
