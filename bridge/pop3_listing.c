@@ -78,7 +78,8 @@ grow(struct pop3_listing *ls)
 		return;
 	cap = ls->cap < 1024 ? 1024 : ls->cap + ls->cap / 2;
 	ls->id = xreallocarray(ls->id, cap, sizeof *ls->id);
-	ls->status = xreallocarray(ls->status, cap, sizeof *ls->status);
+	if (ls->status != NULL)
+		ls->status = xreallocarray(ls->status, cap, sizeof *ls->status);
 	if (ls->num != NULL)
 		ls->num = xreallocarray(ls->num, cap, sizeof *ls->num);
 	if (ls->size != NULL)
@@ -94,12 +95,33 @@ pop3_listing_trim(struct pop3_listing *ls)
 	if (ls->cap <= cap)
 		return;
 	ls->id = xreallocarray(ls->id, cap, sizeof *ls->id);
-	ls->status = xreallocarray(ls->status, cap, sizeof *ls->status);
+	if (ls->status != NULL)
+		ls->status = xreallocarray(ls->status, cap, sizeof *ls->status);
 	if (ls->num != NULL)
 		ls->num = xreallocarray(ls->num, cap, sizeof *ls->num);
 	if (ls->size != NULL)
 		ls->size = xreallocarray(ls->size, cap, sizeof *ls->size);
 	ls->cap = cap;
+}
+
+/* Sets entry i's status; the array appears with the first entry that is
+ * not POP3_UIDL_OK (those before it are). */
+static void
+set_status(struct pop3_listing *ls, size_t i, enum pop3_uidl_status st)
+{
+	if (ls->status == NULL && st == POP3_UIDL_OK)
+		return;
+	if (ls->status == NULL) {
+		ls->status = xreallocarray(NULL, ls->cap, sizeof *ls->status);
+		memset(ls->status, POP3_UIDL_OK, ls->n);
+	}
+	ls->status[i] = (unsigned char)st;
+}
+
+enum pop3_uidl_status
+pop3_listing_status(const struct pop3_listing *ls, size_t i)
+{
+	return ls->status != NULL ? (enum pop3_uidl_status)ls->status[i] : POP3_UIDL_OK;
 }
 
 /* Appends message num; the numbers array appears with the first one that
@@ -119,7 +141,6 @@ append(struct pop3_listing *ls, unsigned long num)
 	if (ls->num != NULL)
 		ls->num[i] = num;
 	ls->id[i] = NULL;
-	ls->status[i] = POP3_UIDL_NONE;
 	return i;
 }
 
@@ -135,9 +156,9 @@ pop3_listing_add_uidl(struct pop3_listing *ls, const char *line, char **err)
 	i = append(ls, num);
 	if (pop3_parse_uidl_ref(line, &num, &uid, &len, NULL) == POP3_OK) {
 		ls->id[i] = arena_copy(ls, uid, len);
-		ls->status[i] = POP3_UIDL_OK;
+		set_status(ls, i, POP3_UIDL_OK);
 	} else
-		ls->status[i] = POP3_UIDL_INVALID;
+		set_status(ls, i, POP3_UIDL_INVALID);
 	return POP3_OK;
 }
 
@@ -151,6 +172,7 @@ pop3_listing_add_list(struct pop3_listing *ls, unsigned long num, uint64_t size)
 		ls->size = xreallocarray(NULL, ls->cap, sizeof *ls->size);
 	i = append(ls, num);
 	ls->size[i] = size;
+	set_status(ls, i, POP3_UIDL_NONE);
 }
 
 unsigned long
@@ -245,8 +267,8 @@ pop3_listing_entry(const struct pop3_listing *ls, size_t i)
 
 	e.num = pop3_listing_num(ls, i);
 	e.size = pop3_listing_size(ls, i);
-	e.uidl = ls->status[i] == POP3_UIDL_OK ? ls->id[i] : NULL;
-	e.uidl_status = (enum pop3_uidl_status)ls->status[i];
+	e.uidl_status = pop3_listing_status(ls, i);
+	e.uidl = e.uidl_status == POP3_UIDL_OK ? ls->id[i] : NULL;
 	return e;
 }
 
@@ -292,11 +314,11 @@ mark_duplicates(struct pop3_listing *ls)
 		if (j - i < 2)
 			continue;
 		for (size_t d = i; d < j; d++)
-			ls->status[strsort_at(&so, d)] = POP3_UIDL_DUPLICATE;
+			set_status(ls, strsort_at(&so, d), POP3_UIDL_DUPLICATE);
 	}
 	strsort_free(&so);
 	for (i = 0; i < n; i++)
-		if (ls->status[i] == POP3_UIDL_DUPLICATE)
+		if (pop3_listing_status(ls, i) == POP3_UIDL_DUPLICATE)
 			ls->id[i] = NULL;
 }
 

@@ -4,8 +4,9 @@
  * per-message field is an array of its own that exists only when needed:
  * message numbers only when they are not 1..n, LIST sizes only for the
  * messages whose size was asked (a nothing-new poll asks none) or, after
- * a whole LIST, for all. About 26 bytes a message for Dovecot's 16-byte
- * UIDLs: 8 for the id pointer, 17 for the string, 1 for the status.
+ * a whole LIST, for all; statuses only once one is not POP3_UIDL_OK. About
+ * 25 bytes a message for Dovecot's 16-byte UIDLs: 8 for the id pointer,
+ * 17 for the string.
  *
  * Nothing here trusts the server: the checks are RFC 1939's (numbers
  * >= 1, strictly increasing, 1..n unless messages were deleted in the
@@ -30,7 +31,8 @@ struct pop3_listing {
 	 * NULL. The caller may put ids of its own in the NULL slots (it
 	 * owns and frees them; pop3_listing_free never does). */
 	const char **id;
-	unsigned char *status;  /* per entry: enum pop3_uidl_status */
+	unsigned char *status;  /* per entry: enum pop3_uidl_status; NULL while
+	                           every one is POP3_UIDL_OK (pop3_listing_status) */
 	unsigned long *num;     /* message numbers; NULL while they are 1..n */
 	uint64_t *size;         /* per entry, once a whole LIST was read; else NULL */
 	size_t *sized_at;       /* else: the entries LIST n sized, increasing */
@@ -66,6 +68,8 @@ void pop3_listing_add_list(struct pop3_listing *ls, unsigned long num, uint64_t 
 int pop3_listing_check(struct pop3_listing *ls, const char *what, bool allow_gaps,
     bool marks, char **err);
 
+/* Entry i's status. */
+enum pop3_uidl_status pop3_listing_status(const struct pop3_listing *ls, size_t i);
 /* Entry i's message number. */
 unsigned long pop3_listing_num(const struct pop3_listing *ls, size_t i);
 /* The entry with message number num, or ls->n. */

@@ -345,7 +345,7 @@ list_server(struct pass *ps)
 		return sync_pop3_fail(ps, r, err);
 	ps->res->listed = ps->ls.n;
 	ps->uidls = ps->ls.id;
-	ps->no_uidl = ps->ls.n > 0 && ps->ls.status[0] == POP3_UIDL_NONE;
+	ps->no_uidl = ps->ls.n > 0 && pop3_listing_status(&ps->ls, 0) == POP3_UIDL_NONE;
 	if (ps->no_uidl && (rc = check_no_uidl(ps)) != 0)
 		return rc;
 	if (state_set_no_uidl(ps->st, ps->acct, ps->no_uidl, &err) == -1)

@@ -42,7 +42,7 @@ dry_connect(struct pass *ps)
 		return sync_pop3_fail(ps, r, err);
 	ps->res->listed = ps->ls.n;
 	ps->uidls = ps->ls.id;
-	ps->no_uidl = ps->ls.n > 0 && ps->ls.status[0] == POP3_UIDL_NONE;
+	ps->no_uidl = ps->ls.n > 0 && pop3_listing_status(&ps->ls, 0) == POP3_UIDL_NONE;
 	return sync_ids_derive(ps);
 }
 

@@ -135,7 +135,7 @@ deletion_session(struct pass *ps, long login_delay)
 	uidls = xcalloc(n ? n : 1, sizeof *uidls);
 	nums = xcalloc(n ? n : 1, sizeof *nums);
 	for (size_t i = 0; i < n; i++)
-		if (ls.status[i] == POP3_UIDL_OK) {
+		if (pop3_listing_status(&ls, i) == POP3_UIDL_OK) {
 			uidls[k] = ls.id[i];
 			nums[k++] = pop3_listing_num(&ls, i);
 		}

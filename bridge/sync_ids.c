@@ -55,7 +55,7 @@ without_uidl(const struct pass *ps, size_t **idx)
 
 	*idx = NULL;
 	for (size_t i = 0; i < ps->ls.n; i++)
-		if (ps->ls.status[i] != POP3_UIDL_OK) {
+		if (pop3_listing_status(&ps->ls, i) != POP3_UIDL_OK) {
 			if (*idx == NULL)
 				*idx = xreallocarray(NULL, ps->ls.n, sizeof **idx);
 			(*idx)[k++] = i;

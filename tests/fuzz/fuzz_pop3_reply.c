@@ -1,8 +1,9 @@
 /* POP3 replies as a hostile server sends them: a status line, a CAPA
  * listing, a LIST and a UIDL listing, through the bounded reader
  * (bridge/pop3_reader.c) into the parsers (bridge/pop3_parse.c) and the
- * listing (bridge/pop3_listing.c), as pop3.c drives them. The first input byte picks how many bytes each read
- * returns (splitting lines and CRLFs anywhere).
+ * listing (bridge/pop3_listing.c), as pop3.c drives them. The first input
+ * byte picks how many bytes each read returns (splitting lines and CRLFs
+ * anywhere).
  * Properties: no memory error, no undefined behaviour, lines handed out
  * are NUL-free and within POP3_LINE_MAX, a merged listing is strictly
  * increasing, every entry has a UIDL status and LIST's size, and the
@@ -85,7 +86,7 @@ listing(struct pop3_reader *r, char *line, unsigned long *nums, uint64_t *sizes,
 				err = NULL;
 				continue;
 			}
-			FUZZ_CHECK((ls->id[i] != NULL) == (ls->status[i] == POP3_UIDL_OK),
+			FUZZ_CHECK((ls->id[i] != NULL) == (pop3_listing_status(ls, i) == POP3_UIDL_OK),
 			    "UIDL string iff OK");
 			if (ls->id[i] != NULL)
 				check_uidl(ls->id[i]);
@@ -179,8 +180,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(num == nums[i], "LIST and UIDL numbers differ");
 			FUZZ_CHECK(pop3_listing_find(&ls, num) == i, "look-up by number");
 			FUZZ_CHECK(pop3_listing_size(&ls, i) == sizes[i], "size not LIST's");
-			FUZZ_CHECK(ls.status[i] != POP3_UIDL_NONE, "entry without a UIDL status");
-			FUZZ_CHECK((ls.id[i] != NULL) == (ls.status[i] == POP3_UIDL_OK),
+			FUZZ_CHECK(pop3_listing_status(&ls, i) != POP3_UIDL_NONE, "entry without a UIDL status");
+			FUZZ_CHECK((ls.id[i] != NULL) == (pop3_listing_status(&ls, i) == POP3_UIDL_OK),
 			    "UIDL string iff OK");
 			if (ls.id[i] == NULL)
 				continue;

@@ -48,18 +48,21 @@ test_uidl_entry(void)
 
 	pop3_listing_init(&ls);
 	CHECK_INT(pop3_listing_add_uidl(&ls, "7 abc", NULL), POP3_OK);
-	CHECK(ls.n == 1 && pop3_listing_num(&ls, 0) == 7 && ls.status[0] == POP3_UIDL_OK);
+	CHECK(ls.n == 1 && pop3_listing_num(&ls, 0) == 7 &&
+	    pop3_listing_status(&ls, 0) == POP3_UIDL_OK && ls.status == NULL);
 	CHECK_STR(ls.id[0], "abc");
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		CHECK_INT(pop3_listing_add_uidl(&ls, bad[i], NULL), POP3_OK);
 		CHECK(ls.n == i + 2 && pop3_listing_num(&ls, i + 1) == 7 &&
-		    ls.id[i + 1] == NULL && ls.status[i + 1] == POP3_UIDL_INVALID);
+		    ls.id[i + 1] == NULL && pop3_listing_status(&ls, i + 1) == POP3_UIDL_INVALID);
 	}
 	CHECK_INT(pop3_listing_add_uidl(&ls, "7", &err), POP3_EPROTO);
 	CHECK_STR(err, "malformed UIDL line \"7\"");
 	clear(&err);
 	CHECK_INT(pop3_listing_add_uidl(&ls, "x 1", NULL), POP3_EPROTO);
 	CHECK_INT(ls.n, 5);
+	/* The first entry kept its status when the array appeared. */
+	CHECK_INT(pop3_listing_status(&ls, 0), POP3_UIDL_OK);
 	pop3_listing_free(&ls);
 	CHECK(ls.n == 0 && ls.id == NULL && ls.chunks == NULL);
 }
@@ -80,13 +83,14 @@ test_arena(void)
 		snprintf(line, sizeof line, "%zu %0*zx", i + 1, (int)(1 + i % 70), i);
 		CHECK(pop3_listing_add_uidl(&ls, line, NULL) == POP3_OK);
 	}
-	CHECK(ls.num == NULL && ls.size == NULL && ls.n == N && ls.cap >= N);
+	CHECK(ls.num == NULL && ls.size == NULL && ls.status == NULL && ls.n == N &&
+	    ls.cap >= N);
 	pop3_listing_trim(&ls);
 	CHECK_INT(ls.cap, N);
 	for (size_t i = 0; i < N && same; i++) {
 		snprintf(want, sizeof want, "%0*zx", (int)(1 + i % 70), i);
 		same = ls.id[i] != NULL && strcmp(ls.id[i], want) == 0 &&
-		    ls.status[i] == POP3_UIDL_OK && pop3_listing_num(&ls, i) == i + 1;
+		    pop3_listing_status(&ls, i) == POP3_UIDL_OK && pop3_listing_num(&ls, i) == i + 1;
 	}
 	CHECK(same);
 	CHECK_INT(pop3_listing_find(&ls, 1), 0);
@@ -134,10 +138,10 @@ test_duplicates(void)
 	CHECK(uidl_listing(&ls, n3, ud, 3) == 0);
 	CHECK_INT(pop3_listing_check(&ls, "UIDL", false, true, &err), POP3_OK);
 	CHECK(err == NULL);
-	CHECK(ls.id[0] == NULL && ls.status[0] == POP3_UIDL_DUPLICATE);
-	CHECK(ls.id[2] == NULL && ls.status[2] == POP3_UIDL_DUPLICATE);
+	CHECK(ls.id[0] == NULL && pop3_listing_status(&ls, 0) == POP3_UIDL_DUPLICATE);
+	CHECK(ls.id[2] == NULL && pop3_listing_status(&ls, 2) == POP3_UIDL_DUPLICATE);
 	CHECK_STR(ls.id[1], "b");
-	CHECK_INT(ls.status[1], POP3_UIDL_OK);
+	CHECK_INT(pop3_listing_status(&ls, 1), POP3_UIDL_OK);
 	pop3_listing_free(&ls);
 }
 
