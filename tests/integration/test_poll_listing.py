@@ -5,7 +5,9 @@ all; a pass with a few new messages asks "LIST n" for each of those, and
 their sizes are right (max_message_size skips the new big one, RETR of the
 other is exact); the first import of a whole mailbox takes one LIST.
 Dovecot's rawlog (rawlog_dir) records every command it was sent after
-login, one "<time> <command>" line each."""
+login, one "<time> <command>" line each. Against the scripted server: a
+"LIST n" that names another message, or is refused for a message UIDL
+listed, is a protocol error (76) and imports nothing."""
 
 import glob
 import os
@@ -13,7 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import pop3script  # noqa: E402
 from common import config, servers, stored_files, sync  # noqa: E402
+
+EX_PROTOCOL = 76
 
 
 def _rawlog_server(t):
@@ -81,6 +86,41 @@ def test_nothing_new_sends_no_list(t):
             'the small new message stored exactly')
     t.check(h.body_hash(h.pop3_view(big)) not in [h.body_hash(b) for b in got],
             'the big one left on the server')
+
+
+def _script_block(srv):
+    return ('account "acct" {\n  local_user = "alice"\n  pop3 {\n    host = "127.0.0.1"\n'
+            '    port = %d\n    tls = "none"\n    allow_plaintext = true\n    user = %s\n'
+            '    password = %s\n    timeout = 20\n  }\n}\n'
+            % (srv.port, h.cq(srv.user), h.cq(srv.password)))
+
+
+def test_list_n_that_disagrees_is_refused(t):
+    box = [('uid-%03d' % i, h.make_message(i, tag='ln')) for i in range(20)]
+    srv = pop3script.Server(t, box)
+    conf = config(t, [_script_block(srv)])
+    sync(t, conf)
+    t.require(len(stored_files_of(t)) == 20, 'first import: 20')
+    srv.add('uid-new', h.make_message(50, tag='ln-new'))
+    srv.fault('LIST', reply='+OK 7 1234', arg='21', session=2)
+    srv.fault('LIST', reply='-ERR no such message', arg='21', session=3)
+    p = sync(t, conf, expect=EX_PROTOCOL)
+    t.check('UIDL and LIST disagree: message 21 in one, 7 in the other' in p.stderr,
+            'LIST 21 naming message 7 refused: %s' % p.stderr[-400:])
+    p = sync(t, conf, expect=EX_PROTOCOL)
+    t.check('LIST 21: -ERR no such message, although UIDL lists it' in p.stderr,
+            'LIST 21 refused for a listed message: %s' % p.stderr[-400:])
+    t.check(len(stored_files_of(t)) == 20, 'nothing imported by either')
+    s = srv.sessions()
+    t.check(all(not [c for c in x.commands if c.startswith('RETR')] for x in s[1:3]),
+            'no RETR in those sessions')
+    p = sync(t, conf)
+    t.check(len(stored_files_of(t)) == 21, 'without the fault the new one comes: %s'
+            % p.stderr[-300:])
+
+
+def stored_files_of(t):
+    return h.maildir_files(t.path('dest', 'alice', 'Maildir'))
 
 
 if __name__ == '__main__':
