@@ -868,6 +868,25 @@ read_listing(struct pop3 *p, bool uidl, struct pop3_listing *ls, struct pop3_mer
 	}
 }
 
+/* STAT's answer, "+OK nn mm" (RFC 1939): room for nn entries (at most
+ * POP3_LIST_MAX). It only sizes arrays: a -ERR or another form reserves
+ * nothing, and the listing itself says what there is. */
+static int
+stat_reserve(struct pop3 *p, struct pop3_listing *ls, char **err)
+{
+	char text[POP3_LINE_MAX + 1];
+	unsigned long count;
+	uint64_t octets;
+	bool ok;
+	int rv;
+
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (ok && pop3_parse_list(text, &count, &octets, NULL) == POP3_OK)
+		pop3_listing_reserve(ls, count < POP3_LIST_MAX ? count : POP3_LIST_MAX);
+	return POP3_OK;
+}
+
 int
 pop3_scan(struct pop3 *p, struct pop3_listing *ls, char **err)
 {
@@ -880,7 +899,15 @@ pop3_scan(struct pop3 *p, struct pop3_listing *ls, char **err)
 		return rv;
 	free(p->uidl_refused);
 	p->uidl_refused = NULL;
-	if ((rv = send_cmd(p, err, "UIDL")) == POP3_OK)
+	if (p->caps.pipelining)
+		rv = send_raw(p, "STAT\r\nUIDL\r\n", 12, err);
+	else
+		rv = send_cmd(p, err, "STAT");
+	if (rv == POP3_OK)
+		rv = stat_reserve(p, ls, err);
+	if (rv == POP3_OK && !p->caps.pipelining)
+		rv = send_cmd(p, err, "UIDL");
+	if (rv == POP3_OK)
 		rv = read_listing(p, true, ls, NULL, &have, err);
 	if (rv == POP3_OK && have)
 		rv = pop3_listing_check(ls, "UIDL", p->ndeleted > 0, true, &msg);

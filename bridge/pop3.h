@@ -138,8 +138,9 @@ int pop3_open(struct pop3 **out, const struct conf_server *s, const char *passwo
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
 
 /* The mailbox listing into ls (bridge/pop3_listing.h; what it held is
- * freed first, and it is empty after an error), in server order: UIDL
- * only, checked (RFC 1939 numbering; duplicate UIDLs marked). No size is
+ * freed first, and it is empty after an error), in server order: STAT
+ * (its count sizes the arrays once) and UIDL, pipelined when announced,
+ * checked (RFC 1939 numbering; duplicate UIDLs marked). No size is
  * read: pop3_sizes() asks for those a pass needs, so a poll that finds
  * nothing new costs one UIDL. A -ERR to UIDL from a server whose CAPA
  * announces UIDL is POP3_ESERVER (a temporary failure: deriving ids now

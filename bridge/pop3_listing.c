@@ -66,17 +66,10 @@ arena_copy(struct pop3_listing *ls, const char *s, size_t len)
 	return p;
 }
 
-/* Room for one more entry. The arrays grow by half: a large one is its
- * own mapping, which realloc moves without copying, and only the pages
- * written count; pop3_listing_trim gives back the rest. */
+/* Makes room for cap entries in every array there is. */
 static void
-grow(struct pop3_listing *ls)
+resize(struct pop3_listing *ls, size_t cap)
 {
-	size_t cap;
-
-	if (ls->n < ls->cap)
-		return;
-	cap = ls->cap < 1024 ? 1024 : ls->cap + ls->cap / 2;
 	ls->id = xreallocarray(ls->id, cap, sizeof *ls->id);
 	if (ls->status != NULL)
 		ls->status = xreallocarray(ls->status, cap, sizeof *ls->status);
@@ -87,21 +80,30 @@ grow(struct pop3_listing *ls)
 	ls->cap = cap;
 }
 
+/* Room for one more entry. Without a reservation the arrays grow by half
+ * (a large one is its own mapping, which realloc moves without copying);
+ * pop3_listing_trim gives back what is left over. */
+static void
+grow(struct pop3_listing *ls)
+{
+	if (ls->n == ls->cap)
+		resize(ls, ls->cap < 1024 ? 1024 : ls->cap + ls->cap / 2);
+}
+
+void
+pop3_listing_reserve(struct pop3_listing *ls, size_t n)
+{
+	if (n > ls->cap)
+		resize(ls, n);
+}
+
 void
 pop3_listing_trim(struct pop3_listing *ls)
 {
 	size_t cap = ls->n > 0 ? ls->n : 1;
 
-	if (ls->cap <= cap)
-		return;
-	ls->id = xreallocarray(ls->id, cap, sizeof *ls->id);
-	if (ls->status != NULL)
-		ls->status = xreallocarray(ls->status, cap, sizeof *ls->status);
-	if (ls->num != NULL)
-		ls->num = xreallocarray(ls->num, cap, sizeof *ls->num);
-	if (ls->size != NULL)
-		ls->size = xreallocarray(ls->size, cap, sizeof *ls->size);
-	ls->cap = cap;
+	if (ls->cap > cap)
+		resize(ls, cap);
 }
 
 /* Sets entry i's status; the array appears with the first entry that is

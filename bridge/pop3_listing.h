@@ -47,7 +47,10 @@ struct pop3_listing {
 void pop3_listing_init(struct pop3_listing *ls);
 /* Frees what the listing holds (not the caller's ids) and re-inits it. */
 void pop3_listing_free(struct pop3_listing *ls);
-/* Gives the arrays back the room growth left unused. */
+/* Room for n entries at once (the count STAT gives): a listing of 10^6
+ * then grows and copies no array. */
+void pop3_listing_reserve(struct pop3_listing *ls, size_t n);
+/* Gives the arrays back the room growth or a reservation left unused. */
 void pop3_listing_trim(struct pop3_listing *ls);
 
 /* Appends the entry of a UIDL listing line "num uid". A line without a

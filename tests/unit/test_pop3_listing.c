@@ -101,6 +101,33 @@ test_arena(void)
 	pop3_listing_free(&ls);
 }
 
+/* A reservation (STAT's count) is the size of the arrays: filled
+ * exactly, nothing grows; one entry more than STAT said still fits. */
+static void
+test_reserve(void)
+{
+	struct pop3_listing ls;
+	char line[32];
+	const char **before;
+
+	pop3_listing_init(&ls);
+	pop3_listing_reserve(&ls, 5000);
+	CHECK_INT(ls.cap, 5000);
+	before = ls.id;
+	for (size_t i = 0; i < 5000; i++) {
+		snprintf(line, sizeof line, "%zu r%zu", i + 1, i);
+		CHECK(pop3_listing_add_uidl(&ls, line, NULL) == POP3_OK);
+	}
+	CHECK(ls.cap == 5000 && ls.id == before);
+	CHECK(pop3_listing_add_uidl(&ls, "5001 r5000", NULL) == POP3_OK);
+	CHECK(ls.cap > 5000 && ls.n == 5001);
+	CHECK_STR(ls.id[4999], "r4999");
+	CHECK_STR(ls.id[5000], "r5000");
+	pop3_listing_trim(&ls);
+	CHECK_INT(ls.cap, 5001);
+	pop3_listing_free(&ls);
+}
+
 /* Numbers that are not 1..n get their array (from the first gap on,
  * the ones before filled in); look-ups by number search it. */
 static void
@@ -340,6 +367,7 @@ main(void)
 {
 	TEST(test_uidl_entry);
 	TEST(test_arena);
+	TEST(test_reserve);
 	TEST(test_numbers);
 	TEST(test_duplicates);
 	TEST(test_merge);
