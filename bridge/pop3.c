@@ -21,6 +21,7 @@
 #include <gnutls/crypto.h>
 #include <libetpan/libetpan.h>
 
+#include "bridge/pop3_listing.h"
 #include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
 #include "bridge/pop3_sink.h"
@@ -54,21 +55,17 @@ struct pop3 {
 	unsigned timeout;
 	bool broken;		/* after POP3_ENET or POP3_EPROTO */
 	unsigned long *queue;	/* the RETR batch announced by pop3_retr_pipeline */
+	uint64_t *queue_size;	/* their LIST sizes (the deadline of each reply) */
 	size_t nqueue;
 	size_t nsent;		/* queue[0..nsent) are sent */
 	size_t qnext;		/* queue[0..qnext) are read */
 	size_t ndeleted;	/* DELEs accepted: LIST may now have gaps */
-	uint64_t *listed;	/* LIST sizes of the last pop3_scan, in its order */
-	unsigned long *listed_num;	/* their numbers; NULL when they are 1..n */
-	size_t nlisted;
 	char *refusal;		/* the last login refusal, for the message */
 	enum pop3_busy busy;	/* its "not now" response code */
 	char *uidl_refused;	/* the -ERR text of the last UIDL, NULL if none */
 	unsigned long *retrieved;	/* RETR/TOP answered +OK (pop3_retrieved) */
 	size_t nretrieved, retrieved_cap;
 };
-
-static uint64_t listed_size(const struct pop3 *p, unsigned long num);
 
 enum auth_kind { AUTH_USER, AUTH_APOP, AUTH_PLAIN, AUTH_XOAUTH2, AUTH_OAUTHBEARER };
 
@@ -219,7 +216,9 @@ static void
 queue_clear(struct pop3 *p)
 {
 	free(p->queue);
+	free(p->queue_size);
 	p->queue = NULL;
+	p->queue_size = NULL;
 	p->nqueue = p->nsent = p->qnext = 0;
 }
 
@@ -235,7 +234,7 @@ ready(struct pop3 *p, char **err)
 	if (p->broken)
 		return failf(p, POP3_ENET, err, "session unusable after an earlier error");
 	for (; p->qnext < p->nsent; p->qnext++) {
-		pop3_reader_expect(&p->rd, listed_size(p, p->queue[p->qnext]));
+		pop3_reader_expect(&p->rd, p->queue_size[p->qnext]);
 		if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 			return rv;
 		if (ok)
@@ -813,52 +812,25 @@ pop3_caps(const struct pop3 *p)
 	return &p->caps;
 }
 
-struct listing {
-	struct pop3_entry *e;
-	size_t n, cap;
-	bool have;		/* the server answered +OK */
-};
-
-static int
-listing_add(struct listing *l, bool uidl, const char *line, char **err)
-{
-	struct pop3_entry *e;
-	int rv;
-
-	if (l->n == l->cap) {
-		l->cap = l->cap != 0 ? l->cap * 2 : 64;
-		l->e = xreallocarray(l->e, l->cap, sizeof *l->e);
-	}
-	e = &l->e[l->n];
-	memset(e, 0, sizeof *e);
-	rv = uidl ? pop3_parse_uidl_entry(line, e, err) :
-	    pop3_parse_list(line, &e->num, &e->size, err);
-	if (rv == POP3_OK)
-		l->n++;
-	return rv;
-}
-
 /* -ERR to UIDL: from a server whose CAPA announces UIDL it is a failure
- * of the moment (pop3_scan). The session is then given up: a pipelined
- * LIST reply is still on its way. Otherwise the server has no UIDL. */
+ * of the moment (pop3_scan). Otherwise the server has no UIDL. */
 static int
 uidl_refused(struct pop3 *p, const char *text, char **err)
 {
-	if (p->caps.uidl) {
-		p->broken = true;
+	if (p->caps.uidl)
 		return server_err(p, POP3_ESERVER, err, "UIDL refused although the server "
 		    "announces it (nothing imported, tried again next pass)", text);
-	}
 	free(p->uidl_refused);
 	p->uidl_refused = pop3_parse_clean(text);
 	return POP3_OK;
 }
 
-/* Reads a UIDL or LIST reply: into l, or, for a LIST with m, straight
- * into the UIDL entries m merges it with (l then only says it was
- * answered). */
+/* Reads a UIDL or LIST reply whose command was sent: into ls (UIDL, or
+ * LIST for a server without UIDL), or, for a LIST with m, as sizes of the
+ * UIDL entries m merges it with. *have says it was answered +OK. */
 static int
-read_listing(struct pop3 *p, bool uidl, struct listing *l, struct pop3_merge *m, char **err)
+read_listing(struct pop3 *p, bool uidl, struct pop3_listing *ls, struct pop3_merge *m,
+    bool *have, char **err)
 {
 	unsigned long num;
 	uint64_t size;
@@ -866,123 +838,204 @@ read_listing(struct pop3 *p, bool uidl, struct listing *l, struct pop3_merge *m,
 	bool ok, end;
 	int rv;
 
+	*have = false;
 	pop3_reader_expect(&p->rd, 0);
 	if ((rv = reply(p, &ok, line, sizeof line, err)) != POP3_OK)
 		return rv;
 	if (!ok)
 		return uidl ? uidl_refused(p, line, err) :
 		    server_err(p, POP3_ESERVER, err, "LIST", line);
-	l->have = true;
+	*have = true;
 	for (;;) {
 		if ((rv = pop3_reader_mline(&p->rd, line, sizeof line, &end, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
 		if (end)
 			return POP3_OK;
-		if ((m != NULL ? m->nlist : l->n) == POP3_LIST_MAX)
+		if ((m != NULL ? m->nlist : ls->n) == POP3_LIST_MAX)
 			return failf(p, POP3_EPROTO, err, "%s reply longer than %d lines",
 			    uidl ? "UIDL" : "LIST", POP3_LIST_MAX);
-		if (m != NULL) {
-			if ((rv = pop3_parse_list(line, &num, &size, &msg)) != POP3_OK)
+		if (uidl) {
+			if ((rv = pop3_listing_add_uidl(ls, line, &msg)) != POP3_OK)
 				return fail(p, rv, err, msg);
-			pop3_merge_line(m, num, size);
-		} else if ((rv = listing_add(l, uidl, line, &msg)) != POP3_OK)
+			continue;
+		}
+		if ((rv = pop3_parse_list(line, &num, &size, &msg)) != POP3_OK)
 			return fail(p, rv, err, msg);
-	}
-}
-
-/* Keeps each message's LIST size: a RETR's deadline depends on it. Eight
- * bytes a message: the numbers are kept only when they are not 1..n (a
- * listing after DELEs). */
-static void
-keep_listed(struct pop3 *p, const struct pop3_entry *e, size_t n)
-{
-	bool plain = true;
-
-	free(p->listed);
-	free(p->listed_num);
-	p->listed_num = NULL;
-	p->listed = xcalloc(n > 0 ? n : 1, sizeof *p->listed);
-	for (size_t i = 0; i < n; i++) {
-		p->listed[i] = e[i].size;
-		plain = plain && e[i].num == i + 1;
-	}
-	if (!plain) {
-		p->listed_num = xcalloc(n, sizeof *p->listed_num);
-		for (size_t i = 0; i < n; i++)
-			p->listed_num[i] = e[i].num;
-	}
-	p->nlisted = n;
-}
-
-/* LIST's size of message num (listings are in increasing order), 0 when
- * it was not listed. */
-static uint64_t
-listed_size(const struct pop3 *p, unsigned long num)
-{
-	size_t lo = 0, hi = p->nlisted;
-
-	if (p->listed_num == NULL)
-		return num >= 1 && num <= p->nlisted ? p->listed[num - 1] : 0;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (p->listed_num[mid] == num)
-			return p->listed[mid];
-		if (p->listed_num[mid] < num)
-			lo = mid + 1;
+		if (m != NULL)
+			pop3_merge_line(m, num, size);
 		else
-			hi = mid;
+			pop3_listing_add_list(ls, num, size);
 	}
-	return 0;
+}
+
+/* STAT's answer, "+OK nn mm" (RFC 1939): room for nn entries (at most
+ * POP3_LIST_MAX). It only sizes arrays: a -ERR or another form reserves
+ * nothing, and the listing itself says what there is. */
+static int
+stat_reserve(struct pop3 *p, struct pop3_listing *ls, char **err)
+{
+	char text[POP3_LINE_MAX + 1];
+	unsigned long count;
+	uint64_t octets;
+	bool ok;
+	int rv;
+
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (ok && pop3_parse_list(text, &count, &octets, NULL) == POP3_OK)
+		pop3_listing_reserve(ls, count < POP3_LIST_MAX ? count : POP3_LIST_MAX);
+	return POP3_OK;
 }
 
 int
-pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err)
+pop3_scan(struct pop3 *p, struct pop3_listing *ls, char **err)
 {
-	struct listing uidl, list, *out = &list;
-	struct pop3_merge m;
+	bool have = false;
 	char *msg = NULL;
 	int rv;
 
-	*entries = NULL;
-	*n = 0;
-	memset(&uidl, 0, sizeof uidl);
-	memset(&list, 0, sizeof list);
+	pop3_listing_free(ls);
 	if ((rv = ready(p, err)) != POP3_OK)
 		return rv;
 	free(p->uidl_refused);
 	p->uidl_refused = NULL;
-	rv = p->caps.pipelining ? send_raw(p, "UIDL\r\nLIST\r\n", 12, err) :
-	    send_cmd(p, err, "UIDL");
+	if (p->caps.pipelining)
+		rv = send_raw(p, "STAT\r\nUIDL\r\n", 12, err);
+	else
+		rv = send_cmd(p, err, "STAT");
 	if (rv == POP3_OK)
-		rv = read_listing(p, true, &uidl, NULL, err);
+		rv = stat_reserve(p, ls, err);
 	if (rv == POP3_OK && !p->caps.pipelining)
-		rv = send_cmd(p, err, "LIST");
-	/* With UIDL's answer, LIST's sizes go straight into its entries (a
-	 * second array of 100,000 entries would be 3 MB); the checks are
-	 * those of pop3_parse_listing. */
-	if (rv == POP3_OK && uidl.have) {
-		pop3_merge_init(&m, uidl.e, uidl.n, p->ndeleted > 0);
-		rv = read_listing(p, false, &list, &m, err);
-		if (rv == POP3_OK && (rv = pop3_merge_end(&m, &msg)) != POP3_OK)
-			rv = fail(p, rv, err, msg);
-		free(m.list_err);
-		out = &uidl;
-	} else if (rv == POP3_OK) {
-		rv = read_listing(p, false, &list, NULL, err);
-		if (rv == POP3_OK && (rv = pop3_parse_listing(list.e, list.n, NULL, 0, false,
-		    p->ndeleted > 0, &msg)) != POP3_OK)
-			rv = fail(p, rv, err, msg);
+		rv = send_cmd(p, err, "UIDL");
+	if (rv == POP3_OK)
+		rv = read_listing(p, true, ls, NULL, &have, err);
+	if (rv == POP3_OK && have)
+		rv = pop3_listing_check(ls, "UIDL", p->ndeleted > 0, true, &msg);
+	else if (rv == POP3_OK) {
+		/* No UIDL: the whole LIST, the size being part of each id. */
+		if ((rv = send_cmd(p, err, "LIST")) == POP3_OK)
+			rv = read_listing(p, false, ls, NULL, &have, err);
+		if (rv == POP3_OK)
+			rv = pop3_listing_check(ls, "LIST", p->ndeleted > 0, false, &msg);
 	}
-	if (rv == POP3_OK) {
-		keep_listed(p, out->e, out->n);
-		*entries = out->e;
-		*n = out->n;
-		out->e = NULL;
-		out->n = 0;
+	if (rv == POP3_OK)
+		pop3_listing_trim(ls);
+	else {
+		if (msg != NULL)
+			rv = fail(p, rv, err, msg);
+		pop3_listing_free(ls);
 	}
-	pop3_entries_free(uidl.e, uidl.n);
-	pop3_entries_free(list.e, list.n);
+	return rv;
+}
+
+/* The whole LIST, merged into ls with RFC 1939's checks. */
+static int
+sizes_whole(struct pop3 *p, struct pop3_listing *ls, char **err)
+{
+	struct pop3_merge m;
+	char *msg = NULL;
+	bool have;
+	int rv;
+
+	if ((rv = send_cmd(p, err, "LIST")) != POP3_OK)
+		return rv;
+	pop3_merge_init(&m, ls, p->ndeleted > 0);
+	rv = read_listing(p, false, ls, &m, &have, err);
+	if (rv == POP3_OK && (rv = pop3_merge_end(&m, &msg)) != POP3_OK)
+		rv = fail(p, rv, err, msg);
+	free(m.list_err);
+	return rv;
+}
+
+/* The answer to "LIST num" for entry i: "+OK num size". */
+static int
+size_reply(struct pop3 *p, struct pop3_listing *ls, size_t i, char **err)
+{
+	char text[POP3_LINE_MAX + 1], *msg = NULL, *clean;
+	unsigned long want = pop3_listing_num(ls, i), num;
+	uint64_t size;
+	bool ok;
+	int rv;
+
+	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
+		return rv;
+	if (!ok) {
+		/* The maildrop is locked: a message UIDL named is there. */
+		clean = pop3_parse_clean(text);
+		rv = failf(p, POP3_EPROTO, err, "LIST %lu: -ERR %s, although UIDL lists it",
+		    want, clean);
+		free(clean);
+		return rv;
+	}
+	if ((rv = pop3_parse_list(text, &num, &size, &msg)) != POP3_OK)
+		return fail(p, rv, err, msg);
+	if (num != want)
+		return failf(p, POP3_EPROTO, err, "UIDL and LIST disagree: message %lu "
+		    "in one, %lu in the other", want, num);
+	pop3_listing_set_size(ls, i, size);
+	return POP3_OK;
+}
+
+static int
+cmp_size_t(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* "LIST num" for entries at[0..k) (increasing), POP3_PIPE_MAX to a write
+ * when the server pipelines, else one at a time. */
+static int
+sizes_each(struct pop3 *p, struct pop3_listing *ls, const size_t *at, size_t k, char **err)
+{
+	size_t step = p->caps.pipelining ? POP3_PIPE_MAX : 1, i, w, len;
+	char *buf = xmalloc(step * 32);
+	int rv = POP3_OK;
+
+	for (i = 0; rv == POP3_OK && i < k; i += w) {
+		w = k - i < step ? k - i : step;
+		len = 0;
+		for (size_t j = 0; j < w; j++)
+			len += (size_t)snprintf(buf + len, 32, "LIST %lu\r\n",
+			    pop3_listing_num(ls, at[i + j]));
+		rv = send_raw(p, buf, len, err);
+		for (size_t j = 0; rv == POP3_OK && j < w; j++)
+			rv = size_reply(p, ls, at[i + j], err);
+	}
+	free(buf);
+	return rv;
+}
+
+/* One "LIST num" costs about what k/SIZES_WHOLE_PER lines of a whole LIST
+ * cost the server and the wire (a command and its status line against a
+ * listing line); without PIPELINING each one is a round trip, and past
+ * SIZES_EACH_MAX of them one LIST is cheaper anywhere but on loopback. */
+#define SIZES_WHOLE_PER	8
+#define SIZES_EACH_MAX	32
+
+int
+pop3_sizes(struct pop3 *p, struct pop3_listing *ls, const size_t *idx, size_t k, char **err)
+{
+	size_t *at, n = 0, w = 0;
+	int rv;
+
+	if (ls->size != NULL || k == 0)
+		return POP3_OK;
+	if ((rv = ready(p, err)) != POP3_OK)
+		return rv;
+	if ((uint64_t)k * SIZES_WHOLE_PER >= ls->n || (!p->caps.pipelining && k > SIZES_EACH_MAX))
+		return sizes_whole(p, ls, err);
+	at = xreallocarray(NULL, k, sizeof *at);
+	for (size_t j = 0; j < k; j++)
+		if (!pop3_listing_sized(ls, idx[j]))
+			at[n++] = idx[j];
+	qsort(at, n, sizeof *at, cmp_size_t);
+	for (size_t j = 0; j < n; j++)
+		if (w == 0 || at[j] != at[w - 1])
+			at[w++] = at[j];
+	rv = sizes_each(p, ls, at, w, err);
+	free(at);
 	return rv;
 }
 
@@ -997,18 +1050,6 @@ pop3_retrieved(const struct pop3 *p, const unsigned long **nums)
 {
 	*nums = p->retrieved;
 	return p->nretrieved;
-}
-
-void
-pop3_entries_free(struct pop3_entry *entries, size_t n)
-{
-	size_t i;
-
-	if (entries == NULL)
-		return;
-	for (i = 0; i < n; i++)
-		free(entries[i].uidl);
-	free(entries);
 }
 
 int
@@ -1061,7 +1102,8 @@ queue_send(struct pop3 *p, char **err)
 }
 
 int
-pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char **err)
+pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, const uint64_t *sizes, size_t n,
+    char **err)
 {
 	int rv;
 
@@ -1071,6 +1113,8 @@ pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char **e
 		return POP3_OK;		/* pop3_retr() sends each RETR itself */
 	p->queue = xreallocarray(NULL, n, sizeof *p->queue);
 	memcpy(p->queue, nums, n * sizeof *nums);
+	p->queue_size = xreallocarray(NULL, n, sizeof *p->queue_size);
+	memcpy(p->queue_size, sizes, n * sizeof *sizes);
 	p->nqueue = n;
 	return queue_send(p, err);
 }
@@ -1094,7 +1138,7 @@ retr_send(struct pop3 *p, unsigned long num, char **err)
 }
 
 int
-pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
+pop3_retr(struct pop3 *p, unsigned long num, uint64_t listed, int fd, enum pop3_eol eol,
     uint64_t max_octets, struct pop3_retr *res, char **err)
 {
 	struct pop3_sink o;
@@ -1106,7 +1150,7 @@ pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
 		return ready(p, err);
 	if ((rv = retr_send(p, num, err)) != POP3_OK)
 		return rv;
-	pop3_reader_expect(&p->rd, listed_size(p, num));
+	pop3_reader_expect(&p->rd, listed);
 	if ((rv = reply(p, &ok, text, sizeof text, err)) != POP3_OK)
 		return rv;
 	if (!ok) {
@@ -1217,8 +1261,6 @@ pop3_abort(struct pop3 *p)
 	mailpop3_free(p->m);
 	pop3_reader_free(&p->rd);
 	queue_clear(p);
-	free(p->listed);
-	free(p->listed_num);
 	free(p->where);
 	free(p->refusal);
 	free(p->uidl_refused);

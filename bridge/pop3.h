@@ -42,7 +42,7 @@ struct pop3_caps {
 
 /* What the UIDL listing said about one message. Only POP3_UIDL_OK gives a
  * usable uidl; the others are identified by their fingerprint instead
- * (bridge/sync.c). */
+ * (bridge/sync.c). Stored in one byte (bridge/pop3_listing.h). */
 enum pop3_uidl_status {
 	POP3_UIDL_NONE = 0,     /* no UIDL listing (the server has none) */
 	POP3_UIDL_OK,
@@ -50,12 +50,15 @@ enum pop3_uidl_status {
 	POP3_UIDL_DUPLICATE,    /* the same UIDL names another message too */
 };
 
+/* One message of a listing, as pop3_listing_entry() puts it together. */
 struct pop3_entry {
 	unsigned long num;  /* message number in this session */
 	uint64_t size;      /* octets, from LIST */
-	char *uidl;         /* from UIDL; NULL unless uidl_status is POP3_UIDL_OK */
+	const char *uidl;   /* from UIDL; NULL unless uidl_status is POP3_UIDL_OK */
 	enum pop3_uidl_status uidl_status;
 };
+
+struct pop3_listing;
 
 enum pop3_eol { POP3_EOL_LF, POP3_EOL_CRLF };
 
@@ -134,14 +137,26 @@ int pop3_open(struct pop3 **out, const struct conf_server *s, const char *passwo
 
 const struct pop3_caps *pop3_caps(const struct pop3 *p);
 
-/* The mailbox listing: LIST merged with UIDL (when the server has it).
- * *entries is allocated (free with pop3_entries_free), in server order.
- * A -ERR to UIDL from a server whose CAPA announces UIDL is POP3_ESERVER
- * (a temporary failure: deriving ids now would import everything again);
- * otherwise it means "no UIDL": every entry is POP3_UIDL_NONE and
+/* The mailbox listing into ls (bridge/pop3_listing.h; what it held is
+ * freed first, and it is empty after an error), in server order: STAT
+ * (its count sizes the arrays once) and UIDL, pipelined when announced,
+ * checked (RFC 1939 numbering; duplicate UIDLs marked). No size is
+ * read: pop3_sizes() asks for those a pass needs, so a poll that finds
+ * nothing new costs one UIDL. A -ERR to UIDL from a server whose CAPA
+ * announces UIDL is POP3_ESERVER (a temporary failure: deriving ids now
+ * would import everything again); otherwise it means "no UIDL": the whole
+ * LIST is read, every entry is POP3_UIDL_NONE with its size, and
  * pop3_uidl_refused() returns the server's text. */
-int pop3_scan(struct pop3 *p, struct pop3_entry **entries, size_t *n, char **err);
-void pop3_entries_free(struct pop3_entry *entries, size_t n);
+int pop3_scan(struct pop3 *p, struct pop3_listing *ls, char **err);
+
+/* Makes the LIST sizes of entries idx[0..k) of ls (from pop3_scan on this
+ * session, any order, repeats allowed) known: "LIST n" for each (pipelined
+ * when possible), or one whole LIST when that is cheaper (many of them,
+ * or a server without PIPELINING), which also checks that LIST and UIDL
+ * name the same messages. A server whose LIST n names another message, or
+ * refuses one UIDL listed, is POP3_EPROTO. */
+int pop3_sizes(struct pop3 *p, struct pop3_listing *ls, const size_t *idx, size_t k,
+    char **err);
 
 /* The -ERR text the last pop3_scan() got to UIDL, NULL when UIDL worked
  * (or was not refused). Owned by the session. */
@@ -159,10 +174,12 @@ size_t pop3_retrieved(const struct pop3 *p, const unsigned long **nums);
  * pop3_retr()'s header_sha256 of that message. */
 int pop3_top_hash(struct pop3 *p, unsigned long num, unsigned char sha256[32], char **err);
 
-/* Announces the RETRs of a batch. When the server has PIPELINING they are
- * sent now in one write; otherwise pop3_retr() sends each in turn. The
- * batch must then be read with pop3_retr() in the same order. */
-int pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char **err);
+/* Announces the RETRs of a batch: messages nums[0..n), sizes[i] the LIST
+ * size of nums[i] (copied). When the server has PIPELINING they are sent
+ * now in one write; otherwise pop3_retr() sends each in turn. The batch
+ * must then be read with pop3_retr() in the same order. */
+int pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, const uint64_t *sizes,
+    size_t n, char **err);
 
 /* Reads message num (sending RETR unless pipelined) into fd, streaming
  * line by line: memory does not grow with message size, NUL bytes are kept,
@@ -170,9 +187,9 @@ int pop3_retr_pipeline(struct pop3 *p, const unsigned long *nums, size_t n, char
  * than max_octets octets (0: no limit) is POP3_ETOOBIG: the rest is read
  * and dropped, the session stays usable, what fd got is incomplete; a
  * message going on past POP3_DRAIN_MAX(max_octets) is POP3_EPROTO. The
- * whole reply must arrive within the timeout plus its LIST size (from
- * pop3_scan) at DEADLINE_MIN_RATE, else POP3_EDEADLINE. */
-int pop3_retr(struct pop3 *p, unsigned long num, int fd, enum pop3_eol eol,
+ * whole reply must arrive within the timeout plus listed (its LIST size)
+ * at DEADLINE_MIN_RATE, else POP3_EDEADLINE. */
+int pop3_retr(struct pop3 *p, unsigned long num, uint64_t listed, int fd, enum pop3_eol eol,
     uint64_t max_octets, struct pop3_retr *res, char **err);
 
 /* The seconds the last multi-line response was allowed (RETR: timeout +

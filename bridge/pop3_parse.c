@@ -9,7 +9,6 @@
 #include <strings.h>
 
 #include "lib/err.h"
-#include "lib/strsort.h"
 #include "lib/xmalloc.h"
 
 #define CLEAN_MAX	200	/* bytes of server text kept in a message */
@@ -248,7 +247,8 @@ pop3_parse_list(const char *line, unsigned long *num, uint64_t *size, char **err
 }
 
 int
-pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **err)
+pop3_parse_uidl_ref(const char *line, unsigned long *num, const char **uid, size_t *len,
+    char **err)
 {
 	const char *p, *q;
 
@@ -261,167 +261,32 @@ pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **err)
 	if (q - p > POP3_UIDL_MAX)
 		return err_code(err, POP3_EPROTO, "UIDL of message %lu longer than %d bytes",
 		    *num, POP3_UIDL_MAX);
-	*uidl = xstrdup(p);
+	*uid = p;
+	*len = (size_t)(q - p);
 	return POP3_OK;
 }
 
 int
-pop3_parse_uidl_entry(const char *line, struct pop3_entry *e, char **err)
+pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **err)
 {
-	if (parse_num(line, &e->num) == NULL)
-		return bad_line(err, "UIDL", line);
-	if (pop3_parse_uidl(line, &e->num, &e->uidl, NULL) == POP3_OK)
-		e->uidl_status = POP3_UIDL_OK;
-	else {
-		e->uidl = NULL;
-		e->uidl_status = POP3_UIDL_INVALID;
-	}
-	return POP3_OK;
-}
-
-/* Message numbers: >= 1, strictly increasing, 1..N unless allow_gaps. */
-static int
-check_numbers(const struct pop3_entry *e, size_t n, const char *what, bool allow_gaps,
-    char **err)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if (e[i].num == 0)
-			return err_code(err, POP3_EPROTO, "%s names message 0", what);
-		if (i > 0 && e[i].num <= e[i - 1].num)
-			return err_code(err, POP3_EPROTO, "%s repeats or reorders message %lu",
-			    what, e[i].num);
-		if (!allow_gaps && e[i].num != i + 1)
-			return err_code(err, POP3_EPROTO, "%s lacks message %zu", what, i + 1);
-	}
-	return POP3_OK;
-}
-
-static int
-check_same(const struct pop3_entry *list, size_t nlist, const struct pop3_entry *uidls,
-    size_t nuidl, char **err)
-{
-	size_t i;
-
-	for (i = 0; i < nlist && i < nuidl; i++)
-		if (list[i].num != uidls[i].num)
-			return err_code(err, POP3_EPROTO, "UIDL and LIST disagree: message %lu "
-			    "in one, %lu in the other", uidls[i].num, list[i].num);
-	if (nlist != nuidl)
-		return err_code(err, POP3_EPROTO, "UIDL lists %zu messages, LIST %zu",
-		    nuidl, nlist);
-	return POP3_OK;
-}
-
-/* A UIDL naming two messages identifies neither: one of them could be
- * taken for the other (marked delivered by the other's delivery, or never
- * fetched). Every message sharing one loses it (POP3_UIDL_DUPLICATE) and
- * is identified by its fingerprint like a message without UIDL. Only
- * POP3_UIDL_OK entries have a uidl; the index sort puts the others (NULL)
- * first. */
-static void
-mark_duplicates(struct pop3_entry *uidls, size_t n)
-{
-	struct strsort so;
-	const char *u;
-	size_t i, j;
-
-	strsort_init(&so, uidls, sizeof *uidls, offsetof(struct pop3_entry, uidl), n);
-	for (i = 0; i < n; i = j) {
-		u = uidls[so.order[i]].uidl;
-		for (j = i + 1; j < n && u != NULL && strcmp(u, uidls[so.order[j]].uidl) == 0; j++)
-			;
-		if (j - i < 2)
-			continue;
-		for (size_t d = i; d < j; d++)
-			uidls[so.order[d]].uidl_status = POP3_UIDL_DUPLICATE;
-	}
-	strsort_free(&so);
-	for (i = 0; i < n; i++)
-		if (uidls[i].uidl_status == POP3_UIDL_DUPLICATE) {
-			free(uidls[i].uidl);
-			uidls[i].uidl = NULL;
-		}
-}
-
-int
-pop3_parse_listing(struct pop3_entry *list, size_t nlist, struct pop3_entry *uidls,
-    size_t nuidl, bool have_uidl, bool allow_gaps, char **err)
-{
-	size_t i;
+	const char *uid;
+	size_t len;
 	int rv;
 
-	if ((rv = check_numbers(list, nlist, "LIST", allow_gaps, err)) != POP3_OK)
+	if ((rv = pop3_parse_uidl_ref(line, num, &uid, &len, err)) != POP3_OK)
 		return rv;
-	if (!have_uidl)
-		return POP3_OK;
-	if ((rv = check_numbers(uidls, nuidl, "UIDL", allow_gaps, err)) != POP3_OK ||
-	    (rv = check_same(list, nlist, uidls, nuidl, err)) != POP3_OK)
-		return rv;
-	mark_duplicates(uidls, nuidl);
-	for (i = 0; i < nlist; i++) {
-		list[i].uidl = uidls[i].uidl;
-		list[i].uidl_status = uidls[i].uidl_status;
-		uidls[i].uidl = NULL;
-	}
+	*uidl = xstrndup(uid, len);
 	return POP3_OK;
 }
 
-void
-pop3_merge_init(struct pop3_merge *m, struct pop3_entry *uidls, size_t nuidl, bool allow_gaps)
+const char *
+pop3_parse_num(const char *line, unsigned long *num)
 {
-	memset(m, 0, sizeof *m);
-	m->uidls = uidls;
-	m->nuidl = nuidl;
-	m->allow_gaps = allow_gaps;
-}
-
-/* check_numbers() and check_same() one LIST line at a time: the first
- * fault of each is kept, to be reported as they would report it. */
-void
-pop3_merge_line(struct pop3_merge *m, unsigned long num, uint64_t size)
-{
-	size_t i = m->nlist++;
-
-	if (m->list_err == NULL) {
-		if (num == 0)
-			m->list_err = xasprintf("LIST names message 0");
-		else if (i > 0 && num <= m->prev)
-			m->list_err = xasprintf("LIST repeats or reorders message %lu", num);
-		else if (!m->allow_gaps && num != i + 1)
-			m->list_err = xasprintf("LIST lacks message %zu", i + 1);
-	}
-	m->prev = num;
-	if (i >= m->nuidl)
-		return;
-	if (!m->differ && m->uidls[i].num != num) {
-		m->differ = true;
-		m->differ_at = i;
-		m->differ_num = num;
-	}
-	m->uidls[i].size = size;
+	return parse_num(line, num);
 }
 
 int
-pop3_merge_end(struct pop3_merge *m, char **err)
+pop3_parse_bad_line(char **err, const char *what, const char *line)
 {
-	int rv;
-
-	if (m->list_err != NULL) {
-		rv = err_code(err, POP3_EPROTO, "%s", m->list_err);
-		free(m->list_err);
-		m->list_err = NULL;
-		return rv;
-	}
-	if ((rv = check_numbers(m->uidls, m->nuidl, "UIDL", m->allow_gaps, err)) != POP3_OK)
-		return rv;
-	if (m->differ)
-		return err_code(err, POP3_EPROTO, "UIDL and LIST disagree: message %lu "
-		    "in one, %lu in the other", m->uidls[m->differ_at].num, m->differ_num);
-	if (m->nlist != m->nuidl)
-		return err_code(err, POP3_EPROTO, "UIDL lists %zu messages, LIST %zu",
-		    m->nuidl, m->nlist);
-	mark_duplicates(m->uidls, m->nuidl);
-	return POP3_OK;
+	return bad_line(err, what, line);
 }

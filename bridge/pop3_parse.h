@@ -1,5 +1,5 @@
-/* The POP3 reply parsers: status lines, CAPA, LIST and UIDL lines, and
- * the checks of a whole listing. Nothing here trusts the server: every
+/* The POP3 reply parsers: status lines, CAPA, LIST and UIDL lines (the
+ * checks of a whole listing are bridge/pop3_listing.h's). Nothing here trusts the server: every
  * line is capped, every number range-checked.
  *
  * Functions returning int return POP3_OK or a negative enum pop3_err
@@ -50,48 +50,15 @@ int pop3_parse_list(const char *line, unsigned long *num, uint64_t *size, char *
  * characters of 0x21..0x7E. */
 int pop3_parse_uidl(const char *line, unsigned long *num, char **uidl, char **err);
 
-/* Parses a line of a UIDL listing into e->num, e->uidl (allocated) and
- * e->uidl_status. A line without a valid message number is POP3_EPROTO
- * (the listing cannot be merged); a uid pop3_parse_uidl() refuses is not:
- * e->uidl stays NULL with POP3_UIDL_INVALID, and that one message is
- * identified by its fingerprint. */
-int pop3_parse_uidl_entry(const char *line, struct pop3_entry *e, char **err);
+/* pop3_parse_uidl() without the copy: *uid points into line, *len bytes. */
+int pop3_parse_uidl_ref(const char *line, unsigned long *num, const char **uid, size_t *len,
+    char **err);
 
-/* Checks and merges a listing. list (nlist entries from LIST, uidl NULL)
- * and uidls (nuidl entries from pop3_parse_uidl_entry, size unused) must
- * each have message numbers >= 1, strictly increasing, and consecutive
- * from 1 unless allow_gaps (messages deleted in this session); with
- * have_uidl both must name the same messages. A UIDL that names more than
- * one message is taken from all of them (POP3_UIDL_DUPLICATE, uidl NULL).
- * On success the UIDL strings and statuses move into list and the uidls
- * entries are left with uidl NULL; on POP3_EPROTO nothing moves. The
- * caller frees both arrays. */
-int pop3_parse_listing(struct pop3_entry *list, size_t nlist, struct pop3_entry *uidls,
-    size_t nuidl, bool have_uidl, bool allow_gaps, char **err);
+/* Parses the "num " that starts a listing line: the rest of the line, or
+ * NULL when there is no valid message number. */
+const char *pop3_parse_num(const char *line, unsigned long *num);
 
-/* pop3_parse_listing() for a UIDL listing that was answered, without an
- * array for LIST: each LIST line, as it is read, gives its size to the
- * UIDL entry of the same position (pop3_merge_line), and pop3_merge_end
- * then checks what pop3_parse_listing checks, in the same order, with the
- * same errors, and marks duplicate UIDLs. A LIST of n messages costs no
- * memory beyond the UIDL entries (32 bytes a message saved).
- *   struct pop3_merge m; pop3_merge_init(&m, uidls, nuidl, allow_gaps);
- *   for each LIST line: pop3_merge_line(&m, num, size);
- *   rv = pop3_merge_end(&m, err);
- * On POP3_EPROTO the sizes may be partly set; the caller frees uidls. */
-struct pop3_merge {
-	struct pop3_entry *uidls;
-	size_t nuidl, nlist;
-	bool allow_gaps;
-	unsigned long prev;     /* the last LIST number */
-	char *list_err;         /* the first fault of LIST's own numbers */
-	bool differ;            /* a LIST number differs from UIDL's there */
-	size_t differ_at;
-	unsigned long differ_num;
-};
-void pop3_merge_init(struct pop3_merge *m, struct pop3_entry *uidls, size_t nuidl,
-    bool allow_gaps);
-void pop3_merge_line(struct pop3_merge *m, unsigned long num, uint64_t size);
-int pop3_merge_end(struct pop3_merge *m, char **err);
+/* POP3_EPROTO with "malformed <what> line \"<line, cleaned, cut>\"". */
+int pop3_parse_bad_line(char **err, const char *what, const char *line);
 
 #endif

@@ -111,22 +111,21 @@ sync_pop3_fail(struct pass *ps, int e, char *err)
 	return sync_fail(ps, sync_pop3_code(e), err ? err : xstrdup("POP3 error"));
 }
 
-const struct pop3_entry *
-sync_entry(const struct pass *ps, unsigned long num)
+struct pop3_entry
+sync_entry(const struct pass *ps, size_t i)
 {
-	size_t lo = 0, hi = ps->n_ent;
+	return pop3_listing_entry(&ps->ls, i);
+}
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
+int
+sync_sizes(struct pass *ps, const size_t *idx, size_t n)
+{
+	char *err = NULL;
+	int r;
 
-		if (ps->ent[mid].num == num)
-			return &ps->ent[mid];
-		if (ps->ent[mid].num < num)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	if ((r = pop3_sizes(ps->p, &ps->ls, idx, n, &err)) != POP3_OK)
+		return sync_pop3_fail(ps, r, err);
+	return 0;
 }
 
 /* One pass per account at a time, across processes: an flock on
@@ -342,11 +341,11 @@ list_server(struct pass *ps)
 	char *err = NULL;
 	int r, rc;
 
-	if ((r = pop3_scan(ps->p, &ps->ent, &ps->n_ent, &err)) != POP3_OK)
+	if ((r = pop3_scan(ps->p, &ps->ls, &err)) != POP3_OK)
 		return sync_pop3_fail(ps, r, err);
-	ps->res->listed = ps->n_ent;
-	ps->uidls = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *ps->uidls);
-	ps->no_uidl = ps->n_ent > 0 && ps->ent[0].uidl_status == POP3_UIDL_NONE;
+	ps->res->listed = ps->ls.n;
+	ps->uidls = ps->ls.id;
+	ps->no_uidl = ps->ls.n > 0 && pop3_listing_status(&ps->ls, 0) == POP3_UIDL_NONE;
 	if (ps->no_uidl && (rc = check_no_uidl(ps)) != 0)
 		return rc;
 	if (state_set_no_uidl(ps->st, ps->acct, ps->no_uidl, &err) == -1)
@@ -354,7 +353,7 @@ list_server(struct pass *ps)
 	if ((rc = sync_ids_derive(ps)) != 0)
 		return rc;
 	/* A skipped message no longer listed is not skipped any more. */
-	if (state_skip_prune(ps->st, ps->acct, ps->uidls, ps->n_ent, &err) == -1)
+	if (state_skip_prune(ps->st, ps->acct, ps->uidls, ps->ls.n, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	return 0;
 }
@@ -400,16 +399,16 @@ skip_oversized(struct pass *ps, size_t *idx, size_t *n)
 	size_t k = 0;
 
 	for (size_t j = 0; j < *n; j++) {
-		const struct pop3_entry *e = &ps->ent[idx[j]];
+		struct pop3_entry e = sync_entry(ps, idx[j]);
 		char *why;
 
-		if (max == 0 || e->size <= max) {
+		if (max == 0 || e.size <= max) {
 			idx[k++] = idx[j];
 			continue;
 		}
 		why = xasprintf("larger than max_message_size (%llu > %llu octets)",
-		    (unsigned long long)e->size, (unsigned long long)max);
-		sync_skip_message(ps, e, ps->uidls[idx[j]], why);
+		    (unsigned long long)e.size, (unsigned long long)max);
+		sync_skip_message(ps, &e, ps->uidls[idx[j]], why);
 		free(why);
 	}
 	*n = k;
@@ -454,9 +453,12 @@ import_new(struct pass *ps)
 	char *err = NULL;
 	int rc = 0;
 
-	if (state_filter_new(ps->st, ps->acct, ps->uidls, ps->n_ent, &idx, &n, &err) == -1)
+	if (state_filter_new(ps->st, ps->acct, ps->uidls, ps->ls.n, &idx, &n, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
-	if ((rc = sync_ids_guard(ps, idx, &n)) != 0 || (rc = skipped_last(ps, idx, n)) != 0) {
+	/* Sizes only for what is new: a poll that finds nothing new reads
+	 * no LIST at all. */
+	if ((rc = sync_sizes(ps, idx, n)) != 0 || (rc = sync_ids_guard(ps, idx, &n)) != 0 ||
+	    (rc = skipped_last(ps, idx, n)) != 0) {
 		free(idx);
 		return rc;
 	}
@@ -464,7 +466,7 @@ import_new(struct pass *ps)
 	ps->res->fresh = n;
 	ps->prog.msgs_total = n;
 	for (size_t j = 0; j < n; j++)
-		ps->prog.bytes_total += ps->ent[idx[j]].size;
+		ps->prog.bytes_total += pop3_listing_size(&ps->ls, idx[j]);
 	if (n > 0 && !sync_stopping())
 		rc = sync_batches(ps, idx, n);
 	if (n > 0)
@@ -585,12 +587,11 @@ pass_free(struct pass *ps)
 	if (ps->bctx)
 		ps->be->close(ps->bctx);
 	if (ps->derived)
-		for (size_t i = 0; i < ps->n_ent; i++)
+		for (size_t i = 0; i < ps->ls.n; i++)
 			free(ps->derived[i]);
 	free(ps->derived);
 	free(ps->top);
-	free(ps->uidls);
-	pop3_entries_free(ps->ent, ps->n_ent);
+	pop3_listing_free(&ps->ls);
 	pop3_login_free(&ps->login);
 	free(ps->tag);
 	free(ps->store_id);

@@ -55,7 +55,7 @@ enum fate { F_STORE, F_DUP, F_DEFER };
 
 /* One fetched message of a batch, between RETR and "delivered". */
 struct fetched {
-	const struct pop3_entry *e;
+	struct pop3_entry e;
 	char *key;
 	struct header_info h;
 	struct state_msg sm;
@@ -140,7 +140,7 @@ fetch_one(struct pass *ps, struct batch *b, const struct pop3_entry *e, const ch
 	f->key = deliver_key(ps->tag);
 	if (ps->be->tmp_create(ps->bctx, folder, f->key, e->size, &f->fd, &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
-	r = pop3_retr(ps->p, e->num, f->fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
+	r = pop3_retr(ps->p, e->num, e->size, f->fd, ps->be->crlf ? POP3_EOL_CRLF : POP3_EOL_LF,
 	    retr_limit(e->size), &rr, &err);
 	if (r != POP3_OK) {
 		char *derr = NULL, *why;
@@ -172,7 +172,7 @@ fetch_one(struct pass *ps, struct batch *b, const struct pop3_entry *e, const ch
 		    e->num, (unsigned long long)e->size, (unsigned long long)rr.octets);
 	header_scan(rr.header, rr.header_len, &f->h);
 	free(rr.header);
-	f->e = e;
+	f->e = *e;
 	f->sm.uidl = (char *)uidl;
 	f->sm.size = rr.written;
 	hex_encode(rr.sha256, 32, f->sm.sha256);
@@ -284,7 +284,7 @@ static void
 note_refused(struct pass *ps, const struct fetched *f, const struct deliver_msg *dm)
 {
 	log_warnx("%s: the store refused message %lu (UIDL %s), left on the server: %s",
-	    ps->a->name, f->e->num, f->sm.uidl, dm->refused);
+	    ps->a->name, f->e.num, f->sm.uidl, dm->refused);
 	if (ps->res->refused++ == 0)
 		ps->refused_first = xasprintf("UIDL %s: %s", f->sm.uidl, dm->refused);
 }
@@ -298,7 +298,7 @@ batch_len(const struct pass *ps, const size_t *idx, size_t left)
 	size_t k = 0;
 
 	while (k < left && k < ps->c->batch_messages) {
-		bytes += ps->ent[idx[k]].size;
+		bytes += pop3_listing_size(&ps->ls, idx[k]);
 		if (k > 0 && bytes > ps->c->batch_bytes)
 			break;
 		k++;
@@ -351,13 +351,17 @@ static int
 announce(struct pass *ps, const size_t *idx, size_t k)
 {
 	unsigned long *nums = xcalloc(k ? k : 1, sizeof *nums);
+	uint64_t *sizes = xcalloc(k ? k : 1, sizeof *sizes);
 	char *err = NULL;
 	int r;
 
-	for (size_t j = 0; j < k; j++)
-		nums[j] = ps->ent[idx[j]].num;
-	r = pop3_retr_pipeline(ps->p, nums, k, &err);
+	for (size_t j = 0; j < k; j++) {
+		nums[j] = pop3_listing_num(&ps->ls, idx[j]);
+		sizes[j] = pop3_listing_size(&ps->ls, idx[j]);
+	}
+	r = pop3_retr_pipeline(ps->p, nums, sizes, k, &err);
 	free(nums);
+	free(sizes);
 	return r == POP3_OK ? 0 : sync_pop3_fail(ps, r, err);
 }
 
@@ -376,9 +380,11 @@ fetch(struct pass *ps, struct batch *b, const size_t *idx)
 			ps->broken = true;
 			return 0;
 		}
-		r = fetch_one(ps, b, &ps->ent[idx[j]], ps->uidls[idx[j]], &b->f[b->got]);
+		struct pop3_entry e = sync_entry(ps, idx[j]);
+
+		r = fetch_one(ps, b, &e, ps->uidls[idx[j]], &b->f[b->got]);
 		ps->prog.msgs_done++;
-		ps->prog.bytes_done += ps->ent[idx[j]].size;
+		ps->prog.bytes_done += e.size;
 		sync_show_progress(ps, false);
 		if (r == 0)
 			b->got++;

@@ -38,11 +38,11 @@ dry_connect(struct pass *ps)
 		return code;
 	if (r != POP3_OK)
 		return sync_fail(ps, sync_pop3_code(r), err ? err : xstrdup("POP3 error"));
-	if ((r = pop3_scan(ps->p, &ps->ent, &ps->n_ent, &err)) != POP3_OK)
+	if ((r = pop3_scan(ps->p, &ps->ls, &err)) != POP3_OK)
 		return sync_pop3_fail(ps, r, err);
-	ps->res->listed = ps->n_ent;
-	ps->uidls = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *ps->uidls);
-	ps->no_uidl = ps->n_ent > 0 && ps->ent[0].uidl_status == POP3_UIDL_NONE;
+	ps->res->listed = ps->ls.n;
+	ps->uidls = ps->ls.id;
+	ps->no_uidl = ps->ls.n > 0 && pop3_listing_status(&ps->ls, 0) == POP3_UIDL_NONE;
 	return sync_ids_derive(ps);
 }
 
@@ -51,28 +51,38 @@ dry_connect(struct pass *ps)
 static int
 dry_new(struct pass *ps, struct dry *d)
 {
-	size_t *idx = NULL, n = ps->n_ent;
-	uint64_t max = ps->a->max_message_size;
+	size_t *idx = NULL, n = ps->ls.n;
+	uint64_t max = ps->a->max_message_size, size;
 	unsigned th = ps->a->uidl_reset_threshold;
 	char *err = NULL;
 	bool known = false;
+	int rc;
 
 	if (ps->st != NULL && ps->acct != 0 &&
-	    (state_filter_new(ps->st, ps->acct, ps->uidls, ps->n_ent, &idx, &n, &err) == -1 ||
+	    (state_filter_new(ps->st, ps->acct, ps->uidls, ps->ls.n, &idx, &n, &err) == -1 ||
 	    state_has_imported(ps->st, ps->acct, &known, &err) == -1))
 		return sync_fail(ps, EX_IOERR, err);
+	if (idx == NULL) {
+		/* Nothing known: every message is new. */
+		idx = xreallocarray(NULL, n ? n : 1, sizeof *idx);
+		for (size_t j = 0; j < n; j++)
+			idx[j] = j;
+	}
+	if ((rc = sync_sizes(ps, idx, n)) != 0) {
+		free(idx);
+		return rc;
+	}
 	for (size_t j = 0; j < n; j++) {
-		const struct pop3_entry *e = &ps->ent[idx ? idx[j] : j];
-
-		if (max != 0 && e->size > max)
+		size = pop3_listing_size(&ps->ls, idx[j]);
+		if (max != 0 && size > max)
 			d->skip++;
 		else {
 			d->fresh++;
-			d->bytes += e->size;
+			d->bytes += size;
 		}
 	}
 	d->guard = known && !ps->no_uidl && th > 0 && n > 0 &&
-	    (uint64_t)n * 100 > (uint64_t)th * ps->n_ent;
+	    (uint64_t)n * 100 > (uint64_t)th * ps->ls.n;
 	free(idx);
 	return 0;
 }
@@ -90,7 +100,7 @@ dry_deletions(struct pass *ps, struct dry *d)
 		return 0;
 	cutoff = a->leave_on_server ?
 	    (int64_t)time(NULL) - (int64_t)a->delete_after_days * 86400 : INT64_MAX;
-	if (state_due_for_delete(ps->st, ps->acct, ps->uidls, ps->n_ent, cutoff, &idx, &n,
+	if (state_due_for_delete(ps->st, ps->acct, ps->uidls, ps->ls.n, cutoff, &idx, &n,
 	    &err) == -1)
 		return sync_fail(ps, EX_IOERR, err);
 	d->del = n;
@@ -163,12 +173,11 @@ sync_dry_account(const struct conf *c, const struct conf_account *a, struct stat
 		pop3_abort(ps.p);
 	ps.p = NULL;
 	if (ps.derived)
-		for (size_t i = 0; i < ps.n_ent; i++)
+		for (size_t i = 0; i < ps.ls.n; i++)
 			free(ps.derived[i]);
 	free(ps.derived);
 	free(ps.top);
-	free(ps.uidls);
-	pop3_entries_free(ps.ent, ps.n_ent);
+	pop3_listing_free(&ps.ls);
 	pop3_login_free(&ps.login);
 	return rc;
 }

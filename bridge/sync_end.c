@@ -8,7 +8,7 @@
  * server's EXPIRE is 0 or not announced (the policy is then unknown, and
  * servers mis-advertise it), the session ends without QUIT: nothing is
  * removed. The deletions the policy wanted then go in a session of their
- * own that retrieves nothing: UIDL, LIST, DELE, QUIT. */
+ * own that retrieves nothing: UIDL, DELE, QUIT. */
 #include "bridge/sync_priv.h"
 
 #include <stdlib.h>
@@ -106,7 +106,7 @@ static int
 deletion_session(struct pass *ps, long login_delay)
 {
 	struct pop3 *p = NULL;
-	struct pop3_entry *ent = NULL;
+	struct pop3_listing ls;
 	const char **uidls = NULL, **del = NULL;
 	unsigned long *nums = NULL;
 	size_t n = 0, k = 0, ndel = 0;
@@ -115,6 +115,7 @@ deletion_session(struct pass *ps, long login_delay)
 
 	if (!deletions_wanted(ps->a))
 		return 0;
+	pop3_listing_init(&ls);
 	if (login_delay > 0) {
 		log_info("%s: deletions wait for the next pass: the server allows one"
 		    " login every %ld s (LOGIN-DELAY)", ps->a->name, login_delay);
@@ -127,14 +128,16 @@ deletion_session(struct pass *ps, long login_delay)
 		explicit_bzero(pw, strlen(pw));
 		free(pw);
 	}
-	if (r != POP3_OK || (r = pop3_scan(p, &ent, &n, &err)) != POP3_OK)
+	/* The UIDL listing only: no size is needed to delete. */
+	if (r != POP3_OK || (r = pop3_scan(p, &ls, &err)) != POP3_OK)
 		goto postponed;
+	n = ls.n;
 	uidls = xcalloc(n ? n : 1, sizeof *uidls);
 	nums = xcalloc(n ? n : 1, sizeof *nums);
 	for (size_t i = 0; i < n; i++)
-		if (ent[i].uidl != NULL) {
-			uidls[k] = ent[i].uidl;
-			nums[k++] = ent[i].num;
+		if (pop3_listing_status(&ls, i) == POP3_UIDL_OK) {
+			uidls[k] = ls.id[i];
+			nums[k++] = pop3_listing_num(&ls, i);
 		}
 	if ((r = dele_due(ps, p, uidls, nums, k, &del, &ndel, &err)) == EX_IOERR) {
 		rc = sync_fail(ps, r, err);
@@ -159,7 +162,7 @@ out:
 	free(del);
 	free(uidls);
 	free(nums);
-	pop3_entries_free(ent, n);
+	pop3_listing_free(&ls);
 	return rc;
 }
 
@@ -170,15 +173,14 @@ static size_t
 retrieved(const struct pass *ps, size_t **idx)
 {
 	const unsigned long *nums;
-	size_t n = pop3_retrieved(ps->p, &nums), k = 0;
-	bool *seen = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *seen);
-	const struct pop3_entry *e;
+	size_t n = pop3_retrieved(ps->p, &nums), k = 0, at;
+	bool *seen = xcalloc(ps->ls.n ? ps->ls.n : 1, sizeof *seen);
 
 	*idx = xcalloc(n ? n : 1, sizeof **idx);
 	for (size_t i = 0; i < n; i++)
-		if ((e = sync_entry(ps, nums[i])) != NULL)
-			seen[e - ps->ent] = true;
-	for (size_t i = 0; i < ps->n_ent && k < n; i++)
+		if ((at = pop3_listing_find(&ps->ls, nums[i])) < ps->ls.n)
+			seen[at] = true;
+	for (size_t i = 0; i < ps->ls.n && k < n; i++)
 		if (seen[i])
 			(*idx)[k++] = i;
 	free(seen);
@@ -196,7 +198,8 @@ end_without_quit(struct pass *ps, size_t first, size_t n)
 
 	log_info("%s: session ended without QUIT: %zu retrieved message%s not stored"
 	    " (first: message %lu, UIDL %s) and the server %s: a QUIT could let it"
-	    " delete %s", ps->a->name, n, n == 1 ? " is" : "s are", ps->ent[first].num,
+	    " delete %s", ps->a->name, n, n == 1 ? " is" : "s are",
+	    pop3_listing_num(&ps->ls, first),
 	    ps->uidls[first], c->expire == 0 ?
 	    "deletes every retrieved message at QUIT (EXPIRE 0)" :
 	    "does not say when it deletes retrieved mail (no EXPIRE)",
@@ -228,11 +231,11 @@ end_with_quit(struct pass *ps, const size_t *got, size_t ngot)
 	int rc, r;
 
 	if (deletions_wanted(ps->a)) {
-		nums = xcalloc(ps->n_ent ? ps->n_ent : 1, sizeof *nums);
-		for (size_t i = 0; i < ps->n_ent; i++)
-			nums[i] = ps->ent[i].num;
+		nums = xcalloc(ps->ls.n ? ps->ls.n : 1, sizeof *nums);
+		for (size_t i = 0; i < ps->ls.n; i++)
+			nums[i] = pop3_listing_num(&ps->ls, i);
 	}
-	r = dele_due(ps, ps->p, ps->uidls, nums, ps->n_ent, &del, &ndel, &err);
+	r = dele_due(ps, ps->p, ps->uidls, nums, ps->ls.n, &del, &ndel, &err);
 	free(nums);
 	if (r != 0) {
 		free(del);

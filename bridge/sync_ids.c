@@ -30,7 +30,7 @@ static char *
 derived_id(const struct pass *ps, size_t i)
 {
 	char *id = xasprintf(SYNC_DERIVED_PREFIX "%llu-%.32s",
-	    (unsigned long long)ps->ent[i].size, ps->top[i]);
+	    (unsigned long long)pop3_listing_size(&ps->ls, i), ps->top[i]);
 	size_t same = 1, len = strlen(id);
 
 	for (size_t j = 0; j < i; j++)
@@ -46,32 +46,54 @@ derived_id(const struct pass *ps, size_t i)
 	return id;
 }
 
+/* The entries without a usable UIDL, in increasing order: *idx
+ * (allocated, NULL when there are none); returns their count. */
+static size_t
+without_uidl(const struct pass *ps, size_t **idx)
+{
+	size_t k = 0;
+
+	*idx = NULL;
+	for (size_t i = 0; i < ps->ls.n; i++)
+		if (pop3_listing_status(&ps->ls, i) != POP3_UIDL_OK) {
+			if (*idx == NULL)
+				*idx = xreallocarray(NULL, ps->ls.n, sizeof **idx);
+			(*idx)[k++] = i;
+		}
+	return k;
+}
+
 int
 sync_ids_derive(struct pass *ps)
 {
 	unsigned char h[32];
 	char *err = NULL;
-	int r;
+	size_t *idx, k = without_uidl(ps, &idx);
+	int r, rc = 0;
 
-	for (size_t i = 0; i < ps->n_ent; i++) {
-		if (ps->ent[i].uidl != NULL) {
-			ps->uidls[i] = ps->ent[i].uidl;
-			continue;
+	/* Only a listing with messages to derive ids for pays for their
+	 * arrays (65 bytes a message for the hashes), and their LIST sizes
+	 * (part of the id). */
+	if (k > 0) {
+		ps->derived = xcalloc(ps->ls.n, sizeof *ps->derived);
+		ps->top = xcalloc(ps->ls.n, sizeof *ps->top);
+		rc = sync_sizes(ps, idx, k);
+	}
+	for (size_t j = 0; rc == 0 && j < k; j++) {
+		size_t i = idx[j];
+		struct pop3_entry e = sync_entry(ps, i);
+
+		if ((r = pop3_top_hash(ps->p, e.num, h, &err)) != POP3_OK) {
+			rc = sync_pop3_fail(ps, r, err);
+			break;
 		}
-		/* Only a listing with messages to derive ids for pays for
-		 * their arrays (65 bytes a message for the hashes). */
-		if (ps->derived == NULL) {
-			ps->derived = xcalloc(ps->n_ent, sizeof *ps->derived);
-			ps->top = xcalloc(ps->n_ent, sizeof *ps->top);
-		}
-		if ((r = pop3_top_hash(ps->p, ps->ent[i].num, h, &err)) != POP3_OK)
-			return sync_pop3_fail(ps, r, err);
 		hex_encode(h, 32, ps->top[i]);
 		ps->derived[i] = derived_id(ps, i);
 		ps->uidls[i] = ps->derived[i];
-		note_derived(ps, &ps->ent[i], ps->derived[i]);
+		note_derived(ps, &e, ps->derived[i]);
 	}
-	return 0;
+	free(idx);
+	return rc;
 }
 
 /* The fingerprints of the unknown messages idx[0..n): a derived id's is
@@ -88,9 +110,9 @@ fingerprints(struct pass *ps, const size_t *idx, size_t n, bool want_real,
 	int r;
 
 	for (size_t j = 0; j < n; j++) {
-		const struct pop3_entry *e = &ps->ent[idx[j]];
+		struct pop3_entry e = sync_entry(ps, idx[j]);
 
-		fps[j] = (struct state_fp){ NULL, e->size, hex[j] };
+		fps[j] = (struct state_fp){ NULL, e.size, hex[j] };
 		if (ps->derived != NULL && ps->derived[idx[j]] != NULL) {
 			memcpy(hex[j], ps->top[idx[j]], 65);
 			fps[j].uidl = ps->uidls[idx[j]];
@@ -98,7 +120,7 @@ fingerprints(struct pass *ps, const size_t *idx, size_t n, bool want_real,
 		}
 		if (!want_real)
 			continue;
-		r = pop3_top_hash(ps->p, e->num, h, &err);
+		r = pop3_top_hash(ps->p, e.num, h, &err);
 		if (r == POP3_ESERVER) {
 			char *why = xasprintf("most UIDLs are unknown (a UIDL reset?)"
 			    " and the server refused TOP to compare them (%s):"
@@ -132,7 +154,7 @@ adopt(struct pass *ps, const char *why, const struct state_fp *fps, size_t n,
 		if (fps[i].uidl != NULL)
 			v[k++] = fps[i];
 	if (state_begin(ps->st, &err) == -1 ||
-	    state_adopt_uidls(ps->st, ps->acct, ps->uidls, ps->n_ent, v, k,
+	    state_adopt_uidls(ps->st, ps->acct, ps->uidls, ps->ls.n, v, k,
 	    got, n_adopted, &err) == -1)
 		goto failed;
 	if (*n_adopted > 0) {
@@ -172,7 +194,7 @@ sync_ids_guard(struct pass *ps, size_t *idx, size_t *n)
 		return 0;
 	for (size_t j = 0; j < *n; j++)
 		n_derived += ps->derived != NULL && ps->derived[idx[j]] != NULL;
-	real = (uint64_t)*n * 100 > (uint64_t)th * ps->n_ent && n_derived < *n;
+	real = (uint64_t)*n * 100 > (uint64_t)th * ps->ls.n && n_derived < *n;
 	if (!real && n_derived == 0)
 		return 0;
 	if (state_has_imported(ps->st, ps->acct, &known, &err) == -1)

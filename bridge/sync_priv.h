@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "bridge/pop3.h"
+#include "bridge/pop3_listing.h"
 #include "bridge/sync.h"
 #include "conf/conf.h"
 #include "store/deliver.h"
@@ -30,9 +31,9 @@ struct pass {
 	struct pop3 *p;
 	struct pop3_login login;        /* how the session logged in */
 	bool broken;                    /* p must be aborted, not QUIT */
-	struct pop3_entry *ent;         /* the listing, in server order (by num) */
-	size_t n_ent;
-	const char **uidls;             /* per entry: the UIDL, or a derived id */
+	struct pop3_listing ls;         /* the listing, in server order (by num) */
+	const char **uidls;             /* per entry: the UIDL, or a derived id (ls.id,
+	                                   its empty slots filled by sync_ids_derive) */
 	char **derived;                 /* per entry: the owned derived id, or NULL;
 	                                   NULL itself when no entry has one */
 	char (*top)[65];                /* per entry: TOP n 0 hash (hex) of derived ones
@@ -97,9 +98,12 @@ void sync_show_progress(struct pass *ps, bool done);
  * code. */
 int sync_batches(struct pass *ps, const size_t *idx, size_t n);
 
-/* The entry with message number num, or NULL (the listing is in
- * increasing order of numbers). */
-const struct pop3_entry *sync_entry(const struct pass *ps, unsigned long num);
+/* Entry i of the listing (its LIST size must be known: sync_sizes). */
+struct pop3_entry sync_entry(const struct pass *ps, size_t i);
+
+/* Makes the LIST sizes of entries idx[0..n) known (pop3_sizes). 0 or an
+ * exit code. */
+int sync_sizes(struct pass *ps, const size_t *idx, size_t n);
 
 /* bridge/sync_ids.c: messages without a usable UIDL (a server without
  * UIDL, an invalid or duplicate one) get an id from their fingerprint;

@@ -16,7 +16,8 @@ struct strsort {
 	const char *base;
 	size_t stride, offset, n;
 	uint32_t *order;        /* indices in increasing string order (equal
-	                           strings in increasing index order) */
+	                           strings in increasing index order); NULL when
+	                           that is 0..n-1: read it with strsort_at */
 };
 
 /* Sorts the n strings described by base, stride and offset (n at most
@@ -25,6 +26,9 @@ struct strsort {
 void strsort_init(struct strsort *s, const void *base, size_t stride, size_t offset,
     size_t n);
 void strsort_free(struct strsort *s);
+
+/* The index of the string at position p of the order (p < s->n). */
+size_t strsort_at(const struct strsort *s, size_t p);
 
 /* The string with index i (may be NULL). */
 const char *strsort_key(const struct strsort *s, size_t i);

@@ -959,7 +959,11 @@ enum uidl_pick {
 	PICK_LISTED,            /* entries with such a row */
 };
 
-/* Marks (mark[i] = 1) every entry of uidls whose UIDL is a row that
+/* One bit an entry: 125 KB for a listing of 10^6. */
+#define MARK_SET(m, i)	((m)[(i) / 8] |= (unsigned char)(1u << ((i) % 8)))
+#define MARK_GET(m, i)	(((m)[(i) / 8] >> ((i) % 8)) & 1u)
+
+/* Marks (bit i of mark) every entry of uidls whose UIDL is a row that
  * statement s (?1 bound by the caller) returns in column 0. */
 static int
 mark_rows(struct state *st, sqlite3_stmt *s, const char *const *uidls, size_t n,
@@ -977,8 +981,8 @@ mark_rows(struct state *st, sqlite3_stmt *s, const char *const *uidls, size_t n,
 		if ((u = (const char *)sqlite3_column_text(s, 0)) == NULL)
 			continue;
 		for (p = strsort_cursor_find(&cur, u); p < n &&
-		    strcmp(uidls[so.order[p]], u) == 0; p++)
-			mark[so.order[p]] = 1;
+		    strcmp(uidls[strsort_at(&so, p)], u) == 0; p++)
+			MARK_SET(mark, strsort_at(&so, p));
 	}
 	strsort_free(&so);
 	if (rc != SQLITE_DONE)
@@ -1003,7 +1007,7 @@ uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
 	*n_idx = 0;
 	if ((s = stmt(st, q, what, err)) == NULL)
 		return -1;
-	mark = xcalloc(n ? n : 1, 1);
+	mark = xcalloc(n / 8 + 1, 1);
 	b = sqlite3_bind_int64(s, 1, account);
 	if (sqlite3_bind_parameter_count(s) >= 2)
 		b |= sqlite3_bind_int64(s, 2, cutoff);
@@ -1020,9 +1024,14 @@ uidl_query(struct state *st, enum stmt_id q, int64_t account, int64_t cutoff,
 	}
 	done(s);
 	if (r == 0) {
-		v = xreallocarray(NULL, n ? n : 1, sizeof *v);
+		/* Exactly as many as picked: a poll that finds nothing new
+		 * holds no array the size of the listing. */
 		for (size_t i = 0; i < n; i++)
-			if (mark[i] == (pick == PICK_LISTED))
+			k += MARK_GET(mark, i) == (pick == PICK_LISTED);
+		v = xreallocarray(NULL, k ? k : 1, sizeof *v);
+		k = 0;
+		for (size_t i = 0; i < n; i++)
+			if (MARK_GET(mark, i) == (pick == PICK_LISTED))
 				v[k++] = i;
 		*idx = v;
 		*n_idx = k;
@@ -1530,7 +1539,7 @@ state_skip_prune(struct state *st, int64_t account, const char *const *uidls, si
 	strsort_init(&so, uidls, sizeof *uidls, 0, n);
 	for (size_t i = 0; r == 0 && i < nsk; i++) {
 		p = strsort_lower(&so, sk[i].uidl);
-		if (p == n || strcmp(uidls[so.order[p]], sk[i].uidl) != 0)
+		if (p == n || strcmp(uidls[strsort_at(&so, p)], sk[i].uidl) != 0)
 			r = state_skip_clear(st, account, sk[i].uidl, err);
 	}
 	strsort_free(&so);

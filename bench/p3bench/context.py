@@ -58,7 +58,8 @@ class Bench:
             self._source = servers.source(os.path.join(self.scratch.src, 'dovecot'),
                                           os.path.join(self.scratch.src, 'mail'),
                                           ['mix', 'imap', 'slice', 'big', 'crash'] +
-                                          ['p%d' % n for n in self.args.poll])
+                                          ['p%d' % n for n in self.args.poll] +
+                                          ['million%d' % self.args.million])
             self.log('source Dovecot up in %.1f s (POP3 %d, POP3S %d)' % (
                 time.monotonic() - t0, self._source.ports['pop3'], self._source.ports['pop3s']))
         return self._source

@@ -32,9 +32,13 @@ def source(workdir, mail_root, users):
     """A started Dovecot serving POP3 and POP3S for users (names; all with
     PASSWORD) from mail_root."""
     # pop3_no_flag_updates: RETR does not mark a message \\Seen, which
-    # would rename its file: the source stays as seeded for every tool
+    # would rename its file: the source stays as seeded for every tool.
+    # vsz_limit: the pop3 process indexing a Maildir of 10^6 files (the
+    # million scenario) needs more than the default 256 MB.
     d = h.Dovecot(workdir, users={u: PASSWORD for u in users}, protocols=('pop3',),
-                  mail_root=mail_root, name='bench-src', extra_conf='pop3_no_flag_updates = yes\n')
+                  mail_root=mail_root, name='bench-src',
+                  extra_conf='pop3_no_flag_updates = yes\n'
+                  'service pop3 {\n  vsz_limit = 4G\n}\n')
     return d.start()
 
 

@@ -1,17 +1,19 @@
 /* POP3 replies as a hostile server sends them: a status line, a CAPA
  * listing, a LIST and a UIDL listing, through the bounded reader
- * (bridge/pop3_reader.c) into the parsers (bridge/pop3_parse.c), as
- * pop3.c drives them. The first input byte picks how many bytes each read
- * returns (splitting lines and CRLFs anywhere).
+ * (bridge/pop3_reader.c) into the parsers (bridge/pop3_parse.c) and the
+ * listing (bridge/pop3_listing.c), as pop3.c drives them. The first input
+ * byte picks how many bytes each read returns (splitting lines and CRLFs
+ * anywhere).
  * Properties: no memory error, no undefined behaviour, lines handed out
  * are NUL-free and within POP3_LINE_MAX, a merged listing is strictly
- * increasing, every entry has a UIDL status, and the usable UIDLs are
- * unique, of 1..70 printable characters. */
+ * increasing, every entry has a UIDL status and LIST's size, and the
+ * usable UIDLs are unique, of 1..70 printable characters. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/pop3_listing.h"
 #include "bridge/pop3_parse.h"
 #include "bridge/pop3_reader.h"
 #include "lib/log.h"
@@ -53,9 +55,12 @@ check_uidl(const char *u)
 		FUZZ_CHECK(u[i] >= 0x21 && u[i] <= 0x7e, "UIDL byte 0x%02x", (unsigned char)u[i]);
 }
 
-/* Reads a listing; each line goes to parse. -1 on a reader error. */
+/* Reads a listing: LIST lines into nums/sizes (*n of them, at most
+ * MAX_ENTRIES kept), UIDL lines into ls. -1 on a reader error or a UIDL
+ * line without a message number. */
 static int
-listing(struct pop3_reader *r, char *line, struct pop3_entry *e, size_t *n, bool uidl)
+listing(struct pop3_reader *r, char *line, unsigned long *nums, uint64_t *sizes, size_t *n,
+    struct pop3_listing *ls)
 {
 	bool end = false;
 	char *err = NULL;
@@ -70,20 +75,26 @@ listing(struct pop3_reader *r, char *line, struct pop3_entry *e, size_t *n, bool
 		if (end)
 			return 0;
 		check_line(line);
-		if (*n == MAX_ENTRIES)
-			continue;
-		memset(&e[*n], 0, sizeof e[*n]);
-		if (uidl) {
-			if (pop3_parse_uidl_entry(line, &e[*n], &err) != POP3_OK) {
+		if (ls != NULL) {
+			size_t i = ls->n;
+
+			if (i == MAX_ENTRIES)
+				continue;
+			if (pop3_listing_add_uidl(ls, line, &err) != POP3_OK) {
+				FUZZ_CHECK(ls->n == i, "a refused line added");
 				free(err);
 				err = NULL;
 				continue;
 			}
-			FUZZ_CHECK((e[*n].uidl != NULL) == (e[*n].uidl_status == POP3_UIDL_OK),
+			FUZZ_CHECK((ls->id[i] != NULL) == (pop3_listing_status(ls, i) == POP3_UIDL_OK),
 			    "UIDL string iff OK");
-			if (e[*n].uidl != NULL)
-				check_uidl(e[*n].uidl);
-		} else if (pop3_parse_list(line, &e[*n].num, &e[*n].size, &err) != POP3_OK) {
+			if (ls->id[i] != NULL)
+				check_uidl(ls->id[i]);
+			continue;
+		}
+		if (*n == MAX_ENTRIES)
+			continue;
+		if (pop3_parse_list(line, &nums[*n], &sizes[*n], &err) != POP3_OK) {
 			free(err);
 			err = NULL;
 			continue;
@@ -92,23 +103,19 @@ listing(struct pop3_reader *r, char *line, struct pop3_entry *e, size_t *n, bool
 	}
 }
 
-static void
-free_entries(struct pop3_entry *e, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(e[i].uidl);
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct pop3_entry list[MAX_ENTRIES], uidls[MAX_ENTRIES];
+	static unsigned long nums[MAX_ENTRIES];
+	static uint64_t sizes[MAX_ENTRIES];
+	struct pop3_listing ls;
+	struct pop3_merge mg;
 	struct fuzz_mem m = { 0 };
 	struct pop3_reader r;
 	struct pop3_caps caps;
 	enum pop3_status st;
 	char line[POP3_LINE_MAX + 1], *err = NULL, *clean;
-	size_t nlist = 0, nuidl = 0;
+	size_t nlist = 0, nuidl;
 	bool end, gaps;
 	int rv;
 
@@ -148,36 +155,47 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	FUZZ_CHECK(caps.login_delay >= -1 && caps.expire >= -1, "negative caps");
 
-	/* LIST, then UIDL, then the merge pop3_scan does. */
-	if (listing(&r, line, list, &nlist, false) == -1 ||
-	    listing(&r, line, uidls, &nuidl, true) == -1)
+	/* LIST, then UIDL, then what pop3_scan and pop3_sizes do: UIDL's
+	 * checks, then LIST merged into it. */
+	pop3_listing_init(&ls);
+	if (listing(&r, line, nums, sizes, &nlist, NULL) == -1 ||
+	    listing(&r, line, NULL, NULL, &nuidl, &ls) == -1)
 		goto done;
-	rv = pop3_parse_listing(list, nlist, uidls, nuidl, true, gaps, &err);
+	rv = pop3_listing_check(&ls, "UIDL", gaps, true, &err);
 	if (rv == POP3_OK) {
-		for (size_t i = 0; i < nlist; i++) {
-			FUZZ_CHECK(list[i].num >= 1, "message number 0");
-			FUZZ_CHECK(i == 0 || list[i].num > list[i - 1].num, "not increasing");
-			FUZZ_CHECK(gaps || list[i].num == i + 1, "gap without DELE");
-			FUZZ_CHECK(list[i].uidl_status != POP3_UIDL_NONE, "entry without a UIDL "
-			    "status");
-			FUZZ_CHECK((list[i].uidl != NULL) == (list[i].uidl_status == POP3_UIDL_OK),
+		pop3_merge_init(&mg, &ls, gaps);
+		for (size_t i = 0; i < nlist; i++)
+			pop3_merge_line(&mg, nums[i], sizes[i]);
+		rv = pop3_merge_end(&mg, &err);
+		free(mg.list_err);
+	}
+	if (rv == POP3_OK) {
+		FUZZ_CHECK(ls.n == nlist, "merged %zu UIDLs with %zu LIST lines", ls.n, nlist);
+		for (size_t i = 0; i < ls.n; i++) {
+			unsigned long num = pop3_listing_num(&ls, i);
+
+			FUZZ_CHECK(num >= 1, "message number 0");
+			FUZZ_CHECK(i == 0 || num > pop3_listing_num(&ls, i - 1), "not increasing");
+			FUZZ_CHECK(gaps || num == i + 1, "gap without DELE");
+			FUZZ_CHECK(num == nums[i], "LIST and UIDL numbers differ");
+			FUZZ_CHECK(pop3_listing_find(&ls, num) == i, "look-up by number");
+			FUZZ_CHECK(pop3_listing_size(&ls, i) == sizes[i], "size not LIST's");
+			FUZZ_CHECK(pop3_listing_status(&ls, i) != POP3_UIDL_NONE, "entry without a UIDL status");
+			FUZZ_CHECK((ls.id[i] != NULL) == (pop3_listing_status(&ls, i) == POP3_UIDL_OK),
 			    "UIDL string iff OK");
-			if (list[i].uidl == NULL)
+			if (ls.id[i] == NULL)
 				continue;
-			check_uidl(list[i].uidl);
+			check_uidl(ls.id[i]);
 			for (size_t j = 0; j < i; j++)
-				FUZZ_CHECK(list[j].uidl == NULL ||
-				    strcmp(list[i].uidl, list[j].uidl) != 0, "a usable UIDL twice");
+				FUZZ_CHECK(ls.id[j] == NULL || strcmp(ls.id[i], ls.id[j]) != 0,
+				    "a usable UIDL twice");
 		}
-		for (size_t i = 0; i < nuidl; i++)
-			FUZZ_CHECK(uidls[i].uidl == NULL, "UIDL not moved");
 	} else {
 		FUZZ_CHECK(rv == POP3_EPROTO && err != NULL, "listing error %d", rv);
 		free(err);
 	}
 done:
-	free_entries(list, nlist);
-	free_entries(uidls, nuidl);
+	pop3_listing_free(&ls);
 out:
 	pop3_reader_free(&r);
 	return 0;

@@ -363,8 +363,9 @@ test_strsort(void)
 	size_t i, p;
 
 	strsort_init(&s, flat, sizeof *flat, 0, 7);
-	CHECK(s.order[0] == 1 && s.order[1] == 5 && s.order[2] == 2 && s.order[3] == 6);
-	CHECK(s.order[4] == 0 && s.order[5] == 4 && s.order[6] == 3);
+	CHECK(strsort_at(&s, 0) == 1 && strsort_at(&s, 1) == 5 && strsort_at(&s, 2) == 2 &&
+	    strsort_at(&s, 3) == 6);
+	CHECK(strsort_at(&s, 4) == 0 && strsort_at(&s, 5) == 4 && strsort_at(&s, 6) == 3);
 	CHECK_INT(strsort_lower(&s, "b"), 4);
 	CHECK_INT(strsort_lower(&s, "zz"), 7);
 	strsort_cursor_init(&c, &s);
@@ -384,25 +385,33 @@ test_strsort(void)
 	}
 	strsort_init(&s, items, sizeof *items, offsetof(struct item, name), 300);
 	for (i = 1; i < 300; i++) {
-		CHECK(strcmp(items[s.order[i - 1]].name, items[s.order[i]].name) <= 0);
-		if (strcmp(items[s.order[i - 1]].name, items[s.order[i]].name) == 0)
-			CHECK(s.order[i - 1] < s.order[i]);
+		CHECK(strcmp(items[strsort_at(&s, i - 1)].name, items[strsort_at(&s, i)].name) <= 0);
+		if (strcmp(items[strsort_at(&s, i - 1)].name, items[strsort_at(&s, i)].name) == 0)
+			CHECK(strsort_at(&s, i - 1) < strsort_at(&s, i));
 	}
 	strsort_cursor_init(&c, &s);
 	for (i = 0; i < 300; i += 7) {
 		p = strsort_cursor_find(&c, buf[299 - i]);
-		CHECK(p < 300 && strcmp(items[s.order[p]].name, buf[299 - i]) == 0);
-		CHECK(p == 0 || strcmp(items[s.order[p - 1]].name, buf[299 - i]) < 0);
+		CHECK(p < 300 && strcmp(items[strsort_at(&s, p)].name, buf[299 - i]) == 0);
+		CHECK(p == 0 || strcmp(items[strsort_at(&s, p - 1)].name, buf[299 - i]) < 0);
 	}
 	CHECK_INT(strsort_cursor_find(&c, "002"), 300);
 	strsort_free(&s);
 
-	/* Already sorted, and sorted but for the last one. */
+	/* Already sorted (no order array: the order is the index), and
+	 * sorted but for the last one. */
 	for (i = 0; i < 300; i++)
-		snprintf(buf[i], sizeof buf[i], "%03zu", i == 299 ? (size_t)17 : i);
+		snprintf(buf[i], sizeof buf[i], "%03zu", i);
+	strsort_init(&s, items, sizeof *items, offsetof(struct item, name), 300);
+	CHECK(s.order == NULL);
+	for (i = 0; i < 300; i++)
+		CHECK_INT(strsort_at(&s, i), i);
+	CHECK_INT(strsort_lower(&s, "150"), 150);
+	strsort_free(&s);
+	snprintf(buf[299], sizeof buf[299], "%03zu", (size_t)17);
 	strsort_init(&s, items, sizeof *items, offsetof(struct item, name), 300);
 	for (i = 0; i < 300; i++)
-		CHECK_INT(s.order[i], i < 18 ? i : i == 18 ? 299 : i - 1);
+		CHECK_INT(strsort_at(&s, i), i < 18 ? i : i == 18 ? 299 : i - 1);
 	strsort_free(&s);
 
 	strsort_init(&s, flat, sizeof *flat, 0, 0);

@@ -691,185 +691,6 @@ test_parse_lines(void)
 	    &num, &uidl, NULL), POP3_EPROTO);
 }
 
-/* A listing line with a bad uid names a message all the same: only a line
- * without a message number spoils the listing. */
-static void
-test_uidl_entry(void)
-{
-	static const char *const bad[] = {
-		"7 a b", "7 caf\xc3\xa9", "7 ", "7 "
-		"0123456789012345678901234567890123456789012345678901234567890123456789X",
-	};
-	struct pop3_entry e;
-	char *err = NULL;
-
-	memset(&e, 0, sizeof e);
-	CHECK_INT(pop3_parse_uidl_entry("7 abc", &e, NULL), POP3_OK);
-	CHECK(e.num == 7 && e.uidl_status == POP3_UIDL_OK);
-	CHECK_STR(e.uidl, "abc");
-	free(e.uidl);
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		memset(&e, 0, sizeof e);
-		CHECK_INT(pop3_parse_uidl_entry(bad[i], &e, NULL), POP3_OK);
-		CHECK(e.num == 7 && e.uidl == NULL && e.uidl_status == POP3_UIDL_INVALID);
-	}
-	CHECK_INT(pop3_parse_uidl_entry("7", &e, &err), POP3_EPROTO);
-	CHECK_STR(err, "malformed UIDL line \"7\"");
-	clear(&err);
-	CHECK_INT(pop3_parse_uidl_entry("x 1", &e, NULL), POP3_EPROTO);
-}
-
-static struct pop3_entry *
-entries(size_t n, const unsigned long *nums, const char *const *uidls)
-{
-	struct pop3_entry *e = calloc(n + 1, sizeof *e);
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		e[i].num = nums[i];
-		e[i].size = 100 * nums[i];
-		e[i].uidl = uidls != NULL ? strdup(uidls[i]) : NULL;
-		e[i].uidl_status = uidls != NULL ? POP3_UIDL_OK : POP3_UIDL_NONE;
-	}
-	return e;
-}
-
-static void
-free_entries(struct pop3_entry *e, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		free(e[i].uidl);
-	free(e);
-}
-
-static int
-merge(const unsigned long *ln, size_t nl, const unsigned long *un,
-    const char *const *u, size_t nu, bool gaps, char **err, char **uidl2)
-{
-	struct pop3_entry *l = entries(nl, ln, NULL), *x = entries(nu, un, u);
-	int rv = pop3_parse_listing(l, nl, x, nu, true, gaps, err);
-
-	if (uidl2 != NULL)
-		*uidl2 = rv == POP3_OK && nl > 1 && l[1].uidl ? strdup(l[1].uidl) : NULL;
-	free_entries(l, nl);
-	free_entries(x, nu);
-	return rv;
-}
-
-static void
-test_merge(void)
-{
-	static const unsigned long n3[] = { 1, 2, 3 }, gap[] = { 1, 3, 4 },
-	    dup[] = { 1, 2, 2 }, zero[] = { 0, 1, 2 }, down[] = { 1, 3, 2 };
-	static const char *const u3[] = { "a", "b", "c" }, *const ud[] = { "a", "b", "a" };
-	char *err = NULL, *u = NULL;
-	struct pop3_entry *l, *x;
-
-	CHECK_INT(merge(n3, 3, n3, u3, 3, false, NULL, &u), POP3_OK);
-	CHECK_STR(u, "b");
-	free(u);
-	/* A UIDL naming two messages identifies neither: both lose it (and
-	 * are identified by their fingerprint), the listing stands. */
-	l = entries(3, n3, NULL);
-	x = entries(3, n3, ud);
-	CHECK_INT(pop3_parse_listing(l, 3, x, 3, true, false, &err), POP3_OK);
-	CHECK(err == NULL);
-	CHECK(l[0].uidl == NULL && l[0].uidl_status == POP3_UIDL_DUPLICATE);
-	CHECK(l[2].uidl == NULL && l[2].uidl_status == POP3_UIDL_DUPLICATE);
-	CHECK_STR(l[1].uidl, "b");
-	CHECK_INT(l[1].uidl_status, POP3_UIDL_OK);
-	free_entries(l, 3);
-	free_entries(x, 3);
-	CHECK_INT(merge(gap, 3, gap, u3, 3, false, &err, NULL), POP3_EPROTO);
-	CHECK_STR(err, "LIST lacks message 2");
-	clear(&err);
-	CHECK_INT(merge(gap, 3, gap, u3, 3, true, NULL, NULL), POP3_OK);
-	CHECK_INT(merge(dup, 3, dup, u3, 3, true, &err, NULL), POP3_EPROTO);
-	CHECK_STR(err, "LIST repeats or reorders message 2");
-	clear(&err);
-	CHECK_INT(merge(down, 3, down, u3, 3, true, NULL, NULL), POP3_EPROTO);
-	CHECK_INT(merge(zero, 3, zero, u3, 3, true, &err, NULL), POP3_EPROTO);
-	CHECK_STR(err, "LIST names message 0");
-	clear(&err);
-	CHECK_INT(merge(n3, 3, n3, u3, 2, false, &err, NULL), POP3_EPROTO);
-	CHECK_STR(err, "UIDL lists 2 messages, LIST 3");
-	clear(&err);
-	CHECK_INT(merge(n3, 3, gap, u3, 3, true, &err, NULL), POP3_EPROTO);
-	CHECK(err != NULL && strstr(err, "disagree") != NULL);
-	clear(&err);
-	/* Without UIDL every entry keeps uidl NULL. */
-	l = entries(3, n3, NULL);
-	CHECK_INT(pop3_parse_listing(l, 3, NULL, 0, false, false, NULL), POP3_OK);
-	CHECK(l[0].uidl == NULL && l[2].size == 300);
-	free_entries(l, 3);
-}
-
-/* The streaming merge (pop3_merge_*, LIST read straight into the UIDL
- * entries) against pop3_parse_listing on the same listings: the same
- * result, the same error, the same entries. */
-static void
-same_merge(const unsigned long *ln, size_t nl, const unsigned long *un,
-    const char *const *u, size_t nu, bool gaps)
-{
-	struct pop3_entry *l = entries(nl, ln, NULL), *x = entries(nu, un, u);
-	struct pop3_entry *y = entries(nu, un, u);
-	struct pop3_merge m;
-	char *err1 = NULL, *err2 = NULL;
-	int rv1 = pop3_parse_listing(l, nl, x, nu, true, gaps, &err1), rv2;
-
-	for (size_t i = 0; i < nu; i++)
-		y[i].size = 0;
-	pop3_merge_init(&m, y, nu, gaps);
-	for (size_t i = 0; i < nl; i++)
-		pop3_merge_line(&m, ln[i], 100 * ln[i]);
-	rv2 = pop3_merge_end(&m, &err2);
-	CHECK_INT(rv2, rv1);
-	CHECK((err1 == NULL) == (err2 == NULL));
-	if (err1 != NULL && err2 != NULL)
-		CHECK_STR(err2, err1);
-	for (size_t i = 0; rv1 == POP3_OK && i < nl; i++) {
-		CHECK(y[i].num == l[i].num && y[i].size == l[i].size);
-		CHECK_INT(y[i].uidl_status, l[i].uidl_status);
-		CHECK((y[i].uidl == NULL) == (l[i].uidl == NULL));
-		if (y[i].uidl != NULL && l[i].uidl != NULL)
-			CHECK_STR(y[i].uidl, l[i].uidl);
-	}
-	free(err1);
-	free(err2);
-	free_entries(l, nl);
-	free_entries(x, nu);
-	free_entries(y, nu);
-}
-
-static void
-test_merge_streamed(void)
-{
-	static const unsigned long n3[] = { 1, 2, 3 }, gap[] = { 1, 3, 4 },
-	    dup[] = { 1, 2, 2 }, zero[] = { 0, 1, 2 }, down[] = { 1, 3, 2 },
-	    n4[] = { 1, 2, 3, 4 };
-	static const char *const u3[] = { "a", "b", "c" }, *const ud[] = { "a", "b", "a" },
-	    *const u4[] = { "a", "b", "c", "d" };
-
-	same_merge(n3, 3, n3, u3, 3, false);
-	same_merge(n3, 3, n3, ud, 3, false);
-	same_merge(gap, 3, gap, u3, 3, false);
-	same_merge(gap, 3, gap, u3, 3, true);
-	same_merge(dup, 3, dup, u3, 3, true);
-	same_merge(down, 3, down, u3, 3, true);
-	same_merge(zero, 3, zero, u3, 3, true);
-	same_merge(n3, 3, n3, u3, 2, false);
-	same_merge(n3, 2, n3, u3, 3, false);
-	same_merge(n4, 4, n3, u3, 3, false);
-	same_merge(n3, 3, gap, u3, 3, true);
-	same_merge(gap, 3, n3, u3, 3, true);
-	same_merge(gap, 3, n3, u3, 3, false);
-	same_merge(n3, 3, dup, u3, 3, false);
-	same_merge(n3, 3, n4, u4, 4, false);
-	same_merge(n3, 0, n3, u3, 0, false);
-}
-
 static void
 test_misc(void)
 {
@@ -894,7 +715,6 @@ int
 main(void)
 {
 	TEST(test_status);
-	TEST(test_uidl_entry);
 	TEST(test_status_limits);
 	TEST(test_deadline);
 	TEST(test_deadline_body);
@@ -910,8 +730,6 @@ main(void)
 	TEST(test_retr_limits);
 	TEST(test_caps);
 	TEST(test_parse_lines);
-	TEST(test_merge);
-	TEST(test_merge_streamed);
 	TEST(test_misc);
 	CHECK_DONE();
 }
