@@ -16,6 +16,7 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "lib/deadline.h"
 #include "lib/log.h"
 #include "lib/xmalloc.h"
 
@@ -96,6 +97,36 @@ mark_gone(struct pass *ps, const char *const *a, size_t na, const char *const *b
 	return 0;
 }
 
+/* How long the deletion session waits once for a maildrop still locked by
+ * the import session it follows: a server sees that session's end (and
+ * unlocks) a moment after we closed it. */
+#define UNLOCK_WAIT_MS	1000
+
+/* pop3_open for the deletion session; an [IN-USE] refusal is tried once
+ * more after UNLOCK_WAIT_MS (a stop or the pass deadline ends the wait). */
+static int
+open_after(struct pass *ps, struct pop3 **p, const char *pw, char **err)
+{
+	struct pop3_login lg;
+	struct deadline d;
+	enum deadline_end end;
+	short rev;
+	int r;
+
+	r = pop3_open(p, &ps->a->pop3, pw, &lg, err);
+	if (r == POP3_ENET && lg.busy == POP3_BUSY_IN_USE) {
+		deadline_in_ms(&d, UNLOCK_WAIT_MS);
+		if (deadline_poll(-1, 0, &d, &rev, &end) == 0 && end == DEADLINE_OWN) {
+			free(*err);
+			*err = NULL;
+			pop3_login_free(&lg);
+			r = pop3_open(p, &ps->a->pop3, pw, &lg, err);
+		}
+	}
+	pop3_login_free(&lg);
+	return r;
+}
+
 /* A session of its own for the deletions, when the import session could
  * not QUIT: it retrieves nothing, so QUIT removes only what it DELE'd.
  * Messages without a real UIDL are left for a later pass (telling them
@@ -123,7 +154,7 @@ deletion_session(struct pass *ps, long login_delay)
 	}
 	if (conf_password(&ps->a->pop3, &pw, &err) == -1)
 		goto postponed;
-	r = pop3_open(&p, &ps->a->pop3, pw, NULL, &err);
+	r = open_after(ps, &p, pw, &err);
 	if (pw != NULL) {
 		explicit_bzero(pw, strlen(pw));
 		free(pw);

@@ -323,6 +323,29 @@ def test_expire0_store_refusal_keeps_the_message(t):
     t.check(got == sorted(h.body_hash(b) for u, b in box if u != 'uid-big'), '3 stored')
 
 
+def test_deletion_session_waits_for_the_unlock(t):
+    """The deletion session finds the maildrop still locked ([IN-USE]: the
+    server has not yet seen the import session end): it tries once more a
+    moment later, and the deletions are done in this pass."""
+    quota = ('mail_plugins = $mail_plugins quota\n'
+             'plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n'
+             '  quota_max_mail_size = 100k\n}\n')
+    store = ist.dovecot_store(t, extra=quota)
+    box = mailbox(3)
+    box.insert(1, ('uid-big', h.make_message(98, size=300 * 1024, tag='big')))
+    srv = pop3script.Server(t, box, capa=pop3script.DEFAULT_CAPA + ('EXPIRE 0',))
+    srv.fault('LOGIN', reply='-ERR [IN-USE] maildrop locked', session=2)
+    conf = ist.config(t, store, [block(srv, extra='leave_on_server = false')])
+    p = t.run_bridge(conf, 'sync')
+    s = srv.sessions()
+    t.check(len(s) == 3 and not s[0].quit and s[1].login is None and s[2].quit and
+            'DELE' in s[2].verbs() and not retr_verbs(s[2]),
+            'a second try of the deletion session: %r' % s)
+    t.check([u for u, _ in srv.mailbox()] == ['uid-big'], 'the others deleted, the refused '
+            'one kept: %r (%s)' % ([u for u, _ in srv.mailbox()], p.stderr))
+    t.check('postponed' not in p.stderr, 'not postponed: %s' % p.stderr)
+
+
 # ---------------------------------------------------------------- LOGIN-DELAY, IN-USE
 
 def test_login_delay_honoured_by_run_and_sync(t):
