@@ -79,7 +79,8 @@ def main():
     out, secs = sys.argv[1], int(sys.argv[2])
     rows = results(out)
     commit = git('rev-parse', '--short=12', 'HEAD')
-    dirty = git('status', '--porcelain', '--untracked-files=no')
+    # the report itself is being written (its redirection has truncated it)
+    dirty = git('status', '--porcelain', '--untracked-files=no', '--', '.', ':!RELIABILITY.md')
     p = print
     p('# Reliability: the fault matrix')
     p()
