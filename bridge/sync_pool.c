@@ -31,6 +31,7 @@ struct report {
 	struct sync_progress sp;
 	unsigned long imported, deleted;
 	uint64_t bytes;
+	struct sync_pool_sched sched;   /* the daemon's passes: the schedule they left */
 };
 
 void
@@ -158,6 +159,26 @@ child_dry(const struct conf *c, const struct conf_account *a)
 	return rc;
 }
 
+/* The schedule the pass just committed (sync.c log_pass, LOGIN-DELAY),
+ * read on the pass's own connection: the daemon would otherwise open the
+ * state once per finished pass to read it. Unknown when it cannot be
+ * read (the daemon then reads it itself). */
+static void
+read_sched(struct state *st, const struct conf_account *a, struct sync_pool_sched *out)
+{
+	struct state_sched sc;
+	char *err = NULL;
+	int64_t id;
+
+	out->known = state_account_id(st, a->name, &id, &err) == 1 &&
+	    state_schedule(st, id, &sc, &err) == 0;
+	if (out->known) {
+		out->not_before = sc.not_before;
+		out->next_poll_at = sc.next_poll_at;
+	}
+	free(err);
+}
+
 static int
 child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
@@ -183,6 +204,8 @@ child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_ac
 	done.imported = res.imported;
 	done.deleted = res.deleted;
 	done.bytes = res.bytes;
+	if (p->daemon)
+		read_sched(st, a, &done.sched);
 	send_report(&done);
 	sync_result_free(&res);
 	state_close(st);
@@ -267,6 +290,7 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 	slot->account = xstrdup(a->name);
 	slot->host = xstrdup(a->pop3.host ? a->pop3.host : "");
 	slot->reported = false;
+	memset(&slot->sched, 0, sizeof slot->sched);
 	return 0;
 }
 
@@ -294,6 +318,7 @@ drain_reports(struct sync_pool *p)
 				continue;
 			if (r[i].kind == REPORT_DONE) {
 				j->reported = true;
+				j->sched = r[i].sched;
 				p->stats.imported += r[i].imported;
 				p->stats.deleted += r[i].deleted;
 				p->stats.bytes += r[i].bytes;
@@ -305,9 +330,12 @@ drain_reports(struct sync_pool *p)
 
 /* Frees slot i of the job whose exit status is status. */
 static void
-finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *code)
+finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *code,
+    struct sync_pool_sched *sched)
 {
 	drain_reports(p);
+	if (sched != NULL)
+		*sched = p->jobs[i].sched;
 	*account = p->jobs[i].account;
 	p->jobs[i].account = NULL;
 	p->jobs[i].pid = 0;
@@ -327,7 +355,8 @@ finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *cod
 }
 
 int
-sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
+sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code,
+    struct sync_pool_sched *sched)
 {
 	int status;
 	pid_t pid;
@@ -340,7 +369,7 @@ sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
 		for (unsigned i = 0; i < p->max; i++)
 			if (p->jobs[i].pid != 0 &&
 			    waitpid(p->jobs[i].pid, &status, WNOHANG) == p->jobs[i].pid) {
-				finish_job(p, i, status, account, code);
+				finish_job(p, i, status, account, code, sched);
 				return 1;
 			}
 		drain_reports(p);
@@ -352,7 +381,7 @@ sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
 		return 0;
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid == pid) {
-			finish_job(p, i, status, account, code);
+			finish_job(p, i, status, account, code, sched);
 			return 1;
 		}
 	return 0;
@@ -500,7 +529,7 @@ sync_pool_run(const struct conf *c, char *const *names, size_t n)
 			sync_pool_signal(&p, SIGTERM);
 		if (p.progress != NULL)
 			progress_wait(&p);
-		r = sync_pool_reap(&p, p.progress == NULL, &done, &code);
+		r = sync_pool_reap(&p, p.progress == NULL, &done, &code, NULL);
 		if (r == -1)
 			break;
 		if (r == 0)
