@@ -462,7 +462,7 @@ daemon_run(const char *conf_path, struct conf *c)
 		return EX_UNAVAILABLE;
 	}
 	s.due = schedule(c, NULL, 0);
-	sync_pool_init(&s.pool, c->max_parallel, true);
+	sync_pool_init(&s.pool, c->max_parallel, true, c->n_accounts > 1);
 	s.summary_at = time(NULL);
 	s.watchdog = notify_watchdog_interval();
 	log_info("running: %zu accounts, up to %u at once, %u per server", c->n_accounts,

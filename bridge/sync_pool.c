@@ -35,12 +35,13 @@ struct report {
 };
 
 void
-sync_pool_init(struct sync_pool *p, unsigned max, bool daemon)
+sync_pool_init(struct sync_pool *p, unsigned max, bool daemon, bool keep)
 {
 	memset(p, 0, sizeof *p);
 	p->max = p->limit = max ? max : 1;
 	p->jobs = xcalloc(p->max, sizeof *p->jobs);
 	p->daemon = daemon;
+	p->keep = keep && !sync_dry_run;
 	p->err_fd = p->err_w = -1;
 	if (pipe2(p->report, O_CLOEXEC) == -1)
 		fatal("pipe");
@@ -58,6 +59,12 @@ sync_pool_free(struct sync_pool *p)
 	p->jobs = NULL;
 	close(p->report[0]);
 	close(p->report[1]);
+	if (p->keeper > 0) {
+		kill(p->keeper, SIGTERM);
+		while (waitpid(p->keeper, NULL, 0) == -1 && errno == EINTR)
+			;
+		p->keeper = 0;
+	}
 }
 
 void
@@ -263,6 +270,48 @@ preload_anchors(const struct conf *c, const struct conf_account *a)
 		}
 }
 
+/* The keeper (sync_pool_init): its connection, idle until SIGTERM or
+ * SIGINT (or its parent's death). Any failure is left to the passes,
+ * which open the same database and say why. */
+static void __attribute__((noreturn))
+keeper(const char *state_dir, pid_t parent)
+{
+	struct state *st = NULL;
+	char *err = NULL;
+
+	if (!proc_child_init(parent, NULL, SIGKILL))
+		_exit(0);
+	if (state_open_dir(state_dir, false, &st, &err) == -1) {
+		free(err);
+		_exit(0);
+	}
+	while (!proc_pause(3600))
+		;
+	state_close(st);
+	_exit(0);
+}
+
+static void
+keeper_start(struct sync_pool *p, const struct conf *c)
+{
+	pid_t parent = getpid(), pid;
+
+	if (!p->keep || !state_dir_has_db(c->state_dir))
+		return;
+	p->keep = false;
+	fflush(NULL);
+	if ((pid = fork()) == -1) {
+		log_debug("keeping the state open: fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		close(p->report[0]);
+		close(p->report[1]);
+		keeper(c->state_dir, parent);
+	}
+	p->keeper = pid;
+}
+
 int
 sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
@@ -276,6 +325,7 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 			slot = &p->jobs[i];
 	if (slot == NULL)
 		return -1;
+	keeper_start(p, c);
 	preload_anchors(c, a);
 	fflush(NULL);
 	if ((pid = fork()) == -1) {
@@ -379,6 +429,8 @@ sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code,
 	 * the signal that woke it. */
 	if ((pid = waitpid(-1, &status, 0)) <= 0)
 		return 0;
+	if (pid == p->keeper)
+		p->keeper = 0;
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid == pid) {
 			finish_job(p, i, status, account, code, sched);
@@ -520,7 +572,7 @@ sync_pool_run(const struct conf *c, char *const *names, size_t n)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	sync_pool_init(&p, c->max_parallel, false);
+	sync_pool_init(&p, c->max_parallel, false, total > 1);
 	progress_setup(&p);
 	for (;;) {
 		if (start_some(&p, c, todo, started, total) == -1 && worst == EX_OK)

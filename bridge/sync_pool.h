@@ -53,9 +53,20 @@ struct sync_pool {
 	struct sync_pool_stats stats;
 	struct progress *progress;   /* `sync` on a terminal: drawn; else NULL */
 	int err_fd, err_w;      /* with progress: the children's stderr, both ends */
+	bool keep;              /* keep the state open while passes come and go */
+	pid_t keeper;           /* the process that keeps it open, 0 none */
 };
 
-void sync_pool_init(struct sync_pool *p, unsigned max, bool daemon);
+/* With keep, the first pass started once the state database exists also
+ * starts a keeper: a child that holds a connection to it, idle (no
+ * transaction), until sync_pool_free. Each pass opens the database anew,
+ * and SQLite rebuilds the WAL's index from the whole WAL (up to its 1000
+ * pages: reading and checksumming megabytes) whenever a connection opens
+ * with no other one open; the keeper's connection keeps the index valid
+ * between passes. For pools of more than one account: one pass has
+ * nothing to share it with. */
+void sync_pool_init(struct sync_pool *p, unsigned max, bool daemon, bool keep);
+/* Frees p, stopping its keeper (SIGTERM, then waited for). */
 void sync_pool_free(struct sync_pool *p);
 
 /* A new max_parallel (SIGHUP): more slots at once, or fewer new passes

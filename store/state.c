@@ -807,6 +807,17 @@ state_make_dir(const char *state_dir, char **err)
 	return io_mkdir_p(state_dir, 0700, false, err) == -1 ? -1 : 0;
 }
 
+bool
+state_dir_has_db(const char *state_dir)
+{
+	char *path = xasprintf("%s/state.db", state_dir);
+	struct stat sb;
+	bool r = stat(path, &sb) == 0;
+
+	free(path);
+	return r;
+}
+
 void
 state_close(struct state *st)
 {
