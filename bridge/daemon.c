@@ -1,6 +1,7 @@
 #include "bridge/daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -194,6 +195,9 @@ reload(struct sched *s, const char *path)
 	conf_free(s->c);
 	s->c = nc;
 	s->due = nd;
+	/* The old configuration and the new one's parse: garbage the passes
+	 * forked from now on need not copy (sync_pool_init). */
+	malloc_trim(0);
 	log_info("reloaded %s: %zu accounts", path, nc->n_accounts);
 }
 
