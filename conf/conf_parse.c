@@ -178,6 +178,8 @@ struct rec {
 	const char	*name;		/* libconfuse's copy, lives with sec */
 	unsigned	 idx;
 	int		 line;
+	size_t		 hash;		/* rec_hash(), kept: a freed section's
+					   name must not be read again */
 };
 
 struct title {
@@ -213,8 +215,7 @@ rec_hash(const cfg_t *sec, const char *name, unsigned idx)
 static void
 rec_index(size_t i)
 {
-	const struct rec *r = &P->recs[i];
-	size_t m = P->n_slots - 1, k = rec_hash(r->sec, r->name, r->idx) & m;
+	size_t m = P->n_slots - 1, k = P->recs[i].hash & m;
 
 	while (P->slots[k] != 0)
 		k = (k + 1) & m;
@@ -243,15 +244,15 @@ rec_reindex(size_t n)
 static struct rec *
 rec_find(cfg_t *sec, const char *name, unsigned idx)
 {
-	size_t m, k;
+	size_t m, k, h = rec_hash(sec, name, idx);
 
 	if (P->n_slots == 0)
 		return NULL;
 	m = P->n_slots - 1;
-	for (k = rec_hash(sec, name, idx) & m; P->slots[k] != 0; k = (k + 1) & m) {
+	for (k = h & m; P->slots[k] != 0; k = (k + 1) & m) {
 		struct rec *r = &P->recs[P->slots[k] - 1];
 
-		if (r->sec == sec && r->idx == idx && strcmp(r->name, name) == 0)
+		if (r->hash == h && r->sec == sec && r->idx == idx && strcmp(r->name, name) == 0)
 			return r;
 	}
 	return NULL;
@@ -268,7 +269,7 @@ rec_set(cfg_t *sec, const char *name, unsigned idx, int line, bool replace)
 		return;
 	}
 	P->recs = xreallocarray(P->recs, P->n_recs + 1, sizeof *P->recs);
-	P->recs[P->n_recs++] = (struct rec){ sec, name, idx, line };
+	P->recs[P->n_recs++] = (struct rec){ sec, name, idx, line, rec_hash(sec, name, idx) };
 	if (2 * P->n_recs > P->n_slots)
 		rec_reindex(P->n_recs);
 	else
