@@ -64,8 +64,11 @@ sync_pool_free(struct sync_pool *p)
 	p->jobs = NULL;
 	close(p->report[0]);
 	close(p->report[1]);
+	/* SIGKILL: an idle connection holds nothing, and one still opening
+	 * (waiting for a lock, migrating) is as safe to kill as any SQLite
+	 * process; SIGTERM would wait for the open to end. */
 	if (p->keeper > 0) {
-		kill(p->keeper, SIGTERM);
+		kill(p->keeper, SIGKILL);
 		while (waitpid(p->keeper, NULL, 0) == -1 && errno == EINTR)
 			;
 		p->keeper = 0;
@@ -276,8 +279,9 @@ preload_anchors(const struct conf *c, const struct conf_account *a)
 }
 
 /* The keeper (sync_pool_init): its connection, idle until SIGTERM or
- * SIGINT (or its parent's death). Any failure is left to the passes,
- * which open the same database and say why. */
+ * SIGINT (a Ctrl-C of `sync`), its parent's death or sync_pool_free's
+ * SIGKILL. Any failure is left to the passes, which open the same
+ * database and say why. */
 static void __attribute__((noreturn))
 keeper(const char *state_dir, pid_t parent)
 {

@@ -66,7 +66,7 @@ struct sync_pool {
  * between passes. For pools of more than one account: one pass has
  * nothing to share it with. */
 void sync_pool_init(struct sync_pool *p, unsigned max, bool daemon, bool keep);
-/* Frees p, stopping its keeper (SIGTERM, then waited for). */
+/* Frees p, stopping its keeper (SIGKILL, then waited for). */
 void sync_pool_free(struct sync_pool *p);
 
 /* A new max_parallel (SIGHUP): more slots at once, or fewer new passes
