@@ -24,7 +24,9 @@ CFLAGS  ?= -O2 -g
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS  = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -fPIE -I. $(PKG_CFLAGS) $(CFLAGS)
-ALL_LDFLAGS = -pie $(LDFLAGS)
+# -z now: every symbol bound once at start, in the daemon, not again by each
+# forked pass on its first call (the shared libraries bind now already).
+ALL_LDFLAGS = -pie -Wl,-z,relro,-z,now $(LDFLAGS)
 LIBS        = $(PKG_LIBS) -letpan -lgnutls -lcrypt
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

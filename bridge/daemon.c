@@ -1,6 +1,7 @@
 #include "bridge/daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,42 +74,56 @@ interval(const struct conf *c, const struct conf_account *a)
 }
 
 /* What the state says of the account's schedule (sync.c writes it after
- * each pass): false when there is nothing to read. Reads only, so that
- * the loop never waits for a pass's write lock (WAL readers do not). A
- * connection of its own each time: one kept open must not be inherited
- * by the children forked later. */
+ * each pass), on st (NULL: nothing to read): false when there is none.
+ * The daemon's connections are its own, opened and closed around the
+ * reads: one kept open must not be inherited by the children forked
+ * later. */
 static bool
-read_schedule(const struct conf *c, const char *name, struct state_sched *sc)
+read_schedule(struct state *st, const char *name, struct state_sched *sc)
 {
-	struct state *st = NULL;
 	char *err = NULL;
 	int64_t id;
 	bool ok;
 
-	ok = state_open_dir(c->state_dir, false, &st, &err) == 0 && st != NULL &&
-	    state_account_id(st, name, &id, &err) == 1 && state_schedule(st, id, sc, &err) == 0;
+	ok = st != NULL && state_account_id(st, name, &id, &err) == 1 &&
+	    state_schedule(st, id, sc, &err) == 0;
 	if (err != NULL) {
 		log_warnx("%s: reading the schedule: %s", name, err);
 		free(err);
 	}
-	state_close(st);
 	return ok;
 }
 
-/* The earliest time the account may be polled: never before the server
- * allows a login (LOGIN-DELAY, a refusal's backoff); after a pass also
- * never before the next poll that pass planned. */
-static time_t
-not_before(const struct conf *c, const char *name, time_t at, bool after_pass)
+/* The state for reading schedules, or NULL (said why; none yet is no
+ * error). Reads only, so that the loop never waits for a pass's write
+ * lock (WAL readers do not). */
+static struct state *
+schedule_state(const struct conf *c)
 {
-	struct state_sched sc;
+	struct state *st = NULL;
+	char *err = NULL;
 
-	if (!read_schedule(c, name, &sc))
+	if (state_open_dir(c->state_dir, false, &st, &err) == -1) {
+		log_warnx("reading the schedule: %s", err);
+		free(err);
+		return NULL;
+	}
+	return st;
+}
+
+/* The earliest time the account may be polled after a pass that left the
+ * schedule sc (NULL: it left none): never before the server allows a
+ * login (LOGIN-DELAY, a refusal's backoff), nor before the next poll that
+ * pass planned. */
+static time_t
+after_pass(const struct sync_pool_sched *sc, time_t at)
+{
+	if (sc == NULL)
 		return at;
-	if (sc.not_before > (int64_t)at)
-		at = (time_t)sc.not_before;
-	if (after_pass && sc.next_poll_at > (int64_t)at)
-		at = (time_t)sc.next_poll_at;
+	if (sc->not_before > (int64_t)at)
+		at = (time_t)sc->not_before;
+	if (sc->next_poll_at > (int64_t)at)
+		at = (time_t)sc->next_poll_at;
 	return at;
 }
 
@@ -117,11 +132,11 @@ not_before(const struct conf *c, const char *name, time_t at, bool after_pass)
  * and, while it fails, never before its backoff (the next poll its last
  * pass planned: a restart or a reload does not hammer a wrong password). */
 static time_t
-earliest(const struct conf *c, const char *name, time_t at)
+earliest(struct state *st, const char *name, time_t at)
 {
 	struct state_sched sc;
 
-	if (!read_schedule(c, name, &sc))
+	if (!read_schedule(st, name, &sc))
 		return at;
 	if (sc.failures > 0 && sc.next_poll_at > (int64_t)at)
 		at = (time_t)sc.next_poll_at;
@@ -133,11 +148,12 @@ earliest(const struct conf *c, const char *name, time_t at)
 /* Builds the schedule for c: accounts that were in old keep their due
  * time, but no later than their (new) interval from now, so that a
  * shorter poll_interval takes effect at once; the others are due now.
- * Both as earliest() allows. */
+ * Both as earliest() allows, read on one connection for all accounts. */
 static struct due *
 schedule(const struct conf *c, const struct due *old, size_t n_old)
 {
-	struct due *d = xcalloc(c->n_accounts, sizeof *d);
+	struct due *d = xcalloc(c->n_accounts ? c->n_accounts : 1, sizeof *d);
+	struct state *st = c->n_accounts ? schedule_state(c) : NULL;
 	time_t now = time(NULL);
 
 	for (size_t i = 0; i < c->n_accounts; i++) {
@@ -148,8 +164,9 @@ schedule(const struct conf *c, const struct due *old, size_t n_old)
 		for (size_t j = 0; j < n_old; j++)
 			if (strcmp(old[j].name, d[i].name) == 0)
 				d[i].at = old[j].at < soonest ? old[j].at : soonest;
-		d[i].at = earliest(c, d[i].name, d[i].at);
+		d[i].at = earliest(st, d[i].name, d[i].at);
 	}
+	state_close(st);
 	return d;
 }
 
@@ -178,22 +195,41 @@ reload(struct sched *s, const char *path)
 	conf_free(s->c);
 	s->c = nc;
 	s->due = nd;
+	/* The old configuration and the new one's parse: garbage the passes
+	 * forked from now on need not copy (sync_pool_init). */
+	malloc_trim(0);
 	log_info("reloaded %s: %zu accounts", path, nc->n_accounts);
 }
 
 static void log_summary(struct sched *s);
 
+/* The schedule of a pass that told none (it died first): read from the
+ * state, as it left it. */
+static bool
+sched_from_state(const struct conf *c, const char *name, struct sync_pool_sched *out)
+{
+	struct state *st = schedule_state(c);
+	struct state_sched sc = { 0 };
+
+	out->known = read_schedule(st, name, &sc);
+	out->not_before = sc.not_before;
+	out->next_poll_at = sc.next_poll_at;
+	state_close(st);
+	return out->known;
+}
+
 static void
 reap_finished(struct sched *s)
 {
+	struct sync_pool_sched sc;
 	char *name;
 	int code;
 
-	while (sync_pool_reap(&s->pool, false, &name, &code) == 1) {
+	while (sync_pool_reap(&s->pool, false, &name, &code, &sc) == 1) {
 		for (size_t i = 0; i < s->c->n_accounts; i++)
 			if (strcmp(s->due[i].name, name) == 0)
-				s->due[i].at = not_before(s->c, name, time(NULL) +
-				    interval(s->c, &s->c->accounts[i]), true);
+				s->due[i].at = after_pass(sc.known || sched_from_state(s->c, name, &sc) ?
+				    &sc : NULL, time(NULL) + interval(s->c, &s->c->accounts[i]));
 		free(name);
 		s->metrics_due = true;
 	}
@@ -430,7 +466,7 @@ daemon_run(const char *conf_path, struct conf *c)
 		return EX_UNAVAILABLE;
 	}
 	s.due = schedule(c, NULL, 0);
-	sync_pool_init(&s.pool, c->max_parallel, true);
+	sync_pool_init(&s.pool, c->max_parallel, true, c->n_accounts > 1);
 	s.summary_at = time(NULL);
 	s.watchdog = notify_watchdog_interval();
 	log_info("running: %zu accounts, up to %u at once, %u per server", c->n_accounts,

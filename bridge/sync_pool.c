@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,15 +32,21 @@ struct report {
 	struct sync_progress sp;
 	unsigned long imported, deleted;
 	uint64_t bytes;
+	struct sync_pool_sched sched;   /* the daemon's passes: the schedule they left */
 };
 
 void
-sync_pool_init(struct sync_pool *p, unsigned max, bool daemon)
+sync_pool_init(struct sync_pool *p, unsigned max, bool daemon, bool keep)
 {
 	memset(p, 0, sizeof *p);
 	p->max = p->limit = max ? max : 1;
 	p->jobs = xcalloc(p->max, sizeof *p->jobs);
 	p->daemon = daemon;
+	p->keep = keep && !sync_dry_run;
+	/* The configuration's parse left its garbage in the heap (12 MB of
+	 * free chunks for 1,000 accounts): given back now, every fork copies
+	 * the page tables of what is in use only. */
+	malloc_trim(0);
 	p->err_fd = p->err_w = -1;
 	if (pipe2(p->report, O_CLOEXEC) == -1)
 		fatal("pipe");
@@ -57,6 +64,15 @@ sync_pool_free(struct sync_pool *p)
 	p->jobs = NULL;
 	close(p->report[0]);
 	close(p->report[1]);
+	/* SIGKILL: an idle connection holds nothing, and one still opening
+	 * (waiting for a lock, migrating) is as safe to kill as any SQLite
+	 * process; SIGTERM would wait for the open to end. */
+	if (p->keeper > 0) {
+		kill(p->keeper, SIGKILL);
+		while (waitpid(p->keeper, NULL, 0) == -1 && errno == EINTR)
+			;
+		p->keeper = 0;
+	}
 }
 
 void
@@ -158,6 +174,26 @@ child_dry(const struct conf *c, const struct conf_account *a)
 	return rc;
 }
 
+/* The schedule the pass just committed (sync.c log_pass, LOGIN-DELAY),
+ * read on the pass's own connection: the daemon would otherwise open the
+ * state once per finished pass to read it. Unknown when it cannot be
+ * read (the daemon then reads it itself). */
+static void
+read_sched(struct state *st, const struct conf_account *a, struct sync_pool_sched *out)
+{
+	struct state_sched sc;
+	char *err = NULL;
+	int64_t id;
+
+	out->known = state_account_id(st, a->name, &id, &err) == 1 &&
+	    state_schedule(st, id, &sc, &err) == 0;
+	if (out->known) {
+		out->not_before = sc.not_before;
+		out->next_poll_at = sc.next_poll_at;
+	}
+	free(err);
+}
+
 static int
 child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
@@ -183,6 +219,8 @@ child_pass(const struct sync_pool *p, const struct conf *c, const struct conf_ac
 	done.imported = res.imported;
 	done.deleted = res.deleted;
 	done.bytes = res.bytes;
+	if (p->daemon)
+		read_sched(st, a, &done.sched);
 	send_report(&done);
 	sync_result_free(&res);
 	state_close(st);
@@ -240,6 +278,49 @@ preload_anchors(const struct conf *c, const struct conf_account *a)
 		}
 }
 
+/* The keeper (sync_pool_init): its connection, idle until SIGTERM or
+ * SIGINT (a Ctrl-C of `sync`), its parent's death or sync_pool_free's
+ * SIGKILL. Any failure is left to the passes, which open the same
+ * database and say why. */
+static void __attribute__((noreturn))
+keeper(const char *state_dir, pid_t parent)
+{
+	struct state *st = NULL;
+	char *err = NULL;
+
+	if (!proc_child_init(parent, NULL, SIGKILL))
+		_exit(0);
+	if (state_open_dir(state_dir, false, &st, &err) == -1) {
+		free(err);
+		_exit(0);
+	}
+	while (!proc_pause(3600))
+		;
+	state_close(st);
+	_exit(0);
+}
+
+static void
+keeper_start(struct sync_pool *p, const struct conf *c)
+{
+	pid_t parent = getpid(), pid;
+
+	if (!p->keep || !state_dir_has_db(c->state_dir))
+		return;
+	p->keep = false;
+	fflush(NULL);
+	if ((pid = fork()) == -1) {
+		log_debug("keeping the state open: fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		close(p->report[0]);
+		close(p->report[1]);
+		keeper(c->state_dir, parent);
+	}
+	p->keeper = pid;
+}
+
 int
 sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a)
 {
@@ -253,6 +334,7 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 			slot = &p->jobs[i];
 	if (slot == NULL)
 		return -1;
+	keeper_start(p, c);
 	preload_anchors(c, a);
 	fflush(NULL);
 	if ((pid = fork()) == -1) {
@@ -267,6 +349,7 @@ sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_acc
 	slot->account = xstrdup(a->name);
 	slot->host = xstrdup(a->pop3.host ? a->pop3.host : "");
 	slot->reported = false;
+	memset(&slot->sched, 0, sizeof slot->sched);
 	return 0;
 }
 
@@ -294,6 +377,7 @@ drain_reports(struct sync_pool *p)
 				continue;
 			if (r[i].kind == REPORT_DONE) {
 				j->reported = true;
+				j->sched = r[i].sched;
 				p->stats.imported += r[i].imported;
 				p->stats.deleted += r[i].deleted;
 				p->stats.bytes += r[i].bytes;
@@ -305,9 +389,12 @@ drain_reports(struct sync_pool *p)
 
 /* Frees slot i of the job whose exit status is status. */
 static void
-finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *code)
+finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *code,
+    struct sync_pool_sched *sched)
 {
 	drain_reports(p);
+	if (sched != NULL)
+		*sched = p->jobs[i].sched;
 	*account = p->jobs[i].account;
 	p->jobs[i].account = NULL;
 	p->jobs[i].pid = 0;
@@ -327,7 +414,8 @@ finish_job(struct sync_pool *p, unsigned i, int status, char **account, int *cod
 }
 
 int
-sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
+sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code,
+    struct sync_pool_sched *sched)
 {
 	int status;
 	pid_t pid;
@@ -340,7 +428,7 @@ sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
 		for (unsigned i = 0; i < p->max; i++)
 			if (p->jobs[i].pid != 0 &&
 			    waitpid(p->jobs[i].pid, &status, WNOHANG) == p->jobs[i].pid) {
-				finish_job(p, i, status, account, code);
+				finish_job(p, i, status, account, code, sched);
 				return 1;
 			}
 		drain_reports(p);
@@ -350,9 +438,11 @@ sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code)
 	 * the signal that woke it. */
 	if ((pid = waitpid(-1, &status, 0)) <= 0)
 		return 0;
+	if (pid == p->keeper)
+		p->keeper = 0;
 	for (unsigned i = 0; i < p->max; i++)
 		if (p->jobs[i].pid == pid) {
-			finish_job(p, i, status, account, code);
+			finish_job(p, i, status, account, code, sched);
 			return 1;
 		}
 	return 0;
@@ -491,7 +581,7 @@ sync_pool_run(const struct conf *c, char *const *names, size_t n)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	sync_pool_init(&p, c->max_parallel, false);
+	sync_pool_init(&p, c->max_parallel, false, total > 1);
 	progress_setup(&p);
 	for (;;) {
 		if (start_some(&p, c, todo, started, total) == -1 && worst == EX_OK)
@@ -500,7 +590,7 @@ sync_pool_run(const struct conf *c, char *const *names, size_t n)
 			sync_pool_signal(&p, SIGTERM);
 		if (p.progress != NULL)
 			progress_wait(&p);
-		r = sync_pool_reap(&p, p.progress == NULL, &done, &code);
+		r = sync_pool_reap(&p, p.progress == NULL, &done, &code, NULL);
 		if (r == -1)
 			break;
 		if (r == 0)

@@ -18,11 +18,21 @@
 
 #include "conf/conf.h"
 
+/* The schedule a finished pass of the daemon left in the state (its last
+ * commit, read back by the pass itself before it exited): the daemon
+ * plans the account's next pass by it without opening the state. */
+struct sync_pool_sched {
+	bool known;             /* false: not told (a pass of `sync`, or it died first) */
+	int64_t not_before;     /* unix time, 0 none (state_sched) */
+	int64_t next_poll_at;   /* unix time, 0 none */
+};
+
 struct sync_pool_job {
 	pid_t pid;
 	char *account;          /* owned */
 	char *host;             /* owned, the account's POP3 host */
 	bool reported;          /* its result came (else it died without one) */
+	struct sync_pool_sched sched;   /* from its result */
 };
 
 /* What the passes that ended since the last sync_pool_take_stats did. */
@@ -43,9 +53,20 @@ struct sync_pool {
 	struct sync_pool_stats stats;
 	struct progress *progress;   /* `sync` on a terminal: drawn; else NULL */
 	int err_fd, err_w;      /* with progress: the children's stderr, both ends */
+	bool keep;              /* keep the state open while passes come and go */
+	pid_t keeper;           /* the process that keeps it open, 0 none */
 };
 
-void sync_pool_init(struct sync_pool *p, unsigned max, bool daemon);
+/* With keep, the first pass started once the state database exists also
+ * starts a keeper: a child that holds a connection to it, idle (no
+ * transaction), until sync_pool_free. Each pass opens the database anew,
+ * and SQLite rebuilds the WAL's index from the whole WAL (up to its 1000
+ * pages: reading and checksumming megabytes) whenever a connection opens
+ * with no other one open; the keeper's connection keeps the index valid
+ * between passes. For pools of more than one account: one pass has
+ * nothing to share it with. */
+void sync_pool_init(struct sync_pool *p, unsigned max, bool daemon, bool keep);
+/* Frees p, stopping its keeper (SIGKILL, then waited for). */
 void sync_pool_free(struct sync_pool *p);
 
 /* A new max_parallel (SIGHUP): more slots at once, or fewer new passes
@@ -58,12 +79,15 @@ void sync_pool_resize(struct sync_pool *p, unsigned max);
  * when no slot is free or fork failed (logged). */
 int sync_pool_start(struct sync_pool *p, const struct conf *c, const struct conf_account *a);
 
-/* Reaps a finished child: returns 1 with *account (owned by the caller now)
- * and *code (its exit code; EX_SOFTWARE when killed by a signal), 0 when
- * none finished (!block, or a signal interrupted the wait), -1 when no
- * child is running. Without block, only the pool's own children are
- * waited for (the daemon has others); with block, any child (`sync`). */
-int sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code);
+/* Reaps a finished child: returns 1 with *account (owned by the caller now),
+ * *code (its exit code; EX_SOFTWARE when killed by a signal) and, when
+ * sched is not NULL, the schedule its pass reported (sched->known false
+ * when it reported none), 0 when none finished (!block, or a signal
+ * interrupted the wait), -1 when no child is running. Without block, only
+ * the pool's own children are waited for (the daemon has others); with
+ * block, any child (`sync`). */
+int sync_pool_reap(struct sync_pool *p, bool block, char **account, int *code,
+    struct sync_pool_sched *sched);
 
 size_t sync_pool_running(const struct sync_pool *p);
 bool sync_pool_has(const struct sync_pool *p, const char *account);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,22 @@ conf_err(struct conf_load *ld, int line, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The slot of key in ix: where it is, or the empty one where it goes. */
+static size_t
+where_slot(const struct conf_where_ix *ix, const struct conf_where *w, const void *key)
+{
+	size_t m = ix->n - 1, k = ((size_t)(uintptr_t)key >> 3) * 0x9e3779b97f4a7c15u & m;
+
+	while (ix->slots[k] != 0 && w[ix->slots[k] - 1].key != key)
+		k = (k + 1) & m;
+	return k;
+}
+
+/* Lines are looked up by key (a linear search made loading 1,000 accounts
+ * slow): the index points at the latest entry of each key. */
 static void
-where_add(struct conf_where **w, size_t *n, const void *key, int line)
+where_add(struct conf_where **w, size_t *n, struct conf_where_ix *ix, const void *key,
+    int line)
 {
 	if (line <= 0)
 		return;
@@ -60,39 +75,49 @@ where_add(struct conf_where **w, size_t *n, const void *key, int line)
 	(*w)[*n].key = key;
 	(*w)[*n].line = line;
 	(*n)++;
+	if (2 * *n > ix->n) {
+		free(ix->slots);
+		ix->n = ix->n ? 2 * ix->n : 16;
+		ix->slots = xcalloc(ix->n, sizeof *ix->slots);
+		for (size_t i = 0; i < *n; i++)
+			ix->slots[where_slot(ix, *w, (*w)[i].key)] = i + 1;
+	} else
+		ix->slots[where_slot(ix, *w, key)] = *n;
 }
 
 static int
-where_find(const struct conf_where *w, size_t n, const void *key)
+where_find(const struct conf_where *w, const struct conf_where_ix *ix, const void *key)
 {
-	while (n-- > 0)
-		if (w[n].key == key)
-			return w[n].line;
-	return 0;
+	size_t k;
+
+	if (ix->n == 0)
+		return 0;
+	k = where_slot(ix, w, key);
+	return ix->slots[k] != 0 ? w[ix->slots[k] - 1].line : 0;
 }
 
 void
 conf_note(struct conf_load *ld, const void *field, int line)
 {
-	where_add(&ld->fields, &ld->n_fields, field, line);
+	where_add(&ld->fields, &ld->n_fields, &ld->fields_ix, field, line);
 }
 
 void
 conf_note_block(struct conf_load *ld, const void *block, int line)
 {
-	where_add(&ld->blocks, &ld->n_blocks, block, line);
+	where_add(&ld->blocks, &ld->n_blocks, &ld->blocks_ix, block, line);
 }
 
 int
 conf_line(const struct conf_load *ld, const void *field)
 {
-	return where_find(ld->fields, ld->n_fields, field);
+	return where_find(ld->fields, &ld->fields_ix, field);
 }
 
 int
 conf_block_line(const struct conf_load *ld, const void *block)
 {
-	return where_find(ld->blocks, ld->n_blocks, block);
+	return where_find(ld->blocks, &ld->blocks_ix, block);
 }
 
 static int
@@ -132,7 +157,9 @@ load_free(struct conf_load *ld)
 	free(ld->msgs);
 	free(ld->real_line);
 	free(ld->fields);
+	free(ld->fields_ix.slots);
 	free(ld->blocks);
+	free(ld->blocks_ix.slots);
 }
 
 /* Reads all of fp (of size bytes by fstat) into *buf (NUL-terminated);

@@ -32,6 +32,13 @@ struct conf_where {
 	int		 line;
 };
 
+/* conf_where entries by key: the index of the latest + 1, 0 empty; n a
+ * power of 2, at least twice the entries (conf.c). */
+struct conf_where_ix {
+	size_t		*slots;
+	size_t		 n;
+};
+
 struct conf_load {
 	const char		*file;		/* as given by the caller */
 	struct conf_msg		*msgs;		/* owned */
@@ -44,8 +51,10 @@ struct conf_load {
 						   still open at end of file */
 	struct conf_where	*fields;	/* lines of fields */
 	size_t			 n_fields;
+	struct conf_where_ix	 fields_ix;
 	struct conf_where	*blocks;	/* lines of blocks ({ lines) */
 	size_t			 n_blocks;
+	struct conf_where_ix	 blocks_ix;
 };
 
 /* conf.c; conf_free_accounts frees c's accounts (and empties the array),

@@ -333,8 +333,11 @@ make_maildir(const struct maildir *md, const char *dir, bool *made, char **err)
 			any = 1;
 		free(p);
 	}
+	/* What was made in path is synced with it; its own entry in the
+	 * parent only when this call made it, and not again for the root,
+	 * whose io_mkdir_p() above synced the parent already. */
 	if (r != -1 && any == 1)
-		r = sync_dir_and_parent(path, err);
+		r = *made && dir[0] ? sync_dir_and_parent(path, err) : io_fsync_dir(path, err);
 	free(path);
 	return r == -1 ? -1 : 0;
 }

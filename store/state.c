@@ -807,6 +807,17 @@ state_make_dir(const char *state_dir, char **err)
 	return io_mkdir_p(state_dir, 0700, false, err) == -1 ? -1 : 0;
 }
 
+bool
+state_dir_has_db(const char *state_dir)
+{
+	char *path = xasprintf("%s/state.db", state_dir);
+	struct stat sb;
+	bool r = stat(path, &sb) == 0;
+
+	free(path);
+	return r;
+}
+
 void
 state_close(struct state *st)
 {
@@ -840,7 +851,9 @@ state_account(struct state *st, const char *name, int64_t *id, char **err)
 		return -1;
 	b = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 2, (int64_t)time(NULL));
-	if (run(st, s, b, "creating the account", err) == -1)
+	/* Bookkeeping: rows that need the account are flushed later, and
+	 * with them (the WAL is flushed in order) this row. */
+	if (run_light(st, s, b, "creating the account", err) == -1)
 		return -1;
 	if ((s = stmt(st, S_ACCOUNT_GET, what, err)) == NULL)
 		return -1;
@@ -1306,8 +1319,15 @@ state_mark_deleted(struct state *st, int64_t account, const char *const *uidls,
 int
 state_set_store(struct state *st, int64_t account, const char *store, char **err)
 {
-	return run_account_text(st, S_SET_STORE, account, store,
-	    "recording the account's store", err);
+	bool on;
+	int r;
+
+	/* Bookkeeping, as the account's row is (state_account). */
+	on = light_on(st);
+	r = run_account_text(st, S_SET_STORE, account, store, "recording the account's store",
+	    err);
+	light_off(st, on);
+	return r;
 }
 
 int

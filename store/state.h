@@ -71,6 +71,10 @@ int state_open_dir_reader(const char *state_dir, struct state **out, char **err)
  * 0, or -1 with *err. */
 int state_make_dir(const char *state_dir, char **err);
 
+/* Whether the state directory has its database yet (a state_open_dir
+ * without create would open it). */
+bool state_dir_has_db(const char *state_dir);
+
 /* The id of the named account, created on first use. */
 int state_account(struct state *st, const char *name, int64_t *id, char **err);
 

@@ -143,6 +143,22 @@ def tree(pid):
     return out
 
 
+def tree_cpu(pid):
+    """CPU seconds (user + system) of pid's live tree and of every process
+    it reaped (a server's master: its login and mail processes come and
+    go), so that the difference across a run is the server's CPU in it."""
+    tick = os.sysconf('SC_CLK_TCK')
+    total = 0
+    for p in tree(pid):
+        try:
+            with open('/proc/%d/stat' % p, 'rb') as f:
+                fields = f.read().rsplit(b')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / tick
+
+
 def _rollup(pid):
     """(rss, pss) in kB of one process, or None when it is gone."""
     try:

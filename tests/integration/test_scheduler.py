@@ -154,6 +154,95 @@ def test_max_parallel_changes_on_sighup(t):
             % concurrency(tail))
 
 
+def _descendants(pid):
+    """The live descendants of pid (from /proc: ppid links)."""
+    kids = {}
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                with open('/proc/%s/stat' % d) as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] not in ('Z', 'X'):
+                kids.setdefault(int(fields[1]), []).append(int(d))
+    out, todo = [], list(kids.get(pid, ()))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
+    return out
+
+
+def _holding(pids, path):
+    """Those of pids with path open."""
+    out = []
+    for p in pids:
+        try:
+            fds = os.listdir('/proc/%d/fd' % p)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink('/proc/%d/fd/%s' % (p, fd)) == path:
+                    out.append(p)
+                    break
+            except OSError:
+                pass
+    return out
+
+
+def _idle_holders(t, src, dst, users, name):
+    """Runs the daemon over users (one pass each, then idle): the children
+    that hold state.db open once every pass has ended, whether the daemon
+    itself held it, and whether every child was gone after SIGTERM."""
+    _seed_many(src, users, 2)
+    conf = config(t, _accounts(src, users), extra='poll_interval = 3600\n', name=name + '.conf')
+    with open(conf) as f:
+        text = f.read()
+    h.write_config(conf, text.replace(t.path('state'), t.path('state-' + name)))
+    db = t.path('state-' + name, 'state.db')
+    d = t.start_bridge(conf, 'run')
+    h.wait_for(lambda: all(len(stored_files(dst, user=u)) == 2 for u in users), timeout=120,
+               what='every account imported')
+    # the passes end right after their last commit: wait until the set of
+    # holders is the same twice, a second apart
+    seen = []
+    for _ in range(30):
+        seen.append(sorted(_holding(_descendants(d.pid), db)))
+        if len(seen) > 1 and seen[-1] == seen[-2]:
+            break
+        time.sleep(1)
+    held_by_daemon = bool(_holding([d.pid], db))
+    kids = _descendants(d.pid)
+    rc = h.stop_process(d)
+    t.check(rc == 0, '%s: run exited %d on SIGTERM' % (name, rc))
+    return seen[-1], held_by_daemon, not [p for p in kids if _alive(p)]
+
+
+def _alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+
+
+def test_state_kept_open_between_passes(t):
+    """With several accounts, the pool keeps one connection to the state
+    open between passes (a keeper child: each pass's open would otherwise
+    rebuild the WAL index), never in the daemon itself (its forks would
+    inherit it), and stops it with the rest; with one account, no keeper."""
+    one_users, many_users = _users(1, 'k'), _users(3, 'm')
+    src, dst = servers(t, users=dict(one_users, **many_users))
+    one, one_daemon, one_gone = _idle_holders(t, src, dst, one_users, 'one')
+    many, many_daemon, many_gone = _idle_holders(t, src, dst, many_users, 'many')
+    t.check(len(many) == len(one) + 1, 'idle, with 3 accounts one more child holds state.db '
+            'than with 1: %s vs %s' % (many, one))
+    t.check(not one_daemon and not many_daemon, 'the daemon itself never holds state.db')
+    t.check(one_gone and many_gone, 'no child left after SIGTERM')
+
+
 def _pty_run(argv, timeout=120):
     """Runs argv with stdout and stderr on a pseudo-terminal; all it wrote."""
     master, slave = pty.openpty()
