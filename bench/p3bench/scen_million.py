@@ -12,19 +12,15 @@ client CPU, peak RSS. Checked: every poll exits 0 and stores nothing."""
 
 import os
 import poplib
-import statistics
 import time
 
 import harness as h
 from p3bench import corpus, measure, tools
 from p3bench.creds import PASSWORD
+from p3bench.scen_poll import interleaved_polls, median
 from p3bench.report import Section, SummaryRow, Table, last_line, mb, ratio, secs
 
 MSG_BYTES = 600     # small messages: 10^6 of them fit the source tmpfs
-
-
-def _median(results, key):
-    return statistics.median(getattr(r, key) for r in results)
 
 
 def _uidls(src, user):
@@ -73,28 +69,16 @@ def run(b):
     prep.row('pop3bridge import-state --from mpop (%d UIDLs)' % n, secs(r.wall), secs(r.cpu),
              mb(r.maxrss))
     ref = b.ref('ref_pop3.py', 'poll', src.ports['pop3s'], user, '--tls', src.ca_file)
-    runs = {'pop3bridge': [], 'mpop': [], 'ref': []}
-    for k in range(b.args.million_repeat):
-        for name, argv, md in (('pop3bridge', p3b.argv(), p3b.maildir),
-                               ('mpop', mp.argv(), mp.maildir), ('ref', ref, None)):
-            before = len(corpus.maildir_files(md)) if md else 0
-            r = b.measure('%s poll of %d (%d)' % (name, n, k + 1), argv, timeout=1800)
-            stored = (len(corpus.maildir_files(md)) - before) if md else 0
-            if r.rc != 0 or stored:
-                s.fail(name, '%s poll of %d: exit %d, stored %d: %s' % (
-                    name, n, r.rc, stored, last_line(r.err)))
-            if name == 'ref' and '"uidls": %d' % n not in r.out:
-                s.fail('ref', 'minimal client: %s' % r.out.strip())
-            runs[name].append(r)
+    runs = interleaved_polls(b, s, n, b.args.million_repeat, p3b, mp, ref, timeout=1800)
     t = Table('a poll that finds nothing new in %d messages (median of %d, interleaved)'
               % (n, b.args.million_repeat),
               ['tool', 'wall s', 'client CPU s', 'peak RSS MB', 'wall vs mpop', 'correct'])
-    mw = _median(runs['mpop'], 'wall')
+    mw = median(runs['mpop'], 'wall')
     fig = {}
     for name, label in (('pop3bridge', 'pop3bridge'), ('mpop', 'mpop'),
                         ('ref', 'minimal client: login + UIDL + QUIT')):
         rs = runs[name]
-        fig[name] = (_median(rs, 'wall'), _median(rs, 'cpu'), _median(rs, 'maxrss'))
+        fig[name] = (median(rs, 'wall'), median(rs, 'cpu'), median(rs, 'maxrss'))
         t.row(label, secs(fig[name][0]), secs(fig[name][1]), mb(fig[name][2]),
               ratio(fig[name][0] / mw), 'ok' if s.ok(name) else 'WRONG')
     t.note('source: the real Dovecot (Maildir on tmpfs), %d messages of %d bytes; the '

@@ -19,8 +19,31 @@ from p3bench.creds import PASSWORD
 from p3bench.report import Section, SummaryRow, Table, last_line, mb, ratio, secs
 
 
-def _median(results, key):
+def median(results, key):
     return statistics.median(getattr(r, key) for r in results)
+
+
+def interleaved_polls(b, s, n, repeat, p3b, mp, ref, timeout=None):
+    """repeat rounds of one nothing-new poll each by pop3bridge, mpop and
+    the minimal client (argv ref) of a mailbox of n messages, in turn:
+    {'pop3bridge' | 'mpop' | 'ref': [results]}. A poll that fails, stores
+    anything, or (the client) does not list n UIDLs marks its tool wrong
+    in section s."""
+    runs = {'pop3bridge': [], 'mpop': [], 'ref': []}
+    for k in range(repeat):
+        for name, argv, md in (('pop3bridge', p3b.argv(), p3b.maildir),
+                               ('mpop', mp.argv(), mp.maildir), ('ref', ref, None)):
+            before = len(corpus.maildir_files(md)) if md else 0
+            r = b.measure('%s poll of %d (%d)' % (name, n, k + 1), argv,
+                          **({'timeout': timeout} if timeout else {}))
+            stored = (len(corpus.maildir_files(md)) - before) if md else 0
+            if r.rc != 0 or stored:
+                s.fail(name, '%s poll of %d: exit %d, stored %d: %s' % (
+                    name, n, r.rc, stored, last_line(r.err)))
+            if name == 'ref' and '"uidls": %d' % n not in r.out:
+                s.fail('ref', 'minimal client: %s' % r.out.strip())
+            runs[name].append(r)
+    return runs
 
 
 def run(b):
@@ -46,27 +69,15 @@ def run(b):
         mp = tools.Mpop(b.workdir('poll-mpop-%s' % user), src, user, 'implicit')
         mp.adopt(h.pop3_uidls(src, user, PASSWORD))
         ref = b.ref('ref_pop3.py', 'poll', src.ports['pop3s'], user, '--tls', src.ca_file)
-        runs = {'pop3bridge': [], 'mpop': [], 'ref': []}
-        for k in range(b.args.poll_repeat):
-            for name, argv, md in (('pop3bridge', p3b.argv(), p3b.maildir),
-                                   ('mpop', mp.argv(), mp.maildir), ('ref', ref, None)):
-                before = len(corpus.maildir_files(md)) if md else 0
-                r = b.measure('%s poll of %d (%d)' % (name, n, k + 1), argv)
-                stored = (len(corpus.maildir_files(md)) - before) if md else 0
-                if r.rc != 0 or stored:
-                    s.fail(name, '%s poll of %d: exit %d, stored %d: %s' % (
-                        name, n, r.rc, stored, last_line(r.err)))
-                if name == 'ref' and '"uidls": %d' % n not in r.out:
-                    s.fail('ref', 'minimal client: %s' % r.out.strip())
-                runs[name].append(r)
-        mpop_wall = _median(runs['mpop'], 'wall')
+        runs = interleaved_polls(b, s, n, b.args.poll_repeat, p3b, mp, ref)
+        mpop_wall = median(runs['mpop'], 'wall')
         for name, label in (('pop3bridge', 'pop3bridge'), ('mpop', 'mpop'),
                             ('ref', 'minimal client: login + UIDL + QUIT')):
             rs = runs[name]
-            w = _median(rs, 'wall')
-            t.row('%d' % n, label, secs(w), secs(_median(rs, 'cpu')), mb(_median(rs, 'maxrss')),
+            w = median(rs, 'wall')
+            t.row('%d' % n, label, secs(w), secs(median(rs, 'cpu')), mb(median(rs, 'maxrss')),
                   ratio(w / mpop_wall), 'ok' if s.ok(name) else 'WRONG')
-            figures[(n, name)] = (w, _median(rs, 'cpu'), _median(rs, 'maxrss'))
+            figures[(n, name)] = (w, median(rs, 'cpu'), median(rs, 'maxrss'))
         b.discard(p3b.work)
         b.discard(mp.work)
     t.note('mpop\'s UIDL file was written from the server\'s UIDL list, not by a first mpop run')

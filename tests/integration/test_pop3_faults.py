@@ -299,14 +299,17 @@ def test_expire0_server_deletions_are_counted(t):
             'text status: %s' % text)
 
 
+# A Dovecot store that refuses any message over 100 KB ([LIMIT]).
+QUOTA_100K = ('mail_plugins = $mail_plugins quota\n'
+              'plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n'
+              '  quota_max_mail_size = 100k\n}\n')
+
+
 def test_expire0_store_refusal_keeps_the_message(t):
     """EXPIRE 0 and the IMAP store refuses one message (over its size
     limit): no QUIT, so the server keeps it; the deletions wanted
     (leave_on_server = false) go in a session that retrieves nothing."""
-    quota = ('mail_plugins = $mail_plugins quota\n'
-             'plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n'
-             '  quota_max_mail_size = 100k\n}\n')
-    store = ist.dovecot_store(t, extra=quota)
+    store = ist.dovecot_store(t, extra=QUOTA_100K)
     box = mailbox(3)
     box.insert(1, ('uid-big', h.make_message(99, size=300 * 1024, tag='big')))
     srv = pop3script.Server(t, box, capa=pop3script.DEFAULT_CAPA + ('EXPIRE 0',))
@@ -327,10 +330,7 @@ def test_deletion_session_waits_for_the_unlock(t):
     """The deletion session finds the maildrop still locked ([IN-USE]: the
     server has not yet seen the import session end): it tries once more a
     moment later, and the deletions are done in this pass."""
-    quota = ('mail_plugins = $mail_plugins quota\n'
-             'plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n'
-             '  quota_max_mail_size = 100k\n}\n')
-    store = ist.dovecot_store(t, extra=quota)
+    store = ist.dovecot_store(t, extra=QUOTA_100K)
     box = mailbox(3)
     box.insert(1, ('uid-big', h.make_message(98, size=300 * 1024, tag='big')))
     srv = pop3script.Server(t, box, capa=pop3script.DEFAULT_CAPA + ('EXPIRE 0',))
