@@ -54,8 +54,9 @@ import re
 import select
 import socket
 import struct
-import threading
 import time
+
+from scriptserver import Listener
 
 
 _CHUNK = 65536
@@ -77,26 +78,16 @@ class Trace:
         return bytes(self.c2s if direction == 'c2s' else self.s2c)
 
 
-class CutProxy:
+class CutProxy(Listener):
+    BACKLOG = 64
+
     def __init__(self, t, target_port, target_host='127.0.0.1', record=True):
         self.target = (target_host, target_port)
         self.record = record
-        self._lock = threading.Lock()
         self._armed = None
         self.cut = None
         self._traces = []
-        self._conns = set()
-        self._stopping = threading.Event()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(('127.0.0.1', 0))
-        self._listener.listen(64)
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._threads = []
-        self._spawn(self._accept_loop)
-        if t is not None:
-            t.cleanup(self.stop)
+        Listener.__init__(self, t)
 
     # ------------------------------------------------------------ test API
 
@@ -127,46 +118,27 @@ class CutProxy:
         with self._lock:
             self._traces = []
 
-    def stop(self):
-        self._stopping.set()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            _close(c)
-        for th in list(self._threads):
-            th.join(10)
-        self._listener.close()
-
     # ------------------------------------------------------------ plumbing
 
-    def _spawn(self, fn, *args):
-        th = threading.Thread(target=fn, args=args, daemon=True)
-        self._threads.append(th)
-        th.start()
+    def _end_conn(self, sock):
+        _close(sock)
 
-    def _accept_loop(self):
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                _close(client)
-                continue
-            server.settimeout(None)
-            client.settimeout(None)
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                tr = Trace(len(self._traces) + 1)
-                self._traces.append(tr)
-                cut, self._armed = self._armed, None
-                self._conns.update((client, server))
-            self._spawn(self._pump, client, server, tr, cut)
+    def _accepted(self, client):
+        try:
+            server = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            _close(client)
+            return
+        server.settimeout(None)
+        client.settimeout(None)
+        for s in (client, server):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            tr = Trace(len(self._traces) + 1)
+            self._traces.append(tr)
+            cut, self._armed = self._armed, None
+            self._conns.update((client, server))
+        self._spawn(self._pump, client, server, tr, cut)
 
     def _pump(self, client, server, tr, cut):
         peer = {client: (server, 'c2s'), server: (client, 's2c')}

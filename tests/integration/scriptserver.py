@@ -64,28 +64,71 @@ class Conn:
         self.sock.close()
 
 
-class ScriptServer:
-    SESSION = None
-    CONN = None
-    FAULT_KEY = 'command'
-    ACTIONS = ()
+class Listener:
+    """A listener on a free port of 127.0.0.1 whose accept loop runs in a
+    thread and hands each connection to _accepted(sock) (in that thread);
+    _spawn starts more threads; stop() ends every socket in _conns (by
+    _end_conn: shutdown), joins the threads, closes the listener. Also
+    the base of tests/integration/cutproxy.py."""
+    BACKLOG = 16
 
     def __init__(self, t):
         self._lock = threading.Lock()
-        self._faults = []
-        self._sessions = []
         self._conns = set()
         self._stopping = threading.Event()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(('127.0.0.1', 0))
-        self._listener.listen(16)
+        self._listener.listen(self.BACKLOG)
         self._listener.settimeout(0.2)
         self.host, self.port = self._listener.getsockname()
         self._threads = []
         self._spawn(self._accept_loop)
         if t is not None:
             t.cleanup(self.stop)
+
+    def stop(self):
+        self._stopping.set()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            self._end_conn(c)
+        for th in list(self._threads):
+            th.join(10)
+        self._listener.close()
+
+    def _end_conn(self, sock):
+        shutdown(sock)
+
+    def _spawn(self, fn, *args):
+        th = threading.Thread(target=fn, args=args, daemon=True)
+        self._threads.append(th)
+        th.start()
+
+    def _accept_loop(self):
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._accepted(conn)
+
+    def _accepted(self, conn):
+        raise NotImplementedError
+
+
+class ScriptServer(Listener):
+    SESSION = None
+    CONN = None
+    FAULT_KEY = 'command'
+    ACTIONS = ()
+
+    def __init__(self, t):
+        self._faults = []
+        self._sessions = []
+        Listener.__init__(self, t)
 
     def fault(self, name, reply=None, action=None, session=None, times=None, **fields):
         """When command or step name comes (in the sessions numbered in
@@ -119,34 +162,12 @@ class ScriptServer:
         with self._lock:
             return copy.deepcopy(self._sessions)
 
-    def stop(self):
-        self._stopping.set()
+    def _accepted(self, conn):
         with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            shutdown(c)
-        for th in list(self._threads):
-            th.join(10)
-        self._listener.close()
-
-    def _spawn(self, fn, *args):
-        th = threading.Thread(target=fn, args=args, daemon=True)
-        self._threads.append(th)
-        th.start()
-
-    def _accept_loop(self):
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                s = self._new_session(len(self._sessions) + 1)
-                self._sessions.append(s)
-                self._conns.add(conn)
-            self._spawn(self._serve, conn, s)
+            s = self._new_session(len(self._sessions) + 1)
+            self._sessions.append(s)
+            self._conns.add(conn)
+        self._spawn(self._serve, conn, s)
 
     def _new_session(self, n):
         return self.SESSION(n)
