@@ -260,8 +260,8 @@ attempt(const struct conf *c, struct state *st, struct session *ss, struct outbo
 		session_open(ss);
 	if (ss->refused != NULL)
 		error = xstrdup(ss->refused);
-	else if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) == -1)
-		error = xasprintf("%s: %s", m->spool_path, strerror(errno));
+	else if ((fd = outbox_msg_open(st, m, &error)) == -1)
+		;
 	else
 		transact(ss->sm, m, fd, &error);
 	if (ss->sm != NULL && !upstream_usable(ss->sm)) {

@@ -53,20 +53,23 @@ mta_name(char *out, size_t size)
 	out[size - 1] = '\0';
 }
 
-/* Writes the bounce of m into path (durably: the store copies it). */
+/* Writes the bounce of m into path (durably: the store copies it). The
+ * original is quoted when it can be read (dsn_write says what else). */
 static int
-write_bounce(const struct outbox_msg *m, const char *path, char **err)
+write_bounce(struct state *st, const struct outbox_msg *m, const char *path, char **err)
 {
-	char mta[256];
-	FILE *out, *orig;
-	int r;
+	char mta[256], *oerr = NULL;
+	FILE *out, *orig = NULL;
+	int r, fd;
 
 	mta_name(mta, sizeof mta);
 	if ((out = fopen(path, "we")) == NULL) {
 		*err = xasprintf("%s: %s", path, strerror(errno));
 		return -1;
 	}
-	orig = fopen(m->spool_path, "re");
+	if ((fd = outbox_msg_open(st, m, &oerr)) != -1 && (orig = fdopen(fd, "r")) == NULL)
+		close(fd);
+	free(oerr);
 	r = dsn_write(out, m, orig, mta, time(NULL));
 	if (orig != NULL)
 		fclose(orig);
@@ -116,6 +119,9 @@ struct copies {
 	struct outbox_msg **m;          /* the messages that need one */
 	struct deliver_file_item *it;   /* one per message */
 	char **paths;                   /* bounces: the scratch files written */
+	int *fds;                       /* Sent copies kept in their rows: the
+	                                   memory file each is read from, -1 */
+	char **fd_paths;                /* and its /proc/self/fd path */
 	size_t n;
 };
 
@@ -127,9 +133,13 @@ copies_init(struct copies *cp, bool sent, struct outbox_msg **v, size_t n)
 	cp->m = xcalloc(n ? n : 1, sizeof *cp->m);
 	cp->it = xcalloc(n ? n : 1, sizeof *cp->it);
 	cp->paths = xcalloc(n ? n : 1, sizeof *cp->paths);
-	for (size_t i = 0; i < n; i++)
+	cp->fds = xcalloc(n ? n : 1, sizeof *cp->fds);
+	cp->fd_paths = xcalloc(n ? n : 1, sizeof *cp->fd_paths);
+	for (size_t i = 0; i < n; i++) {
+		cp->fds[i] = -1;
 		if (!(sent ? v[i]->sent_copy_done : v[i]->bounce_done))
 			cp->m[cp->n++] = v[i];
+	}
 }
 
 static void
@@ -141,10 +151,15 @@ copies_free(struct copies *cp)
 		if (cp->paths[i] != NULL)
 			unlink(cp->paths[i]);
 		free(cp->paths[i]);
+		if (cp->fds[i] != -1)
+			close(cp->fds[i]);
+		free(cp->fd_paths[i]);
 	}
 	free(cp->m);
 	free(cp->it);
 	free(cp->paths);
+	free(cp->fds);
+	free(cp->fd_paths);
 }
 
 /* Records, in one synced transaction, that the copies are about to be
@@ -164,10 +179,11 @@ mark_tried(struct state *st, struct copies *cp, char **err)
 	return r;
 }
 
-/* Each message's item: its key and file (for a bounce, written now). An
- * item that cannot be made gets its err and is left out of the store. */
+/* Each message's item: its key and file (for a bounce, written later;
+ * for a Sent copy kept in its row, a memory file). An item that cannot be
+ * made gets its err and is left out of the store. */
 static void
-make_items(const struct conf *c, struct copies *cp)
+make_items(const struct conf *c, struct state *st, struct copies *cp)
 {
 	for (size_t i = 0; i < cp->n; i++) {
 		struct outbox_msg *m = cp->m[i];
@@ -177,9 +193,14 @@ make_items(const struct conf *c, struct copies *cp)
 		it->look_first = cp->sent ? m->sent_copy_tried : m->bounce_tried;
 		it->flags = cp->sent ? DELIVER_SEEN : 0;
 		it->date = cp->sent ? (time_t)m->created_at : time(NULL);
-		if (cp->sent)
+		if (cp->sent && !m->in_db)
 			it->path = m->spool_path;
-		else {
+		else if (cp->sent) {
+			/* The store reads a path: the memory file's own. */
+			if ((cp->fds[i] = outbox_msg_open(st, m, &it->err)) != -1)
+				cp->fd_paths[i] = xasprintf("/proc/self/fd/%d", cp->fds[i]);
+			it->path = cp->fd_paths[i];
+		} else {
 			cp->paths[i] = outbox_bounce_path(c->state_dir, m->id);
 			it->path = cp->paths[i];
 		}
@@ -188,7 +209,8 @@ make_items(const struct conf *c, struct copies *cp)
 
 /* Stores the items that could be made, in one batch: how many are. */
 static size_t
-store_items(const struct conf *c, const struct conf_account *a, struct copies *cp)
+store_items(const struct conf *c, struct state *st, const struct conf_account *a,
+    struct copies *cp)
 {
 	struct deliver_file_item *ok = xcalloc(cp->n ? cp->n : 1, sizeof *ok);
 	size_t *of = xcalloc(cp->n ? cp->n : 1, sizeof *of), k = 0, i, stored;
@@ -197,9 +219,11 @@ store_items(const struct conf *c, const struct conf_account *a, struct copies *c
 	for (i = 0; i < cp->n; i++) {
 		struct deliver_file_item *it = &cp->it[i];
 
-		if (it->key == NULL)
+		if (it->err != NULL)
+			;
+		else if (it->key == NULL)
 			it->err = xstrdup("no spool file name to derive the delivery key from");
-		else if (!cp->sent && write_bounce(cp->m[i], it->path, &it->err) == -1)
+		else if (!cp->sent && write_bounce(st, cp->m[i], it->path, &it->err) == -1)
 			;
 		else {
 			of[k] = i;
@@ -293,14 +317,14 @@ queue_file_copies(const struct conf *c, struct state *st, const struct conf_acco
 	for (k = 0; k < 2; k++) {
 		if (cp[k].n == 0)
 			continue;
-		make_items(c, &cp[k]);
+		make_items(c, st, &cp[k]);
 		if (mark_tried(st, &cp[k], &err) == -1) {
 			log_warnx("queue: %s", err);
 			free(err);
 			err = NULL;
 			continue;	/* nothing stored: the next pass tries again */
 		}
-		store_items(c, a, &cp[k]);
+		store_items(c, st, a, &cp[k]);
 		record_copies(st, &cp[k], v, n, errors);
 	}
 	for (i = 0; i < n; i++)

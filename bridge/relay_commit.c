@@ -2,7 +2,9 @@
  * relay_commit.h). A request is one SOCK_SEQPACKET message: the spool
  * file's descriptor (SCM_RIGHTS) and "P3BQ2" NUL name NUL account NUL
  * auth_user NUL from NUL rcpt NUL ..., name being the file's durable name
- * in the spool (outbox_spool_link); the reply is "OK <id>" or "ERR <why>". */
+ * in the spool (outbox_spool_link), or empty for a message small enough to
+ * be read into its row by the relay process (OUTBOX_INLINE_MAX); the reply
+ * is "OK <id>" or "ERR <why>". */
 #include "bridge/relay_commit.h"
 
 #include <sys/socket.h>
@@ -149,18 +151,27 @@ relay_commit_submit(const struct conf *c, int sock, int fd, const char *account,
 	struct outbox_submission u = { .account = account, .auth_user = auth_user,
 	    .mail_from = from, .rcpts = rcpts, .n_rcpts = n_rcpts, .fd = fd };
 	char reply[COMMIT_REPLY_MAX], *req = NULL, *name = NULL, *end;
+	struct stat sb;
 	size_t len;
 	ssize_t n;
 	int r = -1;
 
-	/* The data and its name are made durable here, in parallel with the
-	 * other sessions (the kernel joins concurrent fsyncs into few journal
-	 * commits): the relay process then has only the rows to commit. */
-	if (outbox_spool_link(c->state_dir, fd, &name, err) == -1)
+	/* A small message is read into its row by the relay process: durable
+	 * with the group's one sync. A big one's data and name are made
+	 * durable here, in parallel with the other sessions (the kernel joins
+	 * concurrent fsyncs into few journal commits): the relay process then
+	 * has only the rows to commit. */
+	if (fstat(fd, &sb) == -1) {
+		*err = xasprintf("fstat of the message: %s", strerror(errno));
+		return -1;
+	}
+	if ((uint64_t)sb.st_size > OUTBOX_INLINE_MAX &&
+	    outbox_spool_link(c->state_dir, fd, &name, err) == -1)
 		return -1;
 	u.name = name;
 	if (sock < 0 ||
-	    (req = encode(name, account, auth_user, from, rcpts, n_rcpts, &len)) == NULL ||
+	    (req = encode(name != NULL ? name : "", account, auth_user, from, rcpts, n_rcpts,
+	    &len)) == NULL ||
 	    send_request(sock, fd, req, len) == -1) {
 		/* Nothing was handed over: no relay process (an old one gone
 		 * after a reload), or an envelope too big for the channel. */
@@ -268,7 +279,7 @@ parse(struct request *rq, size_t len)
 	}
 	if (strcmp(f[0], COMMIT_MAGIC) != 0 || p >= end)
 		return false;
-	rq->name = f[1];
+	rq->name = f[1][0] != '\0' ? f[1] : NULL;
 	rq->account = f[2];
 	rq->auth_user = f[3];
 	rq->from = f[4];

@@ -1,4 +1,5 @@
-/* The outbound queue's rows (schema v3, store/state.c) and spool files.
+/* The outbound queue's rows (schema v3 and v5, store/state.c) and spool
+ * files.
  *
  * Statements are prepared per call, not cached: state_close() closes the
  * connection with sqlite3_close(), which refuses while statements of ours
@@ -8,6 +9,7 @@
 #include "store/state_priv.h"
 
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <dirent.h>
@@ -29,7 +31,8 @@
 
 #define MSG_COLUMNS "o.id, a.name, o.auth_user, o.mail_from, o.spool_file," \
 	" o.size, o.created_at, o.next_attempt_at, o.attempts, o.state," \
-	" o.sent_copy_done, o.bounce_done, o.last_error, o.finished_at"
+	" o.sent_copy_done, o.bounce_done, o.last_error, o.finished_at," \
+	" o.body IS NOT NULL"
 #define MSG_FROM " FROM outbox o JOIN accounts a ON a.id = o.account_id"
 /* Finished, but the Sent copy or the bounce is still to be stored. Such a
  * message's next_attempt_at is when filing is tried next (the delivery
@@ -241,24 +244,20 @@ out:
 	return r;
 }
 
-/* Gives the file fd a unique name in the spool directory (a hard link
- * when fd's file can be linked: an O_TMPFILE or a file on the same file
- * system; else a copy), and makes its data durable unless synced. The
- * caller makes the name durable (one fsync of the directory for many). */
+/* A new unique spool name in *name (allocated): 0, or -1 with *err. */
 static int
-spool_link(const char *state_dir, int fd, bool synced, char **name, char **err)
+new_spool_name(char **name, char **err)
 {
 	static atomic_ulong seq;
-	char *dir = spool_path(state_dir, ""), *path, proc[64], hex[33];
 	unsigned char rnd[16];
 	struct timespec ts;
-	int r = -1;
+	char hex[33];
 
 	/* 128 random bits: the name is the secret behind the delivery keys
-	 * of the message's Sent copy and bounce (bridge/queue_file.c). */
+	 * of the message's Sent copy and bounce (bridge/queue_file.c), also
+	 * for a message kept in its row, which has no file of that name. */
 	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
 		*err = xasprintf("no random bytes for the spool name: %s", strerror(errno));
-		free(dir);
 		*name = NULL;
 		return -1;
 	}
@@ -266,6 +265,22 @@ spool_link(const char *state_dir, int fd, bool synced, char **name, char **err)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	*name = xasprintf("%lld.%s.%ld.%lu.msg", (long long)ts.tv_sec, hex,
 	    (long)getpid(), atomic_fetch_add(&seq, 1));
+	return 0;
+}
+
+/* Gives the file fd a unique name in the spool directory (a hard link
+ * when fd's file can be linked: an O_TMPFILE or a file on the same file
+ * system; else a copy), and makes its data durable unless synced. The
+ * caller makes the name durable (one fsync of the directory for many). */
+static int
+spool_link(const char *state_dir, int fd, bool synced, char **name, char **err)
+{
+	char *dir, *path, proc[64];
+	int r = -1;
+
+	if (new_spool_name(name, err) == -1)
+		return -1;
+	dir = spool_path(state_dir, "");
 	path = spool_path(state_dir, *name);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	/* The name first, then the data's fsync: no row names the file before
@@ -291,9 +306,45 @@ spool_link(const char *state_dir, int fd, bool synced, char **name, char **err)
 	return r;
 }
 
+/* One submission on its way into the queue: its spool name, and its
+ * content when the row keeps it (body, NULL for a spool file). */
+struct spooled {
+	char *name;
+	char *body;
+	size_t len;
+};
+
+/* Reads the whole message in fd (len bytes, from its start) into a new
+ * buffer: 0, or -1 with *err. */
+static int
+read_body(int fd, size_t len, char **body, char **err)
+{
+	size_t got = 0;
+	ssize_t r;
+
+	*body = xmalloc(len ? len : 1);
+	while (got < len && (r = pread(fd, *body + got, len - got, (off_t)got)) != 0) {
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			*err = xasprintf("reading the message: %s", strerror(errno));
+			break;
+		}
+		got += (size_t)r;
+	}
+	if (got == len)
+		return 0;
+	if (*err == NULL)
+		*err = xstrdup("the message file is shorter than its size");
+	free(*body);
+	*body = NULL;
+	return -1;
+}
+
 static int
 insert_msg(struct state *st, int64_t account, const char *auth_user,
-    const char *mail_from, const char *name, uint64_t size, int64_t *id, char **err)
+    const char *mail_from, const struct spooled *sp, uint64_t size, int64_t *id,
+    char **err)
 {
 	const char *what = "queueing the message";
 	int64_t now = (int64_t)time(NULL);
@@ -301,15 +352,19 @@ insert_msg(struct state *st, int64_t account, const char *auth_user,
 	int b;
 
 	if ((s = prep(st, "INSERT INTO outbox(account_id, auth_user, mail_from,"
-	    " spool_file, size, created_at, next_attempt_at, state)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0)", what, err)) == NULL)
+	    " spool_file, size, created_at, next_attempt_at, state, body)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0, ?7)", what, err)) == NULL)
 		return -1;
 	b = sqlite3_bind_int64(s, 1, account);
 	b |= sqlite3_bind_text(s, 2, auth_user, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 3, mail_from, -1, SQLITE_STATIC);
-	b |= sqlite3_bind_text(s, 4, name, -1, SQLITE_STATIC);
+	b |= sqlite3_bind_text(s, 4, sp->name, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 5, (int64_t)size);
 	b |= sqlite3_bind_int64(s, 6, now);
+	/* A zero-length body is a blob all the same (not NULL): the pointer
+	 * is never NULL. */
+	if (sp->body != NULL)
+		b |= sqlite3_bind_blob64(s, 7, sp->body, sp->len, SQLITE_STATIC);
 	if (run(st, s, b, what, err) == -1)
 		return -1;
 	*id = sqlite3_last_insert_rowid(state_sqlite(st));
@@ -353,10 +408,23 @@ spool_forget(const char *state_dir, char **name)
 	*name = NULL;
 }
 
-/* The rows of every linked submission (names[i] set), in the caller's
+/* Forgets sp: its body, and its name with the file when it has one. */
+static void
+spooled_forget(const char *state_dir, struct spooled *sp)
+{
+	if (sp->body != NULL) {
+		free(sp->name);
+		sp->name = NULL;
+	} else
+		spool_forget(state_dir, &sp->name);
+	free(sp->body);
+	sp->body = NULL;
+}
+
+/* The rows of every spooled submission (sp[i].name set), in the caller's
  * transaction. */
 static int
-insert_all(struct state *st, struct outbox_submission *subs, char **names, size_t n,
+insert_all(struct state *st, struct outbox_submission *subs, struct spooled *sp, size_t n,
     char **err)
 {
 	struct stat sb;
@@ -365,14 +433,14 @@ insert_all(struct state *st, struct outbox_submission *subs, char **names, size_
 	for (size_t i = 0; i < n; i++) {
 		struct outbox_submission *u = &subs[i];
 
-		if (names[i] == NULL)
+		if (sp[i].name == NULL)
 			continue;
 		if (fstat(u->fd, &sb) == -1) {
 			*err = xasprintf("fstat of the message: %s", strerror(errno));
 			return -1;
 		}
 		if (state_account(st, u->account, &acc, err) == -1 ||
-		    insert_msg(st, acc, u->auth_user, u->mail_from, names[i],
+		    insert_msg(st, acc, u->auth_user, u->mail_from, &sp[i],
 		    (uint64_t)sb.st_size, &u->id, err) == -1 ||
 		    insert_rcpts(st, u->id, u->rcpts, u->n_rcpts, err) == -1)
 			return -1;
@@ -406,12 +474,27 @@ check_name(const char *state_dir, const char *name, int fd, char **err)
 	return r;
 }
 
-/* Gives each submission its spool name: its own, checked, or a new link
- * (fsync'd first); *fresh when any new link needs the directory synced.
- * How many have one. */
+/* Whether the message in fd is kept in its row (read into sp), rather
+ * than in a spool file: when it has no spool name yet and is small. */
+static bool
+take_body(int fd, struct spooled *sp, char **err)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb) == -1 || sb.st_size < 0 ||
+	    (uint64_t)sb.st_size > OUTBOX_INLINE_MAX)
+		return false;
+	return read_body(fd, (size_t)sb.st_size, &sp->body, err) == 0 &&
+	    (sp->len = (size_t)sb.st_size, new_spool_name(&sp->name, err) == 0);
+}
+
+/* Gives each submission its spool name: its own, checked; a new one with
+ * the message read into its row (a small one); or a new link (fsync'd
+ * first). *fresh when any new link needs the directory synced. How many
+ * have one. */
 static size_t
-link_all(const char *state_dir, struct outbox_submission *subs, char **names, size_t n,
-    bool *fresh)
+link_all(const char *state_dir, struct outbox_submission *subs, struct spooled *sp,
+    size_t n, bool *fresh)
 {
 	size_t linked = 0;
 
@@ -424,16 +507,19 @@ link_all(const char *state_dir, struct outbox_submission *subs, char **names, si
 		if (u->name != NULL && check_name(state_dir, u->name, u->fd, &u->err) == -1)
 			continue;	/* not ours to remove either */
 		if (u->name != NULL)
-			names[i] = xstrdup(u->name);
+			sp[i].name = xstrdup(u->name);
 		if (u->n_rcpts == 0)
 			u->err = xstrdup("no recipients");
-		else if (u->name != NULL || spool_link(state_dir, u->fd, false, &names[i],
+		else if (u->name != NULL || take_body(u->fd, &sp[i], &u->err)) {
+			linked++;
+			continue;
+		} else if (u->err == NULL && spool_link(state_dir, u->fd, false, &sp[i].name,
 		    &u->err) == 0) {
-			*fresh = *fresh || u->name == NULL;
+			*fresh = true;
 			linked++;
 			continue;
 		}
-		spool_forget(state_dir, &names[i]);
+		spooled_forget(state_dir, &sp[i]);
 	}
 	return linked;
 }
@@ -458,38 +544,41 @@ size_t
 outbox_enqueue_many(struct state *st, const char *state_dir,
     struct outbox_submission *subs, size_t n)
 {
-	char **names = xcalloc(n ? n : 1, sizeof *names), *dir = spool_path(state_dir, "");
-	char *err = NULL;
+	struct spooled *sp = xcalloc(n ? n : 1, sizeof *sp);
+	char *err = NULL, *dir = spool_path(state_dir, "");
 	struct durable d;
 	bool fresh;
-	size_t linked = link_all(state_dir, subs, names, n, &fresh), i;
+	size_t linked = link_all(state_dir, subs, sp, n, &fresh), i;
 	bool ok = false;
 
-	/* Data and names durable before any row, so that a row never names a
-	 * file a crash could lose: one directory fsync for the names made
-	 * here (none when the submitters made theirs durable themselves, in
-	 * parallel), then one transaction (one WAL sync) for every row: what
-	 * several sessions submit together costs about what one costs (group
-	 * commit). (One syncfs for data and names, measured, was slower: it
-	 * also waits for every other process's dirty data on the file
-	 * system.) */
+	/* A small message goes into its row: its data is then durable with
+	 * the row, in the one WAL sync of the transaction, which is what a
+	 * group of them costs (group commit, issue 9: one sync for what
+	 * arrives together). A big one is a spool file: data and name
+	 * durable before any row, so that a row never names a file a crash
+	 * could lose: one directory fsync for the names made here (none when
+	 * the submitters made theirs durable themselves, in parallel), then
+	 * the transaction. (One syncfs for data and names, measured, was
+	 * slower: it also waits for every other process's dirty data on the
+	 * file system.) */
 	if (linked > 0 && (!fresh || io_fsync_dir(dir, &err) == 0) &&
 	    durable_begin(st, &d, &err) == 0)
-		ok = durable_commit(st, &d, insert_all(st, subs, names, n, &err) == 0,
+		ok = durable_commit(st, &d, insert_all(st, subs, sp, n, &err) == 0,
 		    &err) == 0;
 	for (i = 0; i < n; i++) {
-		if (names[i] != NULL && ok) {
-			free(names[i]);
+		if (sp[i].name != NULL && ok) {
+			free(sp[i].name);
+			free(sp[i].body);
 			continue;
 		}
 		/* Not committed: nothing refers to the spool file. */
-		spool_forget(state_dir, &names[i]);
+		spooled_forget(state_dir, &sp[i]);
 		if (subs[i].err == NULL)
 			subs[i].err = xstrdup(err != NULL ? err : "not queued");
 		subs[i].id = 0;
 	}
 	free(err);
-	free(names);
+	free(sp);
 	free(dir);
 	return ok ? linked : 0;
 }
@@ -581,6 +670,7 @@ read_msg(sqlite3_stmt *s, const char *state_dir, struct outbox_msg *m)
 	m->bounce_tried = sqlite3_column_int(s, 11) == COPY_TRIED;
 	m->last_error = state_col_str(s, 12);
 	m->finished_at = sqlite3_column_int64(s, 13);
+	m->in_db = sqlite3_column_int(s, 14) != 0;
 }
 
 static int
@@ -650,6 +740,53 @@ select_msgs(struct state *st, const char *state_dir, const char *q, int64_t arg,
 	*msgs = v;
 	*n = k;
 	return 0;
+}
+
+/* A memory file holding the body of message id, at offset 0. */
+static int
+body_open(struct state *st, int64_t id, char **err)
+{
+	const char *what = "reading the message";
+	const void *p;
+	sqlite3_stmt *s;
+	size_t len;
+	int fd = -1, rc;
+
+	if ((s = prep(st, "SELECT body FROM outbox WHERE id = ?1 AND body IS NOT NULL",
+	    what, err)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
+		if (rc == SQLITE_DONE)
+			*err = xasprintf("queue id %lld: the message is gone", (long long)id);
+		else
+			state_error(st, what, err);
+	} else if ((fd = memfd_create("outbox", MFD_CLOEXEC)) == -1)
+		*err = xasprintf("memfd_create: %s", strerror(errno));
+	else {
+		len = (size_t)sqlite3_column_bytes(s, 0);
+		p = sqlite3_column_blob(s, 0);
+		if ((len > 0 && io_write_all(fd, p, len) == -1) ||
+		    lseek(fd, 0, SEEK_SET) == -1) {
+			*err = xasprintf("copying the message into memory: %s", strerror(errno));
+			close(fd);
+			fd = -1;
+		}
+	}
+	sqlite3_finalize(s);
+	return fd;
+}
+
+int
+outbox_msg_open(struct state *st, const struct outbox_msg *m, char **err)
+{
+	int fd;
+
+	if (m->in_db)
+		return body_open(st, m->id, err);
+	if ((fd = open(m->spool_path, O_RDONLY | O_CLOEXEC)) == -1)
+		*err = xasprintf("%s: %s", m->spool_path, strerror(errno));
+	return fd;
 }
 
 int
@@ -1005,7 +1142,7 @@ forget_names(struct state *st, const int64_t *ids, size_t n, char **err)
 	if (durable_begin(st, &d, err) == -1)
 		return -1;
 	for (i = 0; i < n; i++)
-		if ((u = prep(st, "UPDATE outbox SET spool_file = '' WHERE id = ?1",
+		if ((u = prep(st, "UPDATE outbox SET spool_file = '', body = NULL WHERE id = ?1",
 		    what, err)) == NULL ||
 		    run(st, u, sqlite3_bind_int64(u, 1, ids[i]), what, err) == -1)
 			break;

@@ -1,6 +1,7 @@
 /* The outbound queue's durable state: one row per submitted message (the
  * outbox table of schema v3 in store/state.c), one per recipient, and the
- * message itself as a file in the spool directory (STATE_DIR/spool).
+ * message itself in its row (up to OUTBOX_INLINE_MAX) or as a file in the
+ * spool directory (STATE_DIR/spool).
  *
  * Submission (bridge/relay.c, `sendmail`) calls outbox_enqueue() and only
  * then answers 250: the message survives any crash after that. Delivery
@@ -39,7 +40,11 @@ struct outbox_msg {
 	char *account;          /* account name */
 	char *auth_user;        /* who submitted; NULL for local `sendmail` */
 	char *mail_from;
-	char *spool_path;       /* absolute path of the message file */
+	char *spool_path;       /* absolute path of the message file; for a
+	                           message kept in its row (in_db), the path
+	                           it would have (its name is the secret of
+	                           its delivery keys) but no file */
+	bool in_db;             /* the message is in its row: outbox_msg_open() */
 	uint64_t size;
 	int64_t created_at;
 	int64_t next_attempt_at;        /* queued: the next delivery attempt;
@@ -55,6 +60,12 @@ struct outbox_msg {
 	struct outbox_rcpt *rcpts;
 	size_t n_rcpts;
 };
+
+/* Messages up to this size are kept in their outbox row rather than in a
+ * spool file: durable in the transaction that queues them, with no file,
+ * name or directory to sync first (typical submissions: one sync for a
+ * group of them). */
+#define OUTBOX_INLINE_MAX (64 * 1024)
 
 /* The spool and its paths belong to this module, no other assembles them.
  *
@@ -74,9 +85,10 @@ char *outbox_spool_area(const char *state_dir, const char *name);
 char *outbox_bounce_path(const char *state_dir, int64_t id);
 
 /* Makes the message in the open file fd (its final content, CRLF line
- * endings, written by the caller) durable in the spool — fsync the file,
- * link it into STATE_DIR/spool under a unique name, fsync the directory —
- * and commits its outbox rows, due now. *id receives the queue id. The
+ * endings, written by the caller) durable — up to OUTBOX_INLINE_MAX bytes
+ * read into its row; bigger, in the spool: fsync the file, link it into
+ * STATE_DIR/spool under a unique name, fsync the directory — and commits
+ * its outbox rows, due now. *id receives the queue id. The
  * caller still owns and closes fd. */
 int outbox_enqueue(struct state *st, const char *state_dir, const char *account,
     const char *auth_user, const char *mail_from, char *const *rcpts, size_t n_rcpts,
@@ -104,7 +116,8 @@ struct outbox_submission {
 };
 
 /* outbox_enqueue() for n messages at once: each file without a name is
- * fsync'd and linked, the spool directory fsync'd once (when any was),
+ * read into its row (small) or fsync'd and linked, the spool directory
+ * fsync'd once (when any was linked),
  * and every row goes in one transaction (one sync): when it fails, none is
  * queued, and every file is unlinked. Returns how many were queued; each
  * submission's id or err says which. */
@@ -146,6 +159,10 @@ struct outbox_summary {
 int outbox_summary(struct state *st, const char *account, struct outbox_summary *out,
     char **err);
 void outbox_summary_free(struct outbox_summary *s);
+
+/* A descriptor reading m's message from its start (its spool file, or a
+ * memory file with the row's copy): the caller closes it. -1 with *err. */
+int outbox_msg_open(struct state *st, const struct outbox_msg *m, char **err);
 
 void outbox_msg_clear(struct outbox_msg *m);
 void outbox_msgs_free(struct outbox_msg *msgs, size_t n);

@@ -134,6 +134,11 @@ static const char *const migrations[] = {
 	"  PRIMARY KEY (account_id, uidl)) WITHOUT ROWID;"
 	"ALTER TABLE poll_log ADD COLUMN server_deleted INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE poll_log ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;",
+
+	/* 5: a small outbound message kept in its row (store/outbox.c,
+	 * OUTBOX_INLINE_MAX), NULL for one in its spool file: queued with one
+	 * sync, that of the transaction. */
+	"ALTER TABLE outbox ADD COLUMN body BLOB;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

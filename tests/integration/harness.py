@@ -65,3 +65,4 @@ from clients import _LIST_RE, _unq
 from bridge import (HERE, REPO, account_block, bridge_binary, config_text, config_with_store,
                     cq, maildir_store, run_bridge, sanitizer_report, start_bridge, write_config)
 from runner import Context, Skip, TestFailure, TestTimeout, main, run_test
+import outboxdb

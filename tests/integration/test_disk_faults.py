@@ -22,7 +22,6 @@ once, nothing pending, nothing left on the server or in tmp/."""
 import collections
 import os
 import smtplib
-import sqlite3
 import subprocess
 import time
 import types
@@ -287,27 +286,16 @@ def upstream_copies(up, subject):
 
 
 def outbox_subjects(state_dir):
-    """Subjects of the queued messages whose spool file holds them."""
-    db = os.path.join(state_dir, 'state.db')
-    out = []
-    con = sqlite3.connect(db, timeout=60)
-    try:
-        for (path,) in con.execute('SELECT spool_file FROM outbox'):
-            p = path if os.path.isabs(path) else os.path.join(state_dir, 'spool', path)
-            try:
-                with open(p, 'rb') as f:
-                    out.append(h.header(f.read(), 'Subject'))
-            except OSError:
-                out.append(None)
-    finally:
-        con.close()
-    return out
+    """Subjects of the queued messages (None for one whose row or spool
+    file does not hold it)."""
+    return [h.header(c, 'Subject') if c is not None else None
+            for _, _, c in h.outboxdb.queued(state_dir)]
 
 
 def orphans(state_dir, queued):
-    spool = os.path.join(state_dir, 'spool')
-    msgs = [f for f in os.listdir(spool) if f.endswith('.msg')] if os.path.isdir(spool) else []
-    return max(0, len(msgs) - queued)
+    """Spool files beyond what the queued messages in files account for."""
+    in_files = queued - len(h.outboxdb.in_row(state_dir))
+    return max(0, len(h.outboxdb.spool_files(state_dir)) - in_files)
 
 
 def relay_daemon(t, conf, port, env=None):

@@ -226,13 +226,17 @@ def test_reload_during_data_reply_sends_once(t):
 def test_runner_sweeps_orphaned_spool_files(t):
     """A crash between linking a message into the spool and committing its
     row leaves a file no row names: the runner removes such files once
-    they are a day old, and never a file a queued message needs."""
+    they are a day old, and never a file a queued message needs (a big
+    one: a small one is kept in its row, with no file)."""
     up = Upstream(t)                    # never started: mail stays queued
     conf = config(t, up)
-    sendmail(t, conf, message('still queued'), '-t')
+    sendmail(t, conf, message('small'), '-t')
+    big = message('still queued', extra=b'X-Pad: ' + b'p' * 70 + b'\n') + b'0123456789' * 7000
+    sendmail(t, conf, big, '-t')
     spool = t.path('state', 'spool')
     queued = [f for f in os.listdir(spool) if f.endswith('.msg')]
-    t.require(len(queued) == 1, 'one spool file for the queued message: %r' % queued)
+    t.require(len(queued) == 1, 'one spool file for the big queued message: %r' % queued)
+    t.check(len(h.outboxdb.in_row(t.path('state'))) == 1, 'the small one in its row')
     old = time.time() - 3 * 86400
     orphan_old = os.path.join(spool, '1700000000.%s.1.1.msg' % ('a' * 32))
     orphan_new = os.path.join(spool, '1700000001.%s.1.2.msg' % ('b' * 32))
@@ -272,13 +276,12 @@ def test_queue_list_drop_and_refusals(t):
     out = qlist(t, conf)
     ids = [l.split()[0] for l in out.splitlines() if not l.startswith(' ')]
     t.require(len(ids) == 2, 'two queued: %r' % out)
-    spool = t.path('state', 'spool')
-    t.check(len([f for f in os.listdir(spool) if f.endswith('.msg')]) == 2, 'two spool files')
+    t.check(h.outboxdb.held(t.path('state')) == 2, 'two messages kept')
     p = t.run_bridge(conf, 'queue', 'drop', ids[0])
     t.check(p.returncode == 0, 'drop: %r' % p.stderr)
     out = qlist(t, conf)
     t.check(len([l for l in out.splitlines() if not l.startswith(' ')]) == 1, 'one left: %r' % out)
-    t.check(len([f for f in os.listdir(spool) if f.endswith('.msg')]) == 1, 'its file is gone')
+    t.check(h.outboxdb.held(t.path('state')) == 1, 'its message is gone')
     t.check(t.run_bridge(conf, 'queue', 'drop', '999').returncode == 66, 'unknown id: 66')
     t.check(t.run_bridge(conf, 'queue', 'bogus').returncode == 64, 'bad subcommand: 64')
     sendmail(t, conf, message(), '-f', 'mallory@example.com', 'bob@example.net', expect=77)
@@ -381,8 +384,8 @@ def test_auth_echo_withheld(t):
 
 def test_bare_cr_never_reaches_upstream(t):
     """sendmail turns a bare CR into CRLF (no "a\r.\r\n" smuggling), refuses
-    one in the header, and a spool file holding a bare CR or LF anyway is
-    never sent."""
+    one in the header, and a queued message holding a bare CR or LF anyway
+    (in its row or its spool file) is never sent."""
     up = Upstream(t).start()
     conf = config(t, up)
     msg = b'From: alice@example.com\nTo: bob@example.net\nSubject: cr\n\na\r.\r\nMAIL FROM:<x>\rz\n'
@@ -394,18 +397,29 @@ def test_bare_cr_never_reaches_upstream(t):
             'bare CR made CRLF: %r' % got[0]['content'])
     sendmail(t, conf, b'From: alice@example.com\nSubject: a\rb\n\nx\n', 'bob@example.net',
              expect=65)
-    # defence in depth: a spool file damaged behind our back
+    # defence in depth: a queued message damaged behind our back, a small
+    # one in its row and a big one in its spool file
+    big = b'0123456789' * 7000 + b'\n'
     sendmail(t, conf, message(subject='damaged'), 'bob@example.net')
-    spool = t.path('state', 'spool')
-    name = [n for n in os.listdir(spool) if n.endswith('.msg')]
-    for n in name:
-        data = read(os.path.join(spool, n))
-        if b'damaged' in data:
-            with open(os.path.join(spool, n), 'wb') as f:
-                f.write(data.replace(b'Hello Bob,\r\n', b'Hello\n.\nBob,\r\n'))
+    sendmail(t, conf, message(subject='damaged-big') + big, 'bob@example.net')
+    state = t.path('state')
+    rows = h.outboxdb.in_row(state)
+    damaged, in_rows = 0, 0
+    for qid, name, data in h.outboxdb.queued(state):
+        if data is None or b'damaged' not in data:
+            continue
+        data = data.replace(b'Hello Bob,\r\n', b'Hello\n.\nBob,\r\n')
+        if qid in rows:
+            h.outboxdb.set_body(state, qid, data)
+            in_rows += 1
+        else:
+            with open(os.path.join(state, 'spool', name), 'wb') as f:
+                f.write(data)
+        damaged += 1
+    t.require(damaged == 2 and in_rows == 1, 'damaged %d (%d in rows)' % (damaged, in_rows))
     flush(t, conf)
-    t.check(len(up.messages()) == 1, 'the damaged message is not sent')
-    t.check('bare CR or LF' in qlist(t, conf), 'and says why: %r' % qlist(t, conf))
+    t.check(len(up.messages()) == 1, 'the damaged messages are not sent')
+    t.check(qlist(t, conf).count('bare CR or LF') == 2, 'and says why: %r' % qlist(t, conf))
 
 
 if __name__ == '__main__':

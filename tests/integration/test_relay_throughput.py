@@ -11,7 +11,6 @@ import os
 import re
 import smtplib
 import socket
-import sqlite3
 import threading
 import time
 
@@ -55,16 +54,8 @@ def message(subject):
 
 
 def queued_subjects(t):
-    db = sqlite3.connect(t.path('state', 'state.db'), timeout=30)
-    try:
-        names = [r[0] for r in db.execute('SELECT spool_file FROM outbox ORDER BY id')]
-    finally:
-        db.close()
-    out = []
-    for n in names:
-        with open(t.path('state', 'spool', n), 'rb') as f:
-            out.append(h.header(f.read(), 'Subject'))
-    return out
+    return [h.header(c, 'Subject') if c is not None else None
+            for _, _, c in h.outboxdb.queued(t.path('state'))]
 
 
 def sent_copies(t):
