@@ -136,6 +136,7 @@ sync_wal(struct state *st, char **err)
 struct durable {
 	int mode;
 	bool wal;
+	bool committed;         /* out: committed, maybe not synced */
 };
 
 static int
@@ -143,6 +144,7 @@ durable_begin(struct state *st, struct durable *d, char **err)
 {
 	d->mode = sync_mode(st);
 	d->wal = wal_mode(st);
+	d->committed = false;
 	/* Outside WAL, NORMAL could corrupt on a power loss: FULL there. */
 	if (d->mode != (d->wal ? 1 : 2))
 		set_sync_mode(st, d->wal ? 1 : 2);
@@ -154,14 +156,17 @@ durable_begin(struct state *st, struct durable *d, char **err)
 }
 
 /* Commits the transaction durably_begin() began (or rolls it back when
- * ok is false): 0 once it is on disk. */
+ * ok is false): 0 once it is on disk. -1 with d->committed set: committed
+ * (seen by every reader) but the sync after failed. */
 static int
-durable_commit(struct state *st, const struct durable *d, bool ok, char **err)
+durable_commit(struct state *st, struct durable *d, bool ok, char **err)
 {
 	int r = -1;
 
-	if (ok && state_commit(st, err) == 0)
+	if (ok && state_commit(st, err) == 0) {
+		d->committed = true;
 		r = d->wal ? sync_wal(st, err) : 0;
+	}
 	else
 		state_rollback(st);
 	if (d->mode != (d->wal ? 1 : 2))
@@ -306,12 +311,13 @@ spool_link(const char *state_dir, int fd, bool synced, char **name, char **err)
 	return r;
 }
 
-/* One submission on its way into the queue: its spool name, and its
- * content when the row keeps it (body, NULL for a spool file). */
+/* One submission on its way into the queue: its spool name, its size
+ * (fstat'd once), and its content when the row keeps it (body, NULL for a
+ * spool file). */
 struct spooled {
 	char *name;
+	uint64_t size;
 	char *body;
-	size_t len;
 };
 
 /* Reads the whole message in fd (len bytes, from its start) into a new
@@ -343,8 +349,7 @@ read_body(int fd, size_t len, char **body, char **err)
 
 static int
 insert_msg(struct state *st, int64_t account, const char *auth_user,
-    const char *mail_from, const struct spooled *sp, uint64_t size, int64_t *id,
-    char **err)
+    const char *mail_from, const struct spooled *sp, int64_t *id, char **err)
 {
 	const char *what = "queueing the message";
 	int64_t now = (int64_t)time(NULL);
@@ -359,12 +364,12 @@ insert_msg(struct state *st, int64_t account, const char *auth_user,
 	b |= sqlite3_bind_text(s, 2, auth_user, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 3, mail_from, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_text(s, 4, sp->name, -1, SQLITE_STATIC);
-	b |= sqlite3_bind_int64(s, 5, (int64_t)size);
+	b |= sqlite3_bind_int64(s, 5, (int64_t)sp->size);
 	b |= sqlite3_bind_int64(s, 6, now);
 	/* A zero-length body is a blob all the same (not NULL): the pointer
 	 * is never NULL. */
 	if (sp->body != NULL)
-		b |= sqlite3_bind_blob64(s, 7, sp->body, sp->len, SQLITE_STATIC);
+		b |= sqlite3_bind_blob64(s, 7, sp->body, sp->size, SQLITE_STATIC);
 	if (run(st, s, b, what, err) == -1)
 		return -1;
 	*id = sqlite3_last_insert_rowid(state_sqlite(st));
@@ -421,13 +426,43 @@ spooled_forget(const char *state_dir, struct spooled *sp)
 	sp->body = NULL;
 }
 
+/* Deletes the rows of the submissions given ids (a commit whose sync
+ * failed: they were refused), best effort: the failing disk may lose this
+ * too, leaving a message queued that was refused (a duplicate when it is
+ * sent again), never one lost. */
+static void
+take_back(struct state *st, const struct outbox_submission *subs, size_t n)
+{
+	const char *what = "taking back the queued rows";
+	sqlite3_stmt *s;
+	char *err = NULL;
+	size_t i;
+
+	if (state_begin(st, &err) == -1) {
+		free(err);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (subs[i].id <= 0)
+			continue;
+		/* outbox_rcpt goes with it: ON DELETE CASCADE */
+		if ((s = prep(st, "DELETE FROM outbox WHERE id = ?1", what, &err)) == NULL ||
+		    run(st, s, sqlite3_bind_int64(s, 1, subs[i].id), what, &err) == -1)
+			break;
+	}
+	if (i < n || state_commit(st, &err) == -1)
+		state_rollback(st);
+	else
+		(void)sync_wal(st, &err);
+	free(err);
+}
+
 /* The rows of every spooled submission (sp[i].name set), in the caller's
  * transaction. */
 static int
 insert_all(struct state *st, struct outbox_submission *subs, struct spooled *sp, size_t n,
     char **err)
 {
-	struct stat sb;
 	int64_t acc;
 
 	for (size_t i = 0; i < n; i++) {
@@ -435,13 +470,8 @@ insert_all(struct state *st, struct outbox_submission *subs, struct spooled *sp,
 
 		if (sp[i].name == NULL)
 			continue;
-		if (fstat(u->fd, &sb) == -1) {
-			*err = xasprintf("fstat of the message: %s", strerror(errno));
-			return -1;
-		}
 		if (state_account(st, u->account, &acc, err) == -1 ||
-		    insert_msg(st, acc, u->auth_user, u->mail_from, &sp[i],
-		    (uint64_t)sb.st_size, &u->id, err) == -1 ||
+		    insert_msg(st, acc, u->auth_user, u->mail_from, &sp[i], &u->id, err) == -1 ||
 		    insert_rcpts(st, u->id, u->rcpts, u->n_rcpts, err) == -1)
 			return -1;
 	}
@@ -474,18 +504,14 @@ check_name(const char *state_dir, const char *name, int fd, char **err)
 	return r;
 }
 
-/* Whether the message in fd is kept in its row (read into sp), rather
- * than in a spool file: when it has no spool name yet and is small. */
+/* The message in fd, of sp->size bytes and without a spool name yet,
+ * kept in its row: read into sp->body, with a new name. false with *err
+ * when it cannot be. */
 static bool
 take_body(int fd, struct spooled *sp, char **err)
 {
-	struct stat sb;
-
-	if (fstat(fd, &sb) == -1 || sb.st_size < 0 ||
-	    (uint64_t)sb.st_size > OUTBOX_INLINE_MAX)
-		return false;
-	return read_body(fd, (size_t)sb.st_size, &sp->body, err) == 0 &&
-	    (sp->len = (size_t)sb.st_size, new_spool_name(&sp->name, err) == 0);
+	return read_body(fd, (size_t)sp->size, &sp->body, err) == 0 &&
+	    new_spool_name(&sp->name, err) == 0;
 }
 
 /* Gives each submission its spool name: its own, checked; a new one with
@@ -501,16 +527,23 @@ link_all(const char *state_dir, struct outbox_submission *subs, struct spooled *
 	*fresh = false;
 	for (size_t i = 0; i < n; i++) {
 		struct outbox_submission *u = &subs[i];
+		struct stat sb;
 
 		u->id = 0;
 		u->err = NULL;
+		if (fstat(u->fd, &sb) == -1) {
+			u->err = xasprintf("fstat of the message: %s", strerror(errno));
+			continue;
+		}
+		sp[i].size = (uint64_t)sb.st_size;
 		if (u->name != NULL && check_name(state_dir, u->name, u->fd, &u->err) == -1)
 			continue;	/* not ours to remove either */
 		if (u->name != NULL)
 			sp[i].name = xstrdup(u->name);
 		if (u->n_rcpts == 0)
 			u->err = xstrdup("no recipients");
-		else if (u->name != NULL || take_body(u->fd, &sp[i], &u->err)) {
+		else if (u->name != NULL || (sp[i].size <= OUTBOX_INLINE_MAX &&
+		    take_body(u->fd, &sp[i], &u->err))) {
 			linked++;
 			continue;
 		} else if (u->err == NULL && spool_link(state_dir, u->fd, false, &sp[i].name,
@@ -546,7 +579,7 @@ outbox_enqueue_many(struct state *st, const char *state_dir,
 {
 	struct spooled *sp = xcalloc(n ? n : 1, sizeof *sp);
 	char *err = NULL, *dir = spool_path(state_dir, "");
-	struct durable d;
+	struct durable d = { .committed = false };
 	bool fresh;
 	size_t linked = link_all(state_dir, subs, sp, n, &fresh), i;
 	bool ok = false;
@@ -565,6 +598,9 @@ outbox_enqueue_many(struct state *st, const char *state_dir,
 	    durable_begin(st, &d, &err) == 0)
 		ok = durable_commit(st, &d, insert_all(st, subs, sp, n, &err) == 0,
 		    &err) == 0;
+	/* Refused (the caller answers so), hence not to be delivered. */
+	if (!ok && d.committed)
+		take_back(st, subs, n);
 	for (i = 0; i < n; i++) {
 		if (sp[i].name != NULL && ok) {
 			free(sp[i].name);

@@ -305,14 +305,14 @@ def relay_daemon(t, conf, port, env=None):
     return d
 
 
-def relay_case(t, dv, up, name, env, tally, what):
-    """A submission under the fault (the session and the relay process
-    that commits for it: FAULT_SCOPE=accept), then the daemon again
-    without the shim: a clean submission, the queue runner delivering.
-    Returns the first reply code."""
+def relay_case(t, dv, up, name, env, tally, what, lines=200):
+    """A submission of lines body lines under the fault (the session and
+    the relay process that commits for it: FAULT_SCOPE=accept), then the
+    daemon again without the shim: a clean submission, the queue runner
+    delivering. Returns the first reply code."""
     conf, port = relay_setup(t, dv, up, name)
     d = relay_daemon(t, conf, port, env)
-    code1 = submit(port, name + '-1')
+    code1 = submit(port, name + '-1', lines)
     h.stop_process(d)
     crash = fc.crashed(d)
     t.check(code1 == 250 or 400 <= code1 < 500, '%s: answered %d (a 5xx for a disk fault '
@@ -342,37 +342,46 @@ def test_relay_io_faults(t):
     need_shim(t)
     dv = t.dovecot('dv', users={'alice': 'secret'})
     up = Upstream(t).start()
-    # count the calls of one submission: its session and the relay process
-    # that commits for it (not the daemon, not the queue runner)
-    conf, port = relay_setup(t, dv, up, 'count')
-    log = t.path('count-relay.log')
-    d = relay_daemon(t, conf, port, shim_env('all', 0, 'EIO', t.path('state', 'count'),
-                                             log=log, scope='accept'))
-    t.require(submit(port, 'count-1') == 250, 'counting submission')
-    h.stop_process(d)
-    count = collections.Counter(c[1] for c in read_log(log))
-    print('  calls of one relay submission: %s' % ', '.join(
-        '%s %d' % (k, count[k]) for k in KINDS if count[k]))
-    for k in ('write', 'fsync', 'link', 'pwrite', 'fdatasync'):
-        t.require(count[k] > 0, 'a submission makes %s calls' % k)
     tally = fc.Tally('disk-relay', 'disk fault (EIO/ENOSPC at the Nth call): relay spool')
     codes = collections.Counter()
     i = 0
-    for k in KINDS:
-        for n in pick(count[k], few=(0,)):
-            err = ('EIO', 'ENOSPC')[i % 2]
-            name = 'r%03d' % i
-            i += 1
-            what = '%s %s #%d/%d %s' % (name, k, n, count[k], err)
-            env = shim_env(k, n, err, t.path('state', name), log=t.path(name + '.log'),
-                           scope='accept')
-            code = relay_case(t, dv, up, name, env, tally, what)
-            calls = read_log(t.path(name + '.log'))
-            fired = [c for c in calls if c[4]]
-            t.check(fired or len(calls) < n, '%s: the fault never fired' % what)
-            codes[code] += 1
-            print('    %s (%s): %d' % (what, fired[0][3].replace(t.tmp, '') if fired else '-',
-                                        code))
+    # A small message goes into its row (one WAL write and sync); a big
+    # one (over store/outbox.h's OUTBOX_INLINE_MAX, 64 KiB) into a spool
+    # file the session fsyncs and links first.
+    for size, lines, kinds in (('small', 200, ('write', 'pwrite', 'fdatasync')),
+                               ('big', 8000, ('write', 'fsync', 'link', 'pwrite',
+                                              'fdatasync'))):
+        # count the calls of one submission: its session and the relay
+        # process that commits for it (not the daemon, not the queue runner)
+        conf, port = relay_setup(t, dv, up, 'count-' + size)
+        log = t.path('count-%s-relay.log' % size)
+        d = relay_daemon(t, conf, port, shim_env('all', 0, 'EIO', t.path('state', 'count-' + size),
+                                                 log=log, scope='accept'))
+        t.require(submit(port, 'count-%s-1' % size, lines) == 250, 'counting submission')
+        h.stop_process(d)
+        count = collections.Counter(c[1] for c in read_log(log))
+        print('  calls of one %s relay submission: %s' % (size, ', '.join(
+            '%s %d' % (k, count[k]) for k in KINDS if count[k])))
+        for k in kinds:
+            t.require(count[k] > 0, 'a %s submission makes %s calls' % (size, k))
+        if size == 'small':
+            t.check(count['fsync'] == 0 and count['link'] == 0,
+                    'a small submission links and fsyncs no file: %r' % count)
+        for k in KINDS:
+            for n in pick(count[k], few=(0,)):
+                err = ('EIO', 'ENOSPC')[i % 2]
+                name = 'r%03d' % i
+                i += 1
+                what = '%s %s %s #%d/%d %s' % (name, size, k, n, count[k], err)
+                env = shim_env(k, n, err, t.path('state', name), log=t.path(name + '.log'),
+                               scope='accept')
+                code = relay_case(t, dv, up, name, env, tally, what, lines)
+                calls = read_log(t.path(name + '.log'))
+                fired = [c for c in calls if c[4]]
+                t.check(fired or len(calls) < n, '%s: the fault never fired' % what)
+                codes[code] += 1
+                print('    %s (%s): %d' % (what, fired[0][3].replace(t.tmp, '') if fired
+                                            else '-', code))
     tally.save()
     print('  %d relay faults: replies %s; %d lost, %d duplicated, %d crashes'
           % (tally.cases, dict(codes), tally.lost, tally.duplicated, tally.crashes))

@@ -230,6 +230,33 @@ def test_starttls_auth_and_queue(t):
     t.check(len(outbox(t)) == 2, 'two queued')
 
 
+def test_big_submission_in_a_spool_file(t):
+    """A message over store/outbox.h's OUTBOX_INLINE_MAX (64 KiB) is not
+    read into its row: the session makes it durable as a spool file, and
+    the row names it; it survives a SIGKILL right after the 250."""
+    conf, port, _, p = setup(t)
+    s = client(port)
+    s.login('alice', 'secret')
+    body = message('big one', 'line of a long message\r\n' * 4000)
+    s.mail('alice@example.com')
+    s.rcpt('bob@example.net')
+    code, _ = s.data(body)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    s.close()
+    t.check(code == 250, 'DATA %d' % code)
+    rows = outbox(t)
+    t.require(len(rows) == 1, 'one queued message: %s' % rows)
+    state = t.path('state')
+    t.check(h.outboxdb.in_row(state) == [], 'not in its row')
+    path = t.path('state', 'spool', rows[0][3])
+    t.require(os.path.exists(path), 'its spool file %s' % path)
+    with open(path, 'rb') as f:
+        stored = f.read()
+    t.check(len(stored) > 64 * 1024 and stored.endswith(body),
+            'the file holds the message under the trace header (%d bytes)' % len(stored))
+
+
 def test_starttls_injection(t):
     conf, port, _, _ = setup(t)
     raw = socket.create_connection(('127.0.0.1', port), timeout=30)

@@ -134,18 +134,20 @@ test_open_migrate_reopen(void)
 
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 4);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 5);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
 	    " AND name IN ('accounts', 'messages', 'poll_log', 'outbox', 'outbox_rcpt')"), 5);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('messages')"
 	    " WHERE name IN ('header_sha256', 'uidvalidity', 'uid')"), 3);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('outbox')"
+	    " WHERE name = 'body'"), 1);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
 	    " AND name IN ('messages_state', 'messages_message_id', 'poll_log_account')"), 3);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
 	st = open_ok(path);
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 4);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 5);
 	free(path);
 }
 
@@ -830,13 +832,14 @@ old_file(const char *path)
 }
 
 /* The spool belongs to the outbox: an anonymous file per submission,
- * linked in by outbox_enqueue; leftovers swept. */
+ * linked in by outbox_enqueue when the message is too big for its row
+ * (store/outbox.h, OUTBOX_INLINE_MAX); leftovers swept. */
 static void
 test_spool(void)
 {
 	char *sd = xasprintf("%s/sp", tmpdir), *spool = xasprintf("%s/spool", sd);
 	char *tmp = xasprintf("%s/spool/tmp", sd), *p, *err = NULL;
-	char *rcpts[] = { "bob@example.net" };
+	char *rcpts[] = { "bob@example.net" }, pad[1024];
 	struct outbox_msg *v = NULL;
 	struct state *st = NULL;
 	size_t n = 0, removed = 99;
@@ -855,11 +858,16 @@ test_spool(void)
 	CHECK(fd != -1);
 	CHECK_INT(check_count_entries(tmp), 0);	/* anonymous: nothing to leave behind */
 	CHECK_INT(io_write_all(fd, "Subject: x\r\n\r\nbody\r\n", 20), 0);
+	memset(pad, 'x', sizeof pad - 2);
+	memcpy(pad + sizeof pad - 2, "\r\n", 2);
+	for (size_t k = 0; k <= OUTBOX_INLINE_MAX / sizeof pad; k++)
+		CHECK_INT(io_write_all(fd, pad, sizeof pad), 0);
 	CHECK_INT(outbox_enqueue(st, sd, "acct", NULL, "a@example.org", rcpts, 1, fd, &id,
 	    &err), 0);
 	close(fd);
 	CHECK(id > 0);
 	CHECK_INT(outbox_list(st, sd, &v, &n, &err), 0);
+	CHECK(n == 1 && !v[0].in_db && v[0].size > OUTBOX_INLINE_MAX);
 	CHECK(n == 1 && v[0].spool_path != NULL &&
 	    strncmp(v[0].spool_path, spool, strlen(spool)) == 0);
 	CHECK(n == 1 && access(v[0].spool_path, R_OK) == 0);
@@ -1000,12 +1008,13 @@ test_migrate_from_3(void)
 	    "ALTER TABLE accounts DROP COLUMN last_auth;"
 	    "ALTER TABLE poll_log DROP COLUMN server_deleted;"
 	    "ALTER TABLE poll_log DROP COLUMN skipped;"
+	    "ALTER TABLE outbox DROP COLUMN body;"
 	    "PRAGMA user_version = 3");
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('accounts')"
 	    " WHERE name = 'not_before'"), 0);
 	st = open_ok(path);
 	CHECK(st != NULL);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 4);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 5);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages WHERE state = 1"), 2);
 	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
 	CHECK(sc.not_before == 0 && sc.next_poll_at == 0 && sc.failures == 0);
