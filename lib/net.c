@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "lib/deadline.h"
@@ -182,7 +183,60 @@ resolve_child(const char *host, const char *port, unsigned timeout, struct net_r
 	return 0;
 }
 
-/* An IP literal needs no resolver; anything else goes to the child. */
+bool
+net_localhost_name(const char *host)
+{
+	size_t n = host != NULL ? strlen(host) : 0;
+
+	if (n > 0 && host[n - 1] == '.')
+		n--;		/* the root: "localhost." is the same name */
+	if (n < 9 || strncasecmp(host + n - 9, "localhost", 9) != 0)
+		return false;
+	/* "localhost" itself, or a name under it ("pop.localhost"); not
+	 * "mylocalhost", which is an ordinary name. */
+	return n == 9 || (n > 10 && host[n - 10] == '.');
+}
+
+/* The loopback addresses, as getaddrinfo() gives them for no name at all
+ * (node NULL, no AI_PASSIVE): ::1 and 127.0.0.1 in its own order (RFC
+ * 6724's policy, /etc/gai.conf), found without NSS, DNS or any file that
+ * could hang -- so in this process, with no child. A stop or the pass
+ * deadline already past still ends the resolution as it would the
+ * child's. */
+static int
+resolve_loopback(const char *host, const char *port, unsigned timeout, struct net_res *res,
+    char **err)
+{
+	char why[DEADLINE_TEXT_MAX];
+	struct addrinfo hints, *ai = NULL;
+	enum deadline_end end;
+	struct deadline d;
+	int r;
+
+	deadline_in_ms(&d, (uint64_t)timeout * 1000);
+	if ((end = deadline_check(&d)) != DEADLINE_NONE) {
+		*err = xasprintf("cannot resolve %s: %s", host,
+		    deadline_text(end, timeout, why, sizeof why));
+		return -1;
+	}
+	hints_for(&hints, 0);
+	if ((r = getaddrinfo(NULL, port, &hints, &ai)) != 0) {
+		*err = xasprintf("cannot resolve %s: %s", host, r == EAI_SYSTEM ?
+		    strerror(errno) : gai_strerror(r));
+		return -1;
+	}
+	res_take(res, ai);
+	freeaddrinfo(ai);
+	if (res->n == 0) {
+		*err = xasprintf("cannot resolve %s: no usable address", host);
+		return -1;
+	}
+	return 0;
+}
+
+/* An IP literal needs no resolver, nor do the names of RFC 6761 section
+ * 6.3 ("localhost" and the names under it: loopback, always); anything
+ * else goes to the child. */
 static int
 resolve(const char *host, const char *port, unsigned timeout, struct net_res *res,
     char **err)
@@ -195,6 +249,8 @@ resolve(const char *host, const char *port, unsigned timeout, struct net_res *re
 		freeaddrinfo(ai);
 		return 0;
 	}
+	if (net_localhost_name(host))
+		return resolve_loopback(host, port, timeout, res, err);
 	return resolve_child(host, port, timeout, res, err);
 }
 

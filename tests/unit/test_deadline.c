@@ -1,12 +1,13 @@
 /* Deadlines and the pass's limits (lib/deadline.c), the deadline-aware
  * libetpan stream (lib/dlstream.c) over a socket pair, and name resolution
- * in a child process (lib/net.c). */
+ * in a child process, or none for localhost (lib/net.c). */
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -294,6 +295,126 @@ test_net(void)
 	CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
 }
 
+static volatile sig_atomic_t children_ended;
+
+static void
+on_child(int sig)
+{
+	(void)sig;
+	children_ended++;
+}
+
+/* A listening socket on ::1 at port; -1 where this host has no IPv6
+ * loopback. */
+static int
+listener6(unsigned port)
+{
+	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	int one = 1, fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sin6.sin6_addr = in6addr_loopback;
+	if (fd == -1 || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == -1 ||
+	    bind(fd, (struct sockaddr *)&sin6, sizeof sin6) == -1 || listen(fd, 4) == -1) {
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The family of the first address getaddrinfo() gives for no name: the
+ * loopback it prefers. */
+static int
+preferred_loopback(void)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+	int family;
+
+	if (getaddrinfo(NULL, "1", &hints, &ai) != 0)
+		return AF_UNSPEC;
+	family = ai->ai_family;
+	freeaddrinfo(ai);
+	return family;
+}
+
+/* Accepts what is waiting on fd, if anything: 1 one connection, 0 none. */
+static int
+accepted(int fd)
+{
+	struct pollfd pfd = { fd, POLLIN, 0 };
+	int c;
+
+	if (fd == -1 || poll(&pfd, 1, 0) != 1 || (c = accept(fd, NULL, NULL)) == -1)
+		return 0;
+	close(c);
+	return 1;
+}
+
+/* RFC 6761 section 6.3: "localhost" and the names under it are loopback,
+ * resolved without the child (no SIGCHLD), in getaddrinfo()'s order of
+ * the loopback addresses; other names still go to the child. */
+static void
+test_localhost(void)
+{
+	static const char *const special[] = {
+		"localhost", "LocalHost", "localhost.", "pop.localhost", "a.b.LOCALHOST.",
+	};
+	static const char *const ordinary[] = {
+		"mylocalhost", "localhost.example", "localhostx", ".localhost.x", "",
+		"localhost..", "ocalhost",
+	};
+	struct sigaction sa = { .sa_handler = on_child }, old;
+	char *err = NULL;
+	unsigned port;
+	int l4, l6, fd = -1, first;
+
+	for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+		CHECK(net_localhost_name(special[i]));
+	for (size_t i = 0; i < sizeof ordinary / sizeof ordinary[0]; i++)
+		CHECK(!net_localhost_name(ordinary[i]));
+	CHECK(!net_localhost_name(NULL));
+	if ((l4 = listener(&port)) == -1) {
+		CHECK(!"a listener");
+		return;
+	}
+	l6 = listener6(port);
+	first = preferred_loopback();
+	CHECK(first == AF_INET || first == AF_INET6);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, &old);
+	children_ended = 0;
+	for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
+		CHECK_INT(net_connect(special[i], port, 5, &fd, &err), 0);
+		CHECK(err == NULL);
+		if (fd != -1)
+			close(fd);
+		fd = -1;
+		/* the preferred loopback took it (the other when this host
+		 * cannot listen on ::1) */
+		if (l6 != -1) {
+			usleep(10000);
+			CHECK_INT(accepted(first == AF_INET6 ? l6 : l4), 1);
+			CHECK_INT(accepted(first == AF_INET6 ? l4 : l6), 0);
+		} else
+			CHECK_INT(accepted(l4), 1);
+	}
+	CHECK_INT(children_ended, 0);
+	/* The counter can fail: an ordinary name forks its resolver. */
+	CHECK_INT(net_connect("name.invalid", port, 5, &fd, &err), -1);
+	CHECK(err != NULL && strncmp(err, "cannot resolve name.invalid: ", 29) == 0);
+	free(err);
+	err = NULL;
+	CHECK(children_ended >= 1);
+	sigaction(SIGCHLD, &old, NULL);
+	/* Nothing listening: every loopback address refused. */
+	close(l4);
+	if (l6 != -1)
+		close(l6);
+	CHECK_INT(net_connect("localhost", port, 5, &fd, &err), -1);
+	CHECK_STR(err, "connect: Connection refused");
+	free(err);
+}
+
 int
 main(void)
 {
@@ -305,5 +426,6 @@ main(void)
 	TEST(test_dlstream_reads);
 	TEST(test_dlstream_stop);
 	TEST(test_net);
+	TEST(test_localhost);
 	CHECK_DONE();
 }
