@@ -12,8 +12,9 @@
  * be bounded: doc/DESIGN.md, libetpan trap 9) -- except for the names
  * net_localhost_name() accepts, which are the loopback addresses (::1 and
  * 127.0.0.1, in getaddrinfo()'s order) without asking anyone. Only the
- * addresses change: a TLS caller still checks the name it was given. Both waits end early at the
- * pass deadline or on a stop request (lib/deadline.h). *fd is a
+ * addresses change: a TLS caller still checks the name it was given. Both
+ * waits end early at the pass deadline or on a stop request
+ * (lib/deadline.h). *fd is a
  * non-blocking, close-on-exec socket. 0, or -1 with *err allocated
  * ("cannot resolve HOST: why", "connect: why"; deadline_text() says why
  * when a limit ended the wait). */
