@@ -32,7 +32,7 @@
 #define MSG_COLUMNS "o.id, a.name, o.auth_user, o.mail_from, o.spool_file," \
 	" o.size, o.created_at, o.next_attempt_at, o.attempts, o.state," \
 	" o.sent_copy_done, o.bounce_done, o.last_error, o.finished_at," \
-	" o.body IS NOT NULL"
+	" o.id IN (SELECT id FROM outbox_body)"
 #define MSG_FROM " FROM outbox o JOIN accounts a ON a.id = o.account_id"
 /* Finished, but the Sent copy or the bounce is still to be stored. Such a
  * message's next_attempt_at is when filing is tried next (the delivery
@@ -357,8 +357,8 @@ insert_msg(struct state *st, int64_t account, const char *auth_user,
 	int b;
 
 	if ((s = prep(st, "INSERT INTO outbox(account_id, auth_user, mail_from,"
-	    " spool_file, size, created_at, next_attempt_at, state, body)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0, ?7)", what, err)) == NULL)
+	    " spool_file, size, created_at, next_attempt_at, state)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0)", what, err)) == NULL)
 		return -1;
 	b = sqlite3_bind_int64(s, 1, account);
 	b |= sqlite3_bind_text(s, 2, auth_user, -1, SQLITE_STATIC);
@@ -366,14 +366,19 @@ insert_msg(struct state *st, int64_t account, const char *auth_user,
 	b |= sqlite3_bind_text(s, 4, sp->name, -1, SQLITE_STATIC);
 	b |= sqlite3_bind_int64(s, 5, (int64_t)sp->size);
 	b |= sqlite3_bind_int64(s, 6, now);
-	/* A zero-length body is a blob all the same (not NULL): the pointer
-	 * is never NULL. */
-	if (sp->body != NULL)
-		b |= sqlite3_bind_blob64(s, 7, sp->body, sp->size, SQLITE_STATIC);
 	if (run(st, s, b, what, err) == -1)
 		return -1;
 	*id = sqlite3_last_insert_rowid(state_sqlite(st));
-	return 0;
+	if (sp->body == NULL)
+		return 0;
+	if ((s = prep(st, "INSERT INTO outbox_body(id, body) VALUES (?1, ?2)", what,
+	    err)) == NULL)
+		return -1;
+	/* A zero-length body is a blob all the same (not NULL): the pointer
+	 * is never NULL. */
+	b = sqlite3_bind_int64(s, 1, *id);
+	b |= sqlite3_bind_blob64(s, 2, sp->body, sp->size, SQLITE_STATIC);
+	return run(st, s, b, what, err);
 }
 
 /* A recipient given twice is queued once. */
@@ -445,7 +450,7 @@ take_back(struct state *st, const struct outbox_submission *subs, size_t n)
 	for (i = 0; i < n; i++) {
 		if (subs[i].id <= 0)
 			continue;
-		/* outbox_rcpt goes with it: ON DELETE CASCADE */
+		/* outbox_rcpt and outbox_body go with it: ON DELETE CASCADE */
 		if ((s = prep(st, "DELETE FROM outbox WHERE id = ?1", what, &err)) == NULL ||
 		    run(st, s, sqlite3_bind_int64(s, 1, subs[i].id), what, &err) == -1)
 			break;
@@ -788,7 +793,7 @@ body_open(struct state *st, int64_t id, char **err)
 	size_t len;
 	int fd = -1, rc;
 
-	if ((s = prep(st, "SELECT body FROM outbox WHERE id = ?1 AND body IS NOT NULL",
+	if ((s = prep(st, "SELECT body FROM outbox_body WHERE id = ?1",
 	    what, err)) == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, id);
@@ -1178,8 +1183,10 @@ forget_names(struct state *st, const int64_t *ids, size_t n, char **err)
 	if (durable_begin(st, &d, err) == -1)
 		return -1;
 	for (i = 0; i < n; i++)
-		if ((u = prep(st, "UPDATE outbox SET spool_file = '', body = NULL WHERE id = ?1",
+		if ((u = prep(st, "UPDATE outbox SET spool_file = '' WHERE id = ?1",
 		    what, err)) == NULL ||
+		    run(st, u, sqlite3_bind_int64(u, 1, ids[i]), what, err) == -1 ||
+		    (u = prep(st, "DELETE FROM outbox_body WHERE id = ?1", what, err)) == NULL ||
 		    run(st, u, sqlite3_bind_int64(u, 1, ids[i]), what, err) == -1)
 			break;
 	return durable_commit(st, &d, i == n, err);

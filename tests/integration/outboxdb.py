@@ -1,6 +1,6 @@
 """The relay's queue as the tests read it from STATE_DIR (store/outbox.c):
 each outbox row with its message, which a small message keeps in the row
-(the body column) and a big one in its spool file (STATE_DIR/spool/NAME)."""
+(its outbox_body row) and a big one in its spool file (STATE_DIR/spool/NAME)."""
 
 import os
 import sqlite3
@@ -16,7 +16,8 @@ def queued(state_dir):
         return []
     con = sqlite3.connect(db, timeout=60)
     try:
-        rows = con.execute('SELECT id, spool_file, body FROM outbox ORDER BY id').fetchall()
+        rows = con.execute('SELECT o.id, o.spool_file, b.body FROM outbox o'
+                           ' LEFT JOIN outbox_body b ON b.id = o.id ORDER BY o.id').fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
@@ -38,8 +39,7 @@ def in_row(state_dir):
     """Ids of the messages kept in their rows."""
     con = sqlite3.connect(os.path.join(state_dir, 'state.db'), timeout=60)
     try:
-        return [r[0] for r in con.execute('SELECT id FROM outbox WHERE body IS NOT NULL'
-                                          ' ORDER BY id')]
+        return [r[0] for r in con.execute('SELECT id FROM outbox_body ORDER BY id')]
     finally:
         con.close()
 
@@ -49,7 +49,7 @@ def set_body(state_dir, qid, content):
     bridge's back)."""
     con = sqlite3.connect(os.path.join(state_dir, 'state.db'), timeout=60)
     try:
-        con.execute('UPDATE outbox SET body = ? WHERE id = ?', (content, qid))
+        con.execute('UPDATE outbox_body SET body = ? WHERE id = ?', (content, qid))
         con.commit()
     finally:
         con.close()

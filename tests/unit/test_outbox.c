@@ -80,7 +80,7 @@ held(struct state *st, const char *spool, int64_t id)
 
 	if (access(spool, R_OK) == 0)
 		return true;
-	CHECK_INT(sqlite3_prepare_v2(state_sqlite(st), "SELECT body IS NOT NULL FROM outbox"
+	CHECK_INT(sqlite3_prepare_v2(state_sqlite(st), "SELECT count(*) FROM outbox_body"
 	    " WHERE id = ?1", -1, &s, NULL), SQLITE_OK);
 	sqlite3_bind_int64(s, 1, id);
 	if (sqlite3_step(s) == SQLITE_ROW)

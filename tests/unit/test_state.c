@@ -134,20 +134,21 @@ test_open_migrate_reopen(void)
 
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 5);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 6);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-	    " AND name IN ('accounts', 'messages', 'poll_log', 'outbox', 'outbox_rcpt')"), 5);
+	    " AND name IN ('accounts', 'messages', 'poll_log', 'outbox', 'outbox_rcpt',"
+	    " 'outbox_body')"), 6);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('messages')"
 	    " WHERE name IN ('header_sha256', 'uidvalidity', 'uid')"), 3);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('outbox')"
-	    " WHERE name = 'body'"), 1);
+	    " WHERE name = 'body'"), 0);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
 	    " AND name IN ('messages_state', 'messages_message_id', 'poll_log_account')"), 3);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
 	st = open_ok(path);
 	CHECK(st != NULL);
 	state_close(st);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 5);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 6);
 	free(path);
 }
 
@@ -1008,13 +1009,13 @@ test_migrate_from_3(void)
 	    "ALTER TABLE accounts DROP COLUMN last_auth;"
 	    "ALTER TABLE poll_log DROP COLUMN server_deleted;"
 	    "ALTER TABLE poll_log DROP COLUMN skipped;"
-	    "ALTER TABLE outbox DROP COLUMN body;"
+	    "DROP TABLE outbox_body;"
 	    "PRAGMA user_version = 3");
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('accounts')"
 	    " WHERE name = 'not_before'"), 0);
 	st = open_ok(path);
 	CHECK(st != NULL);
-	CHECK_INT(raw_int(path, "PRAGMA user_version"), 5);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 6);
 	CHECK_INT(raw_int(path, "SELECT count(*) FROM messages WHERE state = 1"), 2);
 	CHECK_INT(state_schedule(st, a, &sc, &err), 0);
 	CHECK(sc.not_before == 0 && sc.next_poll_at == 0 && sc.failures == 0);
@@ -1022,6 +1023,58 @@ test_migrate_from_3(void)
 	CHECK_INT(sc.server_expire, STATE_EXPIRE_NONE);
 	CHECK(err == NULL);
 	state_close(st);
+	free(path);
+}
+
+/* A version 5 database kept a small queued message in outbox.body: at 6
+ * it is in outbox_body, the column gone, and the message reads back. */
+static void
+test_migrate_from_5(void)
+{
+	char *sd = xasprintf("%s/from5", tmpdir), *path = xasprintf("%s/state.db", sd);
+	char *rcpts[] = { "bob@example.net" }, *err = NULL, buf[64];
+	struct outbox_msg *v = NULL;
+	struct state *st = NULL;
+	size_t n = 0;
+	ssize_t r;
+	int64_t id = 0;
+	int fd;
+
+	CHECK_INT(state_make_dir(sd, &err), 0);
+	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
+	if (st == NULL) {
+		free(sd);
+		free(path);
+		return;
+	}
+	fd = outbox_spool_file(sd, &err);
+	CHECK_INT(io_write_all(fd, "Subject: x\r\n\r\nbody\r\n", 20), 0);
+	CHECK_INT(outbox_enqueue(st, sd, "acct", NULL, "a@example.org", rcpts, 1, fd, &id,
+	    &err), 0);
+	close(fd);
+	state_close(st);
+	raw_sql(path, "ALTER TABLE outbox ADD COLUMN body BLOB;"
+	    "UPDATE outbox SET body = (SELECT body FROM outbox_body b WHERE b.id = outbox.id);"
+	    "DROP TABLE outbox_body;"
+	    "PRAGMA user_version = 5");
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM outbox WHERE body IS NOT NULL"), 1);
+	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
+	CHECK_INT(raw_int(path, "PRAGMA user_version"), 6);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM pragma_table_info('outbox')"
+	    " WHERE name = 'body'"), 0);
+	CHECK_INT(raw_int(path, "SELECT count(*) FROM outbox_body"), 1);
+	CHECK_INT(outbox_list(st, sd, &v, &n, &err), 0);
+	CHECK(n == 1 && v[0].id == id && v[0].in_db && v[0].size == 20);
+	if (n == 1 && (fd = outbox_msg_open(st, &v[0], &err)) != -1) {
+		r = read(fd, buf, sizeof buf);
+		CHECK(r == 20 && memcmp(buf, "Subject: x\r\n\r\nbody\r\n", 20) == 0);
+		close(fd);
+	} else
+		CHECK(0);
+	outbox_msgs_free(v, n);
+	CHECK(err == NULL);
+	state_close(st);
+	free(sd);
 	free(path);
 }
 
@@ -1184,6 +1237,7 @@ main(void)
 	TEST(test_spool);
 	TEST(test_seen_elsewhere);
 	TEST(test_migrate_from_3);
+	TEST(test_migrate_from_5);
 	TEST(test_skipped);
 	TEST(test_schedule);
 	TEST(test_not_stored);
