@@ -15,6 +15,7 @@ copy (digests)."""
 import collections
 import json
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -78,6 +79,12 @@ class Watch:
         return self.at
 
 
+def _children_cpu():
+    """User + system seconds of this process's reaped children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def write_messages(path, messages):
     """The messages file bench/ref_smtp.py reads: each message after a line
     holding its length."""
@@ -117,7 +124,7 @@ def _one_upstream(b, s, t, Sink, msgs_file, want):
                                                                  res['errors']))
         direct = n / (res['end'] - res['start'])
         t.row('minimal client straight to %s (the limit)' % Sink.name, rate(direct), '-', '-',
-              '-', chk)
+              '-', '-', chk)
         sink.reset()
         # pop3bridge's relay in front of it
         relay_port = h.free_port()
@@ -125,6 +132,7 @@ def _one_upstream(b, s, t, Sink, msgs_file, want):
         sent = os.path.join(work, 'mail', USER, 'Maildir', '.Sent')
         argv = measure.as_user([h.bridge_binary(), '-q', '-c', conf, 'run'], work)
         log = open(os.path.join(work, 'run.log'), 'ab')
+        cpu0 = _children_cpu()
         d = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                              start_new_session=True)
         log.close()
@@ -147,6 +155,9 @@ def _one_upstream(b, s, t, Sink, msgs_file, want):
             except subprocess.TimeoutExpired:
                 os.killpg(d.pid, signal.SIGKILL)
                 d.wait()
+        # the daemon and every process of its tree (each reaps its own):
+        # nothing else of this process ends in between
+        cpu = _children_cpu() - cpu0
         t0 = res['start']
         accepted = n / (res['end'] - t0) if res['accepted'] == n else None
         e2e = n / (t_up - t0) if t_up else None
@@ -166,7 +177,7 @@ def _one_upstream(b, s, t, Sink, msgs_file, want):
         t.row('pop3bridge relay \u2192 %s' % Sink.name, rate(accepted), rate(e2e),
               secs(t_up - t0) if t_up else 'not all in 300 s',
               '%d (%s s)' % (len(copies), secs(t_sent - t0) if t_sent else 'not all'),
-              '%s; Sent %s' % (chk, chk_sent))
+              '%.2f (%.2f ms a message)' % (cpu, 1000 * cpu / n), '%s; Sent %s' % (chk, chk_sent))
         return {'accepted': accepted, 'e2e': e2e, 'direct': direct, 'sent': len(copies),
                 'sent_s': (t_sent - t0) if t_sent else None}
     finally:
@@ -184,12 +195,15 @@ def run(b):
     write_messages(msgs_file, msgs)
     t = Table('%d messages of %d bytes, %d connections' % (n, size, b.args.connections),
               ['path', 'accepted msgs/s', 'end to end msgs/s', 'all upstream after s',
-               'Sent copies (all filed after s)', 'correct'])
+               'Sent copies (all filed after s)', 'pop3bridge CPU s', 'correct'])
     out = {}
     for Sink in (servers.SmtpSink, servers.Aiosmtpd):
         out[Sink.name] = _one_upstream(b, s, t, Sink, msgs_file, want)
     t.note('seconds and rates from the client\'s first connection; accepted = every 250 '
            'received by the submitting client')
+    t.note('pop3bridge CPU: user + system seconds of `pop3bridge run` and every process it '
+           'started (sessions, relay, queue runner and its workers), start to stop: what the '
+           'messages cost it, whatever else the machine was doing')
     s.tables.append(t)
     for name, o in out.items():
         s.summary.append(SummaryRow(
