@@ -253,6 +253,58 @@ def test_runner_sweeps_orphaned_spool_files(t):
     t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
 
 
+def _stat(pid):
+    """(ppid, nice) of process pid, from /proc/PID/stat."""
+    with open('/proc/%d/stat' % pid) as f:
+        rest = f.read().rsplit(')', 1)[1].split()
+    return int(rest[1]), int(rest[16])
+
+
+def _children(pid):
+    out = []
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                if _stat(int(d))[0] == pid:
+                    out.append(int(d))
+            except (OSError, IndexError):
+                pass
+    return out
+
+
+def _watches_inotify(pid):
+    try:
+        return any(os.readlink('/proc/%d/fd/%s' % (pid, fd)) == 'anon_inode:inotify'
+                   for fd in os.listdir('/proc/%d/fd' % pid))
+    except OSError:
+        return False
+
+
+def test_runner_yields_cpu(t):
+    """The queue runner (the daemon's child that waits on the spool with
+    inotify) runs 5 nice levels below the daemon, and so do its delivery
+    workers: the relay's sessions, whose clients wait for a 250, come
+    first. The daemon's other children keep its priority."""
+    up = Upstream(t)
+    conf = config(t, up)
+    d = t.start_bridge(conf, 'run')
+    kids = []
+
+    def runner():
+        kids[:] = _children(d.pid)
+        return [k for k in kids if _watches_inotify(k)]
+    found = h.wait_for(runner, 20, what='the queue runner')
+    base = _stat(d.pid)[1]
+    t.check(len(found) == 1, 'one runner among the children %r: %r' % (kids, found))
+    if found:
+        t.check(_stat(found[0])[1] == min(base + 5, 19), 'runner nice %d, daemon %d'
+                % (_stat(found[0])[1], base))
+    others = [k for k in kids if k not in found]
+    t.check(all(_stat(k)[1] == base for k in others), 'the other children at nice %d: %r'
+            % (base, [(k, _stat(k)[1]) for k in others]))
+    t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
+
+
 def test_starttls_verified(t):
     c = t.certs
     up = Upstream(t, starttls=(c.cert, c.key)).start()
