@@ -43,20 +43,15 @@
 #define COPY_DONE 1
 #define COPY_TRIED 2
 
+/* The connection's kept statement for q (state_stmt(): q is a literal at
+ * every call), handed back with state_stmt_done(). */
 static sqlite3_stmt *
 prep(struct state *st, const char *q, const char *what, char **err)
 {
-	sqlite3_stmt *s = NULL;
-
-	if (sqlite3_prepare_v2(state_sqlite(st), q, -1, &s, NULL) != SQLITE_OK) {
-		state_error(st, what, err);
-		sqlite3_finalize(s);
-		return NULL;
-	}
-	return s;
+	return state_stmt(st, q, what, err);
 }
 
-/* Steps s to its end (a statement without rows) and finalises it. bound
+/* Steps s to its end (a statement without rows) and hands it back. bound
  * is the OR of the bind results. */
 static int
 run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
@@ -66,7 +61,7 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
 
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		r = state_error(st, what, err);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return r;
 }
 
@@ -81,10 +76,24 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
  */
 
 /* The connection's synchronous setting (1 NORMAL, 2 FULL), -1 unknown. */
+/* A PRAGMA query, prepared for this one use (not state_stmt()): SQLite
+ * puts some settings into the statement as they are when it is prepared. */
+static sqlite3_stmt *
+pragma(struct state *st, const char *q)
+{
+	sqlite3_stmt *s = NULL;
+
+	if (sqlite3_prepare_v2(state_sqlite(st), q, -1, &s, NULL) != SQLITE_OK) {
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	return s;
+}
+
 static int
 sync_mode(struct state *st)
 {
-	sqlite3_stmt *s = prep(st, "PRAGMA synchronous", "reading synchronous", NULL);
+	sqlite3_stmt *s = pragma(st, "PRAGMA synchronous");
 	int mode = -1;
 
 	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
@@ -103,7 +112,7 @@ set_sync_mode(struct state *st, int mode)
 static bool
 wal_mode(struct state *st)
 {
-	sqlite3_stmt *s = prep(st, "PRAGMA journal_mode", "reading journal_mode", NULL);
+	sqlite3_stmt *s = pragma(st, "PRAGMA journal_mode");
 	bool wal = false;
 
 	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
@@ -741,7 +750,7 @@ read_rcpts(struct state *st, struct outbox_msg *m, char **err)
 	}
 	if (rc != SQLITE_DONE)
 		state_error(st, what, err);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -770,7 +779,7 @@ select_msgs(struct state *st, const char *state_dir, const char *q, int64_t arg,
 	}
 	if (rc != SQLITE_DONE)
 		state_error(st, what, err);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	for (i = 0; rc == SQLITE_DONE && i < k; i++)
 		if (read_rcpts(st, &v[i], err) == -1)
 			rc = SQLITE_ERROR;
@@ -814,7 +823,7 @@ body_open(struct state *st, int64_t id, char **err)
 			fd = -1;
 		}
 	}
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return fd;
 }
 
@@ -872,7 +881,7 @@ outbox_summary(struct state *st, const char *account, struct outbox_summary *out
 		out->filing_error = state_col_str(s, 4);
 	} else
 		state_error(st, what, err);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return rc == SQLITE_ROW ? 0 : -1;
 }
 
@@ -1088,7 +1097,7 @@ spool_name(struct state *st, int64_t id, char **name, char **err)
 		*name = state_col_str(s, 0);
 	else if (rc != SQLITE_DONE)
 		state_error(st, what, err);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -1164,7 +1173,7 @@ cleanable(struct state *st, char ***names, int64_t **ids, size_t *n, char **err)
 	}
 	if (rc != SQLITE_DONE)
 		state_error(st, what, err);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -1293,7 +1302,7 @@ outbox_sweep_orphans(struct state *st, const char *state_dir, time_t min_age,
 			(*removed)++;
 		r = r == -1 ? -1 : 0;
 	}
-	sqlite3_finalize(q);
+	state_stmt_done(q);
 	closedir(d);
 	free(dir);
 	return r;
@@ -1313,14 +1322,14 @@ outbox_counts(struct state *st, int64_t account, struct outbox_counts *out, char
 	if (sqlite3_bind_int64(s, 1, account) != SQLITE_OK ||
 	    (rc = sqlite3_step(s)) != SQLITE_ROW) {
 		state_error(st, what, err);
-		sqlite3_finalize(s);
+		state_stmt_done(s);
 		return -1;
 	}
 	out->accepted = (unsigned long)sqlite3_column_int64(s, 0);
 	out->queued = (unsigned long)sqlite3_column_double(s, 1);
 	out->sent = (unsigned long)sqlite3_column_double(s, 2);
 	out->bounced = (unsigned long)sqlite3_column_double(s, 3);
-	sqlite3_finalize(s);
+	state_stmt_done(s);
 	return 0;
 }
 

@@ -325,10 +325,18 @@ static const char *const sql[S_COUNT] = {
 	    " login_delay, server_expire FROM accounts WHERE id = ?1",
 };
 
+/* A statement of another store/ module, kept by the address of its SQL. */
+struct kept_stmt {
+	const char *sql;
+	sqlite3_stmt *s;
+};
+
 struct state {
 	sqlite3 *db;
 	char *path;
 	sqlite3_stmt *stmt[S_COUNT];
+	struct kept_stmt *kept;	/* state_stmt()'s, n_kept of them */
+	size_t n_kept;
 	bool light;             /* the open transaction is bookkeeping */
 	bool busy;		/* the last call failed on another process's lock */
 };
@@ -844,6 +852,9 @@ state_close(struct state *st)
 		return;
 	for (i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
+	for (i = 0; i < st->n_kept; i++)
+		sqlite3_finalize(st->kept[i].s);
+	free(st->kept);
 	if (st->db != NULL) {
 		/* Cheap, and keeps the query planner's statistics current. */
 		sqlite3_exec(st->db, "PRAGMA optimize", NULL, NULL, NULL);
@@ -1903,6 +1914,35 @@ int
 state_error(struct state *st, const char *what, char **err)
 {
 	return fail(st, what, err);
+}
+
+sqlite3_stmt *
+state_stmt(struct state *st, const char *sql, const char *what, char **err)
+{
+	sqlite3_stmt *s = NULL;
+	size_t i;
+
+	st->busy = false;
+	for (i = 0; i < st->n_kept; i++)
+		if (st->kept[i].sql == sql)
+			return st->kept[i].s;
+	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) !=
+	    SQLITE_OK) {
+		fail(st, what, err);
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	st->kept = xreallocarray(st->kept, st->n_kept + 1, sizeof *st->kept);
+	st->kept[st->n_kept].sql = sql;
+	st->kept[st->n_kept++].s = s;
+	return s;
+}
+
+void
+state_stmt_done(sqlite3_stmt *s)
+{
+	if (s != NULL)
+		done(s);
 }
 
 /*
