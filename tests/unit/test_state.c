@@ -77,6 +77,20 @@ open_ok(const char *path)
 	return st;
 }
 
+/* A new state directory sd, made and opened; NULL (a failed check) when
+ * it cannot be. */
+static struct state *
+open_dir_ok(const char *sd)
+{
+	struct state *st = NULL;
+	char *err = NULL;
+
+	CHECK_INT(state_make_dir(sd, &err), 0);
+	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
+	free(err);
+	return st;
+}
+
 static struct state_msg
 msg(const char *uidl, const char *key)
 {
@@ -847,9 +861,7 @@ test_spool(void)
 	int64_t id = 0;
 	int fd;
 
-	CHECK_INT(state_make_dir(sd, &err), 0);
-	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
-	if (st == NULL) {
+	if ((st = open_dir_ok(sd)) == NULL) {
 		free(sd);
 		free(spool);
 		free(tmp);
@@ -1040,9 +1052,7 @@ test_migrate_from_5(void)
 	int64_t id = 0;
 	int fd;
 
-	CHECK_INT(state_make_dir(sd, &err), 0);
-	CHECK_INT(state_open_dir(sd, true, &st, &err), 0);
-	if (st == NULL) {
+	if ((st = open_dir_ok(sd)) == NULL) {
 		free(sd);
 		free(path);
 		return;
