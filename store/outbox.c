@@ -75,7 +75,6 @@ run(struct state *st, sqlite3_stmt *s, int bound, const char *what, char **err)
  * the WAL first), the lock held only for the writes.
  */
 
-/* The connection's synchronous setting (1 NORMAL, 2 FULL), -1 unknown. */
 /* A PRAGMA query, prepared for this one use (not state_stmt()): SQLite
  * puts some settings into the statement as they are when it is prepared. */
 static sqlite3_stmt *
@@ -90,6 +89,7 @@ pragma(struct state *st, const char *q)
 	return s;
 }
 
+/* The connection's synchronous setting (1 NORMAL, 2 FULL), -1 unknown. */
 static int
 sync_mode(struct state *st)
 {
