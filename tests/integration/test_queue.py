@@ -282,9 +282,10 @@ def _watches_inotify(pid):
 
 def test_runner_yields_cpu(t):
     """The queue runner (the daemon's child that waits on the spool with
-    inotify) runs 5 nice levels below the daemon, and so do its delivery
-    workers: the relay's sessions, whose clients wait for a 250, come
-    first. The daemon's other children keep its priority."""
+    inotify) runs 5 nice levels below the daemon (its delivery workers
+    inherit it): the relay's sessions, whose clients wait for a 250, come
+    first. The daemon's other children keep its priority; a pass that ends
+    while they are read is left out."""
     up = Upstream(t)
     conf = config(t, up)
     d = t.start_bridge(conf, 'run')
@@ -297,11 +298,18 @@ def test_runner_yields_cpu(t):
     base = _stat(d.pid)[1]
     t.check(len(found) == 1, 'one runner among the children %r: %r' % (kids, found))
     if found:
-        t.check(_stat(found[0])[1] == min(base + 5, 19), 'runner nice %d, daemon %d'
-                % (_stat(found[0])[1], base))
-    others = [k for k in kids if k not in found]
-    t.check(all(_stat(k)[1] == base for k in others), 'the other children at nice %d: %r'
-            % (base, [(k, _stat(k)[1]) for k in others]))
+        nice = _stat(found[0])[1]
+        t.check(nice == min(base + 5, 19), 'runner nice %d, daemon %d' % (nice, base))
+    # the others (the relay, a pass that may end meanwhile), as they are now
+    others = []
+    for k in kids:
+        try:
+            if k not in found:
+                others.append((k, _stat(k)[1]))
+        except (OSError, IndexError):
+            pass
+    t.check(all(nice == base for _, nice in others), 'the other children at nice %d: %r'
+            % (base, others))
     t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
 
 
