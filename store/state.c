@@ -378,17 +378,26 @@ state_busy(const struct state *st)
 	return st != NULL && st->busy;
 }
 
-/* The cached statement id, prepared on first use; NULL with *err set. */
+/* *slot, the kept statement of q: prepared on first use; NULL with *err
+ * set. */
+static sqlite3_stmt *
+keep(struct state *st, const char *q, sqlite3_stmt **slot, const char *what, char **err)
+{
+	st->busy = false;
+	if (*slot == NULL && sqlite3_prepare_v3(st->db, q, -1, SQLITE_PREPARE_PERSISTENT,
+	    slot, NULL) != SQLITE_OK) {
+		fail(st, what, err);
+		sqlite3_finalize(*slot);
+		*slot = NULL;
+	}
+	return *slot;
+}
+
+/* The cached statement id. */
 static sqlite3_stmt *
 stmt(struct state *st, enum stmt_id id, const char *what, char **err)
 {
-	st->busy = false;
-	if (st->stmt[id] == NULL && sqlite3_prepare_v3(st->db, sql[id], -1,
-	    SQLITE_PREPARE_PERSISTENT, &st->stmt[id], NULL) != SQLITE_OK) {
-		fail(st, what, err);
-		return NULL;
-	}
-	return st->stmt[id];
+	return keep(st, sql[id], &st->stmt[id], what, err);
 }
 
 /* Readies s for its next use. */
@@ -1917,25 +1926,18 @@ state_error(struct state *st, const char *what, char **err)
 }
 
 sqlite3_stmt *
-state_stmt(struct state *st, const char *sql, const char *what, char **err)
+state_stmt(struct state *st, const char *q, const char *what, char **err)
 {
-	sqlite3_stmt *s = NULL;
 	size_t i;
 
-	st->busy = false;
 	for (i = 0; i < st->n_kept; i++)
-		if (st->kept[i].sql == sql)
-			return st->kept[i].s;
-	if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) !=
-	    SQLITE_OK) {
-		fail(st, what, err);
-		sqlite3_finalize(s);
-		return NULL;
+		if (st->kept[i].sql == q)
+			break;
+	if (i == st->n_kept) {
+		st->kept = xreallocarray(st->kept, st->n_kept + 1, sizeof *st->kept);
+		st->kept[st->n_kept++] = (struct kept_stmt){ .sql = q, .s = NULL };
 	}
-	st->kept = xreallocarray(st->kept, st->n_kept + 1, sizeof *st->kept);
-	st->kept[st->n_kept].sql = sql;
-	st->kept[st->n_kept++].s = s;
-	return s;
+	return keep(st, q, &st->kept[i].s, what, err);
 }
 
 void

@@ -50,8 +50,9 @@ binary) and `TIMEOUT = N` sets the seconds each test may take (300).
 
 # Every name below is imported to be re-exported.
 
-from processes import (free_port, free_ports, group_alive, poll, port_open, stop_all,
-                       stop_process, tail, track, untrack, wait_for, wait_nowait)
+from processes import (children, descendants, free_port, free_ports, group_alive, poll,
+                       port_open, proc_stat, stop_all, stop_process, tail, track, untrack,
+                       wait_for, wait_nowait)
 from pki import Certs, default_certs
 from dovecot import (MAIL_USER, Dovecot, DovecotError, dovecot_path, mail_ids, maildir_files,
                      make_maildir, make_traversable, seed)

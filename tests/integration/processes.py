@@ -6,6 +6,7 @@ registry of everything a test program started, stopped by pid at exit.
     poll(pred, timeout), wait_for(pred, timeout, what=)
     tail(path, lines)                     the end of a log file
     group_alive(pgid), wait_nowait(pid, timeout)
+    proc_stat(pid), children(pid), descendants(pid)   from /proc, live only
     track(obj, stop), untrack(obj), stop_all()
     stop_process(popen, sig, timeout)
 
@@ -86,19 +87,46 @@ def tail(path, lines=100):
 
 # ---------------------------------------------------------------- processes
 
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name, as strings
+    (state first, then ppid, pgrp, ...; nice is [16]), or None once pid is
+    gone."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _live_procs():
+    """(pid, stat fields) of every live (not zombie) process."""
+    for p in os.listdir('/proc'):
+        if p.isdigit():
+            fields = proc_stat(int(p))
+            if fields is not None and fields[0] not in ('Z', 'X'):
+                yield int(p), fields
+
+
 def group_alive(pgid):
     """pids of the live (not zombie) processes in process group pgid."""
-    out = []
-    for p in os.listdir('/proc'):
-        if not p.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % p, 'rb') as f:
-                fields = f.read().rsplit(b')', 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in (b'Z', b'X'):
-            out.append(int(p))
+    return [p for p, fields in _live_procs() if int(fields[2]) == pgid]
+
+
+def children(pid):
+    """pids of the live children of pid."""
+    return [p for p, fields in _live_procs() if int(fields[1]) == pid]
+
+
+def descendants(pid):
+    """pids of the live descendants of pid, from one look at /proc."""
+    kids = {}
+    for p, fields in _live_procs():
+        kids.setdefault(int(fields[1]), []).append(p)
+    out, todo = [], list(kids.get(pid, ()))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
     return out
 
 

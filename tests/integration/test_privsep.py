@@ -23,18 +23,6 @@ def _status(pid):
     return out
 
 
-def _children(pid):
-    kids = []
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                if _status(int(d)).get('PPid') == [str(pid)]:
-                    kids.append(int(d))
-            except OSError:
-                pass
-    return kids
-
-
 def _memory_holds(pid, needles):
     """Which of needles (bytes) occur in pid's readable memory (as root).
     Mappings over 1 GiB are skipped: the sanitizers' shadow memory and
@@ -89,8 +77,8 @@ def test_relay_drops_to_state_dir_owner(t):
         s.ehlo('device.example')
         # The session process: a child of the relay, a child of the daemon.
         session = relay = None
-        for kid in _children(d.pid):
-            grand = _children(kid)
+        for kid in h.children(d.pid):
+            grand = h.children(kid)
             if grand:
                 relay, session = kid, grand[0]
         t.require(session is not None, 'found the relay and its session process')

@@ -253,23 +253,10 @@ def test_runner_sweeps_orphaned_spool_files(t):
     t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')
 
 
-def _stat(pid):
-    """(ppid, nice) of process pid, from /proc/PID/stat."""
-    with open('/proc/%d/stat' % pid) as f:
-        rest = f.read().rsplit(')', 1)[1].split()
-    return int(rest[1]), int(rest[16])
-
-
-def _children(pid):
-    out = []
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                if _stat(int(d))[0] == pid:
-                    out.append(int(d))
-            except (OSError, IndexError):
-                pass
-    return out
+def _nice(pid):
+    """The nice value of pid, or None once it is gone."""
+    fields = h.proc_stat(pid)
+    return int(fields[16]) if fields is not None else None
 
 
 def _watches_inotify(pid):
@@ -292,22 +279,17 @@ def test_runner_yields_cpu(t):
     kids = []
 
     def runner():
-        kids[:] = _children(d.pid)
+        kids[:] = h.children(d.pid)
         return [k for k in kids if _watches_inotify(k)]
     found = h.wait_for(runner, 20, what='the queue runner')
-    base = _stat(d.pid)[1]
+    base = _nice(d.pid)
     t.check(len(found) == 1, 'one runner among the children %r: %r' % (kids, found))
     if found:
-        nice = _stat(found[0])[1]
+        nice = _nice(found[0])
         t.check(nice == min(base + 5, 19), 'runner nice %d, daemon %d' % (nice, base))
     # the others (the relay, a pass that may end meanwhile), as they are now
-    others = []
-    for k in kids:
-        try:
-            if k not in found:
-                others.append((k, _stat(k)[1]))
-        except (OSError, IndexError):
-            pass
+    others = [(k, _nice(k)) for k in kids if k not in found]
+    others = [(k, n) for k, n in others if n is not None]
     t.check(all(nice == base for _, nice in others), 'the other children at nice %d: %r'
             % (base, others))
     t.check(h.stop_process(d) == 0, 'the daemon stops cleanly')

@@ -53,25 +53,10 @@ def setup(t, max_connections=10):
     return conf, port, d
 
 
-def children(pid):
-    out = []
-    for p in os.listdir('/proc'):
-        if not p.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % p, 'rb') as f:
-                fields = f.read().rsplit(b')', 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] not in (b'Z', b'X'):
-            out.append(int(p))
-    return out
-
-
 def sessions(daemon_pid):
     """Live session processes: children of the daemon's children (the
     relay's; the queue runner and passes have none here)."""
-    return sum(len(children(c)) for c in children(daemon_pid))
+    return sum(len(h.children(c)) for c in h.children(daemon_pid))
 
 
 def queued(t):

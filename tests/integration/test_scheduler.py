@@ -154,26 +154,6 @@ def test_max_parallel_changes_on_sighup(t):
             % concurrency(tail))
 
 
-def _descendants(pid):
-    """The live descendants of pid (from /proc: ppid links)."""
-    kids = {}
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                with open('/proc/%s/stat' % d) as f:
-                    fields = f.read().rsplit(')', 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] not in ('Z', 'X'):
-                kids.setdefault(int(fields[1]), []).append(int(d))
-    out, todo = [], list(kids.get(pid, ()))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, ()))
-    return out
-
-
 def _holding(pids, path):
     """Those of pids with path open."""
     out = []
@@ -209,12 +189,12 @@ def _idle_holders(t, src, dst, users, name):
     # holders is the same twice, a second apart
     seen = []
     for _ in range(30):
-        seen.append(sorted(_holding(_descendants(d.pid), db)))
+        seen.append(sorted(_holding(h.descendants(d.pid), db)))
         if len(seen) > 1 and seen[-1] == seen[-2]:
             break
         time.sleep(1)
     held_by_daemon = bool(_holding([d.pid], db))
-    kids = _descendants(d.pid)
+    kids = h.descendants(d.pid)
     rc = h.stop_process(d)
     t.check(rc == 0, '%s: run exited %d on SIGTERM' % (name, rc))
     return seen[-1], held_by_daemon, not [p for p in kids if _alive(p)]
