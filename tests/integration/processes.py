@@ -2,7 +2,7 @@
 free loopback ports, polling with a deadline, log tails, and the one
 registry of everything a test program started, stopped by pid at exit.
 
-    free_port(), free_ports(n), port_open(port)   127.0.0.1 ports
+    free_port(), free_ports(n), port_open(port)   127.0.0.1 ports, claimed
     poll(pred, timeout), wait_for(pred, timeout, what=)
     tail(path, lines)                     the end of a log file
     group_alive(pgid), wait_nowait(pid, timeout)
@@ -24,24 +24,112 @@ import time
 
 # ---------------------------------------------------------------- ports
 
-def free_ports(n):
-    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (bind
-    port 0). The n sockets are bound at the same time: one after the other,
-    the kernel may hand out the same port twice."""
-    socks = []
+# Ports handed out come from below the kernel's ephemeral range, so that
+# neither another program's bind(port 0) nor an outgoing connection's local
+# port can take one between our choice and the server's bind; and each is
+# claimed by a file naming our pid in PORT_CLAIMS, so that the test programs
+# run side by side (tests/run) never hand out the same port twice. (With
+# bind(port 0) alone, two programs were given the same port within a second:
+# a relay test then spoke SMTP to another test's server.) Claims of programs
+# that have exited are taken over; ours are removed at exit.
+PORT_CLAIMS = '/tmp/p3b-ports'
+_claimed = []
+_next = [None]
+
+
+def _port_range():
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind(('127.0.0.1', 0))
-        return [s.getsockname()[1] for s in socks]
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(1024, low - 12000), low
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _claim(port):
+    """Claims port for this process: True if it is ours now."""
+    path = os.path.join(PORT_CLAIMS, str(port))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid = int(f.read() or '0')
+            except (OSError, ValueError):
+                return False    # being written, or not ours to read
+            if pid == os.getpid() or _alive(pid):
+                return False
+            try:
+                os.unlink(path)     # its program has exited
+            except OSError:
+                return False
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(str(os.getpid()))
+        _claimed.append((os.getpid(), path))
+        return True
+    return False
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(('127.0.0.1', port))
+        return True
+    except OSError:
+        return False
     finally:
-        for s in socks:
-            s.close()
+        s.close()
+
+
+@atexit.register
+def _release_ports():
+    # a forked child (bench/ref_smtp.py) exits through here too: it leaves
+    # its parent's claims alone
+    for pid, path in _claimed:
+        if pid == os.getpid():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def free_ports(n):
+    """n distinct TCP ports on 127.0.0.1, free now and claimed by this
+    process until it exits (see PORT_CLAIMS above)."""
+    os.makedirs(PORT_CLAIMS, exist_ok=True)
+    try:
+        os.chmod(PORT_CLAIMS, 0o1777)   # shared by root's and users' runs
+    except OSError:
+        pass
+    low, high = _port_range()
+    if _next[0] is None:
+        _next[0] = low + (os.getpid() * 97) % (high - low)
+    out = []
+    for _ in range(high - low):
+        port = _next[0]
+        _next[0] = low + (port + 1 - low) % (high - low)
+        if _claim(port):
+            if _bindable(port):
+                out.append(port)
+                if len(out) == n:
+                    return out
+    raise RuntimeError('no free port left in %d-%d' % (low, high - 1))
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0)."""
+    """A TCP port on 127.0.0.1, free now and claimed by this process."""
     return free_ports(1)[0]
 
 
