@@ -68,8 +68,8 @@ def _claim(port):
                     pid = int(f.read() or '0')
             except (OSError, ValueError):
                 return False    # being written, or not ours to read
-            if pid == os.getpid() or _alive(pid):
-                return False
+            if pid == 0 or pid == os.getpid() or _alive(pid):
+                return False    # 0: its claimer is writing it now
             try:
                 os.unlink(path)     # its program has exited
             except OSError:

@@ -314,5 +314,29 @@ def test_framework_output(t):
             'run one test by name: %r' % p.stdout)
 
 
+def test_ports_never_shared(t):
+    """Test programs run side by side (tests/run) are never handed the same
+    port, none from the kernel's ephemeral range, and their claims go when
+    they exit: four programs take 200 ports each at once."""
+    code = ('import sys; sys.path.insert(0, %r); import processes; '
+            'print(" ".join(map(str, processes.free_ports(200))), flush=True); '
+            'sys.stdin.read()' % os.path.dirname(os.path.abspath(__file__)))
+    procs = [subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    # all four alive until each has its ports (a claim ends with its program)
+    got = [list(map(int, p.stdout.readline().split())) for p in procs]
+    for p in procs:
+        p.communicate(timeout=60)
+    ports = [port for g in got for port in g]
+    t.check([len(g) for g in got] == [200] * 4, 'each got its ports: %r' % [len(g) for g in got])
+    t.check(len(set(ports)) == len(ports), '%d ports handed out twice'
+            % (len(ports) - len(set(ports))))
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+        low = int(f.read().split()[0])
+    t.check(all(p < low for p in ports), 'none from the ephemeral range (from %d)' % low)
+    left = [p for p in ports if os.path.exists(os.path.join('/tmp/p3b-ports', str(p)))]
+    t.check(left == [], 'claims released at exit: %d left' % len(left))
+
+
 if __name__ == '__main__':
     harness.main()
