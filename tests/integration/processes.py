@@ -15,6 +15,7 @@ by its one name (`processes`, or through `harness`) so that a program has
 exactly one list of what to stop."""
 
 import atexit
+import fcntl
 import os
 import signal
 import socket
@@ -27,14 +28,14 @@ import time
 # Ports handed out come from below the kernel's ephemeral range, so that
 # neither another program's bind(port 0) nor an outgoing connection's local
 # port can take one between our choice and the server's bind; and each is
-# claimed by a file naming our pid in PORT_CLAIMS, so that the test programs
+# claimed by a lock on byte `port` of PORT_CLAIMS, so that the test programs
 # run side by side (tests/run) never hand out the same port twice. (With
-# bind(port 0) alone, two programs were given the same port within a second:
-# a relay test then spoke SMTP to another test's server.) Claims of programs
-# that have exited are taken over; ours are removed at exit.
-PORT_CLAIMS = '/tmp/p3b-ports'
-_claimed = []
-_next = [None]
+# bind(port 0) alone, four programs taking 200 ports at once were given 14
+# twice, and a relay test spoke SMTP to another test's server.) The locks
+# are fcntl record locks: the kernel drops them when their program ends,
+# however it ends, and a forked child holds none of its parent's.
+PORT_CLAIMS = '/tmp/p3b-ports.lock'
+_claims = {'fd': None, 'next': None, 'ours': set()}
 
 
 def _port_range():
@@ -46,40 +47,22 @@ def _port_range():
     return max(1024, low - 12000), low
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _claim(port):
     """Claims port for this process: True if it is ours now."""
-    path = os.path.join(PORT_CLAIMS, str(port))
-    for _ in range(2):
+    if _claims['fd'] is None:
+        _claims['fd'] = os.open(PORT_CLAIMS, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            try:
-                with open(path) as f:
-                    pid = int(f.read() or '0')
-            except (OSError, ValueError):
-                return False    # being written, or not ours to read
-            if pid == 0 or pid == os.getpid() or _alive(pid):
-                return False    # 0: its claimer is writing it now
-            try:
-                os.unlink(path)     # its program has exited
-            except OSError:
-                return False
-            continue
-        with os.fdopen(fd, 'w') as f:
-            f.write(str(os.getpid()))
-        _claimed.append((os.getpid(), path))
-        return True
-    return False
+            os.fchmod(_claims['fd'], 0o666)     # shared by root's and users' runs
+        except OSError:
+            pass
+    if port in _claims['ours']:     # our own locks never conflict with us
+        return False
+    try:
+        fcntl.lockf(_claims['fd'], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except OSError:
+        return False
+    _claims['ours'].add(port)
+    return True
 
 
 def _bindable(port):
@@ -93,38 +76,20 @@ def _bindable(port):
         s.close()
 
 
-@atexit.register
-def _release_ports():
-    # a forked child (bench/ref_smtp.py) exits through here too: it leaves
-    # its parent's claims alone
-    for pid, path in _claimed:
-        if pid == os.getpid():
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-
-
 def free_ports(n):
     """n distinct TCP ports on 127.0.0.1, free now and claimed by this
     process until it exits (see PORT_CLAIMS above)."""
-    os.makedirs(PORT_CLAIMS, exist_ok=True)
-    try:
-        os.chmod(PORT_CLAIMS, 0o1777)   # shared by root's and users' runs
-    except OSError:
-        pass
     low, high = _port_range()
-    if _next[0] is None:
-        _next[0] = low + (os.getpid() * 97) % (high - low)
+    if _claims['next'] is None:
+        _claims['next'] = low + (os.getpid() * 97) % (high - low)
     out = []
     for _ in range(high - low):
-        port = _next[0]
-        _next[0] = low + (port + 1 - low) % (high - low)
-        if _claim(port):
-            if _bindable(port):
-                out.append(port)
-                if len(out) == n:
-                    return out
+        port = _claims['next']
+        _claims['next'] = low + (port + 1 - low) % (high - low)
+        if _claim(port) and _bindable(port):
+            out.append(port)
+            if len(out) == n:
+                return out
     raise RuntimeError('no free port left in %d-%d' % (low, high - 1))
 
 
